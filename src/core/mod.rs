@@ -1,0 +1,6 @@
+//! Pure logic: no Envoy, no `unsafe`. Each file is one state machine with its own unit tests.
+pub mod deadlines;
+pub mod handshake;
+pub mod keepalive;
+pub mod relay;
+pub mod tracker;

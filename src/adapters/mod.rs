@@ -1,1 +1,17 @@
-//! (in progress)
+//! One thin adapter per extension point, wiring the pure [`crate::core`] to Envoy through
+//! [`crate::ffi::envoy`]:
+//! - [`bootstrap`]: `extension_name: upstream_socket_interface` (config, stats, clock, admin).
+//! - [`handshake_filter`]: network filter `reverse_tunnel` (handshake, keepalive, tunnel side of
+//!   the relay).
+//! - [`egress_filter`]: network filter `reverse_tunnel_egress` on an internal listener (claims a
+//!   tunnel, egress side of the relay).
+//!
+//! Shared plumbing: [`network`] (the per-connection object and hook dispatch), [`endpoint`]
+//! (cross-worker mailbox), [`worker`] (per-worker connections and deadlines).
+
+pub mod bootstrap;
+pub mod egress_filter;
+pub mod endpoint;
+pub mod handshake_filter;
+pub mod network;
+pub mod worker;

@@ -1,1 +1,814 @@
-//! (in progress)
+//! Config of the bootstrap extension: the built-in's message
+//! `envoy.extensions.bootstrap.reverse_tunnel.upstream_socket_interface.v3.UpstreamReverseConnectionSocketInterface`
+//! (fields 1–7, shared reference `envoy-1.40-protos.txt`), given as serialized protobuf or as JSON
+//! from a `google.protobuf.Struct` (see [`crate::config`]).
+
+use protobuf::well_known_types::any::Any;
+
+use super::{decode_message, join_path, struct_to_json, ConfigError};
+use crate::proto::accesslog::{access_log, AccessLog};
+use crate::proto::base::{data_source, DataSource};
+use crate::proto::file::{file_access_log, FileAccessLog};
+use crate::proto::stream::{
+    stderr_access_log, stdout_access_log, StderrAccessLog, StdoutAccessLog,
+};
+use crate::proto::substitution_format_string::{
+    substitution_format_string, SubstitutionFormatString,
+};
+use crate::proto::upstream_reverse_connection_socket_interface::UpstreamReverseConnectionSocketInterface;
+
+/// Default stat prefix when `stat_prefix` is unset or empty (protocol doc §4.1).
+pub const DEFAULT_STAT_PREFIX: &str = "reverse_tunnel_acceptor";
+
+/// Default number of missed RPING echoes before an idle tunnel is closed (protocol doc §2.4.3:
+/// default 3, min 1).
+pub const DEFAULT_PING_FAILURE_THRESHOLD: u32 = 3;
+
+/// Type URL of the file access logger's config.
+pub const FILE_ACCESS_LOG_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog";
+/// Type URL of the stdout access logger's config.
+pub const STDOUT_ACCESS_LOG_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog";
+/// Type URL of the stderr access logger's config.
+pub const STDERR_ACCESS_LOG_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog";
+
+/// Validated bootstrap config (message `UpstreamReverseConnectionSocketInterface`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BootstrapConfig {
+    /// Field 1. Prefix of every stat of the bootstrap extension; default
+    /// [`DEFAULT_STAT_PREFIX`] (`reverse_tunnel_acceptor`, protocol doc §4.1).
+    pub stat_prefix: String,
+    /// Field 2 (`UInt32Value`). Missed RPING echoes after which an idle tunnel is closed; default
+    /// 3, always >= 1 (protocol doc §2.4.3).
+    pub ping_failure_threshold: u32,
+    /// Field 3. Emit the per-node / per-cluster gauges (protocol doc §4.1).
+    pub enable_detailed_stats: bool,
+    /// Field 4. Always `None` in a decoded config: this module has no reporter yet, so a present
+    /// `reporter_config` is refused (protocol doc §6).
+    pub reporter: Option<ReporterConfig>,
+    /// Field 5 (`BoolValue`, default false). Scope node and cluster ids by tenant id
+    /// (`tenant:node`, protocol doc §2.4.1).
+    pub enable_tenant_isolation: bool,
+    /// Field 6. Tunnel lifecycle access logs (protocol doc §5.1), in config order.
+    pub access_log: Vec<AccessLogConfig>,
+    /// Field 7. Maximum tunnels per node, enforced by handshake filters with
+    /// `enable_connection_limit`; 0 = unlimited (protocol doc §2.4.1).
+    pub max_connections_per_node: u32,
+}
+
+impl Default for BootstrapConfig {
+    fn default() -> BootstrapConfig {
+        BootstrapConfig {
+            stat_prefix: DEFAULT_STAT_PREFIX.to_string(),
+            ping_failure_threshold: DEFAULT_PING_FAILURE_THRESHOLD,
+            enable_detailed_stats: false,
+            reporter: None,
+            enable_tenant_isolation: false,
+            access_log: Vec::new(),
+            max_connections_per_node: 0,
+        }
+    }
+}
+
+/// A `reporter_config` (`envoy.config.core.v3.TypedExtensionConfig`): extension name plus its
+/// `Any` (type URL and serialized value; from JSON the value is empty unless the type is one
+/// declared in `proto/`). Not accepted yet (see [`BootstrapConfig::reporter`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReporterConfig {
+    /// Extension name, e.g. `envoy.extensions.reverse_tunnel.reporting_service.dynamic_modules`.
+    pub name: String,
+    /// Type URL of `typed_config` (empty when unset).
+    pub type_url: String,
+    /// Serialized `typed_config` value.
+    pub value: Vec<u8>,
+}
+
+/// One access logger of `access_log` (`envoy.config.accesslog.v3.AccessLog`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessLogConfig {
+    /// The logger's `name` (e.g. `envoy.access_loggers.file`); informational.
+    pub name: String,
+    /// Where lines go.
+    pub sink: AccessLogSink,
+    /// How a line is formatted.
+    pub format: LogFormat,
+    /// Whether a `filter` was configured. Always false in a decoded config: filters are refused.
+    pub has_filter: bool,
+}
+
+/// Destination of an access logger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogSink {
+    /// `FileAccessLog.path` (non-empty). Envoy's own file loggers accept `/dev/stdout` too.
+    File {
+        /// File path, as configured.
+        path: String,
+    },
+    /// `StdoutAccessLog`.
+    Stdout,
+    /// `StderrAccessLog`.
+    Stderr,
+}
+
+/// Line format of an access logger.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LogFormat {
+    /// No format configured: Envoy's default access log format.
+    Default,
+    /// A text format string with `%COMMAND%` operators (from `format`, `log_format.text_format` or
+    /// `log_format.text_format_source.inline_string`/`inline_bytes`). The string is as configured
+    /// (no newline is added).
+    Text(String),
+    /// A JSON format: keys map to format strings or nested objects (from `json_format`,
+    /// `typed_json_format` or `log_format.json_format`). Keys are sorted: a protobuf `Struct` is a
+    /// map and does not keep their order.
+    Json(serde_json::Map<String, serde_json::Value>),
+}
+
+impl BootstrapConfig {
+    /// Decodes and validates the bootstrap extension's config bytes: serialized
+    /// `UpstreamReverseConnectionSocketInterface`, JSON text (from a `google.protobuf.Struct`), or
+    /// empty (all defaults).
+    ///
+    /// Errors, each starting with the field path:
+    /// - `ping_failure_threshold: must be >= 1, got 0`;
+    /// - `reporter_config: unknown reporter '<name>' (this module has no reporter yet)`;
+    /// - `access_log[i].typed_config: ...` for a missing or unsupported logger type, and the
+    ///   logger's own field errors below it (e.g. `access_log[0].typed_config.path: must not be empty`);
+    /// - `access_log[i].filter: access log filters are not supported`;
+    /// - JSON: `<path>: unknown field '<name>'`, `<path>: invalid value: ...`.
+    pub fn decode(bytes: &[u8]) -> Result<BootstrapConfig, ConfigError> {
+        let msg: UpstreamReverseConnectionSocketInterface = decode_message(bytes)?;
+        BootstrapConfig::from_proto(&msg)
+    }
+
+    /// Validates an already decoded message (see [`BootstrapConfig::decode`] for the errors).
+    pub fn from_proto(
+        msg: &UpstreamReverseConnectionSocketInterface,
+    ) -> Result<BootstrapConfig, ConfigError> {
+        let stat_prefix = if msg.stat_prefix.is_empty() {
+            DEFAULT_STAT_PREFIX.to_string()
+        } else {
+            msg.stat_prefix.clone()
+        };
+        let ping_failure_threshold = msg
+            .ping_failure_threshold
+            .as_ref()
+            .map_or(DEFAULT_PING_FAILURE_THRESHOLD, |w| w.value);
+        if ping_failure_threshold < 1 {
+            return Err(ConfigError::new(
+                "ping_failure_threshold",
+                format!("must be >= 1, got {ping_failure_threshold}"),
+            ));
+        }
+        if let Some(reporter) = msg.reporter_config.as_ref() {
+            let name = if reporter.name.is_empty() {
+                reporter
+                    .typed_config
+                    .as_ref()
+                    .map_or("", |a| a.type_url.as_str())
+            } else {
+                reporter.name.as_str()
+            };
+            return Err(ConfigError::new(
+                "reporter_config",
+                format!("unknown reporter '{name}' (this module has no reporter yet)"),
+            ));
+        }
+        let access_log = msg
+            .access_log
+            .iter()
+            .enumerate()
+            .map(|(i, log)| access_log_from_proto(log, &format!("access_log[{i}]")))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(BootstrapConfig {
+            stat_prefix,
+            ping_failure_threshold,
+            enable_detailed_stats: msg.enable_detailed_stats,
+            reporter: None,
+            enable_tenant_isolation: msg
+                .enable_tenant_isolation
+                .as_ref()
+                .is_some_and(|w| w.value),
+            access_log,
+            max_connections_per_node: msg.max_connections_per_node,
+        })
+    }
+}
+
+/// Validates one `AccessLog` at `path` (`access_log[i]`).
+fn access_log_from_proto(log: &AccessLog, path: &str) -> Result<AccessLogConfig, ConfigError> {
+    let tc_path = join_path(path, "typed_config");
+    let any: &Any = match &log.config_type {
+        Some(access_log::Config_type::TypedConfig(any)) => any,
+        _ => {
+            return Err(ConfigError::new(
+                tc_path,
+                "missing: an access logger needs a typed_config",
+            ))
+        }
+    };
+    let (sink, format) = match any.type_url.as_str() {
+        FILE_ACCESS_LOG_TYPE => {
+            let file: FileAccessLog = parse_any(any, &tc_path)?;
+            if file.path.is_empty() {
+                return Err(ConfigError::new(
+                    join_path(&tc_path, "path"),
+                    "must not be empty",
+                ));
+            }
+            let format = match &file.access_log_format {
+                None => LogFormat::Default,
+                Some(file_access_log::Access_log_format::Format(text)) if text.is_empty() => {
+                    LogFormat::Default
+                }
+                Some(file_access_log::Access_log_format::Format(text)) => {
+                    LogFormat::Text(text.clone())
+                }
+                Some(file_access_log::Access_log_format::JsonFormat(s))
+                | Some(file_access_log::Access_log_format::TypedJsonFormat(s)) => {
+                    LogFormat::Json(struct_to_json(s))
+                }
+                Some(file_access_log::Access_log_format::LogFormat(sfs)) => {
+                    format_from_proto(sfs, &join_path(&tc_path, "log_format"))?
+                }
+            };
+            (
+                AccessLogSink::File {
+                    path: file.path.clone(),
+                },
+                format,
+            )
+        }
+        STDOUT_ACCESS_LOG_TYPE => {
+            let out: StdoutAccessLog = parse_any(any, &tc_path)?;
+            let format = match &out.access_log_format {
+                None => LogFormat::Default,
+                Some(stdout_access_log::Access_log_format::LogFormat(sfs)) => {
+                    format_from_proto(sfs, &join_path(&tc_path, "log_format"))?
+                }
+            };
+            (AccessLogSink::Stdout, format)
+        }
+        STDERR_ACCESS_LOG_TYPE => {
+            let err: StderrAccessLog = parse_any(any, &tc_path)?;
+            let format = match &err.access_log_format {
+                None => LogFormat::Default,
+                Some(stderr_access_log::Access_log_format::LogFormat(sfs)) => {
+                    format_from_proto(sfs, &join_path(&tc_path, "log_format"))?
+                }
+            };
+            (AccessLogSink::Stderr, format)
+        }
+        other => {
+            return Err(ConfigError::new(
+                tc_path,
+                format!(
+                    "unsupported access logger type '{other}' (supported: {FILE_ACCESS_LOG_TYPE}, \
+                     {STDOUT_ACCESS_LOG_TYPE}, {STDERR_ACCESS_LOG_TYPE})"
+                ),
+            ))
+        }
+    };
+    if log.filter.is_some() {
+        return Err(ConfigError::new(
+            join_path(path, "filter"),
+            "access log filters are not supported",
+        ));
+    }
+    Ok(AccessLogConfig {
+        name: log.name.clone(),
+        sink,
+        format,
+        has_filter: false,
+    })
+}
+
+/// Parses the serialized value of an `Any` whose type URL was already matched.
+fn parse_any<M: protobuf::Message>(any: &Any, path: &str) -> Result<M, ConfigError> {
+    M::parse_from_bytes(&any.value)
+        .map_err(|e| ConfigError::new(path, format!("cannot decode value: {e}")))
+}
+
+/// Converts a `SubstitutionFormatString` at `path` to a [`LogFormat`].
+/// `omit_empty_values`, `content_type` and `json_format_options` are ignored; custom
+/// `formatters` are refused.
+fn format_from_proto(sfs: &SubstitutionFormatString, path: &str) -> Result<LogFormat, ConfigError> {
+    if !sfs.formatters.is_empty() {
+        return Err(ConfigError::new(
+            join_path(path, "formatters"),
+            "custom formatter extensions are not supported",
+        ));
+    }
+    match &sfs.format {
+        Some(substitution_format_string::Format::TextFormat(text)) => {
+            Ok(LogFormat::Text(text.clone()))
+        }
+        Some(substitution_format_string::Format::JsonFormat(s)) => {
+            Ok(LogFormat::Json(struct_to_json(s)))
+        }
+        Some(substitution_format_string::Format::TextFormatSource(source)) => {
+            text_from_data_source(source, &join_path(path, "text_format_source"))
+                .map(LogFormat::Text)
+        }
+        None => Err(ConfigError::new(
+            path,
+            "one of text_format, json_format or text_format_source must be set",
+        )),
+    }
+}
+
+/// Reads an inline `DataSource` at `path`; file and environment sources are refused.
+fn text_from_data_source(source: &DataSource, path: &str) -> Result<String, ConfigError> {
+    match &source.specifier {
+        Some(data_source::Specifier::InlineString(text)) => Ok(text.clone()),
+        Some(data_source::Specifier::InlineBytes(bytes)) => String::from_utf8(bytes.clone())
+            .map_err(|_| ConfigError::new(join_path(path, "inline_bytes"), "must be valid UTF-8")),
+        Some(data_source::Specifier::Filename(_)) => Err(ConfigError::new(
+            join_path(path, "filename"),
+            "file data sources are not supported; use inline_string",
+        )),
+        Some(data_source::Specifier::EnvironmentVariable(_)) => Err(ConfigError::new(
+            join_path(path, "environment_variable"),
+            "environment variable data sources are not supported; use inline_string",
+        )),
+        None => Err(ConfigError::new(
+            path,
+            "empty data source; set inline_string",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::accesslog::AccessLogFilter;
+    use crate::proto::extension::TypedExtensionConfig;
+    use protobuf::well_known_types::struct_::{value::Kind, Struct, Value};
+    use protobuf::well_known_types::wrappers::{BoolValue, UInt32Value};
+    use protobuf::{Message, MessageField};
+
+    fn decode_ok(bytes: &[u8]) -> BootstrapConfig {
+        match BootstrapConfig::decode(bytes) {
+            Ok(c) => c,
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+
+    fn decode_err(bytes: &[u8]) -> String {
+        match BootstrapConfig::decode(bytes) {
+            Ok(c) => panic!("expected an error, got {c:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn any_of<M: protobuf::MessageFull>(msg: &M) -> Any {
+        let mut any = Any::new();
+        any.type_url = format!("type.googleapis.com/{}", M::descriptor().full_name());
+        any.value = msg.write_to_bytes().unwrap_or_default();
+        any
+    }
+
+    fn with_log(log: AccessLog) -> Vec<u8> {
+        let mut msg = UpstreamReverseConnectionSocketInterface::new();
+        msg.access_log.push(log);
+        msg.write_to_bytes().unwrap_or_default()
+    }
+
+    fn log_of(any: Any) -> AccessLog {
+        let mut log = AccessLog::new();
+        log.name = "envoy.access_loggers.file".into();
+        log.config_type = Some(access_log::Config_type::TypedConfig(any));
+        log
+    }
+
+    fn sfs_text(text: &str) -> SubstitutionFormatString {
+        let mut sfs = SubstitutionFormatString::new();
+        sfs.format = Some(substitution_format_string::Format::TextFormat(text.into()));
+        sfs
+    }
+
+    fn string_value(s: &str) -> Value {
+        let mut v = Value::new();
+        v.kind = Some(Kind::StringValue(s.into()));
+        v
+    }
+
+    #[test]
+    fn config_bootstrap_empty_bytes_give_defaults() {
+        let c = decode_ok(b"");
+        assert_eq!(c, BootstrapConfig::default());
+        assert_eq!(c.stat_prefix, "reverse_tunnel_acceptor");
+        assert_eq!(c.ping_failure_threshold, 3);
+        assert!(!c.enable_tenant_isolation);
+        assert_eq!(c.max_connections_per_node, 0);
+        assert_eq!(decode_ok(b" {} "), BootstrapConfig::default());
+    }
+
+    #[test]
+    fn config_bootstrap_protobuf_round_trip() {
+        let mut msg = UpstreamReverseConnectionSocketInterface::new();
+        msg.stat_prefix = "upstream_rc".into();
+        msg.ping_failure_threshold = MessageField::some(UInt32Value {
+            value: 5,
+            ..Default::default()
+        });
+        msg.enable_detailed_stats = true;
+        msg.enable_tenant_isolation = MessageField::some(BoolValue {
+            value: true,
+            ..Default::default()
+        });
+        msg.max_connections_per_node = 4;
+        let c = decode_ok(&msg.write_to_bytes().unwrap_or_default());
+        assert_eq!(c.stat_prefix, "upstream_rc");
+        assert_eq!(c.ping_failure_threshold, 5);
+        assert!(c.enable_detailed_stats);
+        assert!(c.enable_tenant_isolation);
+        assert_eq!(c.max_connections_per_node, 4);
+        assert!(c.reporter.is_none());
+        assert!(c.access_log.is_empty());
+    }
+
+    #[test]
+    fn config_bootstrap_hand_checked_bytes_prove_field_numbers() {
+        // Hand-assembled wire bytes (tag = field << 3 | wire type):
+        //   0x0a = field 1 (stat_prefix), LEN: 3 bytes "abc"
+        //   0x12 = field 2 (ping_failure_threshold, UInt32Value), LEN 2: { 0x08 = value, varint 7 }
+        //   0x18 = field 3 (enable_detailed_stats), varint 1
+        //   0x2a = field 5 (enable_tenant_isolation, BoolValue), LEN 2: { 0x08, 1 }
+        //   0x38 = field 7 (max_connections_per_node), varint 300 = 0xac 0x02
+        //   0xa0 0x06 = field 100 (unknown), varint 1: must be ignored
+        let bytes = [
+            0x0a, 0x03, b'a', b'b', b'c', 0x12, 0x02, 0x08, 0x07, 0x18, 0x01, 0x2a, 0x02, 0x08,
+            0x01, 0x38, 0xac, 0x02, 0xa0, 0x06, 0x01,
+        ];
+        let c = decode_ok(&bytes);
+        assert_eq!(c.stat_prefix, "abc");
+        assert_eq!(c.ping_failure_threshold, 7);
+        assert!(c.enable_detailed_stats);
+        assert!(c.enable_tenant_isolation);
+        assert_eq!(c.max_connections_per_node, 300);
+    }
+
+    #[test]
+    fn config_bootstrap_stat_prefix_of_123_bytes_is_not_mistaken_for_json() {
+        // Field 1 with length 123 serializes as "\n{": looks like JSON, but is protobuf.
+        let mut msg = UpstreamReverseConnectionSocketInterface::new();
+        msg.stat_prefix = "p".repeat(123);
+        let bytes = msg.write_to_bytes().unwrap_or_default();
+        assert_eq!(&bytes[..2], b"\n{");
+        assert_eq!(decode_ok(&bytes).stat_prefix, "p".repeat(123));
+    }
+
+    #[test]
+    fn config_bootstrap_zero_ping_failure_threshold_is_refused() {
+        let mut msg = UpstreamReverseConnectionSocketInterface::new();
+        msg.ping_failure_threshold = MessageField::some(UInt32Value::new());
+        let e = decode_err(&msg.write_to_bytes().unwrap_or_default());
+        assert_eq!(e, "ping_failure_threshold: must be >= 1, got 0");
+        let e = decode_err(br#"{"ping_failure_threshold": 0}"#);
+        assert_eq!(e, "ping_failure_threshold: must be >= 1, got 0");
+    }
+
+    #[test]
+    fn config_bootstrap_json_forms() {
+        let c = decode_ok(
+            br#"{"stat_prefix": "up", "pingFailureThreshold": 4.0, "enable_detailed_stats": true,
+                 "enableTenantIsolation": true, "max_connections_per_node": 2.0}"#,
+        );
+        assert_eq!(c.stat_prefix, "up");
+        assert_eq!(c.ping_failure_threshold, 4);
+        assert!(c.enable_detailed_stats);
+        assert!(c.enable_tenant_isolation);
+        assert_eq!(c.max_connections_per_node, 2);
+        assert_eq!(
+            decode_ok(br#"{"ping_failure_threshold": 3.0}"#).ping_failure_threshold,
+            3
+        );
+        assert_eq!(
+            decode_ok(br#"{"ping_failure_threshold": "6"}"#).ping_failure_threshold,
+            6
+        );
+        assert_eq!(
+            decode_ok(br#"{"stat_prefix": null}"#).stat_prefix,
+            "reverse_tunnel_acceptor"
+        );
+    }
+
+    #[test]
+    fn config_bootstrap_json_errors_name_the_field() {
+        assert_eq!(decode_err(br#"{"foo": 1}"#), "foo: unknown field 'foo'");
+        let e = decode_err(br#"{"ping_failure_threshold": 2.5}"#);
+        assert!(
+            e.starts_with("ping_failure_threshold: expected an integer"),
+            "{e}"
+        );
+        let e = decode_err(br#"{"ping_failure_threshold": -1}"#);
+        assert!(
+            e.starts_with("ping_failure_threshold: invalid value"),
+            "{e}"
+        );
+        let e = decode_err(br#"{"stat_prefix": 7}"#);
+        assert!(e.starts_with("stat_prefix: invalid value"), "{e}");
+        let e = decode_err(br#"{"stat_prefix": "a", "statPrefix": "b"}"#);
+        assert!(e.starts_with("stat_prefix: field given twice"), "{e}");
+        let e = decode_err(br#"{"access_log": [{"name": "x", "bogus": 1}]}"#);
+        assert_eq!(e, "access_log[0].bogus: unknown field 'bogus'");
+        let e = decode_err(br#"{"access_log": {"name": "x"}}"#);
+        assert!(e.starts_with("access_log: expected a JSON array"), "{e}");
+        let e = decode_err(b"{not json");
+        assert!(e.starts_with("config: invalid JSON"), "{e}");
+        let e = decode_err(b"[1]");
+        assert!(e.starts_with("config: "), "{e}");
+    }
+
+    #[test]
+    fn config_bootstrap_garbage_bytes_are_an_error_not_a_panic() {
+        for bytes in [
+            &[0xffu8, 0xff, 0xff][..],
+            &[0x0a, 0x10, b'a'],
+            &[0x12, 0x05, 0x08],
+        ] {
+            let e = decode_err(bytes);
+            assert!(e.starts_with("config: not a valid serialized"), "{e}");
+        }
+    }
+
+    #[test]
+    fn config_bootstrap_reporter_is_refused() {
+        let mut msg = UpstreamReverseConnectionSocketInterface::new();
+        let mut reporter = TypedExtensionConfig::new();
+        reporter.name = "my.reporter".into();
+        msg.reporter_config = MessageField::some(reporter);
+        let e = decode_err(&msg.write_to_bytes().unwrap_or_default());
+        assert_eq!(
+            e,
+            "reporter_config: unknown reporter 'my.reporter' (this module has no reporter yet)"
+        );
+        let e = decode_err(
+            br#"{"reporter_config": {"name": "r2", "typed_config": {"@type": "type.googleapis.com/x.Y", "a": 1}}}"#,
+        );
+        assert_eq!(
+            e,
+            "reporter_config: unknown reporter 'r2' (this module has no reporter yet)"
+        );
+    }
+
+    #[test]
+    fn config_bootstrap_file_access_log_variants() {
+        // No format.
+        let mut file = FileAccessLog::new();
+        file.path = "rt.log".into();
+        let c = decode_ok(&with_log(log_of(any_of(&file))));
+        assert_eq!(c.access_log.len(), 1);
+        assert_eq!(c.access_log[0].name, "envoy.access_loggers.file");
+        assert_eq!(
+            c.access_log[0].sink,
+            AccessLogSink::File {
+                path: "rt.log".into()
+            }
+        );
+        assert_eq!(c.access_log[0].format, LogFormat::Default);
+        assert!(!c.access_log[0].has_filter);
+
+        // Deprecated `format` string.
+        file.access_log_format = Some(file_access_log::Access_log_format::Format(
+            "%START_TIME%\n".into(),
+        ));
+        let c = decode_ok(&with_log(log_of(any_of(&file))));
+        assert_eq!(
+            c.access_log[0].format,
+            LogFormat::Text("%START_TIME%\n".into())
+        );
+
+        // json_format and typed_json_format.
+        let mut s = Struct::new();
+        s.fields.insert(
+            "event".into(),
+            string_value("%DYNAMIC_METADATA(envoy.reverse_tunnel.lifecycle:event)%"),
+        );
+        let expected = LogFormat::Json(
+            serde_json::json!({"event": "%DYNAMIC_METADATA(envoy.reverse_tunnel.lifecycle:event)%"})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+        );
+        file.access_log_format = Some(file_access_log::Access_log_format::JsonFormat(s.clone()));
+        assert_eq!(
+            decode_ok(&with_log(log_of(any_of(&file)))).access_log[0].format,
+            expected
+        );
+        file.access_log_format = Some(file_access_log::Access_log_format::TypedJsonFormat(
+            s.clone(),
+        ));
+        assert_eq!(
+            decode_ok(&with_log(log_of(any_of(&file)))).access_log[0].format,
+            expected
+        );
+
+        // log_format: text_format, json_format, text_format_source.
+        file.access_log_format = Some(file_access_log::Access_log_format::LogFormat(sfs_text(
+            "T %REQ(x)%",
+        )));
+        assert_eq!(
+            decode_ok(&with_log(log_of(any_of(&file)))).access_log[0].format,
+            LogFormat::Text("T %REQ(x)%".into())
+        );
+        let mut sfs = SubstitutionFormatString::new();
+        sfs.format = Some(substitution_format_string::Format::JsonFormat(s));
+        file.access_log_format = Some(file_access_log::Access_log_format::LogFormat(sfs));
+        assert_eq!(
+            decode_ok(&with_log(log_of(any_of(&file)))).access_log[0].format,
+            expected
+        );
+        let mut source = DataSource::new();
+        source.specifier = Some(data_source::Specifier::InlineString("INLINE\n".into()));
+        let mut sfs = SubstitutionFormatString::new();
+        sfs.format = Some(substitution_format_string::Format::TextFormatSource(source));
+        file.access_log_format = Some(file_access_log::Access_log_format::LogFormat(sfs));
+        assert_eq!(
+            decode_ok(&with_log(log_of(any_of(&file)))).access_log[0].format,
+            LogFormat::Text("INLINE\n".into())
+        );
+    }
+
+    #[test]
+    fn config_bootstrap_file_access_log_errors() {
+        let file = FileAccessLog::new();
+        assert_eq!(
+            decode_err(&with_log(log_of(any_of(&file)))),
+            "access_log[0].typed_config.path: must not be empty"
+        );
+
+        let mut file = FileAccessLog::new();
+        file.path = "/dev/stdout".into();
+        let mut source = DataSource::new();
+        source.specifier = Some(data_source::Specifier::Filename("fmt.txt".into()));
+        let mut sfs = SubstitutionFormatString::new();
+        sfs.format = Some(substitution_format_string::Format::TextFormatSource(source));
+        file.access_log_format = Some(file_access_log::Access_log_format::LogFormat(sfs));
+        let e = decode_err(&with_log(log_of(any_of(&file))));
+        assert!(
+            e.starts_with("access_log[0].typed_config.log_format.text_format_source.filename: "),
+            "{e}"
+        );
+
+        let mut source = DataSource::new();
+        source.specifier = Some(data_source::Specifier::EnvironmentVariable("FMT".into()));
+        let mut sfs = SubstitutionFormatString::new();
+        sfs.format = Some(substitution_format_string::Format::TextFormatSource(source));
+        file.access_log_format = Some(file_access_log::Access_log_format::LogFormat(sfs));
+        let e = decode_err(&with_log(log_of(any_of(&file))));
+        assert!(
+            e.starts_with(
+                "access_log[0].typed_config.log_format.text_format_source.environment_variable: "
+            ),
+            "{e}"
+        );
+
+        file.access_log_format = Some(file_access_log::Access_log_format::LogFormat(
+            SubstitutionFormatString::new(),
+        ));
+        let e = decode_err(&with_log(log_of(any_of(&file))));
+        assert!(
+            e.starts_with("access_log[0].typed_config.log_format: one of"),
+            "{e}"
+        );
+
+        let mut sfs = sfs_text("x");
+        sfs.formatters.push(TypedExtensionConfig::new());
+        file.access_log_format = Some(file_access_log::Access_log_format::LogFormat(sfs));
+        let e = decode_err(&with_log(log_of(any_of(&file))));
+        assert!(
+            e.starts_with("access_log[0].typed_config.log_format.formatters: "),
+            "{e}"
+        );
+
+        // Corrupt Any value.
+        let mut any = any_of(&FileAccessLog::new());
+        any.value = vec![0x0a, 0x50];
+        let e = decode_err(&with_log(log_of(any)));
+        assert!(
+            e.starts_with("access_log[0].typed_config: cannot decode value"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn config_bootstrap_stream_access_logs() {
+        let mut out = StdoutAccessLog::new();
+        let c = decode_ok(&with_log(log_of(any_of(&out))));
+        assert_eq!(c.access_log[0].sink, AccessLogSink::Stdout);
+        assert_eq!(c.access_log[0].format, LogFormat::Default);
+        out.access_log_format = Some(stdout_access_log::Access_log_format::LogFormat(sfs_text(
+            "O\n",
+        )));
+        assert_eq!(
+            decode_ok(&with_log(log_of(any_of(&out)))).access_log[0].format,
+            LogFormat::Text("O\n".into())
+        );
+
+        let mut err = StderrAccessLog::new();
+        err.access_log_format = Some(stderr_access_log::Access_log_format::LogFormat(sfs_text(
+            "E\n",
+        )));
+        let c = decode_ok(&with_log(log_of(any_of(&err))));
+        assert_eq!(c.access_log[0].sink, AccessLogSink::Stderr);
+        assert_eq!(c.access_log[0].format, LogFormat::Text("E\n".into()));
+    }
+
+    #[test]
+    fn config_bootstrap_access_log_type_and_filter_errors() {
+        let mut any = Any::new();
+        any.type_url =
+            "type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig"
+                .into();
+        let mut msg = UpstreamReverseConnectionSocketInterface::new();
+        msg.access_log.push(log_of(any_of(&StdoutAccessLog::new())));
+        msg.access_log.push(log_of(any));
+        let e = decode_err(&msg.write_to_bytes().unwrap_or_default());
+        assert!(
+            e.starts_with(
+                "access_log[1].typed_config: unsupported access logger type \
+                 'type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig'"
+            ),
+            "{e}"
+        );
+
+        assert!(decode_err(&with_log(AccessLog::new()))
+            .starts_with("access_log[0].typed_config: missing"));
+
+        let mut log = log_of(any_of(&StdoutAccessLog::new()));
+        log.filter = MessageField::some(AccessLogFilter::new());
+        assert_eq!(
+            decode_err(&with_log(log)),
+            "access_log[0].filter: access log filters are not supported"
+        );
+        // A real filter's fields are unknown to our empty AccessLogFilter: still detected.
+        let e = decode_err(
+            br#"{"access_log": [{"filter": {"status_code_filter": {"comparison": {"op": "GE"}}},
+                 "typed_config": {"@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog"}}]}"#,
+        );
+        assert_eq!(
+            e,
+            "access_log[0].filter: access log filters are not supported"
+        );
+    }
+
+    #[test]
+    fn config_bootstrap_json_access_logs_resolve_any() {
+        let c = decode_ok(
+            br#"{"access_log": [
+                 {"name": "f", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                   "path": "logs/x.log", "log_format": {"json_format": {"event": "%A%", "n": 1.0, "nested": {"k": "v"}}}}},
+                 {"name": "o", "typedConfig": {"@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+                   "logFormat": {"textFormatSource": {"inlineString": "L %B%\n"}}}},
+                 {"typed_config": {"@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog"}}
+               ]}"#,
+        );
+        assert_eq!(c.access_log.len(), 3);
+        assert_eq!(
+            c.access_log[0].sink,
+            AccessLogSink::File {
+                path: "logs/x.log".into()
+            }
+        );
+        match &c.access_log[0].format {
+            LogFormat::Json(map) => {
+                assert_eq!(
+                    serde_json::Value::Object(map.clone()).to_string(),
+                    r#"{"event":"%A%","n":1,"nested":{"k":"v"}}"#
+                )
+            }
+            other => panic!("expected JSON format, got {other:?}"),
+        }
+        assert_eq!(c.access_log[1].sink, AccessLogSink::Stdout);
+        assert_eq!(c.access_log[1].format, LogFormat::Text("L %B%\n".into()));
+        assert_eq!(c.access_log[2].sink, AccessLogSink::Stderr);
+
+        let e = decode_err(
+            br#"{"access_log": [{"typed_config": {"@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                 "path": "/x", "pth": 1}}]}"#,
+        );
+        assert_eq!(e, "access_log[0].typed_config.pth: unknown field 'pth'");
+        let e = decode_err(
+            br#"{"access_log": [{"typed_config": {"@type": "type.googleapis.com/foo.Bar"}}]}"#,
+        );
+        assert!(e.starts_with("access_log[0].typed_config: unsupported access logger type 'type.googleapis.com/foo.Bar'"), "{e}");
+        let e = decode_err(br#"{"access_log": [{"typed_config": {"path": "/x"}}]}"#);
+        assert!(
+            e.starts_with("access_log[0].typed_config: a google.protobuf.Any needs"),
+            "{e}"
+        );
+        let e = decode_err(
+            br#"{"access_log": [{"typed_config": {"@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                 "path": "/x", "format": "a", "log_format": {"text_format": "b"}}}]}"#,
+        );
+        assert!(
+            e.starts_with("access_log[0].typed_config.log_format: conflicts with 'format'"),
+            "{e}"
+        );
+    }
+}

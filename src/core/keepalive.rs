@@ -1,1 +1,1057 @@
-//! (in progress)
+//! Per-tunnel RPING keepalive state machine (responder side).
+//!
+//! While a tunnel is idle the responder writes the 5 raw bytes `RPING` and the initiator echoes
+//! exactly `RPING` (protocol doc §2.4.3). This module decides *when* to send, how to read the
+//! echoes, and when the tunnel is dead. It does no I/O and reads no clock: every call gets
+//! `now_ms` (caller's monotonic clock, ms) and randomness comes from a caller-supplied `jitter`
+//! closure. The caller acts on the returned [`Event`]s and re-queues the tunnel at
+//! [`Keepalive::next_deadline`] in its worker's deadline queue (design §6).
+//!
+//! # Life cycle ([`Phase`])
+//!
+//! 1. `AwaitingAdmission` (after [`Keepalive::new`]): the 200/101 handshake response has been
+//!    written; the tunnel is not yet claimable. The first RPING is due `first_ping_delay_ms`
+//!    later, so it is never coalesced with the response (protocol doc §1.6, §2.4.7 item 2,
+//!    checklist item 2). Its echo yields `[Ack, Admitted]`; only then may the caller add the
+//!    tunnel to the idle pool. Misses before admission count like any miss.
+//! 2. `Idle`: RPING / echo cycles.
+//! 3. `Claimed` ([`Keepalive::claim`]): the tunnel carries HTTP now; nothing is ever sent again
+//!    (protocol doc §2.4.7 item 4) and no event is produced.
+//! 4. `Dead`: a [`CloseReason`] was reported in [`Event::Dead`]; no further events.
+//!
+//! # Timing (all ms; `I` = interval, `R` = reply timeout, `J` = jitter)
+//!
+//! - `R = max(I / 2, 500)`. The built-in truncates `I/2` to whole seconds (1 s → 0 s, protocol
+//!   doc §2.4.3, §2.4.6); we do not.
+//! - Only one RPING is in flight at a time.
+//! - Each RPING has a *due* time. It is sent by the first [`Keepalive::on_timer`] call at or after
+//!   it. Its reply deadline is `due + R`, anchored on the due time rather than the (up to one
+//!   tick later) send time, so that tick lateness does not accumulate from one ping to the next.
+//!   Exception, for a stalled clock: the deadline is never earlier than `send + R/2`.
+//! - When an RPING is sent, the jitter for the *following* gap is drawn: `J = jitter(I*15/100)`
+//!   (values above the maximum are clamped; protocol doc §2.4.3: jitter only lengthens).
+//! - After an echo at time `t`: next RPING due at `t + I + J`.
+//! - After a missed reply deadline `d`: next RPING due at `d + I + J` (anchored on `d`, not on
+//!   the tick that noticed it).
+//! - After a garbage reply at time `t`: next RPING due at `t + I + J`.
+//!
+//! Detection bound: a silent initiator whose first unanswered RPING was due at `s` is declared
+//! dead at the first tick at or after `s + T·R + Σ(I + J_k)` over the `T−1` gaps (`T` =
+//! failure threshold). With `R = I/2` for `I >= 1000` this is the issue's
+//! `(T−1)·(I+J) + T·I/2` after the first unanswered ping, plus at most one clock tick.
+//!
+//! # Reading echoes
+//!
+//! Bytes read from an unclaimed tunnel are consumed entirely by [`Keepalive::on_data`] and split
+//! into *units*, independently of how they were split into reads (nothing but a 0..=4 byte
+//! match position is kept, so at most 4 bytes are "buffered"):
+//!
+//! - an *echo*: exactly `RPING` (possibly split across reads: `R`, `PI`, `NG`);
+//! - a *garbage unit*: starts at the first byte that breaks the `RPING` pattern and is counted
+//!   at once (no waiting for 5 bytes). It then swallows up to 5 bytes in total, but ends before
+//!   any `R`, so an echo right after garbage is still recognised. E.g. `HELLO` is one unit,
+//!   `RPINX` is one unit, `XRPING` is one garbage unit and one echo, 10 bytes of `x` are 2 units.
+//!
+//! What a unit does:
+//!
+//! | unit | RPING in flight | none in flight, an earlier RPING unechoed | nothing unechoed |
+//! |---|---|---|---|
+//! | echo | `Ack`, misses reset to 0 | late echo: no event, no miss (it was already counted) | one miss (protocol violation) |
+//! | garbage | one miss; the RPING counts as answered (the built-in counts it twice, protocol doc §2.4.3) | one miss | one miss |
+//!
+//! An echo processed before `on_timer` has counted the reply deadline is an ack, even if
+//! `now_ms` is already past the deadline (the deadline is enforced by `on_timer` only).
+//!
+//! # Misses
+//!
+//! Misses below `failure_threshold` produce [`Event::Miss`] (the caller logs `idle_ping_miss`,
+//! protocol doc §5.1). The miss that reaches the threshold produces only
+//! `Dead(IdlePingTimeout)`, *not* a `Miss` event (the caller logs `idle_ping_timeout`;
+//! [`Keepalive::misses`] then equals the threshold for its `miss_count`).
+
+/// The keepalive payload: 5 ASCII bytes, no framing, in both directions (protocol doc §2.4.3).
+pub const RPING: &[u8; 5] = b"RPING";
+
+/// Smallest accepted ping interval (ms); smaller values are raised to it (protocol doc §2.4.6:
+/// below 1 s the built-in breaks).
+pub const MIN_INTERVAL_MS: u64 = 1_000;
+
+/// Smallest reply timeout (ms): `R = max(interval / 2, MIN_REPLY_TIMEOUT_MS)`.
+pub const MIN_REPLY_TIMEOUT_MS: u64 = 500;
+
+/// Jitter added to each gap between RPINGs: `0..=interval * JITTER_PERCENT / 100` ms
+/// (protocol doc §2.4.3).
+pub const JITTER_PERCENT: u64 = 15;
+
+/// Keepalive configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepaliveSettings {
+    /// Gap between an RPING's answer (or miss) and the next RPING, before jitter (ms).
+    /// Must be `>= 1000` ([`MIN_INTERVAL_MS`]); smaller values are raised to 1000.
+    pub interval_ms: u64,
+    /// Consecutive misses that kill the tunnel (`ping_failure_threshold`, default 3). Must be
+    /// `>= 1`; 0 is treated as 1.
+    pub failure_threshold: u32,
+    /// Delay between writing the 200/101 response and the first RPING (ms), e.g. 50. It must
+    /// make the RPING a separate write (protocol doc §1.6); the first RPING goes out at the first
+    /// tick at or after it.
+    pub first_ping_delay_ms: u64,
+}
+
+impl KeepaliveSettings {
+    /// The settings actually used: interval raised to [`MIN_INTERVAL_MS`], threshold to 1.
+    pub fn normalized(self) -> Self {
+        KeepaliveSettings {
+            interval_ms: self.interval_ms.max(MIN_INTERVAL_MS),
+            failure_threshold: self.failure_threshold.max(1),
+            first_ping_delay_ms: self.first_ping_delay_ms,
+        }
+    }
+
+    /// Reply timeout `R = max(interval / 2, 500)` ms, on the normalized settings.
+    pub fn reply_timeout_ms(&self) -> u64 {
+        (self.normalized().interval_ms / 2).max(MIN_REPLY_TIMEOUT_MS)
+    }
+
+    /// Largest jitter `interval * 15 / 100` ms, on the normalized settings.
+    pub fn max_jitter_ms(&self) -> u64 {
+        let i = u128::from(self.normalized().interval_ms);
+        u64::try_from(i * u128::from(JITTER_PERCENT) / 100).unwrap_or(u64::MAX)
+    }
+
+    /// Worst-case time from a silent initiator's first unanswered RPING to its death (ms), not
+    /// counting clock-tick lateness: `(T−1)·(I + max_jitter) + T·R` (saturating).
+    pub fn worst_case_detection_ms(&self) -> u64 {
+        let n = self.normalized();
+        let t = u64::from(n.failure_threshold);
+        let gap = n.interval_ms.saturating_add(self.max_jitter_ms());
+        (t - 1)
+            .saturating_mul(gap)
+            .saturating_add(t.saturating_mul(self.reply_timeout_ms()))
+    }
+}
+
+/// Why an unclaimed tunnel died; [`as_str`](Self::as_str) gives the `close_reason` of the
+/// `tunnel_closed` log (protocol doc §2.4.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CloseReason {
+    /// `failure_threshold` consecutive misses.
+    IdlePingTimeout,
+    /// The initiator closed the connection (read returned 0 bytes).
+    IdlePeerClose,
+    /// Reading the idle tunnel failed.
+    IdleReadError,
+    /// Writing an RPING failed (other than "would block").
+    IdlePingWriteFailure,
+}
+
+impl CloseReason {
+    /// `idle_ping_timeout`, `idle_peer_close`, `idle_read_error` or `idle_ping_write_failure`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::IdlePingTimeout => "idle_ping_timeout",
+            CloseReason::IdlePeerClose => "idle_peer_close",
+            CloseReason::IdleReadError => "idle_read_error",
+            CloseReason::IdlePingWriteFailure => "idle_ping_write_failure",
+        }
+    }
+}
+
+/// What the caller must do or log, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// Write [`RPING`] to the tunnel now, as its own write (log `idle_ping_sent`).
+    SendPing,
+    /// The in-flight RPING was echoed; `rtt_ms` = now − send time (log `idle_ping_ack`).
+    Ack {
+        /// Round-trip time in ms, measured from the `on_timer` call that sent the RPING.
+        rtt_ms: u64,
+    },
+    /// First echo: the tunnel may now join the idle pool (always right after an `Ack`).
+    Admitted,
+    /// A miss below the threshold; `count` = consecutive misses so far (log `idle_ping_miss`).
+    Miss {
+        /// Consecutive misses, `1..failure_threshold`.
+        count: u32,
+    },
+    /// The tunnel is dead: close it and log `tunnel_closed` with this reason. Last event ever.
+    Dead(CloseReason),
+}
+
+/// Where a tunnel is in its keepalive life (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// Handshake answered; waiting for the first echo before joining the idle pool.
+    AwaitingAdmission,
+    /// In the idle pool, pinged.
+    Idle,
+    /// Carries HTTP; never pinged again.
+    Claimed,
+    /// Reported dead.
+    Dead,
+}
+
+/// An RPING that was sent and not yet answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct InFlight {
+    sent_at_ms: u64,
+    reply_deadline_ms: u64,
+}
+
+/// The keepalive state of one tunnel. Cheap to clone; all methods are total (no panics).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keepalive {
+    settings: KeepaliveSettings,
+    phase: Phase,
+    admitted: bool,
+    /// Due time of the next RPING, meaningful while none is in flight (ms).
+    next_send_ms: u64,
+    in_flight: Option<InFlight>,
+    /// Jitter drawn at the last send, used for the gap after its answer or miss (ms).
+    next_jitter_ms: u64,
+    misses: u32,
+    /// RPINGs sent and not yet echoed (late echoes included); saturating.
+    unechoed: u32,
+    /// Bytes of `RPING` matched so far (0..=4).
+    matched: u8,
+    /// Bytes the current garbage unit may still swallow (0..=4).
+    garbage_left: u8,
+    last_rtt_ms: Option<u64>,
+    last_ack_ms: Option<u64>,
+}
+
+impl Keepalive {
+    /// A tunnel whose handshake response was just written at `now_ms`. Phase
+    /// `AwaitingAdmission`; the first RPING is due at `now_ms + first_ping_delay_ms`.
+    /// `settings` are [normalized](KeepaliveSettings::normalized).
+    pub fn new(settings: KeepaliveSettings, now_ms: u64) -> Self {
+        let settings = settings.normalized();
+        Keepalive {
+            settings,
+            phase: Phase::AwaitingAdmission,
+            admitted: false,
+            next_send_ms: now_ms.saturating_add(settings.first_ping_delay_ms),
+            in_flight: None,
+            next_jitter_ms: 0,
+            misses: 0,
+            unechoed: 0,
+            matched: 0,
+            garbage_left: 0,
+            last_rtt_ms: None,
+            last_ack_ms: None,
+        }
+    }
+
+    /// The (normalized) settings in use.
+    pub fn settings(&self) -> KeepaliveSettings {
+        self.settings
+    }
+
+    /// The earliest time (ms) at which [`on_timer`](Self::on_timer) has work: the in-flight
+    /// RPING's reply deadline, else the next RPING's due time. `None` once claimed or dead.
+    /// `on_timer(now)` returns events exactly when `now >= next_deadline()`.
+    pub fn next_deadline(&self) -> Option<u64> {
+        if !self.is_live() {
+            return None;
+        }
+        Some(match self.in_flight {
+            Some(p) => p.reply_deadline_ms,
+            None => self.next_send_ms,
+        })
+    }
+
+    /// Runs every deadline that is due at `now_ms`: a passed reply deadline counts a miss, a
+    /// due RPING yields [`Event::SendPing`]. `jitter(max)` must return a value in `0..=max`
+    /// (larger values are clamped); it is called once per RPING sent. Returns nothing when
+    /// claimed, dead or not due.
+    pub fn on_timer(&mut self, now_ms: u64, jitter: &mut dyn FnMut(u64) -> u64) -> Vec<Event> {
+        let mut events = Vec::new();
+        // At most: miss, send (whose deadline is then in the future). The cap keeps the loop
+        // finite whatever happens; leftover work would be picked up by the next tick.
+        for _ in 0..4 {
+            if !self.is_live() {
+                break;
+            }
+            match self.in_flight {
+                Some(p) if now_ms >= p.reply_deadline_ms => {
+                    self.in_flight = None;
+                    self.next_send_ms = p.reply_deadline_ms.saturating_add(self.gap_ms());
+                    self.count_miss(&mut events);
+                }
+                Some(_) => break,
+                None if now_ms >= self.next_send_ms => {
+                    let r = self.settings.reply_timeout_ms();
+                    let deadline = self
+                        .next_send_ms
+                        .saturating_add(r)
+                        .max(now_ms.saturating_add(r / 2));
+                    self.in_flight = Some(InFlight {
+                        sent_at_ms: now_ms,
+                        reply_deadline_ms: deadline,
+                    });
+                    self.unechoed = self.unechoed.saturating_add(1);
+                    let max = self.settings.max_jitter_ms();
+                    self.next_jitter_ms = jitter(max).min(max);
+                    events.push(Event::SendPing);
+                }
+                None => break,
+            }
+        }
+        events
+    }
+
+    /// Consumes bytes read from an unclaimed tunnel at `now_ms` (see the module docs for how
+    /// echoes and garbage are told apart). All bytes are consumed; at most a 4-byte partial
+    /// echo is remembered. Bytes after a `Dead` event, or after a claim, are ignored.
+    pub fn on_data(&mut self, data: &[u8], now_ms: u64) -> Vec<Event> {
+        let mut events = Vec::new();
+        for &b in data {
+            if !self.is_live() {
+                break;
+            }
+            if self.garbage_left > 0 {
+                if b != RPING[0] {
+                    self.garbage_left -= 1;
+                    continue;
+                }
+                self.garbage_left = 0;
+            }
+            let m = usize::from(self.matched);
+            if RPING.get(m) == Some(&b) {
+                self.matched += 1;
+                if usize::from(self.matched) == RPING.len() {
+                    self.matched = 0;
+                    self.on_echo(now_ms, &mut events);
+                }
+            } else if b == RPING[0] {
+                // `RPING[..m]` (m >= 1) was garbage; this `R` may start an echo.
+                self.matched = 1;
+                self.on_garbage(now_ms, &mut events);
+            } else {
+                // `RPING[..m]` plus this byte is garbage; it may swallow up to 5 bytes in all.
+                let unit_len = m + 1;
+                self.matched = 0;
+                self.garbage_left = u8::try_from(RPING.len().saturating_sub(unit_len)).unwrap_or(0);
+                self.on_garbage(now_ms, &mut events);
+            }
+        }
+        events
+    }
+
+    /// The initiator closed the connection: `[Dead(IdlePeerClose)]`, or nothing if already
+    /// claimed or dead.
+    pub fn on_peer_closed(&mut self) -> Vec<Event> {
+        self.kill(CloseReason::IdlePeerClose)
+    }
+
+    /// Reading the idle tunnel failed: `[Dead(IdleReadError)]`, or nothing if already claimed
+    /// or dead.
+    pub fn on_read_error(&mut self) -> Vec<Event> {
+        self.kill(CloseReason::IdleReadError)
+    }
+
+    /// Writing an RPING failed (other than "would block"): `[Dead(IdlePingWriteFailure)]`, or
+    /// nothing if already claimed or dead.
+    pub fn on_write_failure(&mut self) -> Vec<Event> {
+        self.kill(CloseReason::IdlePingWriteFailure)
+    }
+
+    /// Stops pinging forever (the tunnel now carries HTTP) and returns the number of RPINGs
+    /// sent but not yet echoed. The initiator may still echo them before its HTTP bytes, so the
+    /// relay strips that many leading echoes (`relay::EchoStripper::resume(claim(),
+    /// partial_echo_len())`). The count may be too high (pings that were never echoed), which
+    /// is harmless; it is never too low. A dead tunnel stays `Dead`. Calling it again returns
+    /// the same count.
+    pub fn claim(&mut self) -> u32 {
+        if self.phase != Phase::Dead {
+            self.phase = Phase::Claimed;
+        }
+        self.in_flight = None;
+        self.unechoed
+    }
+
+    /// Length (0..=4) of the partial echo (`R`, `RP`, ...) consumed by `on_data` and not yet
+    /// completed. After a claim, pass it to `relay::EchoStripper::resume` so that the rest of
+    /// the echo is stripped, or these bytes forwarded if it was not an echo.
+    pub fn partial_echo_len(&self) -> usize {
+        usize::from(self.matched)
+    }
+
+    /// Current phase.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// True once the first echo arrived (`Admitted` was reported); stays true after a claim.
+    pub fn is_admitted(&self) -> bool {
+        self.admitted
+    }
+
+    /// Consecutive misses (reset to 0 by an echo of the in-flight RPING).
+    pub fn misses(&self) -> u32 {
+        self.misses
+    }
+
+    /// Round-trip time of the last acknowledged RPING (ms).
+    pub fn last_rtt_ms(&self) -> Option<u64> {
+        self.last_rtt_ms
+    }
+
+    /// Time of the last acknowledged RPING's echo (ms, caller's clock).
+    pub fn last_ack_ms(&self) -> Option<u64> {
+        self.last_ack_ms
+    }
+
+    /// True while an RPING is waiting for its echo (never more than one).
+    pub fn ping_in_flight(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
+    /// RPINGs sent and not yet echoed (what [`claim`](Self::claim) would return).
+    pub fn unechoed(&self) -> u32 {
+        self.unechoed
+    }
+
+    fn is_live(&self) -> bool {
+        matches!(self.phase, Phase::AwaitingAdmission | Phase::Idle)
+    }
+
+    fn gap_ms(&self) -> u64 {
+        self.settings
+            .interval_ms
+            .saturating_add(self.next_jitter_ms)
+    }
+
+    fn kill(&mut self, reason: CloseReason) -> Vec<Event> {
+        let mut events = Vec::new();
+        if self.is_live() {
+            self.die(reason, &mut events);
+        }
+        events
+    }
+
+    fn die(&mut self, reason: CloseReason, events: &mut Vec<Event>) {
+        self.phase = Phase::Dead;
+        self.in_flight = None;
+        events.push(Event::Dead(reason));
+    }
+
+    fn count_miss(&mut self, events: &mut Vec<Event>) {
+        self.misses = self.misses.saturating_add(1);
+        if self.misses >= self.settings.failure_threshold {
+            self.die(CloseReason::IdlePingTimeout, events);
+        } else {
+            events.push(Event::Miss { count: self.misses });
+        }
+    }
+
+    fn on_echo(&mut self, now_ms: u64, events: &mut Vec<Event>) {
+        let had_unechoed = self.unechoed > 0;
+        self.unechoed = self.unechoed.saturating_sub(1);
+        if let Some(p) = self.in_flight.take() {
+            let rtt = now_ms.saturating_sub(p.sent_at_ms);
+            self.misses = 0;
+            self.last_rtt_ms = Some(rtt);
+            self.last_ack_ms = Some(now_ms);
+            self.next_send_ms = now_ms.saturating_add(self.gap_ms());
+            events.push(Event::Ack { rtt_ms: rtt });
+            if !self.admitted {
+                self.admitted = true;
+                self.phase = Phase::Idle;
+                events.push(Event::Admitted);
+            }
+        } else if !had_unechoed {
+            // Nobody asked: protocol violation.
+            self.count_miss(events);
+        }
+        // else: late echo of an RPING already counted as missed or answered by garbage.
+    }
+
+    fn on_garbage(&mut self, now_ms: u64, events: &mut Vec<Event>) {
+        if self.in_flight.take().is_some() {
+            // The garbage answers the in-flight RPING: one miss, not two.
+            self.next_send_ms = now_ms.saturating_add(self.gap_ms());
+        }
+        self.count_miss(events);
+    }
+}
+
+/// A small seeded pseudo-random source (SplitMix64) for the `jitter` closure, so that callers
+/// need no RNG crate. Not cryptographic. Deterministic for a given seed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JitterRng {
+    state: u64,
+}
+
+impl JitterRng {
+    /// A generator seeded with `seed` (e.g. worker index mixed with the start time).
+    pub fn new(seed: u64) -> Self {
+        JitterRng { state: seed }
+    }
+
+    /// Next raw 64-bit value.
+    pub fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A value in `0..=max` (slightly biased for huge `max`, irrelevant for jitter).
+    pub fn jitter(&mut self, max: u64) -> u64 {
+        match max.checked_add(1) {
+            Some(n) => self.next_u64() % n,
+            None => self.next_u64(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const TICK: u64 = 100;
+
+    fn settings(interval_ms: u64, failure_threshold: u32) -> KeepaliveSettings {
+        KeepaliveSettings {
+            interval_ms,
+            failure_threshold,
+            first_ping_delay_ms: 50,
+        }
+    }
+
+    fn no_jitter(_: u64) -> u64 {
+        0
+    }
+
+    fn max_jitter(max: u64) -> u64 {
+        max
+    }
+
+    /// A tunnel created at 0 with interval 2 s and threshold 3, admitted at 130 (ping at 100).
+    fn admitted() -> Keepalive {
+        let mut k = Keepalive::new(settings(2_000, 3), 0);
+        assert_eq!(k.on_timer(100, &mut no_jitter), vec![Event::SendPing]);
+        assert_eq!(
+            k.on_data(b"RPING", 130),
+            vec![Event::Ack { rtt_ms: 30 }, Event::Admitted]
+        );
+        k
+    }
+
+    #[test]
+    fn close_reason_strings() {
+        assert_eq!(CloseReason::IdlePingTimeout.as_str(), "idle_ping_timeout");
+        assert_eq!(CloseReason::IdlePeerClose.as_str(), "idle_peer_close");
+        assert_eq!(CloseReason::IdleReadError.as_str(), "idle_read_error");
+        assert_eq!(
+            CloseReason::IdlePingWriteFailure.as_str(),
+            "idle_ping_write_failure"
+        );
+    }
+
+    #[test]
+    fn settings_are_normalized() {
+        let s = KeepaliveSettings {
+            interval_ms: 10,
+            failure_threshold: 0,
+            first_ping_delay_ms: 0,
+        };
+        let k = Keepalive::new(s, 0);
+        assert_eq!(k.settings().interval_ms, 1_000);
+        assert_eq!(k.settings().failure_threshold, 1);
+        assert_eq!(s.reply_timeout_ms(), 500);
+        assert_eq!(settings(3_000, 3).reply_timeout_ms(), 1_500);
+        assert_eq!(settings(2_000, 3).max_jitter_ms(), 300);
+        assert_eq!(
+            settings(u64::MAX, 3).max_jitter_ms(),
+            u64::MAX / 100 * 15 + 2
+        );
+        // Issue example: (3-1)*(2000+300) + 3*1000.
+        assert_eq!(settings(2_000, 3).worst_case_detection_ms(), 7_600);
+    }
+
+    #[test]
+    fn first_ping_after_delay_then_admission() {
+        let mut k = Keepalive::new(settings(2_000, 3), 1_000);
+        assert_eq!(k.phase(), Phase::AwaitingAdmission);
+        assert!(!k.is_admitted());
+        assert_eq!(k.next_deadline(), Some(1_050));
+        assert!(k.on_timer(1_049, &mut no_jitter).is_empty());
+        assert_eq!(k.on_timer(1_050, &mut no_jitter), vec![Event::SendPing]);
+        assert!(k.ping_in_flight());
+        assert_eq!(k.next_deadline(), Some(1_050 + 1_000));
+        assert_eq!(
+            k.on_data(b"RPING", 1_062),
+            vec![Event::Ack { rtt_ms: 12 }, Event::Admitted]
+        );
+        assert_eq!(k.phase(), Phase::Idle);
+        assert!(k.is_admitted());
+        assert_eq!(k.last_rtt_ms(), Some(12));
+        assert_eq!(k.last_ack_ms(), Some(1_062));
+        assert_eq!(k.next_deadline(), Some(1_062 + 2_000));
+        // Later acks do not re-admit.
+        assert_eq!(k.on_timer(3_062, &mut no_jitter), vec![Event::SendPing]);
+        assert_eq!(k.on_data(b"RPING", 3_070), vec![Event::Ack { rtt_ms: 8 }]);
+    }
+
+    #[test]
+    fn echo_split_across_reads() {
+        let mut k = admitted();
+        assert_eq!(k.on_timer(2_130, &mut no_jitter), vec![Event::SendPing]);
+        assert!(k.on_data(b"R", 2_131).is_empty());
+        assert_eq!(k.partial_echo_len(), 1);
+        assert!(k.on_data(b"PI", 2_132).is_empty());
+        assert!(k.on_data(b"", 2_133).is_empty());
+        assert_eq!(k.on_data(b"NG", 2_134), vec![Event::Ack { rtt_ms: 4 }]);
+        assert_eq!(k.partial_echo_len(), 0);
+    }
+
+    #[test]
+    fn jitter_is_drawn_at_send_and_used_for_the_next_gap() {
+        let mut k = Keepalive::new(settings(2_000, 3), 0);
+        let mut asked = Vec::new();
+        let mut j = |max: u64| {
+            asked.push(max);
+            123
+        };
+        assert_eq!(k.on_timer(50, &mut j), vec![Event::SendPing]);
+        assert_eq!(asked, vec![300]);
+        k.on_data(b"RPING", 60);
+        assert_eq!(k.next_deadline(), Some(60 + 2_000 + 123));
+        // An out-of-range jitter is clamped to 15 %.
+        let mut k = Keepalive::new(settings(2_000, 3), 0);
+        k.on_timer(50, &mut |_| 9_999);
+        k.on_data(b"RPING", 60);
+        assert_eq!(k.next_deadline(), Some(60 + 2_000 + 300));
+    }
+
+    #[test]
+    fn reply_deadline_is_anchored_on_due_time() {
+        let mut k = Keepalive::new(settings(2_000, 3), 0);
+        // Due at 50, sent by the tick at 100: deadline 50 + 1000, not 100 + 1000.
+        k.on_timer(100, &mut max_jitter);
+        assert_eq!(k.next_deadline(), Some(1_050));
+        assert!(k.on_timer(1_049, &mut max_jitter).is_empty());
+        assert_eq!(
+            k.on_timer(1_100, &mut max_jitter),
+            vec![Event::Miss { count: 1 }]
+        );
+        // The next ping is due at deadline + interval + jitter, not at the tick.
+        assert_eq!(k.next_deadline(), Some(1_050 + 2_000 + 300));
+    }
+
+    #[test]
+    fn stalled_clock_sends_one_ping_with_a_fair_deadline() {
+        let mut k = admitted();
+        // Worker stalled for a long time: the ping is long overdue.
+        assert_eq!(k.on_timer(100_000, &mut no_jitter), vec![Event::SendPing]);
+        assert_eq!(k.next_deadline(), Some(100_000 + 500));
+        // In-flight ping overdue and the next send overdue too: one miss, then one ping.
+        assert_eq!(
+            k.on_timer(200_000, &mut no_jitter),
+            vec![Event::Miss { count: 1 }, Event::SendPing]
+        );
+        assert!(k.ping_in_flight());
+        assert_eq!(k.unechoed(), 2);
+    }
+
+    #[test]
+    fn garbage_reply_is_one_miss_not_two() {
+        let mut k = admitted();
+        assert_eq!(k.on_timer(2_130, &mut no_jitter), vec![Event::SendPing]);
+        assert_eq!(k.on_data(b"HELLO", 2_200), vec![Event::Miss { count: 1 }]);
+        assert!(!k.ping_in_flight());
+        // The old reply deadline (3130) no longer counts; the next ping is due at 2200 + 2000.
+        assert_eq!(k.next_deadline(), Some(4_200));
+        assert!(k.on_timer(3_200, &mut no_jitter).is_empty());
+        assert_eq!(k.misses(), 1);
+    }
+
+    #[test]
+    fn partial_garbage_is_counted_at_once_and_resyncs_on_r() {
+        let mut k = admitted();
+        k.on_timer(2_130, &mut no_jitter);
+        // "RPX": known garbage at X; counted now, no waiting for 5 bytes.
+        assert_eq!(k.on_data(b"RPX", 2_200), vec![Event::Miss { count: 1 }]);
+        // The next ping's echo is recognised although it does not start on a 5-byte boundary.
+        k.on_timer(4_200, &mut no_jitter);
+        assert_eq!(k.on_data(b"RPING", 4_210), vec![Event::Ack { rtt_ms: 10 }]);
+        assert_eq!(k.misses(), 0);
+    }
+
+    #[test]
+    fn garbage_then_echo_in_one_read() {
+        let mut k = admitted();
+        k.on_timer(2_130, &mut no_jitter);
+        // The X answers the ping (miss); the RPING is then a late echo of it: no second miss.
+        assert_eq!(k.on_data(b"XRPING", 2_200), vec![Event::Miss { count: 1 }]);
+        assert_eq!(k.unechoed(), 0);
+    }
+
+    #[test]
+    fn unsolicited_bytes_count_one_miss_per_unit() {
+        let mut k = Keepalive::new(settings(2_000, 5), 0);
+        // Nothing was ever sent: an RPING is a protocol violation.
+        assert_eq!(k.on_data(b"RPING", 10), vec![Event::Miss { count: 1 }]);
+        // 10 bytes of garbage: two 5-byte units.
+        assert_eq!(
+            k.on_data(b"xxxxxxxxxx", 20),
+            vec![Event::Miss { count: 2 }, Event::Miss { count: 3 }]
+        );
+        // Unsolicited bytes do not move the next ping.
+        assert_eq!(k.next_deadline(), Some(50));
+    }
+
+    #[test]
+    fn late_echo_after_a_miss_is_not_a_second_miss() {
+        let mut k = admitted();
+        k.on_timer(2_130, &mut no_jitter);
+        assert_eq!(
+            k.on_timer(3_200, &mut no_jitter),
+            vec![Event::Miss { count: 1 }]
+        );
+        assert_eq!(k.unechoed(), 1);
+        assert!(k.on_data(b"RPING", 3_300).is_empty());
+        assert_eq!(k.unechoed(), 0);
+        assert_eq!(k.misses(), 1, "a late echo does not reset the misses");
+        // A further RPING with nothing unechoed is a violation.
+        assert_eq!(k.on_data(b"RPING", 3_400), vec![Event::Miss { count: 2 }]);
+    }
+
+    #[test]
+    fn threshold_kills_without_a_miss_event() {
+        let mut k = Keepalive::new(settings(1_000, 3), 0);
+        let mut all = Vec::new();
+        let mut now = 0;
+        while k.next_deadline().is_some() {
+            now += TICK;
+            all.extend(k.on_timer(now, &mut no_jitter));
+        }
+        assert_eq!(
+            all,
+            vec![
+                Event::SendPing,
+                Event::Miss { count: 1 },
+                Event::SendPing,
+                Event::Miss { count: 2 },
+                Event::SendPing,
+                Event::Dead(CloseReason::IdlePingTimeout),
+            ]
+        );
+        assert_eq!(k.misses(), 3);
+        assert_eq!(k.phase(), Phase::Dead);
+        assert!(
+            !k.is_admitted(),
+            "misses before admission count like any miss"
+        );
+        assert!(k.on_timer(u64::MAX, &mut no_jitter).is_empty());
+        assert!(k.on_data(b"RPING", now).is_empty());
+        assert!(k.on_peer_closed().is_empty());
+    }
+
+    #[test]
+    fn threshold_one_dies_on_first_miss() {
+        let mut k = Keepalive::new(settings(1_000, 1), 0);
+        k.on_timer(50, &mut no_jitter);
+        assert_eq!(
+            k.on_data(b"NOPE!", 60),
+            vec![Event::Dead(CloseReason::IdlePingTimeout)]
+        );
+        assert_eq!(k.next_deadline(), None);
+    }
+
+    #[test]
+    fn echo_resets_misses() {
+        let mut k = admitted();
+        k.on_timer(2_130, &mut no_jitter);
+        assert_eq!(
+            k.on_timer(3_130, &mut no_jitter),
+            vec![Event::Miss { count: 1 }]
+        );
+        assert_eq!(k.next_deadline(), Some(5_130));
+        k.on_timer(5_130, &mut no_jitter);
+        assert_eq!(k.on_data(b"RPING", 5_140), vec![Event::Ack { rtt_ms: 10 }]);
+        assert_eq!(k.misses(), 0);
+    }
+
+    #[test]
+    fn claim_stops_everything_and_reports_unechoed() {
+        let mut k = admitted();
+        assert_eq!(k.claim(), 0);
+        assert_eq!(k.phase(), Phase::Claimed);
+        assert_eq!(k.next_deadline(), None);
+        assert!(k.on_timer(u64::MAX, &mut no_jitter).is_empty());
+        assert!(k.on_data(b"garbage", 5_000).is_empty());
+        assert!(k.on_peer_closed().is_empty());
+        assert!(k.is_admitted());
+
+        // Claimed with a ping in flight and its echo half-read.
+        let mut k = admitted();
+        k.on_timer(2_130, &mut no_jitter);
+        k.on_data(b"RP", 2_140);
+        assert_eq!(k.claim(), 1);
+        assert_eq!(k.partial_echo_len(), 2);
+        assert_eq!(k.claim(), 1, "idempotent");
+        assert!(k.on_timer(10_000, &mut no_jitter).is_empty());
+    }
+
+    #[test]
+    fn close_paths() {
+        let mut k = admitted();
+        assert_eq!(
+            k.on_peer_closed(),
+            vec![Event::Dead(CloseReason::IdlePeerClose)]
+        );
+        assert!(k.on_read_error().is_empty());
+        let mut k = admitted();
+        assert_eq!(
+            k.on_read_error(),
+            vec![Event::Dead(CloseReason::IdleReadError)]
+        );
+        let mut k = admitted();
+        k.on_timer(2_130, &mut no_jitter);
+        assert_eq!(
+            k.on_write_failure(),
+            vec![Event::Dead(CloseReason::IdlePingWriteFailure)]
+        );
+        assert_eq!(k.claim(), 1);
+        assert_eq!(
+            k.phase(),
+            Phase::Dead,
+            "claim does not revive a dead tunnel"
+        );
+    }
+
+    /// Drives `k` with ticks at `first_tick + n*TICK`, echoing every ping while `answer(now)`.
+    /// Returns (time of the first unanswered SendPing, time of Dead).
+    fn run_silent_after(
+        k: &mut Keepalive,
+        first_tick: u64,
+        answered: usize,
+        jitter: &mut dyn FnMut(u64) -> u64,
+    ) -> (u64, u64) {
+        let mut sent = 0usize;
+        let mut first_unanswered = None;
+        let mut now = first_tick;
+        for _ in 0..1_000_000 {
+            for e in k.on_timer(now, jitter) {
+                match e {
+                    Event::SendPing => {
+                        sent += 1;
+                        if sent <= answered {
+                            let ev = k.on_data(RPING, now + 7);
+                            assert_eq!(ev.first(), Some(&Event::Ack { rtt_ms: 7 }));
+                        } else if first_unanswered.is_none() {
+                            first_unanswered = Some(now);
+                        }
+                    }
+                    Event::Dead(r) => {
+                        assert_eq!(r, CloseReason::IdlePingTimeout);
+                        return (first_unanswered.unwrap_or(0), now);
+                    }
+                    Event::Miss { .. } => {}
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            now += TICK;
+        }
+        panic!("never died");
+    }
+
+    #[test]
+    fn detection_bound_holds_with_max_jitter() {
+        let pairs = [
+            (1_000, 1),
+            (1_000, 3),
+            (1_500, 2),
+            (2_000, 3),
+            (3_000, 5),
+            (2_333, 4),
+            (10_000, 3),
+            (60_000, 10),
+        ];
+        for (interval, threshold) in pairs {
+            for phase in [0, 1, 37, 50, 99] {
+                for answered in [0, 1, 3] {
+                    let s = settings(interval, threshold);
+                    let mut k = Keepalive::new(s, 0);
+                    let (first, dead) = run_silent_after(&mut k, phase, answered, &mut max_jitter);
+                    let j = s.max_jitter_ms();
+                    let t = u64::from(threshold);
+                    let bound = (t - 1) * (interval + j) + t * (interval / 2);
+                    let took = dead - first;
+                    assert!(
+                        took <= bound + TICK,
+                        "I={interval} T={threshold} phase={phase}: {took} > {bound} + tick"
+                    );
+                    // Not premature either: the whole bound (minus the send's tick lateness).
+                    assert!(
+                        took + TICK >= bound,
+                        "I={interval} T={threshold} phase={phase}: {took} too early for {bound}"
+                    );
+                    assert_eq!(bound, s.worst_case_detection_ms());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn observed_builtin_timeline_is_not_exceeded() {
+        // protocol doc §2.4.3: interval 2 s, threshold 3, FIN 7.3 s after the first unanswered
+        // ping with the built-in. Our bound with max jitter is 7.6 s (+ one tick).
+        let s = settings(2_000, 3);
+        let mut k = Keepalive::new(s, 0);
+        let mut rng = JitterRng::new(7);
+        let (first, dead) = run_silent_after(&mut k, 0, 2, &mut |m| rng.jitter(m));
+        assert!(dead - first <= 7_600 + TICK);
+        assert!(dead - first >= 5_000);
+    }
+
+    #[test]
+    fn jitter_rng_stays_in_range() {
+        let mut r = JitterRng::new(1);
+        let mut seen_max = false;
+        for _ in 0..10_000 {
+            let v = r.jitter(3);
+            assert!(v <= 3);
+            seen_max |= v == 3;
+        }
+        assert!(seen_max);
+        assert_eq!(r.jitter(0), 0);
+        let _ = r.jitter(u64::MAX);
+        assert_ne!(JitterRng::new(1).next_u64(), JitterRng::new(2).next_u64());
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Advance(u64),
+        Data(Vec<u8>),
+        Echo,
+        PeerClose,
+        Claim,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0u64..3_000).prop_map(Op::Advance),
+            2 => proptest::collection::vec(
+                prop_oneof![Just(b'R'), Just(b'P'), Just(b'I'), Just(b'N'), Just(b'G'), any::<u8>()],
+                0..12,
+            )
+            .prop_map(Op::Data),
+            4 => Just(Op::Echo),
+            1 => Just(Op::PeerClose),
+            1 => Just(Op::Claim),
+        ]
+    }
+
+    proptest! {
+        /// Invariants under arbitrary timer/data/close/claim sequences:
+        /// on_timer has work exactly when now >= next_deadline; at most one SendPing per call
+        /// and never while an RPING is in flight; Miss counts stay below the threshold and match
+        /// misses(); nothing after Dead or claim; Ack/Admitted ordering.
+        #[test]
+        fn invariants(
+            interval in 1_000u64..5_000,
+            threshold in 1u32..5,
+            delay in 0u64..200,
+            seed in any::<u64>(),
+            ops in proptest::collection::vec(op(), 0..80),
+        ) {
+            let s = KeepaliveSettings { interval_ms: interval, failure_threshold: threshold, first_ping_delay_ms: delay };
+            let mut k = Keepalive::new(s, 1_000);
+            let mut rng = JitterRng::new(seed);
+            let mut now = 1_000u64;
+            let mut finished = false;
+            let mut admitted_seen = false;
+            for op in ops {
+                let was_in_flight = k.ping_in_flight();
+                let before = k.next_deadline();
+                let events = match op {
+                    Op::Advance(d) => {
+                        now += d;
+                        let ev = k.on_timer(now, &mut |m| rng.jitter(m));
+                        prop_assert_eq!(!ev.is_empty(), before.is_some_and(|d| now >= d));
+                        prop_assert!(ev.iter().filter(|e| **e == Event::SendPing).count() <= 1);
+                        if was_in_flight && ev.contains(&Event::SendPing) {
+                            // Only after the in-flight ping was resolved as a miss.
+                            prop_assert!(matches!(ev.first(), Some(Event::Miss { .. })), "send while in flight: {:?}", ev);
+                        }
+                        if ev.contains(&Event::SendPing) {
+                            prop_assert!(k.ping_in_flight());
+                            prop_assert!(k.next_deadline().is_some_and(|d| d > now));
+                        }
+                        ev
+                    }
+                    Op::Data(bytes) => k.on_data(&bytes, now),
+                    Op::Echo => k.on_data(RPING, now),
+                    Op::PeerClose => k.on_peer_closed(),
+                    Op::Claim => { k.claim(); finished = true; Vec::new() }
+                };
+                if finished {
+                    prop_assert!(events.is_empty());
+                    prop_assert_eq!(k.next_deadline(), None);
+                }
+                for (i, e) in events.iter().enumerate() {
+                    match *e {
+                        Event::Miss { count } => {
+                            prop_assert!(count >= 1 && count < k.settings().failure_threshold);
+                        }
+                        Event::Dead(_) => {
+                            prop_assert_eq!(i, events.len() - 1);
+                            finished = true;
+                        }
+                        Event::Admitted => {
+                            prop_assert!(!admitted_seen);
+                            prop_assert!(i >= 1 && matches!(events[i - 1], Event::Ack { .. }), "Admitted not after Ack: {:?}", events);
+                            admitted_seen = true;
+                        }
+                        Event::Ack { .. } => prop_assert!(was_in_flight),
+                        Event::SendPing => {}
+                    }
+                }
+                if let Some(Event::Miss { count }) = events.iter().rev().find(|e| matches!(e, Event::Miss { .. })) {
+                    if !finished {
+                        prop_assert_eq!(*count, k.misses());
+                    }
+                }
+                prop_assert!(k.partial_echo_len() <= 4);
+                prop_assert_eq!(k.is_admitted(), admitted_seen);
+            }
+        }
+
+        /// Echo parsing does not depend on read boundaries: the same bytes at the same time give
+        /// the same events and the same state, whatever the split.
+        #[test]
+        fn split_independent(
+            answered_first in any::<bool>(),
+            bytes in proptest::collection::vec(
+                prop_oneof![Just(b'R'), Just(b'P'), Just(b'I'), Just(b'N'), Just(b'G'), any::<u8>()],
+                0..40,
+            ),
+            cuts in proptest::collection::vec(0usize..41, 0..8),
+        ) {
+            let mut k = Keepalive::new(settings(2_000, 4), 0);
+            k.on_timer(50, &mut no_jitter);
+            if answered_first {
+                k.on_data(RPING, 60);
+                k.on_timer(2_060, &mut no_jitter);
+            }
+            let mut whole = k.clone();
+            let want = whole.on_data(&bytes, 2_100);
+            let mut points: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+            points.push(0);
+            points.push(bytes.len());
+            points.sort_unstable();
+            let mut got = Vec::new();
+            for w in points.windows(2) {
+                got.extend(k.on_data(&bytes[w[0]..w[1]], 2_100));
+            }
+            prop_assert_eq!(got, want);
+            prop_assert_eq!(k, whole);
+        }
+    }
+}

@@ -4,3 +4,4 @@ pub mod handshake;
 pub mod keepalive;
 pub mod relay;
 pub mod tracker;
+pub mod h2mux;

@@ -1,1 +1,58 @@
-//! (in progress)
+//! The FFI layer: the only code with `unsafe` and `extern "C"`.
+//!
+//! - [`envoy`]: safe wrappers over the Envoy callbacks we call (declared in `abi/abi.h`). Each
+//!   wrapper says which thread it may run on (ABI doc §9).
+//! - `hooks_bootstrap`, `hooks_network`: the `extern "C"` hooks Envoy calls. Each hook is a few
+//!   lines: convert pointers and buffers, run the adapter inside [`guard`], return.
+//! - [`log`](crate::rt_log): logging through Envoy's `dynamic_modules` logger.
+//!
+//! No panic crosses into Envoy: every hook runs inside [`guard`], which catches unwinding and
+//! returns the hook's defined failure value (the release profile uses `panic = "unwind"`).
+
+pub mod envoy;
+mod hooks_bootstrap;
+mod hooks_network;
+
+use std::os::raw::c_char;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Number of panics caught at the FFI boundary since the module was loaded.
+pub static PANICS_CAUGHT: AtomicU64 = AtomicU64::new(0);
+
+/// `envoy_dynamic_module_on_program_init`: called once on the main thread right after `dlopen`;
+/// returns the ABI version string Envoy 1.40.0 expects, `v0.2.0` (ABI doc §1.2).
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
+    envoy_abi::ABI_VERSION.as_ptr() as *const c_char
+}
+const _: envoy_abi::envoy_dynamic_module_on_program_init_fn = Some(envoy_dynamic_module_on_program_init);
+
+/// Runs `f`, turning a panic into `on_panic` (logged and counted) so it never unwinds into Envoy.
+/// `what` names the hook for the log line.
+pub fn guard<T>(what: &str, on_panic: T, f: impl FnOnce() -> T) -> T {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(v) => v,
+        Err(payload) => {
+            PANICS_CAUGHT.fetch_add(1, Ordering::Relaxed);
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic".to_string());
+            envoy::log(envoy::LogLevel::Error, &format!("reverse_tunnel: panic in {what}: {msg}"), file!(), line!());
+            on_panic
+        }
+    }
+}
+
+/// Logs through Envoy's `dynamic_modules` logger from any thread, formatting only when the
+/// level is enabled: `rt_log!(Info, "tunnel {} admitted", id)`.
+#[macro_export]
+macro_rules! rt_log {
+    ($lvl:ident, $($arg:tt)*) => {{
+        if $crate::ffi::envoy::log_enabled($crate::ffi::envoy::LogLevel::$lvl) {
+            $crate::ffi::envoy::log($crate::ffi::envoy::LogLevel::$lvl, &format!($($arg)*), file!(), line!());
+        }
+    }};
+}

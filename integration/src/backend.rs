@@ -1,0 +1,200 @@
+//! An in-process HTTP/1.1 backend: the "local service" behind an initiator.
+
+use std::io::{BufReader, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::http::{body_kind, connection_has, read_body, read_head};
+use crate::{Error, Result};
+
+/// Open connections of a backend: a handle to each socket (to shut it down) and its thread.
+type ConnList = Arc<Mutex<Vec<(TcpStream, JoinHandle<()>)>>>;
+
+/// Idle keep-alive connections are closed by the backend after this long.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A multi-threaded HTTP/1.1 server on a free 127.0.0.1 port (one thread per connection,
+/// keep-alive supported). Every request gets `200` with body `backend <name> path=<path>\n`.
+/// Stops (closing all connections and joining its threads) on Drop.
+pub struct Backend {
+    name: String,
+    port: u16,
+    served: Arc<AtomicU64>,
+    stopping: Arc<AtomicBool>,
+    conns: ConnList,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl Backend {
+    /// Starts a backend named `name` on a free port.
+    pub fn start(name: &str) -> Result<Backend> {
+        let listener = TcpListener::bind(("127.0.0.1", 0))?;
+        let port = listener.local_addr()?.port();
+        let served = Arc::new(AtomicU64::new(0));
+        let stopping = Arc::new(AtomicBool::new(false));
+        let conns: ConnList = Arc::new(Mutex::new(Vec::new()));
+        let acceptor = {
+            let (name, served, stopping, conns) =
+                (name.to_string(), served.clone(), stopping.clone(), conns.clone());
+            std::thread::Builder::new()
+                .name(format!("backend-{name}"))
+                .spawn(move || accept_loop(listener, name, served, stopping, conns))
+                .map_err(|e| Error(format!("cannot start backend thread: {e}")))?
+        };
+        Ok(Backend {
+            name: name.to_string(),
+            port,
+            served,
+            stopping,
+            conns,
+            acceptor: Some(acceptor),
+        })
+    }
+
+    /// The backend's name (appears in every response body).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The listening port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Number of requests answered so far.
+    pub fn requests_served(&self) -> u64 {
+        self.served.load(Ordering::SeqCst)
+    }
+
+    /// The body this backend returns for `path`.
+    pub fn expected_body(&self, path: &str) -> String {
+        expected_body(&self.name, path)
+    }
+
+    /// Stops accepting, closes every connection and joins all threads (idempotent).
+    pub fn stop(&mut self) {
+        let Some(acceptor) = self.acceptor.take() else { return };
+        self.stopping.store(true, Ordering::SeqCst);
+        // Wake the blocking accept() with a throw-away connection.
+        let _ = TcpStream::connect_timeout(
+            &std::net::SocketAddr::from(([127, 0, 0, 1], self.port)),
+            Duration::from_secs(1),
+        );
+        let _ = acceptor.join();
+        let conns = std::mem::take(&mut *self.conns.lock().unwrap_or_else(|p| p.into_inner()));
+        for (stream, _) in &conns {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        for (_, handle) in conns {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The body a backend named `name` returns for `path`: `backend <name> path=<path>\n`.
+pub fn expected_body(name: &str, path: &str) -> String {
+    format!("backend {name} path={path}\n")
+}
+
+fn accept_loop(
+    listener: TcpListener,
+    name: String,
+    served: Arc<AtomicU64>,
+    stopping: Arc<AtomicBool>,
+    conns: ConnList,
+) {
+    for incoming in listener.incoming() {
+        if stopping.load(Ordering::SeqCst) {
+            break;
+        }
+        let Ok(stream) = incoming else { continue };
+        let Ok(keep) = stream.try_clone() else { continue };
+        let (name, served) = (name.clone(), served.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("backend-{name}-conn"))
+            .spawn(move || {
+                let _ = serve_connection(stream, &name, &served);
+            });
+        if let Ok(handle) = spawned {
+            let mut list = conns.lock().unwrap_or_else(|p| p.into_inner());
+            // Forget connections that are already finished.
+            let (done, live): (Vec<_>, Vec<_>) =
+                std::mem::take(&mut *list).into_iter().partition(|(_, h)| h.is_finished());
+            *list = live;
+            list.push((keep, handle));
+            drop(list);
+            for (_, h) in done {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+fn serve_connection(stream: TcpStream, name: &str, served: &AtomicU64) -> Result<()> {
+    stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
+    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_nodelay(true)?;
+    let mut reader = BufReader::new(stream);
+    loop {
+        let Some((start, headers)) = read_head(&mut reader)? else {
+            return Ok(());
+        };
+        let mut parts = start.split_whitespace();
+        let (_method, target, version) = (
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or("").to_string(),
+            parts.next().unwrap_or(""),
+        );
+        if !version.starts_with("HTTP/1.") {
+            let _ = reader
+                .get_mut()
+                .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            return Ok(());
+        }
+        let _request_body = read_body(&mut reader, body_kind(&headers, true)?)?;
+        let close = connection_has(&headers, "close")
+            || (version == "HTTP/1.0" && !connection_has(&headers, "keep-alive"));
+        let body = expected_body(name, &target);
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n{}\r\n{}",
+            body.len(),
+            if close { "connection: close\r\n" } else { "" },
+            body
+        );
+        reader.get_mut().write_all(resp.as_bytes())?;
+        served.fetch_add(1, Ordering::SeqCst);
+        if close {
+            let _ = reader.get_ref().shutdown(Shutdown::Both);
+            return Ok(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::{http_get, HttpConn};
+
+    #[test]
+    fn answers_keep_alive_and_fresh_requests() {
+        let b = Backend::start("unit").unwrap();
+        let mut c = HttpConn::connect(b.port()).unwrap();
+        for i in 0..5 {
+            let r = c.get(&format!("/k{i}"), &[]).unwrap();
+            assert_eq!(r.status, 200);
+            assert_eq!(r.body, format!("backend unit path=/k{i}\n"));
+        }
+        let r = http_get(b.port(), "/fresh?q=1", &[]).unwrap();
+        assert_eq!(r.body, b.expected_body("/fresh?q=1"));
+        assert_eq!(b.requests_served(), 6);
+    }
+}

@@ -1,0 +1,300 @@
+//! End-to-end tests with real processes: the real Envoy 1.40.0 binary as responder (our module,
+//! `envoy-config/upstream.yaml`) and as built-in initiators (`envoy-config/downstream.yaml`), and
+//! in-process HTTP/1.1 backends, all on 127.0.0.1 with free ports.
+//!
+//! Run (after `cargo build --release -p reverse_tunnel`):
+//!
+//! ```text
+//! cargo test -p rt-integration --test e2e -- --test-threads=1
+//! ```
+//!
+//! The tests serialize themselves through a lock (several Envoys plus 40 client threads per test
+//! would overload a 2-core machine), so `--test-threads=1` is recommended but not required.
+//!
+//! Env `RT_E2E_RESPONDER=builtin` points the module tests at Envoy's built-in responder instead
+//! (harness check; the built-in is expected to fail `one_tunnel_four_workers_every_request_succeeds`
+//! because of its per-worker tunnel pools, bug #41536). `builtin_reference_smoke` always runs against
+//! the built-in. Other env overrides: see the `rt_integration` crate docs.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rt_integration::topology::{responder_vars, NODE_HEADER};
+use rt_integration::{
+    free_ports, paths::require_module, wait_for, Check, Envoy, InitiatorSpec, Responder, Result,
+    TestDir, Topology,
+};
+
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Runs one test at a time even when the harness runs tests in parallel.
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The responder under test: our module unless `RT_E2E_RESPONDER=builtin`.
+fn responder_under_test() -> Responder {
+    match std::env::var("RT_E2E_RESPONDER").as_deref() {
+        Ok("builtin") => Responder::Builtin,
+        _ => Responder::Module,
+    }
+}
+
+/// Deadline for the first tunnels of freshly started initiators (they dial right at startup).
+const TUNNELS_UP: Duration = Duration::from_secs(20);
+
+#[test]
+fn two_worker_initiator_sequential_and_concurrent() -> Result<()> {
+    let _serial = serial();
+    let node = "node-a";
+    let cluster = "cluster-a";
+    let mut topo = Topology::start(
+        "two-worker",
+        responder_under_test(),
+        2,
+        &[InitiatorSpec::new(node, cluster).concurrency(2).tunnels(1)],
+    )?;
+    topo.wait_tunnels(2, TUNNELS_UP)?;
+
+    // 200 sequential requests on one keep-alive connection.
+    let mut conn = topo.connect()?;
+    for i in 0..200 {
+        let path = format!("/seq/{i}");
+        conn.ensure_open()?;
+        let r = conn.get(&path, &[(NODE_HEADER, node)])?;
+        let want = topo.initiator(0).backend.expected_body(&path);
+        if r.status != 200 || r.body != want {
+            return Err(format!(
+                "sequential request {i}: got {} {:?}, want 200 {want:?}\n{}",
+                r.status,
+                r.body,
+                topo.logs_tail(20)
+            )
+            .into());
+        }
+    }
+
+    // 2,000 requests from 40 client threads, each on its own keep-alive connection.
+    let threads = 40;
+    let per_thread = 50;
+    let port = topo.egress_port;
+    let backend_name = topo.initiator(0).backend.name().to_string();
+    let ok = Arc::new(AtomicU64::new(0));
+    let failures: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let (ok, failures, backend_name) = (ok.clone(), failures.clone(), backend_name.clone());
+            std::thread::spawn(move || {
+                let record = |msg: String| failures.lock().unwrap().push(msg);
+                let mut conn = match rt_integration::HttpConn::connect(port) {
+                    Ok(c) => c,
+                    Err(e) => return record(format!("thread {t}: {e}")),
+                };
+                for i in 0..per_thread {
+                    let path = format!("/conc/{t}/{i}");
+                    let want = rt_integration::backend::expected_body(&backend_name, &path);
+                    let res = conn.ensure_open().and_then(|_| conn.get(&path, &[(NODE_HEADER, node)]));
+                    match res {
+                        Ok(r) if r.status == 200 && r.body == want => {
+                            ok.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Ok(r) => record(format!("{path}: got {} {:?}", r.status, r.body)),
+                        Err(e) => record(format!("{path}: {e}")),
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("client thread panicked");
+    }
+    let failures = failures.lock().unwrap().clone();
+    if !failures.is_empty() {
+        return Err(format!(
+            "{} of {} concurrent requests failed; first: {:?}\n{}",
+            failures.len(),
+            threads * per_thread,
+            &failures[..failures.len().min(5)],
+            topo.logs_tail(20)
+        )
+        .into());
+    }
+    assert_eq!(ok.load(Ordering::SeqCst), (threads * per_thread) as u64);
+
+    // direct_response of the initiator, by node id and by cluster id.
+    let want_direct = topo.initiator(0).direct_body();
+    let r = topo.get(node, "/direct")?;
+    assert_eq!((r.status, r.body.as_str()), (200, want_direct.as_str()), "/direct by node id");
+    let r = topo.get(cluster, "/direct")?;
+    assert_eq!((r.status, r.body.as_str()), (200, want_direct.as_str()), "/direct by cluster id");
+    let r = topo.get(cluster, "/by-cluster")?;
+    assert_eq!(r.status, 200, "/by-cluster by cluster id: {}", r.body);
+    assert_eq!(r.body, topo.initiator(0).backend.expected_body("/by-cluster"));
+
+    // Every `/` request really reached the backend behind the initiator.
+    assert_eq!(topo.initiator(0).backend.requests_served(), 200 + 2000 + 1);
+    Ok(())
+}
+
+#[test]
+fn one_tunnel_four_workers_every_request_succeeds() -> Result<()> {
+    let _serial = serial();
+    let node = "node-solo";
+    let mut topo = Topology::start(
+        "one-tunnel-four-workers",
+        responder_under_test(),
+        4,
+        &[InitiatorSpec::new(node, "cluster-solo").concurrency(1).tunnels(1)],
+    )?;
+    topo.wait_tunnels(1, TUNNELS_UP)?;
+
+    // Fresh connections, so that requests land on different responder workers.
+    let total = 200;
+    let mut failures = Vec::new();
+    for i in 0..total {
+        let path = format!("/fresh/{i}");
+        let want = topo.initiator(0).backend.expected_body(&path);
+        match topo.get(node, &path) {
+            Ok(r) if r.status == 200 && r.body == want => {}
+            Ok(r) => failures.push(format!("{path}: {} {:?}", r.status, r.body.trim())),
+            Err(e) => failures.push(format!("{path}: {e}")),
+        }
+    }
+    if !failures.is_empty() {
+        return Err(format!(
+            "{} of {total} requests failed; first: {:?}\n{}",
+            failures.len(),
+            &failures[..failures.len().min(5)],
+            topo.logs_tail(20)
+        )
+        .into());
+    }
+    assert_eq!(topo.initiator(0).backend.requests_served(), total);
+    Ok(())
+}
+
+#[test]
+fn unknown_node_gets_503_fast() -> Result<()> {
+    let _serial = serial();
+    let mut topo = Topology::start(
+        "unknown-node",
+        responder_under_test(),
+        2,
+        &[InitiatorSpec::new("node-known", "cluster-known").concurrency(2)],
+    )?;
+    topo.wait_tunnels(2, TUNNELS_UP)?;
+    for attempt in 0..3 {
+        let started = Instant::now();
+        let r = topo.get("nobody", "/direct")?;
+        let took = started.elapsed();
+        assert_eq!(r.status, 503, "attempt {attempt}: body {:?}", r.body);
+        assert!(took < Duration::from_secs(1), "attempt {attempt}: 503 took {took:?}");
+    }
+    // The known node still works, and its backend saw nothing of the failed requests.
+    let r = topo.get("node-known", "/direct")?;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(topo.initiator(0).backend.requests_served(), 0);
+    Ok(())
+}
+
+#[test]
+fn initiator_killed_then_restarted() -> Result<()> {
+    let _serial = serial();
+    let node = "node-phoenix";
+    let mut topo = Topology::start(
+        "initiator-killed",
+        responder_under_test(),
+        2,
+        &[InitiatorSpec::new(node, "cluster-phoenix").concurrency(2).tunnels(1)],
+    )?;
+    topo.wait_tunnels(2, TUNNELS_UP)?;
+    for i in 0..5 {
+        let path = format!("/before/{i}");
+        let r = topo.get(node, &path)?;
+        assert_eq!(r.status, 200, "before the kill, {path}: {}", r.body);
+        assert_eq!(r.body, topo.initiator(0).backend.expected_body(&path));
+    }
+
+    topo.kill_initiator(0)?;
+    topo.wait_tunnels(0, Duration::from_secs(15))?;
+    for i in 0..3 {
+        let r = topo.get(node, &format!("/dead/{i}"))?;
+        assert_eq!(r.status, 503, "with the initiator dead: {}", r.body);
+    }
+
+    topo.restart_initiator(0)?;
+    // The initiator dials at startup (and then on its ~10 s tick); requests must work again.
+    let served_before = topo.initiator(0).backend.requests_served();
+    let r = wait_for("requests to succeed after the restart", Duration::from_secs(30), || {
+        Ok(match topo.get(node, "/after") {
+            Ok(r) if r.status == 200 => Check::Done(r),
+            Ok(r) => Check::NotYet(format!("{} {:?}", r.status, r.body.trim())),
+            Err(e) => Check::NotYet(e.0),
+        })
+    })?;
+    assert_eq!(r.body, topo.initiator(0).backend.expected_body("/after"));
+    assert_eq!(topo.initiator(0).backend.requests_served(), served_before + 1);
+    topo.wait_tunnels(2, Duration::from_secs(30))?;
+    Ok(())
+}
+
+#[test]
+fn malformed_config_is_refused_naming_the_field() -> Result<()> {
+    let _serial = serial();
+    let kind = responder_under_test();
+    // The built-in refuses through proto validation, which names the field in CamelCase.
+    let field = match kind {
+        Responder::Module => {
+            require_module()?;
+            "ping_failure_threshold"
+        }
+        Responder::Builtin => "PingFailureThreshold",
+    };
+    let dir = TestDir::new("malformed-config")?;
+    let ports = free_ports(3)?;
+    let config = dir.render(
+        kind.template(),
+        "responder-bad.yaml",
+        &responder_vars(ports[0], ports[1], ports[2], 0),
+    )?;
+    let mut envoy = Envoy::start(&config, 1, &[])?;
+    let status = envoy.wait_exit(Duration::from_secs(20));
+    let log = envoy.log_contents();
+    let status = status.ok_or_else(|| {
+        format!("Envoy did not exit with ping_failure_threshold: 0; log:\n{}", envoy.log_excerpt(20))
+    })?;
+    assert!(!status.success(), "Envoy exited successfully ({status}) with a malformed config");
+    assert!(
+        log.contains(field),
+        "the log does not name the field {field}; log tail:\n{}",
+        envoy.log_excerpt(20)
+    );
+    Ok(())
+}
+
+#[test]
+fn builtin_reference_smoke() -> Result<()> {
+    let _serial = serial();
+    let node = "node-ref";
+    let cluster = "cluster-ref";
+    let mut topo = Topology::start(
+        "builtin-smoke",
+        Responder::Builtin,
+        2,
+        &[InitiatorSpec::new(node, cluster).concurrency(2).tunnels(1)],
+    )?;
+    topo.wait_tunnels(2, TUNNELS_UP)?;
+    assert_eq!(topo.node_tunnels(node)?, 2);
+
+    let want_direct = topo.initiator(0).direct_body();
+    let r = topo.get(node, "/direct")?;
+    assert_eq!((r.status, r.body.as_str()), (200, want_direct.as_str()));
+    let r = topo.get(node, "/smoke")?;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body, topo.initiator(0).backend.expected_body("/smoke"));
+    let r = topo.get("nobody", "/direct")?;
+    assert_eq!(r.status, 503, "{}", r.body);
+    Ok(())
+}

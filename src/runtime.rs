@@ -147,6 +147,7 @@ pub struct Stats {
     fallback_no_reverse_socket: Option<usize>,
     claims_same_worker: Option<usize>,
     claims_cross_worker: Option<usize>,
+    claims_shared: Option<usize>,
     cluster_conflict: Option<usize>,
     tunnels_closed: Option<usize>,
     tunnels_idle: Option<usize>,
@@ -181,6 +182,7 @@ impl Stats {
             fallback_no_reverse_socket: d(MetricKind::Counter, p("fallback_no_reverse_socket"), &[]),
             claims_same_worker: d(MetricKind::Counter, p("claims_same_worker"), &[]),
             claims_cross_worker: d(MetricKind::Counter, p("claims_cross_worker"), &[]),
+            claims_shared: d(MetricKind::Counter, p("claims_shared"), &[]),
             cluster_conflict: d(MetricKind::Counter, p("cluster_conflict"), &[]),
             tunnels_closed: d(MetricKind::Counter, p("tunnels_closed"), &["close_reason"]),
             tunnels_idle: d(MetricKind::Gauge, p("tunnels_idle"), &[]),
@@ -223,6 +225,10 @@ impl Stats {
         self.up(MetricOp::DecGauge, self.tunnels_idle, &[], 1);
         self.up(MetricOp::IncGauge, self.tunnels_in_use, &[], 1);
         self.up(MetricOp::Record, self.cx_upgrade_time, &[], idle_ms);
+    }
+    /// An egress connection joined a tunnel's running HTTP/2 session (no gauge changes).
+    pub fn shared_claim(&self) {
+        self.up(MetricOp::IncCounter, self.claims_shared, &[], 1);
     }
     /// A second cluster was named for a node whose cluster is fixed (protocol doc §2.4.1).
     pub fn cluster_conflict(&self) {

@@ -53,20 +53,25 @@ pub fn on_new_connection(conn: &Rc<Conn>, f: NetFilter) {
         conn.close(CloseType::NoFlush, "reverse_tunnel_no_tunnel");
         return;
     };
-    let idle_ms = crate::runtime::unix_ms().saturating_sub(claim.meta.registered_at_ms);
-    rt.stats.claimed(claim.same_worker, idle_ms);
+    if claim.shared {
+        rt.stats.shared_claim();
+    } else {
+        let idle_ms = crate::runtime::unix_ms().saturating_sub(claim.meta.registered_at_ms);
+        rt.stats.claimed(claim.same_worker, idle_ms);
+    }
     rt_log!(
         Debug,
-        "reverse_tunnel: socket_handoff target={} node={} tunnel={} tunnel_worker={} egress_worker={}",
+        "reverse_tunnel: socket_handoff target={} node={} tunnel={} tunnel_worker={} egress_worker={} shared={}",
         target,
         claim.identity.node_id,
         claim.tunnel,
         claim.worker,
-        conn.ep.worker
+        conn.ep.worker,
+        claim.shared
     );
     let peer = claim.handle;
     with_egress(conn, |e| e.peer = Some(peer.clone()));
-    if !deliver(&peer, conn.ep.worker, Msg::Claimed { peer: conn.ep.clone() }) {
+    if !deliver(&peer, conn.ep.worker, Msg::Attach { peer: conn.ep.clone() }) {
         conn.close(CloseType::NoFlush, "reverse_tunnel_tunnel_gone");
     }
 }
@@ -79,8 +84,7 @@ pub fn on_read(conn: &Rc<Conn>, data: Vec<u8>, end_stream: bool) {
         return;
     };
     if !data.is_empty() {
-        conn.runtime.stats.relayed("to_initiator", data.len());
-        if !deliver(&peer, conn.ep.worker, Msg::Data(data)) {
+        if !deliver(&peer, conn.ep.worker, Msg::EgressData { from: conn.ep.conn_id, bytes: data }) {
             conn.close(CloseType::NoFlush, "reverse_tunnel_tunnel_gone");
             return;
         }
@@ -93,6 +97,6 @@ pub fn on_read(conn: &Rc<Conn>, data: Vec<u8>, end_stream: bool) {
 /// The egress connection closed: close the tunnel it used (used tunnels never return to the pool).
 pub fn on_closed(conn: &Rc<Conn>) {
     if let Some(peer) = with_egress(conn, |e| e.peer.take()).flatten() {
-        peer.post(Msg::PeerClosed);
+        peer.post(Msg::EgressClosed { from: conn.ep.conn_id });
     }
 }

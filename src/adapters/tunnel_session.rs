@@ -1,0 +1,329 @@
+//! What a claimed tunnel does with bytes: the relay between one tunnel and its egress
+//! connections. Runs on the tunnel's worker; it performs no Envoy call itself but returns
+//! [`Action`]s for the handshake-filter adapter to carry out.
+//!
+//! Two modes, decided by the first bytes of the egress connection that claimed the tunnel:
+//! - **HTTP/2** (they start with the client preface `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`): the tunnel
+//!   becomes an HTTP/2 session run by [`Mux`]; further egress connections — from any worker, for
+//!   the same node or its cluster — attach to it, so one tunnel serves every worker
+//!   (the built-in's multi-worker 503s, protocol doc §3.3, do not happen).
+//! - **Raw** (anything else, e.g. an HTTP/1.1 cluster): bytes are relayed as they are between the
+//!   tunnel and that one egress connection; the tunnel is not shared.
+//!
+//! In both modes RPING echoes still in flight at claim time are stripped first (design §5).
+
+use super::endpoint::Endpoint;
+use crate::core::h2mux::{Mux, MuxSettings, Output};
+use crate::core::relay::EchoStripper;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The HTTP/2 client connection preface (RFC 9113 §3.4).
+pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Most bytes held while the mode is being decided or while the tunnel speaks first.
+const MAX_UNDECIDED_BYTES: usize = 64 * 1024;
+
+/// Something the adapter must do, in order.
+pub enum Action {
+    /// Write bytes to the tunnel connection.
+    WriteTunnel(Vec<u8>),
+    /// Send bytes to an egress connection.
+    ToEgress(Arc<Endpoint>, Vec<u8>),
+    /// Close an egress connection (it is forgotten here).
+    CloseEgress(Arc<Endpoint>),
+    /// Close the tunnel connection, with this close reason.
+    CloseTunnel(&'static str),
+    /// The session can (true) or can no longer (false) take more egress connections.
+    Shareable(bool),
+}
+
+enum Mode {
+    Deciding(Vec<u8>),
+    Raw,
+    Mux(Box<Mux>),
+}
+
+/// State of a claimed tunnel.
+pub struct TunnelSession {
+    owner: u64,
+    strip: EchoStripper,
+    mode: Mode,
+    egress: HashMap<u64, Arc<Endpoint>>,
+    backlog: Vec<u8>,
+    shareable: bool,
+}
+
+/// Settings of the multiplexer on every tunnel.
+pub fn mux_settings() -> MuxSettings {
+    MuxSettings {
+        max_concurrent_streams_per_egress: 1024,
+        initial_window: 1 << 20,
+        max_buffered_bytes_per_stream: 1 << 20,
+        max_frame_size: 16384,
+    }
+}
+
+impl TunnelSession {
+    /// A tunnel just claimed by egress connection `owner`; `strip` removes in-flight RPING echoes.
+    pub fn new(owner: Arc<Endpoint>, strip: EchoStripper) -> TunnelSession {
+        let id = owner.conn_id;
+        let mut egress = HashMap::new();
+        egress.insert(id, owner);
+        TunnelSession { owner: id, strip, mode: Mode::Deciding(Vec::new()), egress, backlog: Vec::new(), shareable: false }
+    }
+
+    /// Number of egress connections using the tunnel.
+    pub fn egress_count(&self) -> usize {
+        self.egress.len()
+    }
+
+    /// True once the tunnel runs an HTTP/2 session.
+    pub fn is_mux(&self) -> bool {
+        matches!(self.mode, Mode::Mux(_))
+    }
+
+    /// Another egress connection joins (a shared claim).
+    pub fn attach(&mut self, peer: Arc<Endpoint>) -> Vec<Action> {
+        let id = peer.conn_id;
+        match &mut self.mode {
+            Mode::Mux(m) if m.can_accept_egress() => {
+                self.egress.insert(id, peer);
+                let out = m.attach(id);
+                self.apply(out)
+            }
+            _ => vec![Action::CloseEgress(peer)],
+        }
+    }
+
+    /// Bytes from egress connection `from`.
+    pub fn egress_data(&mut self, from: u64, bytes: Vec<u8>) -> Vec<Action> {
+        match &mut self.mode {
+            Mode::Deciding(buf) => {
+                if from != self.owner {
+                    return self.drop_egress(from);
+                }
+                buf.extend_from_slice(&bytes);
+                let n = buf.len().min(H2_PREFACE.len());
+                if buf[..n] != H2_PREFACE[..n] {
+                    let first = std::mem::take(buf);
+                    self.mode = Mode::Raw;
+                    let mut acts = vec![Action::WriteTunnel(first)];
+                    if !self.backlog.is_empty() {
+                        let early = std::mem::take(&mut self.backlog);
+                        acts.push(self.to_owner(early));
+                    }
+                    acts
+                } else if buf.len() >= H2_PREFACE.len() {
+                    let first = std::mem::take(buf);
+                    self.start_mux(first)
+                } else if buf.len() > MAX_UNDECIDED_BYTES {
+                    vec![Action::CloseTunnel("reverse_tunnel_protocol_error")]
+                } else {
+                    Vec::new()
+                }
+            }
+            Mode::Raw => {
+                if from == self.owner {
+                    vec![Action::WriteTunnel(bytes)]
+                } else {
+                    self.drop_egress(from)
+                }
+            }
+            Mode::Mux(m) => {
+                if !self.egress.contains_key(&from) {
+                    return Vec::new();
+                }
+                let out = m.on_egress_bytes(from, &bytes);
+                self.apply(out)
+            }
+        }
+    }
+
+    /// Egress connection `from` closed.
+    pub fn egress_closed(&mut self, from: u64) -> Vec<Action> {
+        if self.egress.remove(&from).is_none() {
+            return Vec::new();
+        }
+        match &mut self.mode {
+            Mode::Mux(m) => {
+                let out = m.detach(from);
+                self.apply(out)
+            }
+            // A raw tunnel (or one not yet started) is used by its owner only.
+            _ => vec![Action::CloseTunnel("egress_closed")],
+        }
+    }
+
+    /// Bytes from the initiator.
+    pub fn tunnel_data(&mut self, data: &[u8]) -> Vec<Action> {
+        let bytes = self.strip.feed(data);
+        if bytes.is_empty() {
+            return Vec::new();
+        }
+        match &mut self.mode {
+            Mode::Deciding(_) => {
+                self.backlog.extend_from_slice(&bytes);
+                if self.backlog.len() > MAX_UNDECIDED_BYTES {
+                    vec![Action::CloseTunnel("reverse_tunnel_protocol_error")]
+                } else {
+                    Vec::new()
+                }
+            }
+            Mode::Raw => vec![self.to_owner(bytes)],
+            Mode::Mux(m) => {
+                let out = m.on_tunnel_bytes(&bytes);
+                self.apply(out)
+            }
+        }
+    }
+
+    /// The tunnel connection closed: every egress connection closes too.
+    pub fn tunnel_closed(&mut self) -> Vec<Action> {
+        let mut acts = Vec::new();
+        if let Mode::Mux(m) = &mut self.mode {
+            let out = m.on_tunnel_closed();
+            acts.extend(self.apply(out));
+        }
+        acts.extend(self.egress.drain().map(|(_, ep)| Action::CloseEgress(ep)));
+        acts
+    }
+
+    fn to_owner(&self, bytes: Vec<u8>) -> Action {
+        match self.egress.get(&self.owner) {
+            Some(ep) => Action::ToEgress(ep.clone(), bytes),
+            None => Action::CloseTunnel("egress_closed"),
+        }
+    }
+
+    fn drop_egress(&mut self, id: u64) -> Vec<Action> {
+        match self.egress.remove(&id) {
+            Some(ep) => vec![Action::CloseEgress(ep)],
+            None => Vec::new(),
+        }
+    }
+
+    fn start_mux(&mut self, first: Vec<u8>) -> Vec<Action> {
+        let (mut mux, preface) = Mux::new(mux_settings());
+        let mut acts = vec![Action::WriteTunnel(preface)];
+        let attach = mux.attach(self.owner);
+        let data = mux.on_egress_bytes(self.owner, &first);
+        let backlog = std::mem::take(&mut self.backlog);
+        let from_tunnel = if backlog.is_empty() { None } else { Some(mux.on_tunnel_bytes(&backlog)) };
+        self.mode = Mode::Mux(Box::new(mux));
+        acts.extend(self.apply(attach));
+        acts.extend(self.apply(data));
+        if let Some(o) = from_tunnel {
+            acts.extend(self.apply(o));
+        }
+        acts
+    }
+
+    /// Turns a multiplexer [`Output`] into actions, and reports shareability changes.
+    fn apply(&mut self, out: Output) -> Vec<Action> {
+        let mut acts = Vec::new();
+        if !out.to_tunnel.is_empty() {
+            acts.push(Action::WriteTunnel(out.to_tunnel));
+        }
+        for (id, bytes) in out.to_egress {
+            if let Some(ep) = self.egress.get(&id) {
+                acts.push(Action::ToEgress(ep.clone(), bytes));
+            }
+        }
+        for id in out.close_egress {
+            if let Some(ep) = self.egress.remove(&id) {
+                acts.push(Action::CloseEgress(ep));
+            }
+        }
+        if out.close_tunnel {
+            acts.push(Action::CloseTunnel("reverse_tunnel_protocol_error"));
+        }
+        let can = matches!(&self.mode, Mode::Mux(m) if m.can_accept_egress()) && !out.close_tunnel;
+        if can != self.shareable {
+            self.shareable = can;
+            acts.push(Action::Shareable(can));
+        }
+        acts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ffi::envoy::NetScheduler;
+
+    fn ep(id: u64) -> Arc<Endpoint> {
+        Endpoint::new(id, 0, NetScheduler(0))
+    }
+
+    fn summary(acts: &[Action]) -> Vec<String> {
+        acts.iter()
+            .map(|a| match a {
+                Action::WriteTunnel(b) => format!("tunnel<{}", String::from_utf8_lossy(b)),
+                Action::ToEgress(e, b) => format!("egress{}<{}", e.conn_id, String::from_utf8_lossy(b)),
+                Action::CloseEgress(e) => format!("close egress{}", e.conn_id),
+                Action::CloseTunnel(r) => format!("close tunnel {r}"),
+                Action::Shareable(s) => format!("shareable {s}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn http1_egress_is_relayed_raw_and_exclusively() {
+        let mut s = TunnelSession::new(ep(7), EchoStripper::new(0));
+        let req = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n".to_vec();
+        assert_eq!(summary(&s.egress_data(7, req)), vec!["tunnel<GET / HTTP/1.1\r\nhost: x\r\n\r\n"]);
+        assert!(!s.is_mux());
+        assert_eq!(summary(&s.tunnel_data(b"HTTP/1.1 200 OK\r\n")), vec!["egress7<HTTP/1.1 200 OK\r\n"]);
+        // A raw tunnel is never shared: a second egress connection is turned away.
+        assert_eq!(summary(&s.attach(ep(8))), vec!["close egress8"]);
+        assert_eq!(summary(&s.egress_closed(7)), vec!["close tunnel egress_closed"]);
+    }
+
+    #[test]
+    fn in_flight_echo_is_stripped_before_relaying() {
+        let mut s = TunnelSession::new(ep(1), EchoStripper::new(1));
+        s.egress_data(1, b"GET / HTTP/1.1\r\n\r\n".to_vec());
+        assert!(summary(&s.tunnel_data(b"RPI")).is_empty());
+        assert_eq!(summary(&s.tunnel_data(b"NGHTTP/1.1 204")), vec!["egress1<HTTP/1.1 204"]);
+    }
+
+    #[test]
+    fn initiator_bytes_before_the_mode_is_known_are_kept_in_order() {
+        let mut s = TunnelSession::new(ep(3), EchoStripper::new(0));
+        assert!(s.tunnel_data(b"early").is_empty());
+        // A partial HTTP/2 preface does not decide yet.
+        assert!(s.egress_data(3, b"PRI * HT".to_vec()).is_empty());
+        // ... but a mismatch within the preface's length means raw.
+        let acts = summary(&s.egress_data(3, b"XX".to_vec()));
+        assert_eq!(acts, vec!["tunnel<PRI * HTXX", "egress3<early"]);
+    }
+
+    #[test]
+    fn tunnel_close_closes_every_egress() {
+        let mut s = TunnelSession::new(ep(5), EchoStripper::new(0));
+        let acts = summary(&s.tunnel_closed());
+        assert_eq!(acts, vec!["close egress5"]);
+        assert_eq!(s.egress_count(), 0);
+    }
+
+    #[test]
+    fn http2_preface_starts_a_shareable_session() {
+        let mut s = TunnelSession::new(ep(9), EchoStripper::new(0));
+        let mut first = H2_PREFACE.to_vec();
+        // An empty SETTINGS frame: length 0, type 4, flags 0, stream 0.
+        first.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        let acts = s.egress_data(9, first);
+        assert!(s.is_mux());
+        // The module's own client preface goes to the tunnel first.
+        match acts.first() {
+            Some(Action::WriteTunnel(b)) => assert!(b.starts_with(H2_PREFACE)),
+            _ => panic!("expected the client preface first"),
+        }
+        assert!(acts.iter().any(|a| matches!(a, Action::Shareable(true))));
+        // A second egress connection may now attach, and gets the server's SETTINGS.
+        let acts = s.attach(ep(10));
+        assert!(!acts.iter().any(|a| matches!(a, Action::CloseEgress(_))));
+        assert_eq!(s.egress_count(), 2);
+    }
+}

@@ -4,6 +4,7 @@
 #   make test   - unit tests + integration tests against the real Envoy 1.40.0 binary
 .PHONY: setup build check-symbols unit integration test demo clean
 
+SHELL := /bin/bash
 CARGO ?= cargo
 MODULE := target/release/libreverse_tunnel.so
 
@@ -24,7 +25,10 @@ unit: setup
 integration: build
 	$(CARGO) test --release -p rt-integration -- --test-threads=1
 
-test: check-symbols unit integration
+# Runs everything and ends with one summary line over all cargo test runs ("N passed, N failed").
+test: check-symbols
+	@set -o pipefail; { $(MAKE) --no-print-directory unit && $(MAKE) --no-print-directory integration; } 2>&1 | tee target/test-output.log; \
+	  rc=$$?; scripts/test-summary.sh target/test-output.log; exit $$rc
 
 demo: build
 	$(CARGO) run --release -q -p rt-integration --bin demo

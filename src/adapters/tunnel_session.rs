@@ -148,7 +148,14 @@ impl TunnelSession {
         match &mut self.mode {
             Mode::Mux(m) => {
                 let out = m.detach(from);
-                self.apply(out)
+                let mut acts = self.apply(out);
+                // Used tunnels never return to the idle pool: the last egress connection to
+                // leave closes the tunnel, and the initiator dials a fresh one.
+                if self.egress.is_empty() {
+                    acts.push(Action::Shareable(false));
+                    acts.push(Action::CloseTunnel("egress_closed"));
+                }
+                acts
             }
             // A raw tunnel (or one not yet started) is used by its owner only.
             _ => vec![Action::CloseTunnel("egress_closed")],
@@ -325,5 +332,10 @@ mod tests {
         let acts = s.attach(ep(10));
         assert!(!acts.iter().any(|a| matches!(a, Action::CloseEgress(_))));
         assert_eq!(s.egress_count(), 2);
+        // The session lives while any egress connection uses it; the last one closes it.
+        let acts = summary(&s.egress_closed(9));
+        assert!(!acts.iter().any(|a| a.starts_with("close tunnel")), "{acts:?}");
+        let acts = summary(&s.egress_closed(10));
+        assert!(acts.contains(&"close tunnel egress_closed".to_string()), "{acts:?}");
     }
 }

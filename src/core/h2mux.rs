@@ -187,7 +187,11 @@ impl Output {
 
     /// Bytes for `egress` in this output (empty if none).
     pub fn egress_bytes(&self, egress: EgressId) -> &[u8] {
-        self.to_egress.iter().find(|(e, _)| *e == egress).map(|(_, b)| b.as_slice()).unwrap_or(&[])
+        self.to_egress
+            .iter()
+            .find(|(e, _)| *e == egress)
+            .map(|(_, b)| b.as_slice())
+            .unwrap_or(&[])
     }
 }
 
@@ -199,7 +203,10 @@ struct ConnError {
 }
 
 fn cerr(code: u32, detail: &str) -> ConnError {
-    ConnError { code, detail: detail.to_string() }
+    ConnError {
+        code,
+        detail: detail.to_string(),
+    }
 }
 
 type StreamKey = u64;
@@ -260,12 +267,19 @@ impl Pipe {
 
     fn push_data(&mut self, data: &[u8], end: bool) {
         self.buffered += data.len();
-        if let Some(Item::Data { bytes, end: e @ false }) = self.items.back_mut() {
+        if let Some(Item::Data {
+            bytes,
+            end: e @ false,
+        }) = self.items.back_mut()
+        {
             bytes.extend(data.iter().copied());
             *e = end;
             return;
         }
-        self.items.push_back(Item::Data { bytes: data.iter().copied().collect(), end });
+        self.items.push_back(Item::Data {
+            bytes: data.iter().copied().collect(),
+            end,
+        });
     }
 
     /// Drops everything queued; returns the DATA bytes dropped.
@@ -436,11 +450,14 @@ impl Mux {
         let stream_window = u64::from(settings.initial_window)
             .min(settings.max_buffered_bytes_per_stream as u64)
             .clamp(u64::from(frame::DEFAULT_WINDOW), max_win) as u32;
-        let conn_window = u64::from(settings.initial_window).clamp(u64::from(frame::DEFAULT_WINDOW), max_win) as u32;
+        let conn_window = u64::from(settings.initial_window)
+            .clamp(u64::from(frame::DEFAULT_WINDOW), max_win) as u32;
         let cfg = Cfg {
             stream_window,
             conn_window,
-            max_frame: settings.max_frame_size.clamp(frame::DEFAULT_MAX_FRAME_SIZE, frame::MAX_MAX_FRAME_SIZE),
+            max_frame: settings
+                .max_frame_size
+                .clamp(frame::DEFAULT_MAX_FRAME_SIZE, frame::MAX_MAX_FRAME_SIZE),
             max_concurrent: settings.max_concurrent_streams_per_egress,
         };
         let mut pre = frame::PREFACE.to_vec();
@@ -459,7 +476,12 @@ impl Mux {
         }
         let mux = Mux {
             cfg,
-            tunnel: Tunnel { conn: Conn::new(cfg.max_frame, cfg.conn_window), streams: BTreeMap::new(), next_sid: 1, goaway: None },
+            tunnel: Tunnel {
+                conn: Conn::new(cfg.max_frame, cfg.conn_window),
+                streams: BTreeMap::new(),
+                next_sid: 1,
+                goaway: None,
+            },
             egresses: BTreeMap::new(),
             streams: BTreeMap::new(),
             next_key: 0,
@@ -502,9 +524,20 @@ impl Mux {
             ],
         );
         if self.cfg.conn_window > frame::DEFAULT_WINDOW {
-            frame::write_window_update(&mut conn.out, 0, self.cfg.conn_window - frame::DEFAULT_WINDOW);
+            frame::write_window_update(
+                &mut conn.out,
+                0,
+                self.cfg.conn_window - frame::DEFAULT_WINDOW,
+            );
         }
-        let mut eg = Egress { conn, preface: 0, streams: BTreeMap::new(), keys: BTreeSet::new(), max_sid: 0, goaway_sent: false };
+        let mut eg = Egress {
+            conn,
+            preface: 0,
+            streams: BTreeMap::new(),
+            keys: BTreeSet::new(),
+            max_sid: 0,
+            goaway_sent: false,
+        };
         if self.draining {
             frame::write_goaway(&mut eg.conn.out, 0, error::NO_ERROR, b"tunnel draining");
             eg.goaway_sent = true;
@@ -526,7 +559,9 @@ impl Mux {
             None => return self.collect(),
             Some(eg) => {
                 while eg.preface < frame::PREFACE.len() {
-                    let Some((&b, rest)) = input.split_first() else { break };
+                    let Some((&b, rest)) = input.split_first() else {
+                        break;
+                    };
                     if b != frame::PREFACE[eg.preface] {
                         fault = Some(cerr(error::PROTOCOL_ERROR, "bad HTTP/2 client preface"));
                         break;
@@ -542,7 +577,10 @@ impl Mux {
                     Ok(Some(f)) => f,
                     Ok(None) => break,
                     Err(FrameTooLarge(n)) => {
-                        fault = Some(cerr(error::FRAME_SIZE_ERROR, &format!("frame of {n} bytes exceeds our max frame size")));
+                        fault = Some(cerr(
+                            error::FRAME_SIZE_ERROR,
+                            &format!("frame of {n} bytes exceeds our max frame size"),
+                        ));
                         break;
                     }
                 };
@@ -574,7 +612,10 @@ impl Mux {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
                 Err(FrameTooLarge(n)) => {
-                    self.tunnel_conn_error(cerr(error::FRAME_SIZE_ERROR, &format!("frame of {n} bytes exceeds our max frame size")));
+                    self.tunnel_conn_error(cerr(
+                        error::FRAME_SIZE_ERROR,
+                        &format!("frame of {n} bytes exceeds our max frame size"),
+                    ));
                     break;
                 }
             };
@@ -650,13 +691,17 @@ impl Mux {
     /// Bytes held by the mux: queued DATA and header fields, partial frames and partial header
     /// blocks (for metrics and bound checks).
     pub fn buffered_bytes(&self) -> usize {
-        let conn = |c: &Conn| c.reader.buffered() + c.block.as_ref().map_or(0, |b| b.buf.len()) + c.out.len();
+        let conn = |c: &Conn| {
+            c.reader.buffered() + c.block.as_ref().map_or(0, |b| b.buf.len()) + c.out.len()
+        };
         let pipes: usize = self
             .streams
             .values()
             .map(|s| s.up.buffered + s.up.header_bytes + s.down.buffered + s.down.header_bytes)
             .sum();
-        pipes + conn(&self.tunnel.conn) + self.egresses.values().map(|e| conn(&e.conn)).sum::<usize>()
+        pipes
+            + conn(&self.tunnel.conn)
+            + self.egresses.values().map(|e| conn(&e.conn)).sum::<usize>()
     }
 
     /// Internal maps are empty apart from per-egress connection state (for leak checks).
@@ -664,7 +709,10 @@ impl Mux {
         self.streams.is_empty()
             && self.pending_open.is_empty()
             && self.tunnel.streams.is_empty()
-            && self.egresses.values().all(|e| e.streams.is_empty() && e.keys.is_empty())
+            && self
+                .egresses
+                .values()
+                .all(|e| e.streams.is_empty() && e.keys.is_empty())
     }
 
     // ----------------------------------------------------------------------------------------
@@ -703,9 +751,13 @@ impl Mux {
     /// Forgets an egress: its streams are reset on the tunnel (CANCEL) or dropped from the queue.
     /// Its pending output is discarded (the caller moves it to `orphan_out` first when needed).
     fn drop_egress(&mut self, egress: EgressId) {
-        let Some(eg) = self.egresses.remove(&egress) else { return };
+        let Some(eg) = self.egresses.remove(&egress) else {
+            return;
+        };
         for key in eg.keys {
-            let Some(mut s) = self.streams.remove(&key) else { continue };
+            let Some(mut s) = self.streams.remove(&key) else {
+                continue;
+            };
             match s.tunnel_sid {
                 Some(t) if !s.tunnel_closed => {
                     frame::write_rst_stream(&mut self.tunnel.conn.out, t, error::CANCEL);
@@ -727,18 +779,26 @@ impl Mux {
     }
 
     fn egress_conn_error(&mut self, egress: EgressId, e: ConnError) {
-        let Some(eg) = self.egresses.get_mut(&egress) else { return };
+        let Some(eg) = self.egresses.get_mut(&egress) else {
+            return;
+        };
         frame::write_goaway(&mut eg.conn.out, eg.max_sid, e.code, e.detail.as_bytes());
         let out = std::mem::take(&mut eg.conn.out);
         self.orphan_out.push((egress, out));
         self.close_egress.push(egress);
-        self.events.push(MuxEvent::ProtocolError { leg: Leg::Egress(egress), detail: e.detail });
+        self.events.push(MuxEvent::ProtocolError {
+            leg: Leg::Egress(egress),
+            detail: e.detail,
+        });
         self.drop_egress(egress);
     }
 
     fn tunnel_conn_error(&mut self, e: ConnError) {
         frame::write_goaway(&mut self.tunnel.conn.out, 0, e.code, e.detail.as_bytes());
-        self.events.push(MuxEvent::ProtocolError { leg: Leg::Tunnel, detail: e.detail });
+        self.events.push(MuxEvent::ProtocolError {
+            leg: Leg::Tunnel,
+            detail: e.detail,
+        });
         self.shutdown(true);
     }
 
@@ -750,8 +810,14 @@ impl Mux {
         let egresses = std::mem::take(&mut self.egresses);
         for (id, mut eg) in egresses {
             for key in &eg.keys {
-                let Some(s) = self.streams.remove(key) else { continue };
-                let code = if s.tunnel_sid.is_none() { error::REFUSED_STREAM } else { error::INTERNAL_ERROR };
+                let Some(s) = self.streams.remove(key) else {
+                    continue;
+                };
+                let code = if s.tunnel_sid.is_none() {
+                    error::REFUSED_STREAM
+                } else {
+                    error::INTERNAL_ERROR
+                };
                 if !s.egress_closed {
                     frame::write_rst_stream(&mut eg.conn.out, s.egress_sid, code);
                 }
@@ -763,7 +829,12 @@ impl Mux {
                 });
             }
             if !eg.goaway_sent {
-                frame::write_goaway(&mut eg.conn.out, eg.max_sid, error::NO_ERROR, b"tunnel closed");
+                frame::write_goaway(
+                    &mut eg.conn.out,
+                    eg.max_sid,
+                    error::NO_ERROR,
+                    b"tunnel closed",
+                );
             }
             self.orphan_out.push((id, std::mem::take(&mut eg.conn.out)));
             self.close_egress.push(id);
@@ -784,11 +855,21 @@ impl Mux {
         self.draining = true;
         let queued: Vec<StreamKey> = self.pending_open.drain(..).collect();
         for key in queued {
-            self.reset_stream(key, Some(error::REFUSED_STREAM), None, error::REFUSED_STREAM);
+            self.reset_stream(
+                key,
+                Some(error::REFUSED_STREAM),
+                None,
+                error::REFUSED_STREAM,
+            );
         }
         for eg in self.egresses.values_mut() {
             if !eg.goaway_sent {
-                frame::write_goaway(&mut eg.conn.out, eg.max_sid, error::NO_ERROR, b"tunnel draining");
+                frame::write_goaway(
+                    &mut eg.conn.out,
+                    eg.max_sid,
+                    error::NO_ERROR,
+                    b"tunnel draining",
+                );
                 eg.goaway_sent = true;
             }
         }
@@ -834,10 +915,15 @@ impl Mux {
     fn leg_frame(&mut self, leg: Leg, f: Frame) -> Result<(), ConnError> {
         let h = f.header;
         {
-            let Some(conn) = self.conn(leg) else { return Ok(()) };
+            let Some(conn) = self.conn(leg) else {
+                return Ok(());
+            };
             match &conn.block {
                 Some(b) if h.kind != kind::CONTINUATION || h.stream != b.stream => {
-                    return Err(cerr(error::PROTOCOL_ERROR, "header block interrupted (expected CONTINUATION)"));
+                    return Err(cerr(
+                        error::PROTOCOL_ERROR,
+                        "header block interrupted (expected CONTINUATION)",
+                    ));
                 }
                 None if h.kind == kind::CONTINUATION => {
                     return Err(cerr(error::PROTOCOL_ERROR, "CONTINUATION without HEADERS"));
@@ -856,7 +942,10 @@ impl Mux {
             kind::PRIORITY => self.on_priority(leg, h, p),
             kind::RST_STREAM => self.on_rst(leg, h, p),
             kind::SETTINGS => self.on_settings(leg, h, p),
-            kind::PUSH_PROMISE => Err(cerr(error::PROTOCOL_ERROR, "PUSH_PROMISE (push is disabled)")),
+            kind::PUSH_PROMISE => Err(cerr(
+                error::PROTOCOL_ERROR,
+                "PUSH_PROMISE (push is disabled)",
+            )),
             kind::PING => self.on_ping(leg, h, p),
             kind::GOAWAY => self.on_goaway(leg, h, p),
             kind::WINDOW_UPDATE => self.on_window_update(leg, h, p),
@@ -868,12 +957,18 @@ impl Mux {
         if h.stream == 0 {
             return Err(cerr(error::PROTOCOL_ERROR, "DATA on stream 0"));
         }
-        let body = frame::strip_padding(h.flags, payload).ok_or_else(|| cerr(error::PROTOCOL_ERROR, "DATA padding too long"))?;
+        let body = frame::strip_padding(h.flags, payload)
+            .ok_or_else(|| cerr(error::PROTOCOL_ERROR, "DATA padding too long"))?;
         let flow = payload.len();
         {
-            let Some(conn) = self.conn(leg) else { return Ok(()) };
+            let Some(conn) = self.conn(leg) else {
+                return Ok(());
+            };
             if flow as i64 > conn.recv_window {
-                return Err(cerr(error::FLOW_CONTROL_ERROR, "connection flow-control window exceeded"));
+                return Err(cerr(
+                    error::FLOW_CONTROL_ERROR,
+                    "connection flow-control window exceeded",
+                ));
             }
             conn.recv_window -= flow as i64;
             conn.owed += flow;
@@ -886,8 +981,14 @@ impl Mux {
         };
         let end = h.has(flag::END_STREAM);
         let from_egress = leg != Leg::Tunnel;
-        let Some(s) = self.streams.get_mut(&key) else { return Ok(()) };
-        let dest_closed = if from_egress { s.tunnel_closed } else { s.egress_closed };
+        let Some(s) = self.streams.get_mut(&key) else {
+            return Ok(());
+        };
+        let dest_closed = if from_egress {
+            s.tunnel_closed
+        } else {
+            s.egress_closed
+        };
         let pipe = if from_egress { &mut s.up } else { &mut s.down };
         if pipe.end_received {
             self.stream_error(key, leg, error::STREAM_CLOSED);
@@ -927,10 +1028,13 @@ impl Mux {
         if h.stream == 0 {
             return Err(cerr(error::PROTOCOL_ERROR, "HEADERS on stream 0"));
         }
-        let mut p = frame::strip_padding(h.flags, payload).ok_or_else(|| cerr(error::PROTOCOL_ERROR, "HEADERS padding too long"))?;
+        let mut p = frame::strip_padding(h.flags, payload)
+            .ok_or_else(|| cerr(error::PROTOCOL_ERROR, "HEADERS padding too long"))?;
         if h.has(flag::PRIORITY) {
             // Priority information is dropped (RFC 9113 §5.3.2 deprecates it).
-            p = p.get(5..).ok_or_else(|| cerr(error::FRAME_SIZE_ERROR, "HEADERS too short for priority"))?;
+            p = p
+                .get(5..)
+                .ok_or_else(|| cerr(error::FRAME_SIZE_ERROR, "HEADERS too short for priority"))?;
         }
         let end_stream = h.has(flag::END_STREAM);
         if h.has(flag::END_HEADERS) {
@@ -940,19 +1044,33 @@ impl Mux {
             return Err(cerr(error::ENHANCE_YOUR_CALM, "header block too large"));
         }
         if let Some(conn) = self.conn(leg) {
-            conn.block = Some(PartialBlock { stream: h.stream, end_stream, buf: p.to_vec(), frames: 1 });
+            conn.block = Some(PartialBlock {
+                stream: h.stream,
+                end_stream,
+                buf: p.to_vec(),
+                frames: 1,
+            });
         }
         Ok(())
     }
 
-    fn on_continuation(&mut self, leg: Leg, h: FrameHeader, payload: &[u8]) -> Result<(), ConnError> {
+    fn on_continuation(
+        &mut self,
+        leg: Leg,
+        h: FrameHeader,
+        payload: &[u8],
+    ) -> Result<(), ConnError> {
         let done = {
-            let Some(conn) = self.conn(leg) else { return Ok(()) };
+            let Some(conn) = self.conn(leg) else {
+                return Ok(());
+            };
             let Some(b) = conn.block.as_mut() else {
                 return Err(cerr(error::PROTOCOL_ERROR, "CONTINUATION without HEADERS"));
             };
             b.frames += 1;
-            if b.buf.len() + payload.len() > MAX_HEADER_BLOCK_BYTES || b.frames > MAX_CONTINUATION_FRAMES {
+            if b.buf.len() + payload.len() > MAX_HEADER_BLOCK_BYTES
+                || b.frames > MAX_CONTINUATION_FRAMES
+            {
                 return Err(cerr(error::ENHANCE_YOUR_CALM, "header block too large"));
             }
             b.buf.extend_from_slice(payload);
@@ -968,9 +1086,17 @@ impl Mux {
         }
     }
 
-    fn on_header_block(&mut self, leg: Leg, sid: u32, end: bool, block: &[u8]) -> Result<(), ConnError> {
+    fn on_header_block(
+        &mut self,
+        leg: Leg,
+        sid: u32,
+        end: bool,
+        block: &[u8],
+    ) -> Result<(), ConnError> {
         let decoded = {
-            let Some(conn) = self.conn(leg) else { return Ok(()) };
+            let Some(conn) = self.conn(leg) else {
+                return Ok(());
+            };
             conn.decoder
                 .decode(block, MAX_HEADER_LIST_SIZE)
                 .map_err(|e| cerr(error::COMPRESSION_ERROR, &format!("HPACK: {e:?}")))?
@@ -986,14 +1112,21 @@ impl Mux {
                 self.new_request(e, sid, decoded, end);
                 Ok(())
             }
-            (Leg::Egress(_), Lookup::Idle) => Err(cerr(error::PROTOCOL_ERROR, "HEADERS on an even stream id")),
-            (Leg::Tunnel, Lookup::Idle) => Err(cerr(error::PROTOCOL_ERROR, "HEADERS on a stream we did not open")),
+            (Leg::Egress(_), Lookup::Idle) => {
+                Err(cerr(error::PROTOCOL_ERROR, "HEADERS on an even stream id"))
+            }
+            (Leg::Tunnel, Lookup::Idle) => Err(cerr(
+                error::PROTOCOL_ERROR,
+                "HEADERS on a stream we did not open",
+            )),
         }
     }
 
     fn new_request(&mut self, egress: EgressId, sid: u32, decoded: hpack::DecodedBlock, end: bool) {
         let refuse = self.draining || self.pending_open.len() >= MAX_PENDING_STREAMS;
-        let Some(eg) = self.egresses.get_mut(&egress) else { return };
+        let Some(eg) = self.egresses.get_mut(&egress) else {
+            return;
+        };
         eg.max_sid = sid;
         let code = if decoded.oversize {
             Some(error::PROTOCOL_ERROR)
@@ -1004,7 +1137,12 @@ impl Mux {
         };
         if let Some(code) = code {
             frame::write_rst_stream(&mut eg.conn.out, sid, code);
-            self.events.push(MuxEvent::StreamClosed { egress, stream: sid, tunnel_stream: None, reset: Some(code) });
+            self.events.push(MuxEvent::StreamClosed {
+                egress,
+                stream: sid,
+                tunnel_stream: None,
+                reset: Some(code),
+            });
             return;
         }
         let key = self.next_key;
@@ -1017,15 +1155,36 @@ impl Mux {
         eg.keys.insert(key);
         self.streams.insert(
             key,
-            Stream { egress, egress_sid: sid, tunnel_sid: None, up, down, egress_closed: false, tunnel_closed: false, reset: None },
+            Stream {
+                egress,
+                egress_sid: sid,
+                tunnel_sid: None,
+                up,
+                down,
+                egress_closed: false,
+                tunnel_closed: false,
+                reset: None,
+            },
         );
         self.pending_open.push_back(key);
     }
 
-    fn forward_headers(&mut self, key: StreamKey, leg: Leg, decoded: hpack::DecodedBlock, end: bool) {
+    fn forward_headers(
+        &mut self,
+        key: StreamKey,
+        leg: Leg,
+        decoded: hpack::DecodedBlock,
+        end: bool,
+    ) {
         let from_egress = leg != Leg::Tunnel;
-        let Some(s) = self.streams.get_mut(&key) else { return };
-        let dest_closed = if from_egress { s.tunnel_closed } else { s.egress_closed };
+        let Some(s) = self.streams.get_mut(&key) else {
+            return;
+        };
+        let dest_closed = if from_egress {
+            s.tunnel_closed
+        } else {
+            s.egress_closed
+        };
         let pipe = if from_egress { &mut s.up } else { &mut s.down };
         let fault = if pipe.end_received {
             Some(error::STREAM_CLOSED)
@@ -1076,10 +1235,14 @@ impl Mux {
         let key = match self.lookup(leg, h.stream) {
             Lookup::Open(k) => k,
             Lookup::Closed => return Ok(()),
-            Lookup::Idle => return Err(cerr(error::PROTOCOL_ERROR, "RST_STREAM on an idle stream")),
+            Lookup::Idle => {
+                return Err(cerr(error::PROTOCOL_ERROR, "RST_STREAM on an idle stream"))
+            }
         };
         let from_egress = leg != Leg::Tunnel;
-        let Some(s) = self.streams.get_mut(&key) else { return Ok(()) };
+        let Some(s) = self.streams.get_mut(&key) else {
+            return Ok(());
+        };
         // RST(NO_ERROR) after a complete message: deliver the message, then the reset.
         let (toward, other_open) = if from_egress {
             (&mut s.up, s.tunnel_sid.is_some() && !s.tunnel_closed)
@@ -1089,7 +1252,11 @@ impl Mux {
         if code == error::NO_ERROR && other_open && toward.end_received && !toward.sent_end {
             toward.reset_after = Some(error::NO_ERROR);
             s.reset.get_or_insert(error::NO_ERROR);
-            let (back, src_conn_leg) = if from_egress { (&mut s.down, Leg::Tunnel) } else { (&mut s.up, leg) };
+            let (back, src_conn_leg) = if from_egress {
+                (&mut s.down, Leg::Tunnel)
+            } else {
+                (&mut s.up, leg)
+            };
             let dropped = back.discard();
             if from_egress {
                 s.egress_closed = true;
@@ -1123,13 +1290,22 @@ impl Mux {
             return Err(cerr(error::PROTOCOL_ERROR, "SETTINGS on a stream"));
         }
         if h.has(flag::ACK) {
-            return if payload.is_empty() { Ok(()) } else { Err(cerr(error::FRAME_SIZE_ERROR, "SETTINGS ACK with payload")) };
+            return if payload.is_empty() {
+                Ok(())
+            } else {
+                Err(cerr(error::FRAME_SIZE_ERROR, "SETTINGS ACK with payload"))
+            };
         }
         if !payload.len().is_multiple_of(6) {
-            return Err(cerr(error::FRAME_SIZE_ERROR, "SETTINGS length is not a multiple of 6"));
+            return Err(cerr(
+                error::FRAME_SIZE_ERROR,
+                "SETTINGS length is not a multiple of 6",
+            ));
         }
         let is_tunnel = leg == Leg::Tunnel;
-        let Some(conn) = self.conn(leg) else { return Ok(()) };
+        let Some(conn) = self.conn(leg) else {
+            return Ok(());
+        };
         let old_iw = conn.peer_initial_window;
         for p in payload.chunks_exact(6) {
             let id = u16::from_be_bytes([p[0], p[1]]);
@@ -1142,7 +1318,10 @@ impl Mux {
                 setting::MAX_CONCURRENT_STREAMS => conn.peer_max_concurrent = v,
                 setting::INITIAL_WINDOW_SIZE => {
                     if i64::from(v) > frame::MAX_WINDOW {
-                        return Err(cerr(error::FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE above 2^31-1"));
+                        return Err(cerr(
+                            error::FLOW_CONTROL_ERROR,
+                            "SETTINGS_INITIAL_WINDOW_SIZE above 2^31-1",
+                        ));
                     }
                     conn.peer_initial_window = v;
                 }
@@ -1153,7 +1332,10 @@ impl Mux {
                     conn.peer_max_frame = v;
                 }
                 setting::ENABLE_CONNECT_PROTOCOL if v > 1 => {
-                    return Err(cerr(error::PROTOCOL_ERROR, "bad SETTINGS_ENABLE_CONNECT_PROTOCOL"));
+                    return Err(cerr(
+                        error::PROTOCOL_ERROR,
+                        "bad SETTINGS_ENABLE_CONNECT_PROTOCOL",
+                    ));
                 }
                 _ => {}
             }
@@ -1165,14 +1347,23 @@ impl Mux {
             // RFC 9113 §6.9.2: adjust every open stream's send window toward this peer.
             let keys: Vec<StreamKey> = match leg {
                 Leg::Tunnel => self.tunnel.streams.values().copied().collect(),
-                Leg::Egress(e) => self.egresses.get(&e).map(|eg| eg.streams.values().copied().collect()).unwrap_or_default(),
+                Leg::Egress(e) => self
+                    .egresses
+                    .get(&e)
+                    .map(|eg| eg.streams.values().copied().collect())
+                    .unwrap_or_default(),
             };
             for key in keys {
-                let Some(s) = self.streams.get_mut(&key) else { continue };
+                let Some(s) = self.streams.get_mut(&key) else {
+                    continue;
+                };
                 let pipe = if is_tunnel { &mut s.up } else { &mut s.down };
                 pipe.send_window += delta;
                 if pipe.send_window > frame::MAX_WINDOW {
-                    return Err(cerr(error::FLOW_CONTROL_ERROR, "stream window above 2^31-1 after SETTINGS"));
+                    return Err(cerr(
+                        error::FLOW_CONTROL_ERROR,
+                        "stream window above 2^31-1 after SETTINGS",
+                    ));
                 }
             }
         }
@@ -1183,7 +1374,8 @@ impl Mux {
         if h.stream != 0 {
             return Err(cerr(error::PROTOCOL_ERROR, "PING on a stream"));
         }
-        let opaque = <[u8; 8]>::try_from(payload).map_err(|_| cerr(error::FRAME_SIZE_ERROR, "PING length is not 8"))?;
+        let opaque = <[u8; 8]>::try_from(payload)
+            .map_err(|_| cerr(error::FRAME_SIZE_ERROR, "PING length is not 8"))?;
         if h.has(flag::ACK) {
             if leg == Leg::Tunnel {
                 self.events.push(MuxEvent::TunnelPingAck { opaque });
@@ -1201,20 +1393,38 @@ impl Mux {
         if payload.len() < 8 {
             return Err(cerr(error::FRAME_SIZE_ERROR, "GOAWAY shorter than 8 bytes"));
         }
-        let last = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]) & frame::MAX_STREAM_ID;
+        let last = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]])
+            & frame::MAX_STREAM_ID;
         let code = u32::from_be_bytes([payload[4], payload[5], payload[6], payload[7]]);
         match leg {
             Leg::Egress(egress) => {
-                self.events.push(MuxEvent::EgressGoaway { egress, last_stream_id: last, error_code: code });
+                self.events.push(MuxEvent::EgressGoaway {
+                    egress,
+                    last_stream_id: last,
+                    error_code: code,
+                });
             }
             Leg::Tunnel => {
-                self.events.push(MuxEvent::TunnelGoaway { last_stream_id: last, error_code: code });
+                self.events.push(MuxEvent::TunnelGoaway {
+                    last_stream_id: last,
+                    error_code: code,
+                });
                 let last = self.tunnel.goaway.map_or(last, |g| g.min(last));
                 self.tunnel.goaway = Some(last);
-                let refused: Vec<StreamKey> = self.tunnel.streams.range(last.saturating_add(1)..).map(|(_, k)| *k).collect();
+                let refused: Vec<StreamKey> = self
+                    .tunnel
+                    .streams
+                    .range(last.saturating_add(1)..)
+                    .map(|(_, k)| *k)
+                    .collect();
                 for key in refused {
                     // Not processed by the initiator: safe for the egress client to retry.
-                    self.reset_stream(key, Some(error::REFUSED_STREAM), None, error::REFUSED_STREAM);
+                    self.reset_stream(
+                        key,
+                        Some(error::REFUSED_STREAM),
+                        None,
+                        error::REFUSED_STREAM,
+                    );
                 }
                 self.start_draining();
             }
@@ -1222,28 +1432,52 @@ impl Mux {
         Ok(())
     }
 
-    fn on_window_update(&mut self, leg: Leg, h: FrameHeader, payload: &[u8]) -> Result<(), ConnError> {
+    fn on_window_update(
+        &mut self,
+        leg: Leg,
+        h: FrameHeader,
+        payload: &[u8],
+    ) -> Result<(), ConnError> {
         let inc = <[u8; 4]>::try_from(payload)
             .map(|b| u32::from_be_bytes(b) & 0x7fff_ffff)
             .map_err(|_| cerr(error::FRAME_SIZE_ERROR, "WINDOW_UPDATE length is not 4"))?;
         if h.stream == 0 {
-            let Some(conn) = self.conn(leg) else { return Ok(()) };
+            let Some(conn) = self.conn(leg) else {
+                return Ok(());
+            };
             if inc == 0 {
-                return Err(cerr(error::PROTOCOL_ERROR, "WINDOW_UPDATE with increment 0"));
+                return Err(cerr(
+                    error::PROTOCOL_ERROR,
+                    "WINDOW_UPDATE with increment 0",
+                ));
             }
             conn.send_window += i64::from(inc);
             if conn.send_window > frame::MAX_WINDOW {
-                return Err(cerr(error::FLOW_CONTROL_ERROR, "connection window above 2^31-1"));
+                return Err(cerr(
+                    error::FLOW_CONTROL_ERROR,
+                    "connection window above 2^31-1",
+                ));
             }
             return Ok(());
         }
         let key = match self.lookup(leg, h.stream) {
             Lookup::Open(k) => k,
             Lookup::Closed => return Ok(()),
-            Lookup::Idle => return Err(cerr(error::PROTOCOL_ERROR, "WINDOW_UPDATE on an idle stream")),
+            Lookup::Idle => {
+                return Err(cerr(
+                    error::PROTOCOL_ERROR,
+                    "WINDOW_UPDATE on an idle stream",
+                ))
+            }
         };
-        let Some(s) = self.streams.get_mut(&key) else { return Ok(()) };
-        let pipe = if leg == Leg::Tunnel { &mut s.up } else { &mut s.down };
+        let Some(s) = self.streams.get_mut(&key) else {
+            return Ok(());
+        };
+        let pipe = if leg == Leg::Tunnel {
+            &mut s.up
+        } else {
+            &mut s.down
+        };
         if inc == 0 {
             self.stream_error(key, leg, error::PROTOCOL_ERROR);
             return Ok(());
@@ -1271,8 +1505,16 @@ impl Mux {
 
     /// Resets a stream on both legs (sending RST_STREAM with the given codes to legs where it is
     /// still open; `None` = the leg already knows) and forgets it.
-    fn reset_stream(&mut self, key: StreamKey, to_egress: Option<u32>, to_tunnel: Option<u32>, reason: u32) {
-        let Some(s) = self.streams.get_mut(&key) else { return };
+    fn reset_stream(
+        &mut self,
+        key: StreamKey,
+        to_egress: Option<u32>,
+        to_tunnel: Option<u32>,
+        reason: u32,
+    ) {
+        let Some(s) = self.streams.get_mut(&key) else {
+            return;
+        };
         if !s.egress_closed {
             if let Some(eg) = self.egresses.get_mut(&s.egress) {
                 if let Some(c) = to_egress {
@@ -1309,7 +1551,9 @@ impl Mux {
     /// Marks legs closed once END_STREAM went both ways on them; forgets the stream when both legs
     /// are closed.
     fn settle(&mut self, key: StreamKey) {
-        let Some(s) = self.streams.get_mut(&key) else { return };
+        let Some(s) = self.streams.get_mut(&key) else {
+            return;
+        };
         if !s.egress_closed && s.up.end_received && s.down.sent_end {
             s.egress_closed = true;
             if let Some(eg) = self.egresses.get_mut(&s.egress) {
@@ -1323,7 +1567,8 @@ impl Mux {
             }
         }
         if s.egress_closed && s.tunnel_closed {
-            let (egress, stream, tunnel_stream, reset) = (s.egress, s.egress_sid, s.tunnel_sid, s.reset);
+            let (egress, stream, tunnel_stream, reset) =
+                (s.egress, s.egress_sid, s.tunnel_sid, s.reset);
             self.streams.remove(&key);
             self.flush_tunnel.remove(&key);
             self.flush_egress.remove(&key);
@@ -1331,7 +1576,12 @@ impl Mux {
             if let Some(eg) = self.egresses.get_mut(&egress) {
                 eg.keys.remove(&key);
             }
-            self.events.push(MuxEvent::StreamClosed { egress, stream, tunnel_stream, reset });
+            self.events.push(MuxEvent::StreamClosed {
+                egress,
+                stream,
+                tunnel_stream,
+                reset,
+            });
         }
     }
 
@@ -1357,7 +1607,10 @@ impl Mux {
 
     fn open_pending(&mut self) {
         while let Some(&key) = self.pending_open.front() {
-            if self.draining || self.tunnel.streams.len() as u64 >= u64::from(self.tunnel.conn.peer_max_concurrent) {
+            if self.draining
+                || self.tunnel.streams.len() as u64
+                    >= u64::from(self.tunnel.conn.peer_max_concurrent)
+            {
                 return;
             }
             if self.tunnel.next_sid > u64::from(frame::MAX_STREAM_ID) {
@@ -1365,7 +1618,9 @@ impl Mux {
                 return;
             }
             self.pending_open.pop_front();
-            let Some(s) = self.streams.get_mut(&key) else { continue };
+            let Some(s) = self.streams.get_mut(&key) else {
+                continue;
+            };
             if s.tunnel_closed {
                 continue;
             }
@@ -1378,7 +1633,9 @@ impl Mux {
             // (RFC 9113 §5.1.1).
             let conn = &mut self.tunnel.conn;
             if let Some(Item::Headers { fields, end }) = s.up.items.pop_front() {
-                s.up.header_bytes = s.up.header_bytes.saturating_sub(fields.iter().map(HeaderField::size).sum());
+                s.up.header_bytes =
+                    s.up.header_bytes
+                        .saturating_sub(fields.iter().map(HeaderField::size).sum());
                 let mut block = Vec::new();
                 conn.encoder.encode(&fields, &mut block);
                 frame::write_header_block(&mut conn.out, t, end, &block, conn.peer_max_frame);
@@ -1389,7 +1646,11 @@ impl Mux {
             if !s.up.items.is_empty() {
                 self.flush_tunnel.insert(key);
             }
-            self.events.push(MuxEvent::StreamOpened { egress: s.egress, stream: s.egress_sid, tunnel_stream: t });
+            self.events.push(MuxEvent::StreamOpened {
+                egress: s.egress,
+                stream: s.egress_sid,
+                tunnel_stream: t,
+            });
             self.settle(key);
         }
     }
@@ -1434,7 +1695,9 @@ impl Mux {
     /// Writes at most one frame (or one header block) of `key`'s pipe toward `dir`. Returns whether
     /// anything was written.
     fn flush_one(&mut self, key: StreamKey, dir: Dir) -> bool {
-        let Some(s) = self.streams.get_mut(&key) else { return false };
+        let Some(s) = self.streams.get_mut(&key) else {
+            return false;
+        };
         let (pipe, conn, sid, src) = match dir {
             Dir::ToTunnel => {
                 let Some(t) = s.tunnel_sid else { return false };
@@ -1447,7 +1710,9 @@ impl Mux {
                 if s.egress_closed {
                     return false;
                 }
-                let Some(eg) = self.egresses.get_mut(&s.egress) else { return false };
+                let Some(eg) = self.egresses.get_mut(&s.egress) else {
+                    return false;
+                };
                 (&mut s.down, &mut eg.conn, s.egress_sid, Leg::Tunnel)
             }
         };
@@ -1456,7 +1721,9 @@ impl Mux {
             None => false,
             Some(Item::Headers { .. }) => {
                 if let Some(Item::Headers { fields, end }) = pipe.items.pop_front() {
-                    pipe.header_bytes = pipe.header_bytes.saturating_sub(fields.iter().map(HeaderField::size).sum());
+                    pipe.header_bytes = pipe
+                        .header_bytes
+                        .saturating_sub(fields.iter().map(HeaderField::size).sum());
                     let mut block = Vec::new();
                     conn.encoder.encode(&fields, &mut block);
                     frame::write_header_block(&mut conn.out, sid, end, &block, conn.peer_max_frame);
@@ -1483,7 +1750,13 @@ impl Mux {
                         false
                     } else {
                         let es = end && n == bytes.len();
-                        frame::write_frame_header(&mut conn.out, n, kind::DATA, if es { flag::END_STREAM } else { 0 }, sid);
+                        frame::write_frame_header(
+                            &mut conn.out,
+                            n,
+                            kind::DATA,
+                            if es { flag::END_STREAM } else { 0 },
+                            sid,
+                        );
                         let (a, b) = bytes.as_slices();
                         let na = n.min(a.len());
                         conn.out.extend_from_slice(&a[..na]);
@@ -1551,7 +1824,9 @@ impl Mux {
         let budget = self.cfg.conn_window as usize;
         let dirty = std::mem::take(&mut self.credit_dirty);
         for key in dirty {
-            let Some(s) = self.streams.get_mut(&key) else { continue };
+            let Some(s) = self.streams.get_mut(&key) else {
+                continue;
+            };
             if !s.egress_closed && !s.up.end_received {
                 let c = s.up.owed.saturating_sub(s.up.buffered);
                 if c >= stream_thresh {

@@ -250,7 +250,13 @@ pub fn write_settings_ack(out: &mut Vec<u8>) {
 
 /// Appends a WINDOW_UPDATE frame; `increment` must be 1..=2^31-1 (RFC 9113 §6.9).
 pub fn write_window_update(out: &mut Vec<u8>, stream: u32, increment: u32) {
-    write_frame(out, kind::WINDOW_UPDATE, 0, stream, &(increment & 0x7fff_ffff).to_be_bytes());
+    write_frame(
+        out,
+        kind::WINDOW_UPDATE,
+        0,
+        stream,
+        &(increment & 0x7fff_ffff).to_be_bytes(),
+    );
 }
 
 /// Appends an RST_STREAM frame with error `code` (RFC 9113 §6.4).
@@ -280,7 +286,13 @@ pub fn write_data(out: &mut Vec<u8>, stream: u32, end_stream: bool, data: &[u8])
 
 /// Appends a header block as one HEADERS frame followed by as many CONTINUATION frames as needed
 /// so that no payload exceeds `max_frame` bytes (RFC 9113 §6.2, §6.10). No padding, no priority.
-pub fn write_header_block(out: &mut Vec<u8>, stream: u32, end_stream: bool, block: &[u8], max_frame: u32) {
+pub fn write_header_block(
+    out: &mut Vec<u8>,
+    stream: u32,
+    end_stream: bool,
+    block: &[u8],
+    max_frame: u32,
+) {
     let max = (max_frame as usize).clamp(1, MAX_MAX_FRAME_SIZE as usize);
     let mut rest = block;
     let mut first = true;
@@ -288,7 +300,11 @@ pub fn write_header_block(out: &mut Vec<u8>, stream: u32, end_stream: bool, bloc
         let take = rest.len().min(max);
         let (chunk, tail) = rest.split_at(take);
         rest = tail;
-        let mut flags = if rest.is_empty() { flag::END_HEADERS } else { 0 };
+        let mut flags = if rest.is_empty() {
+            flag::END_HEADERS
+        } else {
+            0
+        };
         let k = if first {
             if end_stream {
                 flags |= flag::END_STREAM;

@@ -98,7 +98,11 @@ pub struct HeaderField {
 impl HeaderField {
     /// A field that may be indexed.
     pub fn new(name: &[u8], value: &[u8]) -> HeaderField {
-        HeaderField { name: name.to_vec(), value: value.to_vec(), never_index: false }
+        HeaderField {
+            name: name.to_vec(),
+            value: value.to_vec(),
+            never_index: false,
+        }
     }
 
     /// Size as counted by HPACK and SETTINGS_MAX_HEADER_LIST_SIZE: name + value + 32 bytes.
@@ -133,7 +137,11 @@ struct DynamicTable {
 
 impl DynamicTable {
     fn new(max_size: usize) -> DynamicTable {
-        DynamicTable { entries: VecDeque::new(), size: 0, max_size }
+        DynamicTable {
+            entries: VecDeque::new(),
+            size: 0,
+            max_size,
+        }
     }
 
     fn evict_to(&mut self, limit: usize) {
@@ -182,7 +190,11 @@ impl DynamicTable {
 
 /// Reads an HPACK integer with an `prefix`-bit prefix (RFC 7541 §5.1) at `*pos`.
 fn read_int(buf: &[u8], pos: &mut usize, prefix: u8) -> Result<usize, HpackError> {
-    let mask: u8 = if prefix >= 8 { 0xff } else { (1u8 << prefix) - 1 };
+    let mask: u8 = if prefix >= 8 {
+        0xff
+    } else {
+        (1u8 << prefix) - 1
+    };
     let first = *buf.get(*pos).ok_or(HpackError::Truncated)? & mask;
     *pos += 1;
     if first < mask {
@@ -209,7 +221,11 @@ fn read_int(buf: &[u8], pos: &mut usize, prefix: u8) -> Result<usize, HpackError
 
 /// Appends an HPACK integer: `first_bits` are the pattern bits above the prefix (RFC 7541 §5.1).
 fn write_int(out: &mut Vec<u8>, first_bits: u8, prefix: u8, value: usize) {
-    let mask: usize = if prefix >= 8 { 0xff } else { (1usize << prefix) - 1 };
+    let mask: usize = if prefix >= 8 {
+        0xff
+    } else {
+        (1usize << prefix) - 1
+    };
     if value < mask {
         out.push(first_bits | value as u8);
         return;
@@ -279,7 +295,11 @@ impl Decoder {
     /// A decoder whose peer may use a dynamic table of up to `max_allowed` bytes (our advertised
     /// SETTINGS_HEADER_TABLE_SIZE; 4096 by default).
     pub fn new(max_allowed: usize) -> Decoder {
-        Decoder { table: DynamicTable::new(max_allowed), max_allowed, update_required: false }
+        Decoder {
+            table: DynamicTable::new(max_allowed),
+            max_allowed,
+            update_required: false,
+        }
     }
 
     /// Changes the limit (our SETTINGS_HEADER_TABLE_SIZE, once the peer acknowledged it). When it
@@ -349,7 +369,11 @@ impl Decoder {
                 if incremental {
                     self.table.insert(&name, &value);
                 }
-                HeaderField { name, value, never_index: never }
+                HeaderField {
+                    name,
+                    value,
+                    never_index: never,
+                }
             };
             seen_field = true;
             out.list_size = out.list_size.saturating_add(field.size());
@@ -480,7 +504,11 @@ impl Encoder {
             write_int(out, 0x20, 5, fin);
         }
         for f in fields {
-            let (full, name) = if f.never_index { (None, self.find(f).1) } else { self.find(f) };
+            let (full, name) = if f.never_index {
+                (None, self.find(f).1)
+            } else {
+                self.find(f)
+            };
             if let Some(idx) = full {
                 write_int(out, 0x80, 7, idx);
                 continue;
@@ -513,11 +541,16 @@ mod tests {
 
     fn hex(s: &str) -> Vec<u8> {
         let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
     }
 
     fn fields(list: &[(&str, &str)]) -> Vec<HeaderField> {
-        list.iter().map(|(n, v)| HeaderField::new(n.as_bytes(), v.as_bytes())).collect()
+        list.iter()
+            .map(|(n, v)| HeaderField::new(n.as_bytes(), v.as_bytes()))
+            .collect()
     }
 
     #[test]
@@ -535,26 +568,47 @@ mod tests {
         assert_eq!(read_int(&[0x1f, 0x9a, 0x0a], &mut pos, 5), Ok(1337));
         assert_eq!(pos, 3);
         let mut pos = 0;
-        assert_eq!(read_int(&[0x1f, 0xff, 0xff, 0xff, 0xff, 0x0f], &mut pos, 5), Err(HpackError::IntegerOverflow));
+        assert_eq!(
+            read_int(&[0x1f, 0xff, 0xff, 0xff, 0xff, 0x0f], &mut pos, 5),
+            Err(HpackError::IntegerOverflow)
+        );
         let mut pos = 0;
-        assert_eq!(read_int(&[0x1f, 0x80], &mut pos, 5), Err(HpackError::Truncated));
+        assert_eq!(
+            read_int(&[0x1f, 0x80], &mut pos, 5),
+            Err(HpackError::Truncated)
+        );
     }
 
     /// RFC 7541 C.4: requests with Huffman coding, three blocks sharing one dynamic table.
     #[test]
     fn decode_rfc7541_c4() {
         let mut d = Decoder::new(4096);
-        let b1 = d.decode(&hex("8286 8441 8cf1 e3c2 e5f2 3a6b a0ab 90f4 ff"), 1 << 16).unwrap();
+        let b1 = d
+            .decode(&hex("8286 8441 8cf1 e3c2 e5f2 3a6b a0ab 90f4 ff"), 1 << 16)
+            .unwrap();
         assert_eq!(
             b1.fields,
-            fields(&[(":method", "GET"), (":scheme", "http"), (":path", "/"), (":authority", "www.example.com")])
+            fields(&[
+                (":method", "GET"),
+                (":scheme", "http"),
+                (":path", "/"),
+                (":authority", "www.example.com")
+            ])
         );
         assert_eq!(d.table_size(), 57);
-        let b2 = d.decode(&hex("8286 84be 5886 a8eb 1064 9cbf"), 1 << 16).unwrap();
-        assert_eq!(b2.fields[4], HeaderField::new(b"cache-control", b"no-cache"));
+        let b2 = d
+            .decode(&hex("8286 84be 5886 a8eb 1064 9cbf"), 1 << 16)
+            .unwrap();
+        assert_eq!(
+            b2.fields[4],
+            HeaderField::new(b"cache-control", b"no-cache")
+        );
         assert_eq!(d.table_size(), 110);
         let b3 = d
-            .decode(&hex("8287 85bf 4088 25a8 49e9 5ba9 7d7f 8925 a849 e95b b8e8 b4bf"), 1 << 16)
+            .decode(
+                &hex("8287 85bf 4088 25a8 49e9 5ba9 7d7f 8925 a849 e95b b8e8 b4bf"),
+                1 << 16,
+            )
             .unwrap();
         assert_eq!(
             b3.fields,
@@ -575,10 +629,18 @@ mod tests {
         let mut e = Encoder::new(4096, IndexPolicy::All, false);
         let mut out = Vec::new();
         e.encode(
-            &fields(&[(":method", "GET"), (":scheme", "http"), (":path", "/"), (":authority", "www.example.com")]),
+            &fields(&[
+                (":method", "GET"),
+                (":scheme", "http"),
+                (":path", "/"),
+                (":authority", "www.example.com"),
+            ]),
             &mut out,
         );
-        assert_eq!(out, hex("8286 8441 0f77 7777 2e65 7861 6d70 6c65 2e63 6f6d"));
+        assert_eq!(
+            out,
+            hex("8286 8441 0f77 7777 2e65 7861 6d70 6c65 2e63 6f6d")
+        );
         // Second block re-uses the dynamic entry (index 62).
         out.clear();
         e.encode(&fields(&[(":authority", "www.example.com")]), &mut out);
@@ -589,12 +651,22 @@ mod tests {
     fn size_update_rules() {
         let mut d = Decoder::new(4096);
         // Size update above the advertised maximum.
-        assert_eq!(d.decode(&[0x3f, 0xe2, 0x1f], 1 << 16), Err(HpackError::BadSizeUpdate)); // 4097
-        // Size update after a field.
-        assert_eq!(d.decode(&[0x82, 0x20], 1 << 16), Err(HpackError::BadSizeUpdate));
+        assert_eq!(
+            d.decode(&[0x3f, 0xe2, 0x1f], 1 << 16),
+            Err(HpackError::BadSizeUpdate)
+        ); // 4097
+           // Size update after a field.
+        assert_eq!(
+            d.decode(&[0x82, 0x20], 1 << 16),
+            Err(HpackError::BadSizeUpdate)
+        );
         // Size update to 0 at start evicts everything.
         let mut d = Decoder::new(4096);
-        d.decode(&hex("4088 25a8 49e9 5ba9 7d7f 8925 a849 e95b b8e8 b4bf"), 1 << 16).unwrap();
+        d.decode(
+            &hex("4088 25a8 49e9 5ba9 7d7f 8925 a849 e95b b8e8 b4bf"),
+            1 << 16,
+        )
+        .unwrap();
         assert_eq!(d.table_len(), 1);
         d.decode(&[0x20, 0x82], 1 << 16).unwrap();
         assert_eq!(d.table_len(), 0);

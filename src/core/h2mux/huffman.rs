@@ -80,7 +80,10 @@ static TABLE: Canonical = build();
 
 /// Number of bytes `data` takes once Huffman-encoded (padding included).
 pub fn encoded_len(data: &[u8]) -> usize {
-    let bits: usize = data.iter().map(|&b| CODE_LENGTHS[b as usize] as usize).sum();
+    let bits: usize = data
+        .iter()
+        .map(|&b| CODE_LENGTHS[b as usize] as usize)
+        .sum();
     bits.div_ceil(8)
 }
 
@@ -154,15 +157,27 @@ mod tests {
 
     fn hex(s: &str) -> Vec<u8> {
         let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
     }
 
     #[test]
     fn known_codes_from_appendix_b() {
         // A few codes read off RFC 7541 Appendix B.
-        assert_eq!((TABLE.codes[b'0' as usize], CODE_LENGTHS[b'0' as usize]), (0x0, 5));
-        assert_eq!((TABLE.codes[b'a' as usize], CODE_LENGTHS[b'a' as usize]), (0x3, 5));
-        assert_eq!((TABLE.codes[b' ' as usize], CODE_LENGTHS[b' ' as usize]), (0x14, 6));
+        assert_eq!(
+            (TABLE.codes[b'0' as usize], CODE_LENGTHS[b'0' as usize]),
+            (0x0, 5)
+        );
+        assert_eq!(
+            (TABLE.codes[b'a' as usize], CODE_LENGTHS[b'a' as usize]),
+            (0x3, 5)
+        );
+        assert_eq!(
+            (TABLE.codes[b' ' as usize], CODE_LENGTHS[b' ' as usize]),
+            (0x14, 6)
+        );
         assert_eq!((TABLE.codes[0], CODE_LENGTHS[0]), (0x1ff8, 13));
         assert_eq!((TABLE.codes[256], CODE_LENGTHS[256]), (0x3fff_ffff, 30));
         assert_eq!((TABLE.codes[255], CODE_LENGTHS[255]), (0x3ff_ffee, 26));

@@ -15,13 +15,36 @@ use std::collections::{BTreeMap, VecDeque};
 /// What a peer received, decoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Ev {
-    Settings { ack: bool, params: Vec<(u16, u32)> },
-    Headers { sid: u32, fields: Vec<(String, String)>, end: bool },
-    Data { sid: u32, data: Vec<u8>, end: bool },
-    WindowUpdate { sid: u32, inc: u32 },
-    Rst { sid: u32, code: u32 },
-    Ping { ack: bool, data: [u8; 8] },
-    Goaway { last: u32, code: u32 },
+    Settings {
+        ack: bool,
+        params: Vec<(u16, u32)>,
+    },
+    Headers {
+        sid: u32,
+        fields: Vec<(String, String)>,
+        end: bool,
+    },
+    Data {
+        sid: u32,
+        data: Vec<u8>,
+        end: bool,
+    },
+    WindowUpdate {
+        sid: u32,
+        inc: u32,
+    },
+    Rst {
+        sid: u32,
+        code: u32,
+    },
+    Ping {
+        ack: bool,
+        data: [u8; 8],
+    },
+    Goaway {
+        last: u32,
+        code: u32,
+    },
 }
 
 #[derive(Default)]
@@ -61,22 +84,32 @@ struct Peer {
 }
 
 fn hf(list: &[(&str, &str)]) -> Vec<HeaderField> {
-    list.iter().map(|(n, v)| HeaderField::new(n.as_bytes(), v.as_bytes())).collect()
+    list.iter()
+        .map(|(n, v)| HeaderField::new(n.as_bytes(), v.as_bytes()))
+        .collect()
 }
 
 fn strs(fields: &[HeaderField]) -> Vec<(String, String)> {
     fields
         .iter()
-        .map(|f| (String::from_utf8_lossy(&f.name).into_owned(), String::from_utf8_lossy(&f.value).into_owned()))
+        .map(|f| {
+            (
+                String::from_utf8_lossy(&f.name).into_owned(),
+                String::from_utf8_lossy(&f.value).into_owned(),
+            )
+        })
         .collect()
 }
 
 fn owned(list: &[(&str, &str)]) -> Vec<(String, String)> {
-    list.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
+    list.iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect()
 }
 
 /// What Envoy 1.40.0's upstream codec sends first (protocol doc §1.7).
-const ENVOY_CLIENT_SETTINGS: [(u16, u32); 5] = [(2, 0), (1, 4096), (8, 0), (3, 1024), (4, 16_777_216)];
+const ENVOY_CLIENT_SETTINGS: [(u16, u32); 5] =
+    [(2, 0), (1, 4096), (8, 0), (3, 1024), (4, 16_777_216)];
 /// What the initiator's HCM answers (protocol doc §1.7).
 const ENVOY_SERVER_SETTINGS: [(u16, u32); 4] = [(1, 4096), (8, 0), (3, 1024), (4, 16_777_216)];
 
@@ -200,9 +233,17 @@ impl Peer {
                 if o.done {
                     break;
                 }
-                let sw = self.send_streams.get(&sid).copied().unwrap_or(self.send_init);
+                let sw = self
+                    .send_streams
+                    .get(&sid)
+                    .copied()
+                    .unwrap_or(self.send_init);
                 if !o.data.is_empty() {
-                    let n = (o.data.len() as i64).min(self.send_conn).min(sw).min(self.send_max_frame as i64).max(0) as usize;
+                    let n = (o.data.len() as i64)
+                        .min(self.send_conn)
+                        .min(sw)
+                        .min(self.send_max_frame as i64)
+                        .max(0) as usize;
                     if n == 0 {
                         break;
                     }
@@ -218,7 +259,13 @@ impl Peer {
                     o.done = true;
                     let mut block = Vec::new();
                     self.enc.encode(&t, &mut block);
-                    frame::write_header_block(&mut self.out, sid, true, &block, self.send_max_frame as u32);
+                    frame::write_header_block(
+                        &mut self.out,
+                        sid,
+                        true,
+                        &block,
+                        self.send_max_frame as u32,
+                    );
                 } else if o.end {
                     o.done = true;
                     frame::write_data(&mut self.out, sid, true, &[]);
@@ -249,7 +296,11 @@ impl Peer {
 
     fn on_frame(&mut self, h: frame::FrameHeader, p: &[u8]) {
         if let Some((sid, _, _)) = &self.block {
-            assert!(h.kind == kind::CONTINUATION && h.stream == *sid, "{}: interleaved header block", self.name);
+            assert!(
+                h.kind == kind::CONTINUATION && h.stream == *sid,
+                "{}: interleaved header block",
+                self.name
+            );
         }
         match h.kind {
             kind::SETTINGS => {
@@ -261,12 +312,20 @@ impl Peer {
                             *w += delta;
                         }
                     }
-                    self.log.push(Ev::Settings { ack: true, params: vec![] });
+                    self.log.push(Ev::Settings {
+                        ack: true,
+                        params: vec![],
+                    });
                     return;
                 }
                 let params: Vec<(u16, u32)> = p
                     .chunks_exact(6)
-                    .map(|c| (u16::from_be_bytes([c[0], c[1]]), u32::from_be_bytes([c[2], c[3], c[4], c[5]])))
+                    .map(|c| {
+                        (
+                            u16::from_be_bytes([c[0], c[1]]),
+                            u32::from_be_bytes([c[2], c[3], c[4], c[5]]),
+                        )
+                    })
                     .collect();
                 for &(id, v) in &params {
                     match id {
@@ -309,11 +368,20 @@ impl Peer {
             kind::DATA => {
                 let len = p.len() as i64;
                 self.recv_conn -= len;
-                assert!(self.recv_conn >= 0, "{}: connection window exceeded", self.name);
+                assert!(
+                    self.recv_conn >= 0,
+                    "{}: connection window exceeded",
+                    self.name
+                );
                 let init = self.recv_init;
                 let w = self.recv_streams.entry(h.stream).or_insert(init);
                 *w -= len;
-                assert!(*w >= 0, "{}: stream {} window exceeded", self.name, h.stream);
+                assert!(
+                    *w >= 0,
+                    "{}: stream {} window exceeded",
+                    self.name,
+                    h.stream
+                );
                 let data = frame::strip_padding(h.flags, p).expect("padding").to_vec();
                 let end = h.has(flag::END_STREAM);
                 if self.auto_credit && len > 0 {
@@ -322,7 +390,11 @@ impl Peer {
                         self.window_update(h.stream, len as u32);
                     }
                 }
-                self.log.push(Ev::Data { sid: h.stream, data, end });
+                self.log.push(Ev::Data {
+                    sid: h.stream,
+                    data,
+                    end,
+                });
             }
             kind::WINDOW_UPDATE => {
                 let inc = u32::from_be_bytes([p[0], p[1], p[2], p[3]]) & 0x7fff_ffff;
@@ -339,14 +411,20 @@ impl Peer {
                 if let Some(o) = self.outgoing.get_mut(&h.stream) {
                     o.done = true;
                 }
-                self.log.push(Ev::Rst { sid: h.stream, code });
+                self.log.push(Ev::Rst {
+                    sid: h.stream,
+                    code,
+                });
             }
             kind::PING => {
                 let data: [u8; 8] = p.try_into().expect("PING length");
                 if !h.has(flag::ACK) {
                     frame::write_ping(&mut self.out, true, data);
                 }
-                self.log.push(Ev::Ping { ack: h.has(flag::ACK), data });
+                self.log.push(Ev::Ping {
+                    ack: h.has(flag::ACK),
+                    data,
+                });
             }
             kind::GOAWAY => {
                 let last = u32::from_be_bytes([p[0], p[1], p[2], p[3]]);
@@ -359,12 +437,19 @@ impl Peer {
 
     fn on_block(&mut self, sid: u32, end: bool, block: Vec<u8>) {
         self.block_sizes.push(block.len());
-        let d = self.dec.decode(&block, 1 << 20).unwrap_or_else(|e| panic!("{}: HPACK error {e:?}", self.name));
+        let d = self
+            .dec
+            .decode(&block, 1 << 20)
+            .unwrap_or_else(|e| panic!("{}: HPACK error {e:?}", self.name));
         let init = self.recv_init;
         self.recv_streams.entry(sid).or_insert(init);
         let sinit = self.send_init;
         self.send_streams.entry(sid).or_insert(sinit);
-        self.log.push(Ev::Headers { sid, fields: strs(&d.fields), end });
+        self.log.push(Ev::Headers {
+            sid,
+            fields: strs(&d.fields),
+            end,
+        });
     }
 
     // Queries over the log.
@@ -373,7 +458,11 @@ impl Peer {
         self.log
             .iter()
             .filter_map(|e| match e {
-                Ev::Headers { sid: s, fields, end } if *s == sid => Some((fields.clone(), *end)),
+                Ev::Headers {
+                    sid: s,
+                    fields,
+                    end,
+                } if *s == sid => Some((fields.clone(), *end)),
                 _ => None,
             })
             .collect()
@@ -444,7 +533,12 @@ struct World {
 }
 
 fn small_settings() -> MuxSettings {
-    MuxSettings { max_concurrent_streams_per_egress: 100, initial_window: 65_535, max_buffered_bytes_per_stream: 65_535, max_frame_size: 16_384 }
+    MuxSettings {
+        max_concurrent_streams_per_egress: 100,
+        initial_window: 65_535,
+        max_buffered_bytes_per_stream: 65_535,
+        max_frame_size: 16_384,
+    }
 }
 
 impl World {
@@ -475,7 +569,10 @@ impl World {
     }
 
     fn attach(&mut self, id: EgressId) {
-        self.attach_with(id, Peer::client("egress", &ENVOY_CLIENT_SETTINGS, 268_369_920));
+        self.attach_with(
+            id,
+            Peer::client("egress", &ENVOY_CLIENT_SETTINGS, 268_369_920),
+        );
     }
 
     fn e(&mut self, id: EgressId) -> &mut Peer {
@@ -489,8 +586,14 @@ impl World {
             assert!(out.to_tunnel.is_empty(), "bytes for a closed tunnel");
         }
         for (id, bytes) in &out.to_egress {
-            assert!(!self.closed_egress.contains(id), "bytes for closed egress {id}");
-            self.egress.get_mut(id).expect("bytes for unknown egress").feed(bytes);
+            assert!(
+                !self.closed_egress.contains(id),
+                "bytes for closed egress {id}"
+            );
+            self.egress
+                .get_mut(id)
+                .expect("bytes for unknown egress")
+                .feed(bytes);
         }
         for id in &out.close_egress {
             assert!(!self.closed_egress.contains(id), "egress {id} closed twice");
@@ -532,7 +635,12 @@ impl World {
         self.events
             .iter()
             .filter_map(|e| match e {
-                MuxEvent::StreamClosed { egress, stream, tunnel_stream, reset } => Some((*egress, *stream, *tunnel_stream, *reset)),
+                MuxEvent::StreamClosed {
+                    egress,
+                    stream,
+                    tunnel_stream,
+                    reset,
+                } => Some((*egress, *stream, *tunnel_stream, *reset)),
                 _ => None,
             })
             .collect()
@@ -562,11 +670,19 @@ fn new_writes_preface_settings_and_window_update() {
     assert_eq!(&pre[..24], frame::PREFACE);
     let mut t = Peer::server(&[], 0);
     t.feed(&pre);
-    let Ev::Settings { ack: false, params } = &t.log[0] else { panic!("{:?}", t.log) };
+    let Ev::Settings { ack: false, params } = &t.log[0] else {
+        panic!("{:?}", t.log)
+    };
     assert!(params.contains(&(setting::ENABLE_PUSH, 0)));
     assert!(params.contains(&(setting::INITIAL_WINDOW_SIZE, 1 << 20)));
     assert!(params.contains(&(setting::MAX_FRAME_SIZE, 16_384)));
-    assert_eq!(t.log[1], Ev::WindowUpdate { sid: 0, inc: (1 << 20) - 65_535 });
+    assert_eq!(
+        t.log[1],
+        Ev::WindowUpdate {
+            sid: 0,
+            inc: (1 << 20) - 65_535
+        }
+    );
 }
 
 #[test]
@@ -574,24 +690,51 @@ fn round_trip_one_egress() {
     let mut w = World::envoy();
     w.attach(1);
     assert!(w.e(1).log.iter().any(|e| matches!(e, Ev::Settings { ack: false, params } if params.contains(&(setting::MAX_CONCURRENT_STREAMS, 1024)))));
-    assert!(w.e(1).log.contains(&Ev::Settings { ack: true, params: vec![] }));
-    assert!(w.tunnel.log.contains(&Ev::Settings { ack: true, params: vec![] }));
+    assert!(w.e(1).log.contains(&Ev::Settings {
+        ack: true,
+        params: vec![]
+    }));
+    assert!(w.tunnel.log.contains(&Ev::Settings {
+        ack: true,
+        params: vec![]
+    }));
 
     let req = get_request("/");
     w.e(1).headers(1, &req, true);
     w.run();
     assert_eq!(w.tunnel.headers_on(1), vec![(owned(&req), true)]);
-    w.tunnel.headers(1, &[(":status", "200"), ("content-type", "text/plain")], false);
-    w.tunnel.data(1, b"hello from the local backend behind downstream-node\n", true);
+    w.tunnel.headers(
+        1,
+        &[(":status", "200"), ("content-type", "text/plain")],
+        false,
+    );
+    w.tunnel.data(
+        1,
+        b"hello from the local backend behind downstream-node\n",
+        true,
+    );
     w.run();
-    assert_eq!(w.e(1).headers_on(1), vec![(owned(&[(":status", "200"), ("content-type", "text/plain")]), false)]);
-    assert_eq!(w.e(1).body_on(1), b"hello from the local backend behind downstream-node\n");
+    assert_eq!(
+        w.e(1).headers_on(1),
+        vec![(
+            owned(&[(":status", "200"), ("content-type", "text/plain")]),
+            false
+        )]
+    );
+    assert_eq!(
+        w.e(1).body_on(1),
+        b"hello from the local backend behind downstream-node\n"
+    );
     assert!(w.e(1).ended(1));
     assert!(w.mux.is_idle());
     assert_eq!(w.mux.active_streams(), 0);
     assert_eq!(w.mux.egress_count(), 1);
     assert_eq!(w.closed_events(), vec![(1, 1, Some(1), None)]);
-    assert!(w.events.contains(&MuxEvent::StreamOpened { egress: 1, stream: 1, tunnel_stream: 1 }));
+    assert!(w.events.contains(&MuxEvent::StreamOpened {
+        egress: 1,
+        stream: 1,
+        tunnel_stream: 1
+    }));
     // A second request on the same egress reuses the tunnel with the next stream id.
     w.e(1).headers(3, &get_request("/two"), true);
     w.run();
@@ -620,25 +763,47 @@ fn two_egresses_interleaved_map_ids_and_share_hpack_state() {
         let tsid = 1 + 2 * i as u32;
         let h = &w.tunnel.headers_on(tsid)[0].0;
         assert!(h.contains(&(":path".to_string(), format!("/e{e}/s{sid}"))));
-        assert!(w.events.contains(&MuxEvent::StreamOpened { egress: e, stream: sid, tunnel_stream: tsid }));
+        assert!(w.events.contains(&MuxEvent::StreamOpened {
+            egress: e,
+            stream: sid,
+            tunnel_stream: tsid
+        }));
     }
     // Respond in reverse order with identical headers (the initiator's encoder indexes them, so the
     // later blocks are dynamic-table references).
     for i in (0..4u32).rev() {
         let tsid = 1 + 2 * i;
-        w.tunnel.headers(tsid, &[(":status", "200"), ("server", "envoy"), ("x-served-by", "node-a")], false);
+        w.tunnel.headers(
+            tsid,
+            &[
+                (":status", "200"),
+                ("server", "envoy"),
+                ("x-served-by", "node-a"),
+            ],
+            false,
+        );
         w.tunnel.data(tsid, format!("body-{tsid}").as_bytes(), true);
     }
     w.run();
     for (i, &(e, sid)) in order.iter().enumerate() {
         let tsid = 1 + 2 * i as u32;
         let p = &w.egress[&e];
-        assert_eq!(p.headers_on(sid)[0].0, owned(&[(":status", "200"), ("server", "envoy"), ("x-served-by", "node-a")]));
+        assert_eq!(
+            p.headers_on(sid)[0].0,
+            owned(&[
+                (":status", "200"),
+                ("server", "envoy"),
+                ("x-served-by", "node-a")
+            ])
+        );
         assert_eq!(p.body_on(sid), format!("body-{tsid}").as_bytes());
         assert!(p.ended(sid));
     }
     // HPACK dynamic tables were used on every leg and direction.
-    assert!(w.tunnel.dec.table_len() > 0, "mux -> tunnel encoder indexed nothing");
+    assert!(
+        w.tunnel.dec.table_len() > 0,
+        "mux -> tunnel encoder indexed nothing"
+    );
     assert!(w.egress[&10].dec.table_len() > 0 && w.egress[&20].dec.table_len() > 0);
     // The egress clients' second requests (dynamic-table hits) were much smaller than their first.
     let tb = &w.tunnel.block_sizes;
@@ -653,11 +818,27 @@ fn two_egresses_interleaved_map_ids_and_share_hpack_state() {
 fn large_bodies_respect_windows_both_ways() {
     // Small windows everywhere: the tunnel advertises 16 KiB stream windows and the default
     // connection window; the egress advertises 10,000-byte stream windows.
-    let mut w = World::new(small_settings(), &[(setting::INITIAL_WINDOW_SIZE, 16_384)], 0);
-    w.attach_with(1, Peer::client("egress", &[(setting::INITIAL_WINDOW_SIZE, 10_000)], 0));
+    let mut w = World::new(
+        small_settings(),
+        &[(setting::INITIAL_WINDOW_SIZE, 16_384)],
+        0,
+    );
+    w.attach_with(
+        1,
+        Peer::client("egress", &[(setting::INITIAL_WINDOW_SIZE, 10_000)], 0),
+    );
     let up: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let down: Vec<u8> = (0..250_000u32).map(|i| (i * 13 % 253) as u8).collect();
-    w.e(1).headers(1, &[(":method", "POST"), (":path", "/upload"), (":scheme", "http"), (":authority", "x")], false);
+    w.e(1).headers(
+        1,
+        &[
+            (":method", "POST"),
+            (":path", "/upload"),
+            (":scheme", "http"),
+            (":authority", "x"),
+        ],
+        false,
+    );
     w.e(1).data(1, &up, true);
     w.run();
     assert_eq!(w.tunnel.body_on(1), up);
@@ -675,10 +856,23 @@ fn large_bodies_respect_windows_both_ways() {
 
 #[test]
 fn data_is_buffered_until_the_tunnel_opens_its_window() {
-    let mut w = World::new(small_settings(), &[(setting::INITIAL_WINDOW_SIZE, 16_384)], 0);
+    let mut w = World::new(
+        small_settings(),
+        &[(setting::INITIAL_WINDOW_SIZE, 16_384)],
+        0,
+    );
     w.tunnel.auto_credit = false;
     w.attach_with(1, Peer::client("egress", &[], 0));
-    w.e(1).headers(1, &[(":method", "POST"), (":path", "/"), (":scheme", "http"), (":authority", "x")], false);
+    w.e(1).headers(
+        1,
+        &[
+            (":method", "POST"),
+            (":path", "/"),
+            (":scheme", "http"),
+            (":authority", "x"),
+        ],
+        false,
+    );
     let body: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
     w.e(1).data(1, &body, true);
     w.run();
@@ -687,8 +881,23 @@ fn data_is_buffered_until_the_tunnel_opens_its_window() {
     assert_eq!(w.mux.buffered_bytes(), 65_535 - 16_384);
     // Not enough forwarded yet for a stream WINDOW_UPDATE (threshold: half a window). The
     // connection was credited early: less than one connection window is queued on that leg.
-    assert_eq!(w.e(1).count(|e| matches!(e, Ev::WindowUpdate { sid: 1, .. })), 0);
-    let conn_credit: u32 = w.e(1).log.iter().map(|e| if let Ev::WindowUpdate { sid: 0, inc } = e { *inc } else { 0 }).sum();
+    assert_eq!(
+        w.e(1)
+            .count(|e| matches!(e, Ev::WindowUpdate { sid: 1, .. })),
+        0
+    );
+    let conn_credit: u32 = w
+        .e(1)
+        .log
+        .iter()
+        .map(|e| {
+            if let Ev::WindowUpdate { sid: 0, inc } = e {
+                *inc
+            } else {
+                0
+            }
+        })
+        .sum();
     assert_eq!(conn_credit, 65_535);
     // The initiator opens its windows: another 16,384 go through, 32,768 have been forwarded, and
     // the egress is credited exactly that on its stream and connection.
@@ -696,7 +905,10 @@ fn data_is_buffered_until_the_tunnel_opens_its_window() {
     w.tunnel.window_update(1, 16_384);
     w.run();
     assert_eq!(w.tunnel.body_on(1).len(), 32_768);
-    assert!(w.e(1).log.contains(&Ev::WindowUpdate { sid: 1, inc: 32_768 }));
+    assert!(w.e(1).log.contains(&Ev::WindowUpdate {
+        sid: 1,
+        inc: 32_768
+    }));
     // Which let the egress send 32,768 more: the buffer now holds exactly one advertised stream
     // window, never more.
     assert_eq!(w.mux.buffered_bytes(), 65_535);
@@ -716,13 +928,26 @@ fn data_is_buffered_until_the_tunnel_opens_its_window() {
 fn connection_windows_are_shared_between_streams() {
     // Big stream windows, default (65,535) connection windows, no automatic credit: the
     // connection window is the binding limit, in both directions.
-    let mut w = World::new(small_settings(), &[(setting::INITIAL_WINDOW_SIZE, 1 << 20)], 0);
+    let mut w = World::new(
+        small_settings(),
+        &[(setting::INITIAL_WINDOW_SIZE, 1 << 20)],
+        0,
+    );
     w.tunnel.auto_credit = false;
     let mut c = Peer::client("egress", &[(setting::INITIAL_WINDOW_SIZE, 1 << 20)], 0);
     c.auto_credit = false;
     w.attach_with(1, c);
     for sid in [1, 3] {
-        w.e(1).headers(sid, &[(":method", "POST"), (":path", "/"), (":scheme", "http"), (":authority", "x")], false);
+        w.e(1).headers(
+            sid,
+            &[
+                (":method", "POST"),
+                (":path", "/"),
+                (":scheme", "http"),
+                (":authority", "x"),
+            ],
+            false,
+        );
         w.e(1).data(sid, &[sid as u8; 50_000], true);
     }
     w.run();
@@ -730,7 +955,10 @@ fn connection_windows_are_shared_between_streams() {
     assert_eq!(sent, 65_535);
     w.tunnel.window_update(0, 50_000);
     w.run();
-    assert_eq!(w.tunnel.body_on(1).len() + w.tunnel.body_on(3).len(), 100_000);
+    assert_eq!(
+        w.tunnel.body_on(1).len() + w.tunnel.body_on(3).len(),
+        100_000
+    );
     assert_eq!(w.tunnel.body_on(3), vec![3u8; 50_000]);
     // Responses: 2 x 50,000 toward an egress with a 65,535-byte connection window.
     for tsid in [1, 3] {
@@ -755,7 +983,16 @@ fn peers_that_overrun_windows_get_flow_control_errors() {
     // Stream level: the egress pretends its stream window is bigger than the 65,535 advertised.
     w.e(1).send_init = 1 << 20;
     w.e(1).send_conn = 1 << 20;
-    w.e(1).headers(1, &[(":method", "POST"), (":path", "/"), (":scheme", "http"), (":authority", "x")], false);
+    w.e(1).headers(
+        1,
+        &[
+            (":method", "POST"),
+            (":path", "/"),
+            (":scheme", "http"),
+            (":authority", "x"),
+        ],
+        false,
+    );
     w.e(1).window_update(0, 1_000_000);
     w.e(1).data(1, &[0u8; 70_000], false);
     w.run();
@@ -768,11 +1005,23 @@ fn peers_that_overrun_windows_get_flow_control_errors() {
     w.attach_with(2, Peer::client("egress2", &[], 0));
     w.e(2).send_conn = 1 << 20;
     for sid in [1, 3, 5, 7] {
-        w.e(2).headers(sid, &[(":method", "POST"), (":path", "/"), (":scheme", "http"), (":authority", "x")], false);
+        w.e(2).headers(
+            sid,
+            &[
+                (":method", "POST"),
+                (":path", "/"),
+                (":scheme", "http"),
+                (":authority", "x"),
+            ],
+            false,
+        );
         w.e(2).data(sid, &[0u8; 60_000], false);
     }
     w.run();
-    assert_eq!(w.e(2).goaway().map(|g| g.1), Some(error::FLOW_CONTROL_ERROR));
+    assert_eq!(
+        w.e(2).goaway().map(|g| g.1),
+        Some(error::FLOW_CONTROL_ERROR)
+    );
     assert!(w.closed_egress.contains(&2));
     assert!(!w.tunnel_closed);
 }
@@ -785,7 +1034,14 @@ fn grpc_trailers_both_ways_even_behind_buffered_data() {
     let mut c = Peer::client("egress", &[(setting::INITIAL_WINDOW_SIZE, 1_000)], 0);
     c.auto_credit = false;
     w.attach_with(1, c);
-    let req = [(":method", "POST"), (":scheme", "http"), (":path", "/pkg.Svc/Call"), (":authority", "x"), ("content-type", "application/grpc"), ("te", "trailers")];
+    let req = [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", "/pkg.Svc/Call"),
+        (":authority", "x"),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ];
     w.e(1).headers(1, &req, false);
     w.e(1).data(1, b"\x00\x00\x00\x00\x05hello", false);
     w.e(1).trailers(1, &[("x-client-trailer", "1")]);
@@ -796,12 +1052,21 @@ fn grpc_trailers_both_ways_even_behind_buffered_data() {
     assert_eq!(th[1], (owned(&[("x-client-trailer", "1")]), true));
 
     let body = vec![7u8; 5_000];
-    w.tunnel.headers(1, &[(":status", "200"), ("content-type", "application/grpc")], false);
+    w.tunnel.headers(
+        1,
+        &[(":status", "200"), ("content-type", "application/grpc")],
+        false,
+    );
     w.tunnel.data(1, &body, false);
-    w.tunnel.trailers(1, &[("grpc-status", "0"), ("grpc-message", "")]);
+    w.tunnel
+        .trailers(1, &[("grpc-status", "0"), ("grpc-message", "")]);
     w.run();
     assert_eq!(w.e(1).body_on(1).len(), 1_000);
-    assert_eq!(w.e(1).headers_on(1).len(), 1, "trailers must wait behind the buffered body");
+    assert_eq!(
+        w.e(1).headers_on(1).len(),
+        1,
+        "trailers must wait behind the buffered body"
+    );
     w.e(1).auto_credit = true;
     w.e(1).window_update(0, 100_000);
     w.e(1).window_update(1, 100_000);
@@ -809,7 +1074,10 @@ fn grpc_trailers_both_ways_even_behind_buffered_data() {
     assert_eq!(w.e(1).body_on(1), body);
     let eh = w.e(1).headers_on(1);
     assert_eq!(eh.len(), 2);
-    assert_eq!(eh[1], (owned(&[("grpc-status", "0"), ("grpc-message", "")]), true));
+    assert_eq!(
+        eh[1],
+        (owned(&[("grpc-status", "0"), ("grpc-message", "")]), true)
+    );
     assert!(w.mux.is_idle());
     assert_eq!(w.closed_events(), vec![(1, 1, Some(1), None)]);
 }
@@ -818,7 +1086,17 @@ fn grpc_trailers_both_ways_even_behind_buffered_data() {
 fn interim_100_continue_then_final_response() {
     let mut w = World::envoy();
     w.attach(1);
-    w.e(1).headers(1, &[(":method", "POST"), (":path", "/"), (":scheme", "http"), (":authority", "x"), ("expect", "100-continue")], false);
+    w.e(1).headers(
+        1,
+        &[
+            (":method", "POST"),
+            (":path", "/"),
+            (":scheme", "http"),
+            (":authority", "x"),
+            ("expect", "100-continue"),
+        ],
+        false,
+    );
     w.run();
     w.tunnel.headers(1, &[(":status", "100")], false);
     w.run();
@@ -827,7 +1105,13 @@ fn interim_100_continue_then_final_response() {
     w.tunnel.headers(1, &[(":status", "201")], true);
     w.run();
     let eh = w.e(1).headers_on(1);
-    assert_eq!(eh, vec![(owned(&[(":status", "100")]), false), (owned(&[(":status", "201")]), true)]);
+    assert_eq!(
+        eh,
+        vec![
+            (owned(&[(":status", "100")]), false),
+            (owned(&[(":status", "201")]), true)
+        ]
+    );
     assert_eq!(w.tunnel.body_on(1), b"payload");
     assert!(w.mux.is_idle());
 }
@@ -860,7 +1144,11 @@ fn rst_from_egress_is_mapped_to_the_tunnel() {
         .events
         .iter()
         .find_map(|e| match e {
-            MuxEvent::StreamOpened { egress: 1, stream: 1, tunnel_stream } => Some(*tunnel_stream),
+            MuxEvent::StreamOpened {
+                egress: 1,
+                stream: 1,
+                tunnel_stream,
+            } => Some(*tunnel_stream),
             _ => None,
         })
         .unwrap();
@@ -873,7 +1161,11 @@ fn rst_from_egress_is_mapped_to_the_tunnel() {
     w.tunnel.data(t_for_e1, &[1u8; 40_000], true);
     w.run();
     assert!(w.e(1).headers_on(1).is_empty());
-    assert!(w.tunnel.log.iter().any(|e| matches!(e, Ev::WindowUpdate { sid: 0, .. })));
+    assert!(w
+        .tunnel
+        .log
+        .iter()
+        .any(|e| matches!(e, Ev::WindowUpdate { sid: 0, .. })));
     assert!(!w.tunnel_closed);
     // The other egress's stream is untouched.
     let other = 4 - t_for_e1;
@@ -881,7 +1173,9 @@ fn rst_from_egress_is_mapped_to_the_tunnel() {
     w.run();
     assert_eq!(w.e(2).headers_on(1).len(), 1);
     assert!(w.mux.is_idle());
-    assert!(w.closed_events().contains(&(1, 1, Some(t_for_e1), Some(error::CANCEL))));
+    assert!(w
+        .closed_events()
+        .contains(&(1, 1, Some(t_for_e1), Some(error::CANCEL))));
 }
 
 #[test]
@@ -894,7 +1188,10 @@ fn rst_from_tunnel_is_mapped_to_the_egress() {
     w.run();
     assert_eq!(w.e(1).rst_on(5), Some(error::REFUSED_STREAM));
     assert!(w.mux.is_idle());
-    assert_eq!(w.closed_events(), vec![(1, 5, Some(1), Some(error::REFUSED_STREAM))]);
+    assert_eq!(
+        w.closed_events(),
+        vec![(1, 5, Some(1), Some(error::REFUSED_STREAM))]
+    );
 }
 
 #[test]
@@ -903,7 +1200,16 @@ fn rst_no_error_after_complete_response_delivers_the_response_first() {
     let mut c = Peer::client("egress", &[(setting::INITIAL_WINDOW_SIZE, 100)], 0);
     c.auto_credit = false;
     w.attach_with(1, c);
-    w.e(1).headers(1, &[(":method", "POST"), (":path", "/"), (":scheme", "http"), (":authority", "x")], false);
+    w.e(1).headers(
+        1,
+        &[
+            (":method", "POST"),
+            (":path", "/"),
+            (":scheme", "http"),
+            (":authority", "x"),
+        ],
+        false,
+    );
     w.e(1).data(1, b"partial upload", false);
     w.run();
     // Early complete response, then RST(NO_ERROR) to stop the upload (RFC 9113 §8.1).
@@ -931,19 +1237,31 @@ fn settings_and_ping_are_handled_locally() {
     frame::write_ping(&mut w.e(1).out, false, *b"egress!!");
     w.e(1).settings(&[(setting::INITIAL_WINDOW_SIZE, 1000)]);
     w.run();
-    assert!(w.e(1).log.contains(&Ev::Ping { ack: true, data: *b"egress!!" }));
-    assert_eq!(w.tunnel.log.len(), tunnel_before, "nothing reaches the tunnel");
+    assert!(w.e(1).log.contains(&Ev::Ping {
+        ack: true,
+        data: *b"egress!!"
+    }));
+    assert_eq!(
+        w.tunnel.log.len(),
+        tunnel_before,
+        "nothing reaches the tunnel"
+    );
     // Initiator PING: answered by the mux, nothing to the egress.
     let egress_before = w.e(1).log.len();
     frame::write_ping(&mut w.tunnel.out, false, *b"tunnel!!");
     w.run();
-    assert!(w.tunnel.log.contains(&Ev::Ping { ack: true, data: *b"tunnel!!" }));
+    assert!(w.tunnel.log.contains(&Ev::Ping {
+        ack: true,
+        data: *b"tunnel!!"
+    }));
     assert_eq!(w.e(1).log.len(), egress_before);
     // Our own keepalive PING on the tunnel.
     let out = w.mux.ping_tunnel(*b"keepaliv");
     w.apply(out);
     w.run();
-    assert!(w.events.contains(&MuxEvent::TunnelPingAck { opaque: *b"keepaliv" }));
+    assert!(w.events.contains(&MuxEvent::TunnelPingAck {
+        opaque: *b"keepaliv"
+    }));
 }
 
 #[test]
@@ -968,7 +1286,16 @@ fn tunnel_initial_window_change_adjusts_open_streams() {
     let mut w = World::new(small_settings(), &[], 0);
     w.tunnel.auto_credit = false;
     w.attach_with(1, Peer::client("egress", &[], 0));
-    w.e(1).headers(1, &[(":method", "POST"), (":path", "/"), (":scheme", "http"), (":authority", "x")], false);
+    w.e(1).headers(
+        1,
+        &[
+            (":method", "POST"),
+            (":path", "/"),
+            (":scheme", "http"),
+            (":authority", "x"),
+        ],
+        false,
+    );
     w.e(1).data(1, &[3u8; 60_000], false);
     w.run();
     assert_eq!(w.tunnel.body_on(1).len(), 60_000);
@@ -990,7 +1317,10 @@ fn tunnel_initial_window_change_adjusts_open_streams() {
     w.tunnel.window_update(0, 100_000);
     w.run();
     assert_eq!(w.tunnel.body_on(1).len(), 70_000);
-    assert_eq!(w.mux.buffered_bytes(), 5_000 + 10_000 - 10_000 + 5_000 - 5_000);
+    assert_eq!(
+        w.mux.buffered_bytes(),
+        5_000 + 10_000 - 10_000 + 5_000 - 5_000
+    );
 }
 
 #[test]
@@ -1008,7 +1338,10 @@ fn tunnel_goaway_refuses_later_streams_and_drains() {
     frame::write_goaway(&mut g, 1, error::NO_ERROR, b"");
     w.tunnel.out.extend_from_slice(&g);
     w.run();
-    assert!(w.events.contains(&MuxEvent::TunnelGoaway { last_stream_id: 1, error_code: 0 }));
+    assert!(w.events.contains(&MuxEvent::TunnelGoaway {
+        last_stream_id: 1,
+        error_code: 0
+    }));
     assert_eq!(w.e(2).rst_on(1), Some(error::REFUSED_STREAM));
     assert_eq!(w.e(1).rst_on(3), Some(error::REFUSED_STREAM));
     assert_eq!(w.e(1).rst_on(1), None);
@@ -1063,7 +1396,10 @@ fn tunnel_stream_ids_exhausted_drains_the_mux() {
     w.e(1).headers(1, &get_request("/a"), true);
     w.e(1).headers(3, &get_request("/b"), true);
     w.run();
-    assert_eq!(w.tunnel.stream_ids_with_headers(), vec![0x7fff_fffd, 0x7fff_ffff]);
+    assert_eq!(
+        w.tunnel.stream_ids_with_headers(),
+        vec![0x7fff_fffd, 0x7fff_ffff]
+    );
     assert!(!w.mux.can_accept_egress());
     w.e(1).headers(5, &get_request("/c"), true);
     w.run();
@@ -1107,7 +1443,13 @@ fn malformed_egress_frame_closes_only_that_egress() {
     assert_eq!(w.e(2).goaway(), Some((1, error::FRAME_SIZE_ERROR)));
     assert_eq!(w.closed_egress, vec![2]);
     assert_eq!(w.tunnel.rst_on(3), Some(error::CANCEL));
-    assert!(w.events.iter().any(|e| matches!(e, MuxEvent::ProtocolError { leg: Leg::Egress(2), .. })));
+    assert!(w.events.iter().any(|e| matches!(
+        e,
+        MuxEvent::ProtocolError {
+            leg: Leg::Egress(2),
+            ..
+        }
+    )));
     assert!(!w.tunnel_closed);
     assert_eq!(w.mux.egress_count(), 1);
     w.tunnel.headers(1, &[(":status", "200")], false);
@@ -1123,7 +1465,9 @@ fn malformed_egress_frame_closes_only_that_egress() {
 fn bad_egress_preface_and_early_frames_are_connection_errors() {
     let mut w = World::envoy();
     w.attach_with(1, Peer::new("raw", false, IndexPolicy::None));
-    w.e(1).out.extend_from_slice(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    w.e(1)
+        .out
+        .extend_from_slice(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     w.run();
     assert_eq!(w.e(1).goaway(), Some((0, error::PROTOCOL_ERROR)));
     assert_eq!(w.closed_egress, vec![1]);
@@ -1160,9 +1504,13 @@ fn big_headers_use_continuation_on_both_legs() {
     w.e(1).headers(1, &req, true);
     w.run();
     assert_eq!(w.tunnel.headers_on(1), vec![(owned(&req), true)]);
-    w.tunnel.headers(1, &[(":status", "200"), ("x-big-resp", &big)], true);
+    w.tunnel
+        .headers(1, &[(":status", "200"), ("x-big-resp", &big)], true);
     w.run();
-    assert_eq!(w.e(1).headers_on(1)[0].0, owned(&[(":status", "200"), ("x-big-resp", &big)]));
+    assert_eq!(
+        w.e(1).headers_on(1)[0].0,
+        owned(&[(":status", "200"), ("x-big-resp", &big)])
+    );
     assert!(w.mux.is_idle());
 }
 
@@ -1190,19 +1538,39 @@ fn padding_and_priority_are_stripped() {
     let mut w = World::envoy();
     w.attach(1);
     let mut block = Vec::new();
-    w.e(1).enc.encode(&hf(&[(":method", "POST"), (":path", "/"), (":scheme", "http"), (":authority", "x")]), &mut block);
+    w.e(1).enc.encode(
+        &hf(&[
+            (":method", "POST"),
+            (":path", "/"),
+            (":scheme", "http"),
+            (":authority", "x"),
+        ]),
+        &mut block,
+    );
     // HEADERS with PADDED|PRIORITY: pad length, 5 priority bytes, block, padding.
     let mut p = vec![3u8, 0, 0, 0, 0, 15];
     p.extend_from_slice(&block);
     p.extend_from_slice(&[0, 0, 0]);
-    frame::write_frame(&mut w.e(1).out, kind::HEADERS, flag::END_HEADERS | flag::PADDED | flag::PRIORITY, 1, &p);
+    frame::write_frame(
+        &mut w.e(1).out,
+        kind::HEADERS,
+        flag::END_HEADERS | flag::PADDED | flag::PRIORITY,
+        1,
+        &p,
+    );
     // PRIORITY frame: dropped.
     frame::write_frame(&mut w.e(1).out, kind::PRIORITY, 0, 1, &[0, 0, 0, 0, 7]);
     // DATA with 10 bytes of padding.
     let mut d = vec![10u8];
     d.extend_from_slice(b"abc");
     d.extend_from_slice(&[0; 10]);
-    frame::write_frame(&mut w.e(1).out, kind::DATA, flag::PADDED | flag::END_STREAM, 1, &d);
+    frame::write_frame(
+        &mut w.e(1).out,
+        kind::DATA,
+        flag::PADDED | flag::END_STREAM,
+        1,
+        &d,
+    );
     w.run();
     assert_eq!(w.tunnel.headers_on(1).len(), 1);
     assert_eq!(w.tunnel.body_on(1), b"abc");
@@ -1242,7 +1610,13 @@ fn tunnel_protocol_error_closes_everything() {
     w.e(1).headers(1, &get_request("/a"), true);
     w.e(2).headers(1, &get_request("/b"), true);
     w.run();
-    frame::write_frame(&mut w.tunnel.out, kind::PUSH_PROMISE, flag::END_HEADERS, 1, &[0, 0, 0, 2, 0x82]);
+    frame::write_frame(
+        &mut w.tunnel.out,
+        kind::PUSH_PROMISE,
+        flag::END_HEADERS,
+        1,
+        &[0, 0, 0, 2, 0x82],
+    );
     w.run();
     assert!(w.tunnel_closed);
     assert_eq!(w.tunnel.goaway().map(|g| g.1), Some(error::PROTOCOL_ERROR));
@@ -1283,8 +1657,10 @@ fn many_streams_leave_no_state_behind() {
     for round in 0..20u32 {
         for e in 1..=3u64 {
             let sid = 1 + 2 * round;
-            w.e(e).headers(sid, &get_request(&format!("/{e}/{round}")), false);
-            w.e(e).data(sid, format!("req {e} {round}").as_bytes(), true);
+            w.e(e)
+                .headers(sid, &get_request(&format!("/{e}/{round}")), false);
+            w.e(e)
+                .data(sid, format!("req {e} {round}").as_bytes(), true);
             w.run();
             match round % 4 {
                 0 => {
@@ -1317,7 +1693,13 @@ fn frames_on_stream_zero_and_idle_streams_are_rejected() {
     w.run();
     assert_eq!(w.e(1).goaway().map(|g| g.1), Some(error::PROTOCOL_ERROR));
     // Tunnel HEADERS on a stream we never opened.
-    frame::write_frame(&mut w.tunnel.out, kind::HEADERS, flag::END_HEADERS, 9, &[0x88]);
+    frame::write_frame(
+        &mut w.tunnel.out,
+        kind::HEADERS,
+        flag::END_HEADERS,
+        9,
+        &[0x88],
+    );
     w.run();
     assert!(w.tunnel_closed);
 }
@@ -1345,7 +1727,12 @@ fn primed_mux() -> Mux {
 
 /// Frames built from random parts: mostly valid headers, random payloads.
 fn arb_frame() -> impl Strategy<Value = Vec<u8>> {
-    (0u8..11, any::<u8>(), prop::sample::select(vec![0u32, 1, 2, 3, 5, 7, 0x7fff_ffff]), prop::collection::vec(any::<u8>(), 0..40))
+    (
+        0u8..11,
+        any::<u8>(),
+        prop::sample::select(vec![0u32, 1, 2, 3, 5, 7, 0x7fff_ffff]),
+        prop::collection::vec(any::<u8>(), 0..40),
+    )
         .prop_map(|(k, flags, sid, payload)| {
             let mut v = Vec::new();
             frame::write_frame(&mut v, k, flags, sid, &payload);
@@ -1356,7 +1743,8 @@ fn arb_frame() -> impl Strategy<Value = Vec<u8>> {
 /// Upper bound on what a mux with `small_settings()` may hold: per stream and direction one
 /// stream window of DATA plus a header list, per leg a partial frame and header block, plus
 /// one connection window of early-credited data per leg.
-const BUFFER_BOUND: usize = 8 * (65_535 + MAX_HEADER_LIST_SIZE) + 3 * (16_384 + 9 + MAX_HEADER_BLOCK_BYTES + 2 * 65_535);
+const BUFFER_BOUND: usize =
+    8 * (65_535 + MAX_HEADER_LIST_SIZE) + 3 * (16_384 + 9 + MAX_HEADER_BLOCK_BYTES + 2 * 65_535);
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
@@ -1419,7 +1807,16 @@ fn scripted_exchange() -> (Vec<u8>, Vec<u8>) {
     let mut c = Peer::client("e", &[(setting::INITIAL_WINDOW_SIZE, 1 << 20)], 1 << 20);
     c.send_conn = 200_000;
     c.send_init = 200_000;
-    c.headers(1, &[(":method", "POST"), (":path", "/up"), (":scheme", "http"), (":authority", "x")], false);
+    c.headers(
+        1,
+        &[
+            (":method", "POST"),
+            (":path", "/up"),
+            (":scheme", "http"),
+            (":authority", "x"),
+        ],
+        false,
+    );
     let body: Vec<u8> = (0..100_000u32).map(|i| (i % 256) as u8).collect();
     c.data(1, &body, true);
     c.headers(3, &get_request("/get"), true);
@@ -1471,7 +1868,11 @@ fn replay(e_bytes: &[u8], t_bytes: &[u8], e_cuts: &[usize], t_cuts: &[usize]) ->
             i += 1;
             let (a, b) = rest.split_at(n);
             rest = b;
-            absorb(if tunnel { mux.on_tunnel_bytes(a) } else { mux.on_egress_bytes(7, a) });
+            absorb(if tunnel {
+                mux.on_tunnel_bytes(a)
+            } else {
+                mux.on_egress_bytes(7, a)
+            });
         }
     }
     (to_tunnel, to_egress, closes, events, close_tunnel)

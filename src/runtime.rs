@@ -148,6 +148,7 @@ pub struct Stats {
     claims_same_worker: Option<usize>,
     claims_cross_worker: Option<usize>,
     claims_shared: Option<usize>,
+    outer_tls_refused: Option<usize>,
     cluster_conflict: Option<usize>,
     tunnels_closed: Option<usize>,
     tunnels_idle: Option<usize>,
@@ -183,6 +184,7 @@ impl Stats {
             claims_same_worker: d(MetricKind::Counter, p("claims_same_worker"), &[]),
             claims_cross_worker: d(MetricKind::Counter, p("claims_cross_worker"), &[]),
             claims_shared: d(MetricKind::Counter, p("claims_shared"), &[]),
+            outer_tls_refused: d(MetricKind::Counter, p("outer_tls_refused"), &[]),
             cluster_conflict: d(MetricKind::Counter, p("cluster_conflict"), &[]),
             tunnels_closed: d(MetricKind::Counter, p("tunnels_closed"), &["close_reason"]),
             tunnels_idle: d(MetricKind::Gauge, p("tunnels_idle"), &[]),
@@ -229,6 +231,10 @@ impl Stats {
     /// An egress connection joined a tunnel's running HTTP/2 session (no gauge changes).
     pub fn shared_claim(&self) {
         self.up(MetricOp::IncCounter, self.claims_shared, &[], 1);
+    }
+    /// A handshake arrived on a TLS listener and was refused (design §8).
+    pub fn outer_tls_refused(&self) {
+        self.up(MetricOp::IncCounter, self.outer_tls_refused, &[], 1);
     }
     /// A second cluster was named for a node whose cluster is fixed (protocol doc §2.4.1).
     pub fn cluster_conflict(&self) {

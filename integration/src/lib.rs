@@ -19,8 +19,10 @@
 //! `RT_ENVOY_LOG_LEVEL`.
 
 pub mod backend;
+pub mod bench;
 pub mod envoy;
 pub mod http;
+pub mod load;
 pub mod paths;
 pub mod process;
 pub mod tmp;

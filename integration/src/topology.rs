@@ -54,6 +54,8 @@ pub fn responder_vars(
         ("HANDSHAKE_PORT", handshake_port.to_string()),
         ("EGRESS_PORT", egress_port.to_string()),
         ("PING_FAILURE_THRESHOLD", ping_failure_threshold.to_string()),
+        // Egress filter `claim_timeout` of our module (0s: no tunnel -> 503 at once).
+        ("CLAIM_TIMEOUT", "0s".to_string()),
     ]
 }
 
@@ -160,6 +162,18 @@ impl Topology {
         responder_concurrency: u32,
         specs: &[InitiatorSpec],
     ) -> Result<Topology> {
+        Topology::start_with(label, kind, responder_concurrency, specs, &[])
+    }
+
+    /// [`Topology::start`] with some responder template variables overridden (e.g.
+    /// `("CLAIM_TIMEOUT", "5s")`).
+    pub fn start_with(
+        label: &str,
+        kind: Responder,
+        responder_concurrency: u32,
+        specs: &[InitiatorSpec],
+        overrides: &[(&'static str, String)],
+    ) -> Result<Topology> {
         let dir = TestDir::new(label)?;
         if kind == Responder::Module {
             require_module()?;
@@ -169,7 +183,14 @@ impl Topology {
         let config = dir.render(
             kind.template(),
             "responder.yaml",
-            &responder_vars(admin_port, handshake_port, egress_port, 3),
+            &{
+                let mut vars = responder_vars(admin_port, handshake_port, egress_port, 3);
+                for (k, v) in overrides {
+                    vars.retain(|(name, _)| name != k);
+                    vars.push((k, v.clone()));
+                }
+                vars
+            },
         )?;
         let mut responder = Envoy::start(&config, responder_concurrency, &[])?;
         responder.wait_ready(READY_TIMEOUT)?;

@@ -298,3 +298,36 @@ fn builtin_reference_smoke() -> Result<()> {
     assert_eq!(r.status, 503, "{}", r.body);
     Ok(())
 }
+
+/// Egress `claim_timeout`: a request for a node with no tunnel yet waits (bounded) and succeeds
+/// once the initiator dials in; a request for a node that never comes still gets 503 after the
+/// timeout, not before.
+#[test]
+fn claim_timeout_waits_for_a_tunnel() -> Result<()> {
+    let _serial = serial();
+    if responder_under_test() != Responder::Module {
+        return Ok(()); // the built-in has no such option
+    }
+    let mut topo = Topology::start_with("claim-timeout", Responder::Module, 2, &[], &[("CLAIM_TIMEOUT", "4s".into())])?;
+    let port = topo.egress_port;
+    let waiter = std::thread::spawn(move || {
+        let started = Instant::now();
+        let r = rt_integration::http::http_get(port, "/direct", &[(NODE_HEADER, "node-late")]);
+        (r, started.elapsed())
+    });
+    // Wait (bounded) until the request is in flight at the responder, then start the node.
+    topo.responder().wait_stat("http.egress_http.downstream_rq_active", |v| v >= 1, Duration::from_secs(5))?;
+    topo.add_initiator(InitiatorSpec::new("node-late", "cluster-late"))?;
+    let (r, took) = waiter.join().map_err(|_| "waiter panicked".to_string())?;
+    let r = r?;
+    assert_eq!(r.status, 200, "the waiting request must be served once the tunnel is up: {}", r.body);
+    // The request was in flight before the node existed: a 200 means it waited for the tunnel.
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+
+    let started = Instant::now();
+    let r = topo.get("node-never", "/direct")?;
+    let took = started.elapsed();
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(took >= Duration::from_millis(3900) && took < Duration::from_secs(6), "503 after {took:?}");
+    Ok(())
+}

@@ -3,29 +3,47 @@
 //!
 //! On a new connection it reads the target (a node key, or a cluster key that resolves
 //! round-robin to a node; under tenant isolation `tenant:node` / `tenant:cluster`) from the
-//! connection's filter state (`envoy.network.upstream_server_name` by default), claims the oldest
-//! idle tunnel of that node — preferring one on this worker — and relays bytes both ways until
-//! either side closes; then it closes the other side. No idle tunnel: the connection is closed at
-//! once and Envoy's router answers 503.
+//! connection's filter state (`envoy.network.upstream_server_name` by default) and claims a
+//! tunnel through the tracker: a running HTTP/2 session of that node if one can take it, else the
+//! oldest idle tunnel — preferring the egress connection's own worker. It then relays bytes with
+//! the tunnel until either side closes.
+//!
+//! No tunnel: with `claim_timeout` 0 (default) the connection is closed at once and Envoy's
+//! router answers 503. With `claim_timeout` > 0 the connection waits (its bytes held, bounded)
+//! and retries on every worker clock tick until a tunnel appears or the timeout passes — this
+//! covers an initiator's reconnect window and a tunnel still being admitted.
 
 use super::endpoint::{Endpoint, Msg};
 use super::network::{deliver, Conn, Role};
+use super::worker;
 use crate::config::egress::EgressConfig;
 use crate::ffi::envoy::{CloseType, NetFilter};
+use crate::runtime::now_ms;
 use crate::rt_log;
 use std::rc::Rc;
 use std::sync::Arc;
+
+/// Most bytes an egress connection may send while it waits for a tunnel.
+const MAX_WAITING_BYTES: usize = 256 * 1024;
 
 /// State of one egress connection.
 pub struct EgressConn {
     cfg: Arc<EgressConfig>,
     peer: Option<Arc<Endpoint>>,
+    waiting: Option<Waiting>,
+}
+
+struct Waiting {
+    target: String,
+    until_ms: u64,
+    held: Vec<u8>,
+    end_stream: bool,
 }
 
 impl EgressConn {
     /// A new egress connection with filter config `cfg`.
     pub fn new(cfg: Arc<EgressConfig>) -> EgressConn {
-        EgressConn { cfg, peer: None }
+        EgressConn { cfg, peer: None, waiting: None }
     }
 }
 
@@ -36,10 +54,13 @@ fn with_egress<R>(conn: &Conn, f: impl FnOnce(&mut EgressConn) -> R) -> Option<R
     }
 }
 
-/// Reads the target and claims a tunnel, or closes the connection.
+/// Reads the target and claims a tunnel, waits for one, or closes the connection.
 pub fn on_new_connection(conn: &Rc<Conn>, f: NetFilter) {
     let rt = &conn.runtime;
-    let Some(key) = with_egress(conn, |e| e.cfg.target_filter_state_key.clone()) else { return };
+    let Some((key, timeout)) = with_egress(conn, |e| (e.cfg.target_filter_state_key.clone(), e.cfg.claim_timeout))
+    else {
+        return;
+    };
     let target = f.filter_state(&key).map(|v| String::from_utf8_lossy(&v).trim().to_string()).unwrap_or_default();
     if target.is_empty() || target == "-" {
         rt.stats.no_tunnel();
@@ -47,12 +68,24 @@ pub fn on_new_connection(conn: &Rc<Conn>, f: NetFilter) {
         conn.close(CloseType::NoFlush, "reverse_tunnel_no_target");
         return;
     }
-    let Some(claim) = rt.tracker.claim(&target, conn.ep.worker) else {
-        rt.stats.no_tunnel();
-        rt_log!(Debug, "reverse_tunnel: no idle tunnel for '{}' (egress conn={})", target, conn.ep.conn_id);
-        conn.close(CloseType::NoFlush, "reverse_tunnel_no_tunnel");
+    if try_claim(conn, &target) {
         return;
-    };
+    }
+    if timeout.is_zero() {
+        give_up(conn, &target);
+        return;
+    }
+    let until = now_ms() + timeout.as_millis() as u64;
+    with_egress(conn, |e| e.waiting = Some(Waiting { target, until_ms: until, held: Vec::new(), end_stream: false }));
+    // Waiting connections need the worker clock, and retry on each tick.
+    rt.clock_register(&conn.ep);
+    worker::set_deadline(conn.ep.conn_id, Some(now_ms() + 1));
+}
+
+/// Claims a tunnel for `target` and attaches to it. False if none is available.
+fn try_claim(conn: &Rc<Conn>, target: &str) -> bool {
+    let rt = &conn.runtime;
+    let Some(claim) = rt.tracker.claim(target, conn.ep.worker) else { return false };
     if claim.shared {
         rt.stats.shared_claim();
     } else {
@@ -74,29 +107,76 @@ pub fn on_new_connection(conn: &Rc<Conn>, f: NetFilter) {
     if !deliver(&peer, conn.ep.worker, Msg::Attach { peer: conn.ep.clone() }) {
         conn.close(CloseType::NoFlush, "reverse_tunnel_tunnel_gone");
     }
+    true
 }
 
-/// Bytes from Envoy's HTTP/2 client: relay them to the tunnel.
+fn give_up(conn: &Rc<Conn>, target: &str) {
+    conn.runtime.stats.no_tunnel();
+    rt_log!(Debug, "reverse_tunnel: no tunnel for '{}' (egress conn={})", target, conn.ep.conn_id);
+    conn.close(CloseType::NoFlush, "reverse_tunnel_no_tunnel");
+}
+
+/// Worker clock: a waiting connection retries its claim, or gives up at its deadline.
+pub fn on_deadline(conn: &Rc<Conn>, now: u64) {
+    let Some(Some((target, until))) = with_egress(conn, |e| e.waiting.as_ref().map(|w| (w.target.clone(), w.until_ms)))
+    else {
+        return;
+    };
+    if try_claim(conn, &target) {
+        let w = with_egress(conn, |e| e.waiting.take()).flatten();
+        conn.runtime.clock_unregister(conn.ep.worker, conn.ep.conn_id);
+        if let Some(w) = w {
+            forward(conn, w.held, w.end_stream);
+        }
+    } else if now >= until {
+        with_egress(conn, |e| e.waiting = None);
+        give_up(conn, &target);
+    } else {
+        worker::set_deadline(conn.ep.conn_id, Some(now + 1));
+    }
+}
+
+/// Bytes from Envoy's HTTP/2 client: relay them to the tunnel (or hold them while waiting).
 pub fn on_read(conn: &Rc<Conn>, data: Vec<u8>, end_stream: bool) {
+    let held = with_egress(conn, |e| match &mut e.waiting {
+        Some(w) => {
+            w.held.extend_from_slice(&data);
+            w.end_stream |= end_stream;
+            Some(w.held.len() > MAX_WAITING_BYTES)
+        }
+        None => None,
+    })
+    .flatten();
+    match held {
+        Some(true) => conn.close(CloseType::NoFlush, "reverse_tunnel_waiting_overflow"),
+        Some(false) => {}
+        None => forward(conn, data, end_stream),
+    }
+}
+
+fn forward(conn: &Rc<Conn>, data: Vec<u8>, end_stream: bool) {
     let peer = with_egress(conn, |e| e.peer.clone()).flatten();
     let Some(peer) = peer else {
         conn.close(CloseType::NoFlush, "reverse_tunnel_no_tunnel");
         return;
     };
-    if !data.is_empty() {
-        if !deliver(&peer, conn.ep.worker, Msg::EgressData { from: conn.ep.conn_id, bytes: data }) {
-            conn.close(CloseType::NoFlush, "reverse_tunnel_tunnel_gone");
-            return;
-        }
+    if !data.is_empty() && !deliver(&peer, conn.ep.worker, Msg::EgressData { from: conn.ep.conn_id, bytes: data }) {
+        conn.close(CloseType::NoFlush, "reverse_tunnel_tunnel_gone");
+        return;
     }
     if end_stream {
         conn.close(CloseType::FlushWrite, "reverse_tunnel_egress_closed");
     }
 }
 
-/// The egress connection closed: close the tunnel it used (used tunnels never return to the pool).
+/// The egress connection closed: detach from its tunnel.
 pub fn on_closed(conn: &Rc<Conn>) {
-    if let Some(peer) = with_egress(conn, |e| e.peer.take()).flatten() {
+    let (peer, was_waiting) =
+        with_egress(conn, |e| (e.peer.take(), e.waiting.take().is_some())).unwrap_or((None, false));
+    if was_waiting {
+        conn.runtime.clock_unregister(conn.ep.worker, conn.ep.conn_id);
+    }
+    if let Some(peer) = peer {
         peer.post(Msg::EgressClosed { from: conn.ep.conn_id });
     }
 }

@@ -217,6 +217,19 @@ fn accept(conn: &Rc<Conn>, req: HandshakeRequest, now: u64) {
         }
     }
     let Some(f) = conn.filter.get() else { return };
+    if f.is_ssl() {
+        // Design §8: after a TLS-protected handshake a 1.40.0 initiator speaks cleartext on the
+        // raw socket while Envoy keeps TLS on this connection; the tunnel could never work.
+        rt.stats.outer_tls_refused();
+        rt_log!(
+            Warn,
+            "reverse_tunnel: refusing handshake from node '{}' on a TLS listener: outer TLS cannot carry a 1.40.0 \
+             initiator's tunnel; put TLS inside the tunnel (UpstreamTlsContext on the cluster, DownstreamTlsContext \
+             on the initiator's rc:// listener)",
+            req.node_id
+        );
+        return reject(conn, &Rejection::outer_tls());
+    }
     if let Some(v) = &settings.filter.validation {
         if v.emit_dynamic_metadata {
             let ns = v.dynamic_metadata_namespace.as_str();

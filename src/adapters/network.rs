@@ -133,7 +133,12 @@ fn handle_msg(conn: &Rc<Conn>, msg: Msg) {
 fn run_tick(conn: &Rc<Conn>) {
     let now = crate::runtime::now_ms();
     for due in worker::due(now) {
-        handshake_filter::on_deadline(&due, now);
+        let is_egress = matches!(*due.role.borrow(), Role::Egress(_));
+        if is_egress {
+            egress_filter::on_deadline(&due, now);
+        } else {
+            handshake_filter::on_deadline(&due, now);
+        }
     }
     conn.runtime.tick_done(conn.ep.worker);
 }

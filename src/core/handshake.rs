@@ -275,6 +275,19 @@ impl Rejection {
         )
     }
 
+    /// 400 `Reverse tunnel handshake over TLS is not supported: use TLS inside the tunnel`, no
+    /// handshake counter (the caller counts `outer_tls_refused`). Not in the built-in: with TLS
+    /// on the handshake listener a 1.40.0 initiator continues in cleartext on the raw socket
+    /// after the 200 (protocol doc §1.9), which a module that keeps Envoy's TLS cannot follow
+    /// (design §8); refusing beats a tunnel that hangs.
+    pub fn outer_tls() -> Rejection {
+        Rejection::new(
+            400,
+            "Reverse tunnel handshake over TLS is not supported: use TLS inside the tunnel",
+            None,
+        )
+    }
+
     /// The exact response bytes, to be followed by a FlushWrite close.
     ///
     /// Shape (chunked, non-empty body; protocol doc §1.5 "content-type: text/plain, a chunked

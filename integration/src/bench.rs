@@ -1,0 +1,447 @@
+//! Building blocks of the benchmark tool `rt-bench` (issue 8): our responder vs Envoy's built-in.
+//!
+//! - [`run_h2load`]: runs `h2load` (Debian `nghttp2-client`) against a responder's HTTP listener and
+//!   parses its summary and its per-request log (latency percentiles of the 2xx responses).
+//! - [`cpu_ticks`], [`rss_kb`], [`clk_tck`]: process CPU time and resident memory from `/proc`.
+//! - [`handshake_request`], [`RawTunnels`]: a raw-socket initiator that opens many tunnels with the
+//!   exact handshake bytes of protocol doc §1.4 and echoes `RPING` on them (protocol doc §2.4.3).
+//! - [`median`], [`percentile`]: small statistics helpers.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::{Error, Result};
+
+/// What one `h2load` run reported.
+#[derive(Clone, Debug, Default)]
+pub struct H2Result {
+    /// Requests h2load was asked to send (`requests: N total`).
+    pub total: u64,
+    /// Responses with a 2xx status (`status codes: N 2xx`).
+    pub ok_2xx: u64,
+    /// Wall-clock duration of the run in seconds (`finished in X s`).
+    pub seconds: f64,
+    /// 2xx responses per second (`ok_2xx / seconds`).
+    pub ok_per_s: f64,
+    /// Median latency of the 2xx responses, milliseconds (from the `--log-file`); 0 if none.
+    pub p50_ms: f64,
+    /// 99th percentile latency of the 2xx responses, milliseconds; 0 if none.
+    pub p99_ms: f64,
+}
+
+/// Parses h2load's summary text: returns `(seconds, total, ok_2xx)`, or `None` if a line is
+/// missing. `finished in 1.23s` / `finished in 850.2ms`, `requests: N total, ...`,
+/// `status codes: N 2xx, ...` (nghttp2 1.52 output format).
+pub fn parse_h2load_summary(text: &str) -> Option<(f64, u64, u64)> {
+    let mut seconds = None;
+    let mut total = None;
+    let mut ok = None;
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(rest) = line.strip_prefix("finished in ") {
+            let d = rest.split(',').next()?.trim();
+            seconds = if let Some(ms) = d.strip_suffix("ms") {
+                ms.parse::<f64>().ok().map(|v| v / 1000.0)
+            } else if let Some(us) = d.strip_suffix("us") {
+                us.parse::<f64>().ok().map(|v| v / 1e6)
+            } else {
+                d.strip_suffix('s').and_then(|s| s.parse::<f64>().ok())
+            };
+        } else if let Some(rest) = line.strip_prefix("requests: ") {
+            total = rest.split_whitespace().next().and_then(|v| v.parse().ok());
+        } else if let Some(rest) = line.strip_prefix("status codes: ") {
+            ok = rest.split_whitespace().next().and_then(|v| v.parse().ok());
+        }
+    }
+    Some((seconds?, total?, ok?))
+}
+
+/// Parses h2load's `--log-file` (one line per request, tab-separated: start time µs, status,
+/// duration µs) and returns the durations in µs of the 2xx requests, sorted ascending.
+/// Malformed lines are skipped.
+pub fn parse_h2load_log(text: &str) -> Vec<u64> {
+    let mut v: Vec<u64> = text
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            if f.len() < 3 {
+                return None;
+            }
+            let status: i64 = f[1].trim().parse().ok()?;
+            if !(200..300).contains(&status) {
+                return None;
+            }
+            f[f.len() - 1].trim().parse().ok()
+        })
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// The `q`-quantile (0.0–1.0, nearest rank) of an ascending slice; 0 for an empty slice.
+pub fn percentile(sorted: &[u64], q: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Median of some values (mean of the two middle ones for an even count); 0 for none.
+pub fn median(values: &[f64]) -> f64 {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Runs `h2load -n <n> -c <c> -m <m> -H 'x-remote-node-id: <node>' http://127.0.0.1:<port>/direct`
+/// (HTTP/2 with prior knowledge), writing its per-request log to `log_path`.
+/// Errors if h2load cannot be run or prints no parseable summary.
+pub fn run_h2load(port: u16, node: &str, n: u32, c: u32, m: u32, log_path: &Path) -> Result<H2Result> {
+    let out = Command::new("h2load")
+        .args(["-n", &n.to_string(), "-c", &c.to_string(), "-m", &m.to_string()])
+        .args(["-H", &format!("x-remote-node-id: {node}")])
+        .arg(format!("--log-file={}", log_path.display()))
+        .arg(format!("http://127.0.0.1:{port}/direct"))
+        .output()
+        .map_err(|e| Error(format!("cannot run h2load (apt-get install nghttp2-client): {e}")))?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    // h2load may exit non-zero when some requests fail; the summary is what counts.
+    let (seconds, total, ok_2xx) = parse_h2load_summary(&text).ok_or_else(|| {
+        Error(format!(
+            "h2load exited {} with no parseable summary:\n{text}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    })?;
+    let lat = parse_h2load_log(&std::fs::read_to_string(log_path).unwrap_or_default());
+    Ok(H2Result {
+        total,
+        ok_2xx,
+        seconds,
+        ok_per_s: if seconds > 0.0 { ok_2xx as f64 / seconds } else { 0.0 },
+        p50_ms: percentile(&lat, 0.50) as f64 / 1000.0,
+        p99_ms: percentile(&lat, 0.99) as f64 / 1000.0,
+    })
+}
+
+/// utime + stime of process `pid` in clock ticks (fields 14 and 15 of `/proc/<pid>/stat`).
+pub fn cpu_ticks(pid: u32) -> Result<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name (field 2) may contain spaces: fields are counted after its closing ')'.
+    let after = text.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // `after` starts at field 3 (state), so field k is f[k - 3].
+    let parse = |k: usize| -> Result<u64> {
+        f.get(k - 3)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| Error(format!("bad /proc/{pid}/stat: {text:?}")))
+    };
+    Ok(parse(14)? + parse(15)?)
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`; 100 if that fails).
+pub fn clk_tck() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100)
+}
+
+/// Resident set size of process `pid` in KiB (`VmRSS` of `/proc/<pid>/status`).
+pub fn rss_kb(pid: u32) -> Result<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| Error(format!("no VmRSS in /proc/{pid}/status")))
+}
+
+/// The handshake request of a 1.40.0 initiator, byte for byte in header order (protocol doc §1.4).
+pub fn handshake_request(port: u16, node: &str, cluster: &str, tenant: &str, conn_id: u64) -> Vec<u8> {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    format!(
+        "GET /reverse_connections/request HTTP/1.1\r\n\
+         host: 127.0.0.1:{port}\r\n\
+         x-envoy-reverse-tunnel-node-id: {node}\r\n\
+         x-envoy-reverse-tunnel-cluster-id: {cluster}\r\n\
+         x-envoy-reverse-tunnel-tenant-id: {tenant}\r\n\
+         x-envoy-reverse-tunnel-upstream-cluster-name: upstream-cluster\r\n\
+         x-envoy-reverse-tunnel-initiation-time: {now_ms}\r\n\
+         x-envoy-reverse-tunnel-worker-id: worker_0\r\n\
+         x-envoy-reverse-tunnel-connection-id: {conn_id}\r\n\
+         content-length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// Outcome of [`RawTunnels::open`].
+#[derive(Clone, Debug, Default)]
+pub struct HandshakeRun {
+    /// Handshakes answered `200`.
+    pub accepted: u64,
+    /// Handshakes that failed (connect error, timeout, non-200, close).
+    pub failed: u64,
+    /// Time from the first connect to the last answer, seconds.
+    pub seconds: f64,
+}
+
+impl HandshakeRun {
+    /// Accepted handshakes per second.
+    pub fn per_s(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.accepted as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+}
+
+/// One open tunnel kept by the echo threads.
+struct Conn {
+    stream: TcpStream,
+    /// Bytes received modulo 5 (a partly received `RPING`).
+    partial: usize,
+}
+
+/// Number of echo threads (each sweeps its share of the tunnels every [`ECHO_SWEEP`]).
+const ECHO_SHARDS: usize = 4;
+/// Pause between two sweeps of an echo thread (well below the responder's ping timeout of 1 s).
+const ECHO_SWEEP: Duration = Duration::from_millis(100);
+
+/// Many raw tunnels to one responder, opened with real handshake bytes and kept alive by echoing
+/// every 5 received bytes with `RPING` (what a 1.40.0 initiator does while idle). All sockets are
+/// closed when this is dropped.
+pub struct RawTunnels {
+    shards: Vec<Arc<Mutex<Vec<Conn>>>>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    /// Tunnels closed by the responder so far.
+    closed: Arc<AtomicU64>,
+    /// RPING echoes written so far.
+    echoes: Arc<AtomicU64>,
+}
+
+impl RawTunnels {
+    /// Starts the echo threads (no tunnel yet).
+    pub fn new() -> RawTunnels {
+        let stop = Arc::new(AtomicBool::new(false));
+        let closed = Arc::new(AtomicU64::new(0));
+        let echoes = Arc::new(AtomicU64::new(0));
+        let mut shards = Vec::new();
+        let mut threads = Vec::new();
+        for _ in 0..ECHO_SHARDS {
+            let shard: Arc<Mutex<Vec<Conn>>> = Arc::new(Mutex::new(Vec::new()));
+            let (s, st, cl, ec) = (shard.clone(), stop.clone(), closed.clone(), echoes.clone());
+            threads.push(std::thread::spawn(move || echo_loop(s, st, cl, ec)));
+            shards.push(shard);
+        }
+        RawTunnels { shards, stop, threads, closed, echoes }
+    }
+
+    /// Tunnels currently held open.
+    pub fn open_count(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().map(|v| v.len()).unwrap_or(0)).sum()
+    }
+
+    /// Tunnels the responder closed so far.
+    pub fn closed_count(&self) -> u64 {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    /// RPING echoes sent so far.
+    pub fn echo_count(&self) -> u64 {
+        self.echoes.load(Ordering::Relaxed)
+    }
+
+    /// Opens `n` tunnels to 127.0.0.1:`port` with `in_flight` handshakes at a time (one thread
+    /// each, blocking sockets, 10 s timeouts). Node ids are `<node_prefix>-<i % nodes>` (cluster
+    /// `<node_prefix>-cluster`, tenant `bench-tenant`). Accepted tunnels join the echo threads.
+    pub fn open(&self, port: u16, n: usize, in_flight: usize, node_prefix: &str, nodes: usize) -> HandshakeRun {
+        let next = Arc::new(AtomicUsize::new(0));
+        let accepted = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let start = Instant::now();
+        let mut workers = Vec::new();
+        for _ in 0..in_flight.max(1) {
+            let (next, accepted, failed) = (next.clone(), accepted.clone(), failed.clone());
+            let shards = self.shards.clone();
+            let prefix = node_prefix.to_string();
+            let nodes = nodes.max(1);
+            workers.push(std::thread::spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                let node = format!("{prefix}-{}", i % nodes);
+                let req = handshake_request(port, &node, &format!("{prefix}-cluster"), "bench-tenant", i as u64 + 1);
+                match handshake(port, &req) {
+                    Ok(conn) => {
+                        accepted.fetch_add(1, Ordering::Relaxed);
+                        if let Ok(mut v) = shards[i % shards.len()].lock() {
+                            v.push(conn);
+                        }
+                    }
+                    Err(_) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }));
+        }
+        for w in workers {
+            let _ = w.join();
+        }
+        HandshakeRun {
+            accepted: accepted.load(Ordering::Relaxed),
+            failed: failed.load(Ordering::Relaxed),
+            seconds: start.elapsed().as_secs_f64(),
+        }
+    }
+}
+
+impl Default for RawTunnels {
+    fn default() -> Self {
+        RawTunnels::new()
+    }
+}
+
+impl Drop for RawTunnels {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One handshake: connect, send `req`, read the response head; `Ok` with a non-blocking socket if
+/// the status is 200. Bytes after the head (not expected) count towards the first RPING.
+fn handshake(port: u16, req: &[u8]) -> Result<Conn> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.set_write_timeout(Some(Duration::from_secs(10)))?;
+    s.set_nodelay(true)?;
+    s.write_all(req)?;
+    let mut buf = Vec::with_capacity(128);
+    let mut chunk = [0u8; 256];
+    let head_end = loop {
+        let k = s.read(&mut chunk)?;
+        if k == 0 {
+            return Err(Error::msg("closed before the handshake response"));
+        }
+        buf.extend_from_slice(&chunk[..k]);
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+        if buf.len() > 4096 {
+            return Err(Error::msg("handshake response head too long"));
+        }
+    };
+    let status_ok = buf.starts_with(b"HTTP/1.1 200") || buf.starts_with(b"HTTP/1.0 200");
+    if !status_ok {
+        return Err(Error(format!("handshake refused: {:?}", String::from_utf8_lossy(&buf[..head_end]))));
+    }
+    s.set_nonblocking(true)?;
+    Ok(Conn { stream: s, partial: buf.len() - head_end })
+}
+
+/// Echo thread: every [`ECHO_SWEEP`], reads what each tunnel received and answers each complete
+/// 5 bytes with `RPING`; drops tunnels the peer closed.
+fn echo_loop(shard: Arc<Mutex<Vec<Conn>>>, stop: Arc<AtomicBool>, closed: Arc<AtomicU64>, echoes: Arc<AtomicU64>) {
+    let mut buf = [0u8; 512];
+    while !stop.load(Ordering::Relaxed) {
+        if let Ok(mut conns) = shard.lock() {
+            conns.retain_mut(|c| {
+                let mut alive = true;
+                loop {
+                    match c.stream.read(&mut buf) {
+                        Ok(0) => {
+                            alive = false;
+                            break;
+                        }
+                        Ok(k) => c.partial += k,
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                        Err(_) => {
+                            alive = false;
+                            break;
+                        }
+                    }
+                }
+                let pings = c.partial / 5;
+                c.partial %= 5;
+                for _ in 0..pings {
+                    if c.stream.write(b"RPING").is_ok() {
+                        echoes.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                if !alive {
+                    closed.fetch_add(1, Ordering::Relaxed);
+                }
+                alive
+            });
+        }
+        std::thread::sleep(ECHO_SWEEP);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_parses() {
+        let t = "finished in 1.50s, 13333.33 req/s, 1.2MB/s\nrequests: 20000 total, 20000 started, 20000 done, 19990 succeeded, 10 failed, 0 errored, 0 timeout\nstatus codes: 19990 2xx, 0 3xx, 0 4xx, 10 5xx\n";
+        assert_eq!(parse_h2load_summary(t), Some((1.5, 20000, 19990)));
+        let t2 = t.replace("1.50s", "850.00ms");
+        assert_eq!(parse_h2load_summary(&t2).map(|x| x.0), Some(0.85));
+        assert_eq!(parse_h2load_summary("garbage"), None);
+    }
+
+    #[test]
+    fn log_and_percentiles() {
+        let log = "1\t200\t300\n2\t503\t10\n3\t200\t100\nbad\n4\t200\t200\n";
+        let v = parse_h2load_log(log);
+        assert_eq!(v, vec![100, 200, 300]);
+        assert_eq!(percentile(&v, 0.5), 200);
+        assert_eq!(percentile(&v, 0.99), 300);
+        assert_eq!(percentile(&[], 0.5), 0);
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0]), 2.5);
+    }
+
+    #[test]
+    fn handshake_bytes_follow_the_doc() {
+        let r = String::from_utf8(handshake_request(19011, "n", "c", "t", 7)).unwrap();
+        assert!(r.starts_with("GET /reverse_connections/request HTTP/1.1\r\nhost: 127.0.0.1:19011\r\n"));
+        assert!(r.contains("x-envoy-reverse-tunnel-connection-id: 7\r\ncontent-length: 0\r\n\r\n"));
+    }
+
+    #[test]
+    fn own_process_stats() {
+        let pid = std::process::id();
+        assert!(rss_kb(pid).unwrap() > 0);
+        assert!(cpu_ticks(pid).is_ok());
+        assert!(clk_tck() > 0);
+    }
+}

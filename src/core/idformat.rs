@@ -1,0 +1,295 @@
+//! Id format strings of the handshake filter's `validation` block: `node_id_format`,
+//! `cluster_id_format` and `tenant_id_format` (protocol doc §2.1, "`Validation`").
+//!
+//! Each is an Envoy substitution format string evaluated against the handshake request and the
+//! connection. The handshake passes a check only when the rendered value equals the id the
+//! initiator sent; **a result that is empty or `-` fails closed** (403 `validation_failed`,
+//! protocol doc §1.5), see [`check`].
+//!
+//! Supported grammar (a subset of Envoy's substitution formatter):
+//! - literal text; `%%` is a literal `%`;
+//! - `%REQ(name)%`: first value of request header `name` (case-insensitive), `-` when absent
+//!   (Envoy's rendering of a missing value); `%REQ(name?alt)%` falls back to header `alt`;
+//!   `%REQ(name):N%` keeps at most the first `N` characters;
+//! - `%DOWNSTREAM_PEER_URI_SAN%` / `%DOWNSTREAM_PEER_DNS_SAN%`: the peer certificate's URI / DNS
+//!   SANs joined with `,`, `-` when there are none.
+//!
+//! Anything else is refused by [`parse`] with an error naming the operator, e.g.
+//! `unsupported command operator '%FOO%'`. Pure code: no panics on any input.
+
+/// A parsed id format string (see the module docs for the grammar).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdFormat {
+    parts: Vec<Part>,
+}
+
+/// One piece of a format string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    /// Literal text (with `%%` already turned into `%`).
+    Literal(String),
+    /// `%REQ(main?alt):max%`; names stored lower-case.
+    Req {
+        main: String,
+        alt: Option<String>,
+        max_len: Option<usize>,
+    },
+    /// `%DOWNSTREAM_PEER_URI_SAN%`.
+    PeerUriSan,
+    /// `%DOWNSTREAM_PEER_DNS_SAN%`.
+    PeerDnsSan,
+}
+
+/// What a format string is evaluated against.
+#[derive(Debug, Clone, Copy)]
+pub struct FormatContext<'a> {
+    /// Request headers in arrival order: lower-case name, value (as in
+    /// `HandshakeRequest::headers`). The first value of a name wins.
+    pub headers: &'a [(String, String)],
+    /// URI SANs of the peer certificate (empty without TLS or certificate).
+    pub peer_uri_sans: &'a [String],
+    /// DNS SANs of the peer certificate (empty without TLS or certificate).
+    pub peer_dns_sans: &'a [String],
+}
+
+/// The value Envoy renders for a missing field.
+const MISSING: &str = "-";
+
+/// Parses a format string.
+///
+/// Errors (the message is meant for a config error log line):
+/// - `unsupported command operator '%FOO%'` for any operator other than the supported ones;
+/// - `unterminated command operator at byte N` when a `%` has no closing `%`;
+/// - `invalid REQ(...) ...` for an empty header name, a missing `)` or a bad `:N` length.
+pub fn parse(fmt: &str) -> Result<IdFormat, String> {
+    let mut parts = Vec::new();
+    let mut literal = String::new();
+    let mut rest = fmt;
+    let mut offset = 0usize;
+    while let Some(pos) = rest.find('%') {
+        literal.push_str(&rest[..pos]);
+        let after = &rest[pos + 1..];
+        if let Some(stripped) = after.strip_prefix('%') {
+            literal.push('%');
+            offset += pos + 2;
+            rest = stripped;
+            continue;
+        }
+        // A command runs to the next '%' that is not inside parentheses.
+        let end = command_end(after)
+            .ok_or_else(|| format!("unterminated command operator at byte {}", offset + pos))?;
+        let command = &after[..end];
+        let part = parse_command(command)?;
+        if !literal.is_empty() {
+            parts.push(Part::Literal(std::mem::take(&mut literal)));
+        }
+        parts.push(part);
+        offset += pos + 1 + end + 1;
+        rest = &after[end + 1..];
+    }
+    literal.push_str(rest);
+    if !literal.is_empty() {
+        parts.push(Part::Literal(literal));
+    }
+    Ok(IdFormat { parts })
+}
+
+/// Index of the `%` closing the command that starts at `s[0]`, skipping a parenthesised
+/// argument (header names cannot contain `%`, but `(`…`)` is skipped for robustness).
+fn command_end(s: &str) -> Option<usize> {
+    let mut depth = 0u32;
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' => depth = depth.saturating_add(1),
+            ')' => depth = depth.saturating_sub(1),
+            '%' if depth == 0 => return Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Parses the text between two `%` (the command operator without its delimiters).
+fn parse_command(command: &str) -> Result<Part, String> {
+    match command {
+        "DOWNSTREAM_PEER_URI_SAN" => return Ok(Part::PeerUriSan),
+        "DOWNSTREAM_PEER_DNS_SAN" => return Ok(Part::PeerDnsSan),
+        _ => {}
+    }
+    let Some(arg_and_len) = command.strip_prefix("REQ(") else {
+        return Err(format!("unsupported command operator '%{command}%'"));
+    };
+    let close = arg_and_len
+        .find(')')
+        .ok_or_else(|| format!("invalid REQ(...) in '%{command}%': missing ')'"))?;
+    let arg = &arg_and_len[..close];
+    let tail = &arg_and_len[close + 1..];
+    let max_len = if tail.is_empty() {
+        None
+    } else {
+        let digits = tail
+            .strip_prefix(':')
+            .ok_or_else(|| format!("invalid REQ(...) in '%{command}%': unexpected '{tail}'"))?;
+        let n: usize = digits
+            .parse()
+            .map_err(|_| format!("invalid REQ(...) in '%{command}%': bad length '{digits}'"))?;
+        Some(n)
+    };
+    let (main, alt) = match arg.split_once('?') {
+        Some((m, a)) => (m, Some(a)),
+        None => (arg, None),
+    };
+    let valid = |n: &str| !n.is_empty() && !n.contains(char::is_whitespace) && !n.contains('?');
+    if !valid(main) || !alt.map(valid).unwrap_or(true) {
+        return Err(format!("invalid REQ(...) in '%{command}%': bad header name"));
+    }
+    Ok(Part::Req {
+        main: main.to_ascii_lowercase(),
+        alt: alt.map(|a| a.to_ascii_lowercase()),
+        max_len,
+    })
+}
+
+/// First value of header `name` (case-insensitive), if present.
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// SANs joined with `,`, or `-` when there are none.
+fn join_sans(sans: &[String]) -> String {
+    if sans.is_empty() {
+        MISSING.to_string()
+    } else {
+        sans.join(",")
+    }
+}
+
+impl IdFormat {
+    /// Renders the format against `ctx`. Never fails: missing values render as `-`.
+    pub fn render(&self, ctx: &FormatContext) -> String {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Literal(s) => out.push_str(s),
+                Part::PeerUriSan => out.push_str(&join_sans(ctx.peer_uri_sans)),
+                Part::PeerDnsSan => out.push_str(&join_sans(ctx.peer_dns_sans)),
+                Part::Req { main, alt, max_len } => {
+                    let value = header(ctx.headers, main)
+                        .or_else(|| alt.as_deref().and_then(|a| header(ctx.headers, a)));
+                    match value {
+                        None => out.push_str(MISSING),
+                        Some(v) => match max_len {
+                            Some(n) => out.extend(v.chars().take(*n)),
+                            None => out.push_str(v),
+                        },
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// True when the id check passes: `rendered` is non-empty, not `-`, and equal (byte for byte,
+/// case-sensitive) to `actual_id`, the id the initiator sent. A result that is empty or `-`
+/// fails closed even if the initiator's id is itself empty or `-` (protocol doc §2.1).
+pub fn check(rendered: &str, actual_id: &str) -> bool {
+    !rendered.is_empty() && rendered != MISSING && rendered == actual_id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn hdrs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
+    }
+
+    fn render_with(fmt: &str, headers: &[(String, String)], uri: &[&str], dns: &[&str]) -> String {
+        let uri: Vec<String> = uri.iter().map(|s| s.to_string()).collect();
+        let dns: Vec<String> = dns.iter().map(|s| s.to_string()).collect();
+        let ctx = FormatContext { headers, peer_uri_sans: &uri, peer_dns_sans: &dns };
+        parse(fmt).expect("valid format").render(&ctx)
+    }
+
+    #[test]
+    fn literal_and_percent_escape() {
+        assert_eq!(render_with("node-1", &[], &[], &[]), "node-1");
+        assert_eq!(render_with("100%%", &[], &[], &[]), "100%");
+        assert_eq!(render_with("", &[], &[], &[]), "");
+    }
+
+    #[test]
+    fn req_first_value_case_insensitive() {
+        let h = hdrs(&[("x-node", "a"), ("x-node", "b")]);
+        assert_eq!(render_with("%REQ(X-Node)%", &h, &[], &[]), "a");
+        assert_eq!(render_with("pre-%REQ(x-node)%-post", &h, &[], &[]), "pre-a-post");
+    }
+
+    #[test]
+    fn req_missing_is_dash_and_alt_fallback() {
+        let h = hdrs(&[("x-b", "bee")]);
+        assert_eq!(render_with("%REQ(x-a)%", &h, &[], &[]), "-");
+        assert_eq!(render_with("%REQ(x-a?x-b)%", &h, &[], &[]), "bee");
+    }
+
+    #[test]
+    fn req_truncation() {
+        let h = hdrs(&[("x-a", "abcdef")]);
+        assert_eq!(render_with("%REQ(x-a):3%", &h, &[], &[]), "abc");
+        assert_eq!(render_with("%REQ(x-a):30%", &h, &[], &[]), "abcdef");
+        assert_eq!(render_with("%REQ(x-a):0%", &h, &[], &[]), "");
+    }
+
+    #[test]
+    fn peer_sans() {
+        assert_eq!(render_with("%DOWNSTREAM_PEER_URI_SAN%", &[], &[], &[]), "-");
+        assert_eq!(
+            render_with("%DOWNSTREAM_PEER_URI_SAN%", &[], &["spiffe://a", "spiffe://b"], &[]),
+            "spiffe://a,spiffe://b"
+        );
+        assert_eq!(render_with("%DOWNSTREAM_PEER_DNS_SAN%", &[], &[], &["n1.example"]), "n1.example");
+    }
+
+    #[test]
+    fn errors_name_the_operator() {
+        assert_eq!(parse("%FOO%").unwrap_err(), "unsupported command operator '%FOO%'");
+        assert_eq!(
+            parse("x-%DYNAMIC_METADATA(a:b)%").unwrap_err(),
+            "unsupported command operator '%DYNAMIC_METADATA(a:b)%'"
+        );
+        assert!(parse("abc%REQ(x").unwrap_err().contains("unterminated"));
+        assert!(parse("%REQ()%").is_err());
+        assert!(parse("%REQ(x):y%").is_err());
+        assert!(parse("%REQ(x)y%").is_err());
+    }
+
+    #[test]
+    fn check_fails_closed() {
+        assert!(check("node-1", "node-1"));
+        assert!(!check("node-1", "node-2"));
+        assert!(!check("Node-1", "node-1"));
+        assert!(!check("-", "-"));
+        assert!(!check("", ""));
+    }
+
+    proptest! {
+        #[test]
+        fn parse_and_render_never_panic(fmt in ".{0,64}", v in ".{0,16}") {
+            let h = vec![("x-a".to_string(), v)];
+            if let Ok(f) = parse(&fmt) {
+                let ctx = FormatContext { headers: &h, peer_uri_sans: &[], peer_dns_sans: &[] };
+                let _ = f.render(&ctx);
+            }
+        }
+
+        #[test]
+        fn percent_heavy_inputs_never_panic(fmt in "[%()?:A-Z0-9a-z_-]{0,40}") {
+            let _ = parse(&fmt);
+        }
+    }
+}

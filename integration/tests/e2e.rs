@@ -331,3 +331,50 @@ fn claim_timeout_waits_for_a_tunnel() -> Result<()> {
     assert!(took >= Duration::from_millis(3900) && took < Duration::from_secs(6), "503 after {took:?}");
     Ok(())
 }
+
+fn signal(pid: u32, sig: &str) -> Result<()> {
+    let st = std::process::Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().map_err(|e| e.to_string())?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err(format!("kill -{sig} {pid} failed").into())
+    }
+}
+
+/// A frozen initiator (SIGSTOP): its idle tunnel is closed by RPING keepalive
+/// (`idle_ping_timeout`) and its in-use tunnel by the module's HTTP/2 PING keepalive
+/// (`http2_ping_timeout`), both within the keepalive bound; after SIGCONT it re-dials and
+/// requests succeed again.
+#[test]
+fn frozen_initiator_is_detected_idle_and_in_use() -> Result<()> {
+    let _serial = serial();
+    if responder_under_test() != Responder::Module {
+        return Ok(());
+    }
+    let mut topo = Topology::start("frozen", Responder::Module, 2, &[InitiatorSpec::new("node-f", "cluster-f").concurrency(2)])?;
+    topo.wait_tunnels(2, TUNNELS_UP)?;
+    let r = topo.get("node-f", "/direct")?;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let pid = topo.initiator(0).envoy().map(|e| e.pid()).ok_or("initiator not running")?;
+    signal(pid, "STOP")?;
+    let frozen_at = Instant::now();
+    // Bound (ping_interval 2 s, threshold 3): (3-1)*(2+0.3) + 3*1 s + ticks ~= 8 s after the first
+    // unanswered ping, which itself is at most one interval (+jitter) away.
+    let bound = Duration::from_secs(12);
+    let res = topo.wait_tunnels(0, bound + Duration::from_secs(2));
+    let took = frozen_at.elapsed();
+    signal(pid, "CONT")?;
+    res?;
+    assert!(took <= bound, "tunnels of a frozen initiator closed after {took:?}");
+    let stats = topo.responder().stats()?;
+    let closed = |reason: &str| {
+        stats.get(&format!("rt.upstream_rc.tunnels_closed.close_reason.{reason}")).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+    };
+    assert!(closed("idle_ping_timeout") >= 1, "idle tunnel not closed by RPING keepalive: {stats:?}");
+    assert!(closed("http2_ping_timeout") >= 1, "in-use tunnel not closed by HTTP/2 PING keepalive");
+    // Thawed, the initiator notices the closes and re-dials on its maintenance tick (~10 s).
+    topo.wait_tunnels(2, Duration::from_secs(30))?;
+    let r = topo.get("node-f", "/direct")?;
+    assert_eq!(r.status, 200, "after SIGCONT: {}", r.body);
+    Ok(())
+}

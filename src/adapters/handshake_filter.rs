@@ -333,11 +333,13 @@ pub fn on_deadline(conn: &Rc<Conn>, now: u64) {
     enum Next {
         Timeout,
         Events(Vec<Event>),
+        Session(Vec<Action>),
         Nothing,
     }
     let next = with_tunnel(conn, |t| match &mut t.phase {
         Phase::Handshake { .. } => Next::Timeout,
         Phase::Keepalive(ka) => Next::Events(ka.on_timer(now, &mut worker::jitter)),
+        Phase::Claimed(session) => Next::Session(session.on_timer(now)),
         _ => Next::Nothing,
     })
     .unwrap_or(Next::Nothing);
@@ -348,6 +350,10 @@ pub fn on_deadline(conn: &Rc<Conn>, now: u64) {
             conn.close(CloseType::NoFlush, "reverse_tunnel_handshake_timeout");
         }
         Next::Events(ev) => handle_keepalive_events(conn, ev, now),
+        Next::Session(acts) => {
+            run_actions(conn, acts);
+            reschedule(conn);
+        }
         Next::Nothing => {}
     }
 }
@@ -366,7 +372,13 @@ pub fn on_attach(conn: &Rc<Conn>, peer: Arc<Endpoint>) {
             let partial = ka.partial_echo_len();
             let in_flight = ka.claim();
             let strip = EchoStripper::resume(in_flight, partial);
-            t.phase = Phase::Claimed(TunnelSession::new(peer.clone(), strip));
+            let ka_settings = t.settings.keepalive;
+            t.phase = Phase::Claimed(TunnelSession::new(
+                peer.clone(),
+                strip,
+                ka_settings.interval_ms,
+                ka_settings.failure_threshold,
+            ));
             t.claimed_at_ms = Some(now_ms());
             Next::Started
         }
@@ -385,11 +397,31 @@ pub fn on_attach(conn: &Rc<Conn>, peer: Arc<Endpoint>) {
 
 /// Bytes from egress connection `from` for this (claimed) tunnel.
 pub fn on_egress_data(conn: &Rc<Conn>, from: u64, bytes: Vec<u8>) {
+    let now = now_ms();
     let acts = with_tunnel(conn, |t| match &mut t.phase {
-        Phase::Claimed(session) => session.egress_data(from, bytes),
+        Phase::Claimed(session) => {
+            let acts = session.egress_data(from, bytes);
+            session.start_keepalive(now);
+            acts
+        }
         _ => Vec::new(),
     });
     run_actions(conn, acts.unwrap_or_default());
+    reschedule(conn);
+}
+
+/// Re-arms this connection's deadline from its current state.
+fn reschedule(conn: &Rc<Conn>) {
+    if conn.closed.get() {
+        return;
+    }
+    let next = with_tunnel(conn, |t| match &t.phase {
+        Phase::Keepalive(ka) => ka.next_deadline(),
+        Phase::Claimed(session) => session.next_deadline(),
+        _ => None,
+    })
+    .flatten();
+    worker::set_deadline(conn.ep.conn_id, next);
 }
 
 /// Egress connection `from` closed.

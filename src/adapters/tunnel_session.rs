@@ -11,9 +11,14 @@
 //!   tunnel and that one egress connection; the tunnel is not shared.
 //!
 //! In both modes RPING echoes still in flight at claim time are stripped first (design §5).
+//!
+//! Keepalive after handoff: RPING must never follow HTTP (protocol doc §2.4.7), and the mux
+//! answers the egress connections' own HTTP/2 PINGs itself, so an HTTP/2 session pings the
+//! initiator with HTTP/2 PING every `ping_interval`; `ping_failure_threshold` unanswered PINGs
+//! (each due within max(interval/2, 500 ms)) close the tunnel with `http2_ping_timeout`.
 
 use super::endpoint::Endpoint;
-use crate::core::h2mux::{Mux, MuxSettings, Output};
+use crate::core::h2mux::{Mux, MuxEvent, MuxSettings, Output};
 use crate::core::relay::EchoStripper;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -52,6 +57,17 @@ pub struct TunnelSession {
     egress: HashMap<u64, Arc<Endpoint>>,
     backlog: Vec<u8>,
     shareable: bool,
+    ping: SessionPing,
+}
+
+/// HTTP/2 PING keepalive of a session (times in ms of the worker clock).
+struct SessionPing {
+    interval_ms: u64,
+    threshold: u32,
+    next_at: Option<u64>,
+    outstanding: Option<([u8; 8], u64)>,
+    misses: u32,
+    seq: u64,
 }
 
 /// Settings of the multiplexer on every tunnel.
@@ -66,11 +82,73 @@ pub fn mux_settings() -> MuxSettings {
 
 impl TunnelSession {
     /// A tunnel just claimed by egress connection `owner`; `strip` removes in-flight RPING echoes.
-    pub fn new(owner: Arc<Endpoint>, strip: EchoStripper) -> TunnelSession {
+    /// `ping_interval_ms` / `ping_failure_threshold` drive the HTTP/2 PING keepalive.
+    pub fn new(owner: Arc<Endpoint>, strip: EchoStripper, ping_interval_ms: u64, ping_failure_threshold: u32) -> TunnelSession {
         let id = owner.conn_id;
         let mut egress = HashMap::new();
         egress.insert(id, owner);
-        TunnelSession { owner: id, strip, mode: Mode::Deciding(Vec::new()), egress, backlog: Vec::new(), shareable: false }
+        TunnelSession {
+            owner: id,
+            strip,
+            mode: Mode::Deciding(Vec::new()),
+            egress,
+            backlog: Vec::new(),
+            shareable: false,
+            ping: SessionPing {
+                interval_ms: ping_interval_ms.max(1000),
+                threshold: ping_failure_threshold.max(1),
+                next_at: None,
+                outstanding: None,
+                misses: 0,
+                seq: 0,
+            },
+        }
+    }
+
+    /// When [`TunnelSession::on_timer`] next has work (ms), if ever.
+    pub fn next_deadline(&self) -> Option<u64> {
+        if !self.is_mux() {
+            return None;
+        }
+        match (self.ping.next_at, self.ping.outstanding) {
+            (Some(n), Some((_, d))) => Some(n.min(d)),
+            (n, o) => n.or(o.map(|(_, d)| d)),
+        }
+    }
+
+    /// The worker clock: sends the next HTTP/2 PING, or counts a PING not answered in time.
+    pub fn on_timer(&mut self, now_ms: u64) -> Vec<Action> {
+        let Mode::Mux(m) = &mut self.mode else { return Vec::new() };
+        let p = &mut self.ping;
+        let mut acts = Vec::new();
+        if let Some((_, due)) = p.outstanding {
+            if now_ms >= due {
+                p.outstanding = None;
+                p.misses += 1;
+                if p.misses >= p.threshold {
+                    acts.push(Action::Shareable(false));
+                    acts.push(Action::CloseTunnel("http2_ping_timeout"));
+                    self.shareable = false;
+                    return acts;
+                }
+            }
+        }
+        if p.outstanding.is_none() && p.next_at.is_some_and(|n| now_ms >= n) {
+            p.seq += 1;
+            let opaque = p.seq.to_be_bytes();
+            p.outstanding = Some((opaque, now_ms + (p.interval_ms / 2).max(500)));
+            p.next_at = Some(now_ms + p.interval_ms);
+            let out = m.ping_tunnel(opaque);
+            acts.extend(self.apply(out));
+        }
+        acts
+    }
+
+    /// Starts the PING cadence (called when the session starts, at `now_ms`).
+    pub fn start_keepalive(&mut self, now_ms: u64) {
+        if self.is_mux() && self.ping.next_at.is_none() {
+            self.ping.next_at = Some(now_ms + self.ping.interval_ms);
+        }
     }
 
     /// Number of egress connections using the tunnel.
@@ -245,6 +323,14 @@ impl TunnelSession {
         if out.close_tunnel {
             acts.push(Action::CloseTunnel("reverse_tunnel_protocol_error"));
         }
+        for ev in &out.events {
+            if let MuxEvent::TunnelPingAck { opaque } = ev {
+                if self.ping.outstanding.is_some_and(|(o, _)| o == *opaque) {
+                    self.ping.outstanding = None;
+                    self.ping.misses = 0;
+                }
+            }
+        }
         let can = matches!(&self.mode, Mode::Mux(m) if m.can_accept_egress()) && !out.close_tunnel;
         if can != self.shareable {
             self.shareable = can;
@@ -277,7 +363,7 @@ mod tests {
 
     #[test]
     fn http1_egress_is_relayed_raw_and_exclusively() {
-        let mut s = TunnelSession::new(ep(7), EchoStripper::new(0));
+        let mut s = TunnelSession::new(ep(7), EchoStripper::new(0), 2000, 3);
         let req = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n".to_vec();
         assert_eq!(summary(&s.egress_data(7, req)), vec!["tunnel<GET / HTTP/1.1\r\nhost: x\r\n\r\n"]);
         assert!(!s.is_mux());
@@ -289,7 +375,7 @@ mod tests {
 
     #[test]
     fn in_flight_echo_is_stripped_before_relaying() {
-        let mut s = TunnelSession::new(ep(1), EchoStripper::new(1));
+        let mut s = TunnelSession::new(ep(1), EchoStripper::new(1), 2000, 3);
         s.egress_data(1, b"GET / HTTP/1.1\r\n\r\n".to_vec());
         assert!(summary(&s.tunnel_data(b"RPI")).is_empty());
         assert_eq!(summary(&s.tunnel_data(b"NGHTTP/1.1 204")), vec!["egress1<HTTP/1.1 204"]);
@@ -297,7 +383,7 @@ mod tests {
 
     #[test]
     fn initiator_bytes_before_the_mode_is_known_are_kept_in_order() {
-        let mut s = TunnelSession::new(ep(3), EchoStripper::new(0));
+        let mut s = TunnelSession::new(ep(3), EchoStripper::new(0), 2000, 3);
         assert!(s.tunnel_data(b"early").is_empty());
         // A partial HTTP/2 preface does not decide yet.
         assert!(s.egress_data(3, b"PRI * HT".to_vec()).is_empty());
@@ -308,7 +394,7 @@ mod tests {
 
     #[test]
     fn tunnel_close_closes_every_egress() {
-        let mut s = TunnelSession::new(ep(5), EchoStripper::new(0));
+        let mut s = TunnelSession::new(ep(5), EchoStripper::new(0), 2000, 3);
         let acts = summary(&s.tunnel_closed());
         assert_eq!(acts, vec!["close egress5"]);
         assert_eq!(s.egress_count(), 0);
@@ -316,7 +402,7 @@ mod tests {
 
     #[test]
     fn http2_preface_starts_a_shareable_session() {
-        let mut s = TunnelSession::new(ep(9), EchoStripper::new(0));
+        let mut s = TunnelSession::new(ep(9), EchoStripper::new(0), 2000, 3);
         let mut first = H2_PREFACE.to_vec();
         // An empty SETTINGS frame: length 0, type 4, flags 0, stream 0.
         first.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
@@ -337,5 +423,45 @@ mod tests {
         assert!(!acts.iter().any(|a| a.starts_with("close tunnel")), "{acts:?}");
         let acts = summary(&s.egress_closed(10));
         assert!(acts.contains(&"close tunnel egress_closed".to_string()), "{acts:?}");
+    }
+
+    fn started_session() -> TunnelSession {
+        let mut s = TunnelSession::new(ep(21), EchoStripper::new(0), 2000, 2);
+        let mut first = H2_PREFACE.to_vec();
+        first.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        s.egress_data(21, first);
+        s.start_keepalive(0);
+        s
+    }
+
+    #[test]
+    fn unanswered_http2_pings_close_the_session() {
+        let mut s = started_session();
+        assert_eq!(s.next_deadline(), Some(2000));
+        assert!(s.on_timer(1999).is_empty());
+        // First PING goes to the tunnel at the interval; its answer is due 1000 ms later.
+        let acts = s.on_timer(2000);
+        assert!(acts.iter().any(|a| matches!(a, Action::WriteTunnel(b) if b.len() == 17 && b[3] == 6)), "PING frame");
+        assert_eq!(s.next_deadline(), Some(3000));
+        assert!(summary(&s.on_timer(3000)).is_empty(), "first miss, below the threshold of 2");
+        s.on_timer(4000); // second PING
+        let acts = summary(&s.on_timer(5000));
+        assert!(acts.contains(&"close tunnel http2_ping_timeout".to_string()), "{acts:?}");
+    }
+
+    #[test]
+    fn answered_http2_pings_keep_the_session() {
+        let mut s = started_session();
+        // The initiator's SETTINGS, then the PING ACK for opaque 1.
+        s.tunnel_data(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        for round in 1..=5u64 {
+            let t = round * 2000;
+            s.on_timer(t);
+            let mut ack = vec![0, 0, 8, 6, 1, 0, 0, 0, 0];
+            ack.extend_from_slice(&round.to_be_bytes());
+            s.tunnel_data(&ack);
+            let acts = summary(&s.on_timer(t + 1500));
+            assert!(!acts.iter().any(|a| a.starts_with("close tunnel")), "round {round}: {acts:?}");
+        }
     }
 }

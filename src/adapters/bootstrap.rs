@@ -84,10 +84,14 @@ impl BootstrapExtension {
 
     /// `admin_request` for [`ADMIN_PATH`]: returns (status, body).
     pub fn admin_request(&self, _method: &str, path: &str) -> (u32, Vec<u8>) {
-        if path != ADMIN_PATH && !path.starts_with(&format!("{ADMIN_PATH}?")) {
+        let (p, query) = path.split_once('?').unwrap_or((path, ""));
+        if p != ADMIN_PATH {
             return (404, b"not found\n".to_vec());
         }
-        (200, admin_json(&self.runtime).into_bytes())
+        match AdminQuery::parse(query) {
+            Ok(q) => (200, admin_listing(&self.runtime, &q).into_bytes()),
+            Err(e) => (400, format!("{e}\n").into_bytes()),
+        }
     }
 
     /// `config_destroy`: unpublishes the runtime.
@@ -99,25 +103,126 @@ impl BootstrapExtension {
     }
 }
 
-/// The tunnel listing as JSON: totals and one object per tunnel.
-pub fn admin_json(rt: &Runtime) -> String {
+/// Filters and format of `GET /reverse_tunnels?node=&cluster=&tenant=&format=json|text`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct AdminQuery {
+    /// Only tunnels of this node id (bare id).
+    pub node: Option<String>,
+    /// Only tunnels of this cluster id.
+    pub cluster: Option<String>,
+    /// Only tunnels of this tenant id.
+    pub tenant: Option<String>,
+    /// `text` for humans; JSON otherwise.
+    pub text: bool,
+}
+
+impl AdminQuery {
+    /// Parses a query string; unknown parameters are an error naming them.
+    pub fn parse(query: &str) -> Result<AdminQuery, String> {
+        let mut q = AdminQuery::default();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let v = percent_decode(v);
+            match k {
+                "node" => q.node = Some(v),
+                "cluster" => q.cluster = Some(v),
+                "tenant" => q.tenant = Some(v),
+                "format" => match v.as_str() {
+                    "text" => q.text = true,
+                    "json" => q.text = false,
+                    other => return Err(format!("format: expected json or text, got '{other}'")),
+                },
+                other => return Err(format!("unknown query parameter '{other}' (node, cluster, tenant, format)")),
+            }
+        }
+        Ok(q)
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(v) => {
+                        out.push(v);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The tunnel listing: totals and one entry per tunnel (JSON, or one line per tunnel with
+/// `format=text`). Taken from one short snapshot of the tracker; no worker is stopped.
+pub fn admin_listing(rt: &Runtime, q: &AdminQuery) -> String {
+    let now = crate::runtime::unix_ms();
+    let rows = rt.tracker.snapshot_with(|ep| {
+        (
+            ep.live.last_ack_unix_ms.load(Ordering::Relaxed),
+            ep.live.last_rtt_ms.load(Ordering::Relaxed),
+            ep.live.egress.load(Ordering::Relaxed),
+        )
+    });
+    let keep = |i: &crate::core::tracker::TunnelInfo| {
+        q.node.as_ref().is_none_or(|n| *n == i.identity.node_id)
+            && q.cluster.as_ref().is_none_or(|c| *c == i.identity.cluster_id)
+            && q.tenant.as_ref().is_none_or(|t| *t == i.identity.tenant_id)
+    };
+    let rows: Vec<_> = rows.into_iter().filter(|(i, _)| keep(i)).collect();
     let counts = rt.tracker.counts();
-    let tunnels: Vec<serde_json::Value> = rt
-        .tracker
-        .snapshot()
+    if q.text {
+        let mut s = format!(
+            "tunnels: {} idle, {} in use, {} nodes, {} clusters\n",
+            counts.idle, counts.in_use, counts.nodes, counts.clusters
+        );
+        for (t, (ack, rtt, egress)) in &rows {
+            let state = match t.state { TunnelState::Idle => "idle", TunnelState::InUse => "in_use" };
+            let since_ack = if *ack == 0 { "-".to_string() } else { format!("{}ms", now.saturating_sub(*ack)) };
+            s.push_str(&format!(
+                "tenant={} cluster={} node={} tunnel={} worker=worker_{} state={} age={}ms last_ack={} rtt={}ms egress={} remote={} initiator={}/{}\n",
+                t.identity.tenant_id, t.identity.cluster_id, t.identity.node_id, t.tunnel, t.worker, state,
+                now.saturating_sub(t.meta.registered_at_ms), since_ack, rtt, egress, t.meta.remote_address,
+                t.meta.initiator_worker_id, t.meta.initiator_connection_id
+            ));
+        }
+        return s;
+    }
+    let tunnels: Vec<serde_json::Value> = rows
         .into_iter()
-        .map(|t| {
+        .map(|(t, (ack, rtt, egress))| {
             serde_json::json!({
                 "tunnel": t.tunnel,
                 "worker": format!("worker_{}", t.worker),
-                "node_id": t.identity.node_id,
-                "cluster_id": t.identity.cluster_id,
                 "tenant_id": t.identity.tenant_id,
+                "cluster_id": t.identity.cluster_id,
+                "node_id": t.identity.node_id,
                 "state": match t.state { TunnelState::Idle => "idle", TunnelState::InUse => "in_use" },
+                "age_ms": now.saturating_sub(t.meta.registered_at_ms),
+                "since_last_ping_ack_ms": if ack == 0 { serde_json::Value::Null } else { now.saturating_sub(ack).into() },
+                "last_ping_rtt_ms": rtt,
+                "egress_connections": egress,
                 "remote_address": t.meta.remote_address,
                 "initiator_worker_id": t.meta.initiator_worker_id,
                 "initiator_connection_id": t.meta.initiator_connection_id,
-                "registered_at_ms": t.meta.registered_at_ms,
             })
         })
         .collect();
@@ -131,4 +236,19 @@ pub fn admin_json(rt: &Runtime) -> String {
     let mut s = serde_json::to_string_pretty(&v).unwrap_or_else(|_| "{}".into());
     s.push('\n');
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_query_parses_filters_and_refuses_unknown_parameters() {
+        let q = AdminQuery::parse("node=n%201&tenant=t&format=text").unwrap();
+        assert_eq!(q, AdminQuery { node: Some("n 1".into()), cluster: None, tenant: Some("t".into()), text: true });
+        assert_eq!(AdminQuery::parse("").unwrap(), AdminQuery::default());
+        assert!(AdminQuery::parse("nod=x").unwrap_err().contains("'nod'"));
+        assert!(AdminQuery::parse("format=xml").unwrap_err().contains("format"));
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+    }
 }

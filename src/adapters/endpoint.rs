@@ -10,6 +10,7 @@
 use crate::ffi::envoy::NetScheduler;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 /// Event id used for every mailbox delivery.
@@ -44,7 +45,20 @@ pub struct Endpoint {
     pub conn_id: u64,
     /// Index of the worker that owns the connection.
     pub worker: u32,
+    /// Live figures the owning worker publishes for the admin listing (relaxed atomics).
+    pub live: LiveStats,
     inner: Mutex<Inner>,
+}
+
+/// Per-tunnel figures written by the owning worker and read by the admin listing.
+#[derive(Default)]
+pub struct LiveStats {
+    /// Unix ms of the last RPING (or HTTP/2 PING) answer; 0 if none yet.
+    pub last_ack_unix_ms: AtomicU64,
+    /// Round-trip time of the last answered RPING, ms.
+    pub last_rtt_ms: AtomicU64,
+    /// Egress connections using the tunnel (HTTP/2 session: may be several).
+    pub egress: AtomicU64,
 }
 
 impl Endpoint {
@@ -53,6 +67,7 @@ impl Endpoint {
         Arc::new(Endpoint {
             conn_id,
             worker,
+            live: LiveStats::default(),
             inner: Mutex::new(Inner { sched: Some(sched), queue: VecDeque::new(), scheduled: false }),
         })
     }

@@ -267,7 +267,11 @@ fn handle_keepalive_events(conn: &Rc<Conn>, events: Vec<Event>, now: u64) {
     for ev in events {
         match ev {
             Event::SendPing => conn.write(RPING),
-            Event::Ack { rtt_ms } => conn.runtime.stats.ping_rtt(rtt_ms),
+            Event::Ack { rtt_ms } => {
+                conn.runtime.stats.ping_rtt(rtt_ms);
+                conn.ep.live.last_rtt_ms.store(rtt_ms, std::sync::atomic::Ordering::Relaxed);
+                conn.ep.live.last_ack_unix_ms.store(crate::runtime::unix_ms(), std::sync::atomic::Ordering::Relaxed);
+            }
             Event::Admitted => admit(conn, now),
             Event::Miss { count } => {
                 rt_log!(Debug, "reverse_tunnel: idle_ping_miss conn={} miss_count={}", conn.ep.conn_id, count)
@@ -457,6 +461,12 @@ fn run_actions(conn: &Rc<Conn>, actions: Vec<Action>) {
             }
             Action::Shareable(yes) => {
                 rt.tracker.set_shareable(conn.ep.conn_id, yes);
+            }
+            Action::Egress(n) => {
+                conn.ep.live.egress.store(n as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+            Action::PingAck => {
+                conn.ep.live.last_ack_unix_ms.store(crate::runtime::unix_ms(), std::sync::atomic::Ordering::Relaxed);
             }
         }
     }

@@ -41,6 +41,10 @@ pub enum Action {
     CloseTunnel(&'static str),
     /// The session can (true) or can no longer (false) take more egress connections.
     Shareable(bool),
+    /// Number of egress connections now using the tunnel (for the admin listing).
+    Egress(usize),
+    /// The initiator answered an HTTP/2 PING of the session keepalive.
+    PingAck,
 }
 
 enum Mode {
@@ -328,9 +332,11 @@ impl TunnelSession {
                 if self.ping.outstanding.is_some_and(|(o, _)| o == *opaque) {
                     self.ping.outstanding = None;
                     self.ping.misses = 0;
+                    acts.push(Action::PingAck);
                 }
             }
         }
+        acts.push(Action::Egress(self.egress.len()));
         let can = matches!(&self.mode, Mode::Mux(m) if m.can_accept_egress()) && !out.close_tunnel;
         if can != self.shareable {
             self.shareable = can;
@@ -357,6 +363,8 @@ mod tests {
                 Action::CloseEgress(e) => format!("close egress{}", e.conn_id),
                 Action::CloseTunnel(r) => format!("close tunnel {r}"),
                 Action::Shareable(s) => format!("shareable {s}"),
+                Action::Egress(n) => format!("egress count {n}"),
+                Action::PingAck => "ping ack".to_string(),
             })
             .collect()
     }

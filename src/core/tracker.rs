@@ -951,22 +951,32 @@ impl<H: Clone + Send> Tracker<H> {
     /// Every tracked tunnel, sorted by tunnel id, for an admin listing. O(n log n) in tunnels;
     /// copies the rows under the lock, so keep it off hot paths.
     pub fn snapshot(&self) -> Vec<TunnelInfo> {
-        let mut rows: Vec<TunnelInfo> = {
+        self.snapshot_with(|_| ()).into_iter().map(|(info, ())| info).collect()
+    }
+
+    /// [`Tracker::snapshot`] plus, per tunnel, `probe(handle)` (called under the tracker's lock:
+    /// keep it to a few atomic loads) and whether the tunnel is a shareable session. Sorted by
+    /// tunnel id. O(n).
+    pub fn snapshot_with<R>(&self, probe: impl Fn(&H) -> R) -> Vec<(TunnelInfo, R)> {
+        let mut rows: Vec<(TunnelInfo, R)> = {
             let st = self.state.lock();
             st.tunnels
                 .iter()
-                .map(|(id, e)| TunnelInfo {
-                    tunnel: *id,
-                    worker: e.worker,
-                    identity: e.identity.clone(),
-                    node_key: e.node_key.to_string(),
-                    cluster_key: e.cluster_key.to_string(),
-                    state: e.state,
-                    meta: e.meta.clone(),
+                .map(|(id, e)| {
+                    let info = TunnelInfo {
+                        tunnel: *id,
+                        worker: e.worker,
+                        identity: e.identity.clone(),
+                        node_key: e.node_key.to_string(),
+                        cluster_key: e.cluster_key.to_string(),
+                        state: e.state,
+                        meta: e.meta.clone(),
+                    };
+                    (info, probe(&e.handle))
                 })
                 .collect()
         };
-        rows.sort_by_key(|r| r.tunnel);
+        rows.sort_by_key(|r| r.0.tunnel);
         rows
     }
 }

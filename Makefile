@@ -35,3 +35,11 @@ demo: build
 
 clean:
 	$(CARGO) clean
+
+# Benchmarks of issue 8 (ours vs Envoy's built-in responder), one run, writes BENCHMARKS.md (~2-4 min).
+# Needs h2load (Debian nghttp2-client), installed here if missing; `make test` never needs it.
+.PHONY: bench
+bench: build
+	@command -v h2load >/dev/null || { SUDO=""; [ "$$(id -u)" -ne 0 ] && SUDO="sudo"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nghttp2-client >/dev/null; }
+	$(CARGO) run --release -q -p rt-integration --bin rt-bench -- --out BENCHMARKS.md

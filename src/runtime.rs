@@ -6,6 +6,7 @@
 //! per-worker clock registry is a small mutex per worker.
 
 use crate::adapters::endpoint::Endpoint;
+use crate::adapters::lifecycle::LifecycleLog;
 use crate::config::bootstrap::BootstrapConfig;
 use crate::core::tracker::Tracker;
 use crate::ffi::envoy::{BootstrapConfigHandle, MetricKind, MetricOp};
@@ -54,6 +55,8 @@ pub struct Runtime {
     pub clocks: Vec<Mutex<WorkerClock>>,
     /// Set when Envoy starts draining or shutting down: new handshakes get 503.
     pub draining: AtomicBool,
+    /// The lifecycle access log (bootstrap `access_log`), written off the workers.
+    pub lifecycle: LifecycleLog,
 }
 
 /// The connections through which a worker's clock tick can be delivered.
@@ -67,18 +70,21 @@ pub struct WorkerClock {
 
 impl Runtime {
     /// Builds the runtime; defines every metric (only possible during bootstrap `config_new`).
-    pub fn new(config: BootstrapConfig, handle: BootstrapConfigHandle, concurrency: u32) -> Runtime {
+    /// Errors (an access log file that cannot be opened) name the field.
+    pub fn new(config: BootstrapConfig, handle: BootstrapConfigHandle, concurrency: u32) -> Result<Runtime, String> {
+        let lifecycle = LifecycleLog::new(&config.access_log)?;
         let stats = Stats::define(handle, &config.stat_prefix, concurrency);
         let tracker = Tracker::new(config.enable_tenant_isolation);
         let workers = concurrency.max(1);
-        Runtime {
+        Ok(Runtime {
             config,
             tracker,
             stats,
             concurrency: workers,
             clocks: (0..workers).map(|_| Mutex::new(WorkerClock::default())).collect(),
             draining: AtomicBool::new(false),
-        }
+            lifecycle,
+        })
     }
 
     /// True once drain or shutdown started.

@@ -56,6 +56,8 @@ pub fn responder_vars(
         ("PING_FAILURE_THRESHOLD", ping_failure_threshold.to_string()),
         // Egress filter `claim_timeout` of our module (0s: no tunnel -> 503 at once).
         ("CLAIM_TIMEOUT", "0s".to_string()),
+        // Lifecycle access log file (a Topology points it into its test directory).
+        ("LIFECYCLE_LOG", "/dev/null".to_string()),
     ]
 }
 
@@ -185,6 +187,8 @@ impl Topology {
             "responder.yaml",
             &{
                 let mut vars = responder_vars(admin_port, handshake_port, egress_port, 3);
+                vars.retain(|(name, _)| *name != "LIFECYCLE_LOG");
+                vars.push(("LIFECYCLE_LOG", dir.path().join("lifecycle.log").display().to_string()));
                 for (k, v) in overrides {
                     vars.retain(|(name, _)| name != k);
                     vars.push((k, v.clone()));
@@ -207,6 +211,11 @@ impl Topology {
             topo.add_initiator(spec.clone())?;
         }
         Ok(topo)
+    }
+
+    /// Path of the responder's lifecycle access log (bootstrap `access_log`, JSON lines).
+    pub fn lifecycle_log(&self) -> std::path::PathBuf {
+        self.dir.path().join("lifecycle.log")
     }
 
     /// Starts one more initiator (with its own backend) and waits until it is ready.

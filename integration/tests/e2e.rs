@@ -378,3 +378,53 @@ fn frozen_initiator_is_detected_idle_and_in_use() -> Result<()> {
     assert_eq!(r.status, 200, "after SIGCONT: {}", r.body);
     Ok(())
 }
+
+/// Reads a JSON-lines lifecycle log: per event name, the set of keys of its `lifecycle` struct
+/// and its `log_type`.
+fn lifecycle_shape(path: &std::path::Path) -> Result<std::collections::BTreeMap<String, (Vec<String>, String)>> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut out = std::collections::BTreeMap::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("{e}: {line}"))?;
+        let lc = v.get("lifecycle").and_then(|l| l.as_object()).ok_or(format!("no lifecycle struct: {line}"))?;
+        let event = lc.get("event").and_then(|e| e.as_str()).unwrap_or("?").to_string();
+        let mut keys: Vec<String> = lc.keys().cloned().collect();
+        keys.sort();
+        let log_type = v.get("log_type").and_then(|t| t.as_str()).unwrap_or("?").to_string();
+        out.entry(event).or_insert((keys, log_type));
+    }
+    Ok(out)
+}
+
+/// The same `access_log` block on the built-in responder and ours, the same life (connect,
+/// handoff, initiator killed): the events both emit carry the same lifecycle keys and access-log
+/// types. Documented difference: we do not emit the noisy `idle_ping_sent` / `idle_ping_ack`.
+#[test]
+fn lifecycle_access_log_matches_the_builtin() -> Result<()> {
+    let _serial = serial();
+    let mut shapes = Vec::new();
+    for kind in [Responder::Builtin, Responder::Module] {
+        let mut topo = Topology::start("lifecycle", kind, 1, &[InitiatorSpec::new("node-l", "cluster-l")])?;
+        topo.wait_tunnels(1, TUNNELS_UP)?;
+        let r = topo.get("node-l", "/direct")?;
+        assert_eq!(r.status, 200, "{kind:?}: {}", r.body);
+        topo.kill_initiator(0)?;
+        topo.wait_tunnels(0, Duration::from_secs(15))?;
+        let path = topo.lifecycle_log();
+        let shape = wait_for(&format!("{kind:?} lifecycle log has tunnel_closed"), Duration::from_secs(20), || {
+            let s = lifecycle_shape(&path).unwrap_or_default();
+            Ok(if s.contains_key("tunnel_closed") { Check::Done(s) } else { Check::NotYet(format!("{s:?}")) })
+        })?;
+        shapes.push((kind, shape));
+    }
+    let (builtin, ours) = (&shapes[0].1, &shapes[1].1);
+    for event in ["tunnel_setup", "socket_handoff", "tunnel_closed"] {
+        let b = builtin.get(event).ok_or(format!("built-in did not log {event}: {builtin:?}"))?;
+        let o = ours.get(event).ok_or(format!("module did not log {event}: {ours:?}"))?;
+        assert_eq!(o, b, "{event}: keys and log type (ours vs built-in)");
+    }
+    for event in ours.keys() {
+        assert!(builtin.contains_key(event), "module logged an event the built-in did not: {event}");
+    }
+    Ok(())
+}

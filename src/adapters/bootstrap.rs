@@ -45,7 +45,7 @@ pub fn config_new(handle: BootstrapConfigHandle, name: &str, config: &[u8]) -> R
         cfg.enable_tenant_isolation,
         concurrency
     );
-    let runtime = Arc::new(Runtime::new(cfg, handle, concurrency));
+    let runtime = Arc::new(Runtime::new(cfg, handle, concurrency).map_err(|e| format!("upstream_socket_interface config: {e}"))?);
     *RUNTIME.write() = Some(runtime.clone());
     handle.signal_init_complete();
     Ok(BootstrapExtension { handle, runtime, timer: Mutex::new(None) })
@@ -80,6 +80,7 @@ impl BootstrapExtension {
         if let Some(t) = self.timer.lock().take() {
             t.delete();
         }
+        self.runtime.lifecycle.shutdown();
     }
 
     /// `admin_request` for [`ADMIN_PATH`]: returns (status, body).

@@ -16,6 +16,7 @@ use super::network::{deliver, Conn, Role};
 use super::tunnel_session::{Action, TunnelSession};
 use super::worker;
 use crate::config::filter::FilterConfig;
+use crate::core::accesslog::LifecycleEvent;
 use crate::core::handshake::{self, HandshakeRequest, HandshakeRules, Outcome, Rejection};
 use crate::core::keepalive::{Event, Keepalive, KeepaliveSettings, RPING};
 use crate::core::relay::EchoStripper;
@@ -93,6 +94,7 @@ pub struct TunnelConn {
     started_ms: u64,
     identity: Option<Identity>,
     remote: String,
+    local: String,
     /// The initiator's `x-envoy-reverse-tunnel-worker-id` and `-connection-id` ("" if absent).
     initiator: (String, String),
     registered_at_ms: Option<u64>,
@@ -109,6 +111,7 @@ impl TunnelConn {
             started_ms: now_ms,
             identity: None,
             remote: String::new(),
+            local: String::new(),
             initiator: (String::new(), String::new()),
             registered_at_ms: None,
             claimed_at_ms: None,
@@ -240,11 +243,13 @@ fn accept(conn: &Rc<Conn>, req: HandshakeRequest, now: u64) {
         }
     }
     let remote = f.remote_address();
+    let local = f.local_address();
     let ka = Keepalive::new(settings.keepalive, now);
     let deadline = ka.next_deadline();
     with_tunnel(conn, |t| {
         t.identity = Some(identity);
         t.remote = remote;
+        t.local = local;
         t.initiator = (req.initiator_worker_id.clone(), req.initiator_connection_id.clone());
         t.phase = Phase::Keepalive(ka);
     });
@@ -262,6 +267,74 @@ fn accept(conn: &Rc<Conn>, req: HandshakeRequest, now: u64) {
     conn.write(handshake::accept_response(req.upgrade));
 }
 
+/// Emits a lifecycle access-log entry for this tunnel (protocol doc §5.1); no-op without
+/// configured loggers. `extra` holds `miss_count`, `handoff_kind` or `close_reason`.
+fn lifecycle(conn: &Conn, event: &'static str, log_type: &'static str, socket_state: &'static str, extra: Vec<(&'static str, String)>) {
+    let log = &conn.runtime.lifecycle;
+    if !log.enabled() {
+        return;
+    }
+    let Some(mut ev) = with_tunnel(conn, |t| {
+        let id = t.identity.clone().unwrap_or_default();
+        LifecycleEvent {
+            event,
+            log_type,
+            node_id: id.node_id,
+            cluster_id: id.cluster_id,
+            tenant_id: id.tenant_id,
+            worker: format!("worker_{}", conn.ep.worker),
+            socket_state,
+            fd: conn.ep.conn_id,
+            initiator_worker_id: t.initiator.0.clone(),
+            initiator_connection_id: t.initiator.1.clone(),
+            extra: Vec::new(),
+            start_time_unix_ms: crate::runtime::unix_ms(),
+            duration_ms: 0,
+            local_address: t.local.clone(),
+            remote_address: t.remote.clone(),
+            connection_id: conn.ep.conn_id,
+            termination_details: None,
+        }
+    }) else {
+        return;
+    };
+    if let Some((_, r)) = extra.iter().find(|(k, _)| *k == "close_reason") {
+        ev.termination_details = Some(r.clone());
+    }
+    ev.extra = extra;
+    log.emit(ev);
+}
+
+/// `http2_keepalive_timeout` (protocol doc §3.4, §5.1): start time is the handoff, duration its age.
+fn lifecycle_keepalive_timeout(conn: &Conn, age_ms: u64) {
+    let log = &conn.runtime.lifecycle;
+    if !log.enabled() {
+        return;
+    }
+    let id = with_tunnel(conn, |t| (t.identity.clone().unwrap_or_default(), t.initiator.clone(), t.local.clone()));
+    let Some((id, initiator, local)) = id else { return };
+    let reason = "http2_ping_timeout".to_string();
+    log.emit(LifecycleEvent {
+        event: "http2_keepalive_timeout",
+        log_type: "UpstreamEnd",
+        node_id: id.node_id,
+        cluster_id: id.cluster_id,
+        tenant_id: id.tenant_id,
+        worker: format!("worker_{}", conn.ep.worker),
+        socket_state: "in_use",
+        fd: conn.ep.conn_id,
+        initiator_worker_id: initiator.0,
+        initiator_connection_id: initiator.1,
+        extra: vec![("close_reason", reason.clone())],
+        start_time_unix_ms: crate::runtime::unix_ms().saturating_sub(age_ms),
+        duration_ms: age_ms,
+        local_address: local,
+        remote_address: "127.0.0.1:0".into(),
+        connection_id: conn.ep.conn_id,
+        termination_details: Some(reason),
+    });
+}
+
 /// Acts on keepalive events (never holding a state borrow across an Envoy call).
 fn handle_keepalive_events(conn: &Rc<Conn>, events: Vec<Event>, now: u64) {
     for ev in events {
@@ -274,9 +347,14 @@ fn handle_keepalive_events(conn: &Rc<Conn>, events: Vec<Event>, now: u64) {
             }
             Event::Admitted => admit(conn, now),
             Event::Miss { count } => {
-                rt_log!(Debug, "reverse_tunnel: idle_ping_miss conn={} miss_count={}", conn.ep.conn_id, count)
+                rt_log!(Debug, "reverse_tunnel: idle_ping_miss conn={} miss_count={}", conn.ep.conn_id, count);
+                lifecycle(conn, "idle_ping_miss", "TcpUpstreamConnected", "idle", vec![("miss_count", count.to_string())]);
             }
             Event::Dead(reason) => {
+                if reason.as_str() == "idle_ping_timeout" {
+                    let n = conn.runtime.config.ping_failure_threshold.to_string();
+                    lifecycle(conn, "idle_ping_timeout", "TcpUpstreamConnected", "idle", vec![("miss_count", n)]);
+                }
                 with_tunnel(conn, |t| t.close_reason = Some(reason.as_str()));
                 conn.close(CloseType::NoFlush, reason.as_str());
                 return;
@@ -322,6 +400,7 @@ fn admit(conn: &Rc<Conn>, now: u64) {
                 );
             }
             with_tunnel(conn, |t| t.registered_at_ms = Some(now));
+            lifecycle(conn, "tunnel_setup", "TcpUpstreamConnected", "idle", Vec::new());
             rt_log!(Debug, "reverse_tunnel: tunnel_setup node={} conn={}", identity.node_id, conn.ep.conn_id);
         }
         Err(e) => {
@@ -391,7 +470,10 @@ pub fn on_attach(conn: &Rc<Conn>, peer: Arc<Endpoint>) {
     })
     .unwrap_or(Next::Refused);
     match next {
-        Next::Started if !conn.closed.get() => worker::set_deadline(conn.ep.conn_id, None),
+        Next::Started if !conn.closed.get() => {
+            worker::set_deadline(conn.ep.conn_id, None);
+            lifecycle(conn, "socket_handoff", "UpstreamPoolReady", "handed_off", vec![("handoff_kind", "pool_to_upstream".into())]);
+        }
         Next::Started | Next::Refused => {
             peer.post(Msg::PeerClosed);
         }
@@ -454,6 +536,11 @@ fn run_actions(conn: &Rc<Conn>, actions: Vec<Action>) {
                 ep.post(Msg::PeerClosed);
             }
             Action::CloseTunnel(reason) => {
+                if reason == "http2_ping_timeout" {
+                    let claimed = with_tunnel(conn, |t| t.claimed_at_ms).flatten().unwrap_or(0);
+                    let age = now_ms().saturating_sub(claimed);
+                    lifecycle_keepalive_timeout(conn, age);
+                }
                 with_tunnel(conn, |t| {
                     t.close_reason.get_or_insert(reason);
                 });
@@ -494,6 +581,8 @@ pub fn on_closed(conn: &Rc<Conn>, remote: bool) {
     };
     let rt = &conn.runtime;
     if registered_at.is_some() {
+        let (log_type, state) = if claimed_at.is_some() { ("UpstreamEnd", "in_use") } else { ("TcpConnectionEnd", "idle") };
+        lifecycle(conn, "tunnel_closed", log_type, state, vec![("close_reason", reason.to_string())]);
         if let Some(rm) = rt.tracker.remove(conn.ep.conn_id) {
             let lifetime = match (rm.was_idle, claimed_at, registered_at) {
                 (false, Some(c), _) => now.saturating_sub(c),

@@ -121,7 +121,8 @@ impl LifecycleLog {
         let mut sinks: Vec<Sink> = Vec::new();
         let mut loggers: Vec<(Formatter, usize)> = Vec::with_capacity(configs.len());
         for (i, cfg) in configs.iter().enumerate() {
-            let formatter = Formatter::new(&cfg.format).map_err(|e| format!("access_log[{i}]: {e}"))?;
+            let formatter =
+                Formatter::new(&cfg.format).map_err(|e| format!("access_log[{i}]: {e}"))?;
             let target = match &cfg.sink {
                 AccessLogSink::File { path } => Target::File(path.clone()),
                 AccessLogSink::Stdout => Target::Stdout,
@@ -388,7 +389,10 @@ mod tests {
         let b = tmp.file("b.log");
         let log = LifecycleLog::new(&[
             file_cfg(&a, "%CONNECTION_ID%"),
-            file_cfg(&b, "%DYNAMIC_METADATA(envoy.reverse_tunnel.lifecycle:event)% %CONNECTION_ID%\n"),
+            file_cfg(
+                &b,
+                "%DYNAMIC_METADATA(envoy.reverse_tunnel.lifecycle:event)% %CONNECTION_ID%\n",
+            ),
             file_cfg(&a, "second %CONNECTION_ID%"),
         ])
         .unwrap();
@@ -431,7 +435,8 @@ mod tests {
         let tmp = Tmp::new("full");
         let a = tmp.file("a.log");
         let (gate_tx, gate_rx) = mpsc::channel();
-        let log = LifecycleLog::start(&[file_cfg(&a, "%CONNECTION_ID%")], 4, Some(gate_rx)).unwrap();
+        let log =
+            LifecycleLog::start(&[file_cfg(&a, "%CONNECTION_ID%")], 4, Some(gate_rx)).unwrap();
         let t0 = Instant::now();
         for n in 0..10_000 {
             log.emit(ev(n));
@@ -503,7 +508,10 @@ mod tests {
         let e = LifecycleLog::new(&[file_cfg(&bad_dir, "%DURATION%")]).unwrap_err();
         assert!(e.starts_with("access_log[0]: cannot open"), "{e}");
         let e = LifecycleLog::new(&[file_cfg(&tmp.file("x"), "%BYTES_SENT%")]).unwrap_err();
-        assert!(e.contains("access_log[0]") && e.contains("%BYTES_SENT%"), "{e}");
+        assert!(
+            e.contains("access_log[0]") && e.contains("%BYTES_SENT%"),
+            "{e}"
+        );
         let log = LifecycleLog::new(&[]).unwrap();
         assert!(!log.enabled());
         log.emit(ev(1));

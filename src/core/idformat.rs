@@ -141,7 +141,9 @@ fn parse_command(command: &str) -> Result<Part, String> {
     };
     let valid = |n: &str| !n.is_empty() && !n.contains(char::is_whitespace) && !n.contains('?');
     if !valid(main) || !alt.map(valid).unwrap_or(true) {
-        return Err(format!("invalid REQ(...) in '%{command}%': bad header name"));
+        return Err(format!(
+            "invalid REQ(...) in '%{command}%': bad header name"
+        ));
     }
     Ok(Part::Req {
         main: main.to_ascii_lowercase(),
@@ -206,13 +208,20 @@ mod tests {
     use proptest::prelude::*;
 
     fn hdrs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
     }
 
     fn render_with(fmt: &str, headers: &[(String, String)], uri: &[&str], dns: &[&str]) -> String {
         let uri: Vec<String> = uri.iter().map(|s| s.to_string()).collect();
         let dns: Vec<String> = dns.iter().map(|s| s.to_string()).collect();
-        let ctx = FormatContext { headers, peer_uri_sans: &uri, peer_dns_sans: &dns };
+        let ctx = FormatContext {
+            headers,
+            peer_uri_sans: &uri,
+            peer_dns_sans: &dns,
+        };
         parse(fmt).expect("valid format").render(&ctx)
     }
 
@@ -227,7 +236,10 @@ mod tests {
     fn req_first_value_case_insensitive() {
         let h = hdrs(&[("x-node", "a"), ("x-node", "b")]);
         assert_eq!(render_with("%REQ(X-Node)%", &h, &[], &[]), "a");
-        assert_eq!(render_with("pre-%REQ(x-node)%-post", &h, &[], &[]), "pre-a-post");
+        assert_eq!(
+            render_with("pre-%REQ(x-node)%-post", &h, &[], &[]),
+            "pre-a-post"
+        );
     }
 
     #[test]
@@ -249,15 +261,26 @@ mod tests {
     fn peer_sans() {
         assert_eq!(render_with("%DOWNSTREAM_PEER_URI_SAN%", &[], &[], &[]), "-");
         assert_eq!(
-            render_with("%DOWNSTREAM_PEER_URI_SAN%", &[], &["spiffe://a", "spiffe://b"], &[]),
+            render_with(
+                "%DOWNSTREAM_PEER_URI_SAN%",
+                &[],
+                &["spiffe://a", "spiffe://b"],
+                &[]
+            ),
             "spiffe://a,spiffe://b"
         );
-        assert_eq!(render_with("%DOWNSTREAM_PEER_DNS_SAN%", &[], &[], &["n1.example"]), "n1.example");
+        assert_eq!(
+            render_with("%DOWNSTREAM_PEER_DNS_SAN%", &[], &[], &["n1.example"]),
+            "n1.example"
+        );
     }
 
     #[test]
     fn errors_name_the_operator() {
-        assert_eq!(parse("%FOO%").unwrap_err(), "unsupported command operator '%FOO%'");
+        assert_eq!(
+            parse("%FOO%").unwrap_err(),
+            "unsupported command operator '%FOO%'"
+        );
         assert_eq!(
             parse("x-%DYNAMIC_METADATA(a:b)%").unwrap_err(),
             "unsupported command operator '%DYNAMIC_METADATA(a:b)%'"

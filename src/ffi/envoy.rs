@@ -281,6 +281,20 @@ impl NetFilter {
         }
     }
 
+    /// This side's `ip:port` (the listener address), or "" for a non-IP socket.
+    pub fn local_address(self) -> String {
+        let mut b = EMPTY_ENVOY_BUF;
+        let mut port = 0u32;
+        // SAFETY: owning worker; the address bytes are copied before returning.
+        unsafe {
+            if shim::get_local_address(self.ptr(), &mut b, &mut port) {
+                format!("{}:{}", String::from_utf8_lossy(envoy_bytes(&b)), port)
+            } else {
+                String::new()
+            }
+        }
+    }
+
     /// True if the connection runs TLS.
     pub fn is_ssl(self) -> bool {
         // SAFETY: owning worker.
@@ -372,6 +386,7 @@ mod shim {
         envoy_dynamic_module_callback_network_filter_get_connection_id as get_connection_id,
         envoy_dynamic_module_callback_network_filter_get_read_buffer_chunks as get_read_buffer_chunks,
         envoy_dynamic_module_callback_network_filter_get_read_buffer_chunks_size as get_read_buffer_chunks_size,
+        envoy_dynamic_module_callback_network_filter_get_local_address as get_local_address,
         envoy_dynamic_module_callback_network_filter_get_remote_address as get_remote_address,
         envoy_dynamic_module_callback_network_filter_get_worker_index as get_worker_index,
         envoy_dynamic_module_callback_network_filter_is_ssl as is_ssl,
@@ -420,6 +435,7 @@ mod shim {
     pub unsafe fn get_connection_id(_: *mut c_void) -> u64 { 0 }
     pub unsafe fn get_worker_index(_: *mut c_void) -> u32 { 0 }
     pub unsafe fn get_remote_address(_: *mut c_void, _: *mut EB, _: *mut u32) -> bool { false }
+    pub unsafe fn get_local_address(_: *mut c_void, _: *mut EB, _: *mut u32) -> bool { false }
     pub unsafe fn is_ssl(_: *mut c_void) -> bool { false }
     pub unsafe fn get_filter_state_typed(_: *mut c_void, _: MB, _: *mut EB) -> bool { false }
     pub unsafe fn get_filter_state_bytes(_: *mut c_void, _: MB, _: *mut EB) -> bool { false }

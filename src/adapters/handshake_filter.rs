@@ -18,6 +18,7 @@ use super::worker;
 use crate::config::filter::FilterConfig;
 use crate::core::accesslog::LifecycleEvent;
 use crate::core::handshake::{self, HandshakeRequest, HandshakeRules, Outcome, Rejection};
+use crate::core::idformat::{self, FormatContext, IdFormat};
 use crate::core::keepalive::{Event, Keepalive, KeepaliveSettings, RPING};
 use crate::core::relay::EchoStripper;
 use crate::core::tracker::{Identity, TunnelMeta};
@@ -40,20 +41,27 @@ pub struct HandshakeSettings {
     /// Keepalive settings: `ping_interval` from the filter, `ping_failure_threshold` from the
     /// bootstrap extension.
     pub keepalive: KeepaliveSettings,
+    /// `validation.{node,cluster,tenant}_id_format`, parsed (protocol doc §2.1).
+    pub id_formats: [Option<IdFormat>; 3],
 }
 
 impl HandshakeSettings {
     /// Decodes the filter config and derives rules; errors name the field.
     pub fn new(config: &[u8], runtime: &Runtime) -> Result<HandshakeSettings, String> {
         let filter = FilterConfig::decode(config).map_err(|e| format!("reverse_tunnel filter config: {e}"))?;
+        let mut formats: [Option<IdFormat>; 3] = [None, None, None];
         if let Some(v) = &filter.validation {
-            for (field, value) in [
+            for (i, (field, value)) in [
                 ("validation.node_id_format", &v.node_id_format),
                 ("validation.cluster_id_format", &v.cluster_id_format),
                 ("validation.tenant_id_format", &v.tenant_id_format),
-            ] {
-                if value.is_some() {
-                    return Err(format!("reverse_tunnel filter config: {field}: id format strings are not supported yet"));
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                if let Some(fmt) = value {
+                    let parsed = idformat::parse(fmt).map_err(|e| format!("reverse_tunnel filter config: {field}: {e}"))?;
+                    formats[i] = Some(parsed);
                 }
             }
         }
@@ -76,7 +84,7 @@ impl HandshakeSettings {
             failure_threshold: runtime.config.ping_failure_threshold,
             first_ping_delay_ms: FIRST_PING_DELAY_MS,
         };
-        Ok(HandshakeSettings { filter, rules, keepalive })
+        Ok(HandshakeSettings { filter, rules, keepalive, id_formats: formats })
     }
 }
 
@@ -212,13 +220,6 @@ fn accept(conn: &Rc<Conn>, req: HandshakeRequest, now: u64) {
     };
     let settings = with_tunnel(conn, |t| t.settings.clone());
     let Some(settings) = settings else { return };
-    let max = rt.config.max_connections_per_node;
-    if settings.filter.enable_connection_limit && max > 0 {
-        let key = rt.tracker.node_key(&identity);
-        if rt.tracker.connections_for_node(&key) >= max as usize {
-            return reject(conn, &Rejection::connection_limit(settings.keepalive.interval_ms.div_ceil(1000) as u32));
-        }
-    }
     let Some(f) = conn.filter.get() else { return };
     if f.is_ssl() {
         // Design §8: after a TLS-protected handshake a 1.40.0 initiator speaks cleartext on the
@@ -233,15 +234,37 @@ fn accept(conn: &Rc<Conn>, req: HandshakeRequest, now: u64) {
         );
         return reject(conn, &Rejection::outer_tls());
     }
-    if let Some(v) = &settings.filter.validation {
-        if v.emit_dynamic_metadata {
-            let ns = v.dynamic_metadata_namespace.as_str();
+    // Validation metadata is written once the request reaches these checks (protocol doc §2.1).
+    let emit = settings.filter.validation.as_ref().filter(|v| v.emit_dynamic_metadata).map(|v| v.dynamic_metadata_namespace.clone());
+    let set_result = |result: &str| {
+        if let Some(ns) = &emit {
             f.set_metadata(ns, "node_id", &req.node_id);
             f.set_metadata(ns, "cluster_id", &req.cluster_id);
             f.set_metadata(ns, "tenant_id", &req.tenant_id);
-            f.set_metadata(ns, "validation_result", "validation_passed");
+            f.set_metadata(ns, "validation_result", result);
+        }
+    };
+    let max = rt.config.max_connections_per_node;
+    if settings.filter.enable_connection_limit && max > 0 {
+        let key = rt.tracker.node_key(&identity);
+        if rt.tracker.connections_for_node(&key) >= max as usize {
+            set_result("rejected");
+            return reject(conn, &Rejection::connection_limit(settings.keepalive.interval_ms.div_ceil(1000) as u32));
         }
     }
+    // Id formats: each must render exactly the id the initiator sent; empty or `-` fails closed.
+    // SAN operators render `-` here: TLS on the handshake listener is refused (design §8).
+    let ctx = FormatContext { headers: &req.headers, peer_uri_sans: &[], peer_dns_sans: &[] };
+    let ids = [&req.node_id, &req.cluster_id, &req.tenant_id];
+    for (fmt, id) in settings.id_formats.iter().zip(ids) {
+        if let Some(fmt) = fmt {
+            if !idformat::check(&fmt.render(&ctx), id) {
+                set_result("validation_failed");
+                return reject(conn, &Rejection::validation_failed());
+            }
+        }
+    }
+    set_result("validation_passed");
     let remote = f.remote_address();
     let local = f.local_address();
     let ka = Keepalive::new(settings.keepalive, now);

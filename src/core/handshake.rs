@@ -406,6 +406,15 @@ pub const PIPELINED_TEXT: &str = "Unexpected bytes after reverse tunnel handshak
 /// [`MAX_ID_BYTES`] bytes (improvement; not in the built-in).
 pub const INVALID_ID_TEXT: &str = "Invalid reverse tunnel identifier";
 
+/// Request methods Envoy's HTTP/1 codec accepts (case-sensitive; RFC 9110, RFC 5789 and the
+/// WebDAV/other methods an HTTP/1 parser knows). Any other method is a codec-level 400.
+pub const KNOWN_METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "COPY", "LOCK",
+    "MKCOL", "MOVE", "PROPFIND", "PROPPATCH", "SEARCH", "UNLOCK", "BIND", "REBIND", "UNBIND", "ACL",
+    "REPORT", "MKACTIVITY", "CHECKOUT", "MERGE", "M-SEARCH", "NOTIFY", "SUBSCRIBE", "UNSUBSCRIBE",
+    "PURGE", "MKCALENDAR", "LINK", "UNLINK", "SOURCE", "QUERY",
+];
+
 /// Evaluates the bytes received so far on a handshake connection (`buf` holds everything read
 /// since the connection opened).
 ///
@@ -471,6 +480,13 @@ pub fn evaluate(buf: &[u8], rules: &HandshakeRules) -> Outcome {
     let path = req.path.unwrap_or("");
     let version = req.version.unwrap_or(1);
     let headers: &[httparse::Header<'_>] = req.headers;
+
+    // 0. Envoy's HTTP/1 codec only knows upper-case standard methods: anything else (`get`,
+    //    `Get`, `FOO`) is a codec error, 400 `Bad Request` with no counter (observed against the
+    //    built-in by the conformance test).
+    if !KNOWN_METHODS.contains(&method) {
+        return Outcome::Reject(Rejection::bad_request());
+    }
 
     // 1. Codec-level framing checks (llhttp rejects these while parsing the headers).
     let mut content_length: Option<u64> = None;
@@ -857,8 +873,10 @@ content-length: 0\r\n\
         ] {
             assert_reject(m.as_bytes(), &rules(), 404, NOT_A_TUNNEL_TEXT, None);
         }
-        // Method is case-insensitive.
-        accept(mutate("GET", "get").as_bytes(), &rules());
+        // Envoy's codec only knows upper-case methods: `get` is a codec-level 400, no counter
+        // (observed against the built-in, integration/tests/conformance.rs).
+        assert_reject(mutate("GET", "get").as_bytes(), &rules(), 400, "Bad Request", None);
+        assert_reject(mutate("GET", "FOO").as_bytes(), &rules(), 400, "Bad Request", None);
         // Configured method and path.
         let custom = HandshakeRules {
             request_method: "POST".into(),
@@ -866,7 +884,7 @@ content-length: 0\r\n\
             ..rules()
         };
         accept(
-            mutate("GET /reverse_connections/request", "post /rt").as_bytes(),
+            mutate("GET /reverse_connections/request", "POST /rt").as_bytes(),
             &custom,
         );
         assert_reject(BASE.as_bytes(), &custom, 404, NOT_A_TUNNEL_TEXT, None);

@@ -247,8 +247,18 @@ fn upgrade_headers(port: u16, node: &str) -> Vec<(String, String)> {
     let mut h = with_node(port, node);
     after_host(&mut h, "connection", "upgrade");
     h.insert(2, ("upgrade".to_string(), "reverse-tunnel".to_string()));
+    // The strict pair validates the tenant id against this header (`tenant_id_format`).
+    let tenant = h
+        .iter()
+        .find(|(n, _)| n == "x-envoy-reverse-tunnel-tenant-id")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    h.push((TENANT_PROOF.to_string(), tenant));
     h
 }
+
+/// Header the strict pair's `validation.tenant_id_format` reads (`%REQ(x-tenant-proof)%`).
+const TENANT_PROOF: &str = "x-tenant-proof";
 
 // ---------------------------------------------------------------------------------------------
 // Answers
@@ -580,6 +590,18 @@ fn default_cases() -> Vec<Case> {
             |p| head("FOO /reverse_connections/request HTTP/1.1", &base_headers(p)),
         ),
         case("id with a space", Same, |p| head(LINE, &with_node(p, "my node"))),
+        case("headers over 60 KiB (431)", Same, |p| {
+            let mut h = with_node(p, "big-node");
+            h.push(("x-big".to_string(), "a".repeat(70 * 1024)));
+            head(LINE, &h)
+        }),
+        case("more than 100 headers (431)", Same, |p| {
+            let mut h = with_node(p, "many-node");
+            for i in 0..120 {
+                h.push((format!("x-h{i}"), "v".to_string()));
+            }
+            head(LINE, &h)
+        }),
         case("query string in the path", Same, |p| {
             head("GET /reverse_connections/request?x=1 HTTP/1.1", &base_headers(p))
         }),
@@ -682,6 +704,7 @@ fn strict_extra() -> Extra {
             "use_http_upgrade: true",
             "required_cluster_name: upstream-cluster",
             "enable_connection_limit: true",
+            "validation: {tenant_id_format: \"%REQ(x-tenant-proof)%\", emit_dynamic_metadata: true}",
         ],
         bootstrap: vec![
             "enable_tenant_isolation: true",
@@ -726,6 +749,16 @@ fn strict_cases() -> Vec<Case> {
                 "x-envoy-reverse-tunnel-upstream-cluster-name",
                 "other-cluster",
             );
+            head(LINE, &h)
+        }),
+        case("id format: header the format reads is missing (renders `-`, 403)", Same, |p| {
+            let mut h = upgrade_headers(p, "no-proof-node");
+            remove(&mut h, TENANT_PROOF);
+            head(LINE, &h)
+        }),
+        case("id format: rendered tenant differs from the tenant sent (403)", Same, |p| {
+            let mut h = upgrade_headers(p, "bad-proof-node");
+            set(&mut h, TENANT_PROOF, "someone-else");
             head(LINE, &h)
         }),
         case("connection limit reached (429)", SameButRetryAfter, |p| {

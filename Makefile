@@ -2,7 +2,7 @@
 #   make demo   - build the module, start a backend, a built-in 1.40.0 initiator and an Envoy with
 #                 our module, and send requests through a reverse tunnel
 #   make test   - unit tests + integration tests against the real Envoy 1.40.0 binary
-.PHONY: setup build check-symbols unit integration test demo clean
+.PHONY: setup build check-symbols unit integration test demo fuzz clean
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -32,6 +32,11 @@ test: check-symbols
 
 demo: build
 	$(CARGO) run --release -q -p rt-integration --bin demo
+
+# Longer fuzzing of the handshake parser and the HTTP/2 multiplexer: their property tests with
+# many more random inputs (any byte string: no panic, bounded answer). RT_FUZZ_CASES to tune.
+fuzz: setup
+	RT_FUZZ_CASES=$${RT_FUZZ_CASES:-100000} $(CARGO) test --release -p reverse_tunnel --lib -- core::handshake core::h2mux
 
 clean:
 	$(CARGO) clean

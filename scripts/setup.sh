@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 if ! ldconfig -p | grep -qE 'libclang(-[0-9.]+)?\.so'; then need_apt+=(libclang-dev); fi
 if ! command -v cc >/dev/null; then need_apt+=(gcc); fi
+if ! command -v openssl >/dev/null; then need_apt+=(openssl); fi   # certificates for the outer-TLS test
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -1253,3 +1253,71 @@ fn upgrade_mode_with_additional_headers() -> Result<()> {
     initiator.quit();
     Ok(())
 }
+
+/// Outer TLS (TLS on the handshake listener, design §8): a 1.40.0 initiator would continue in
+/// cleartext after the TLS-protected 200, which the module cannot follow; the module refuses the
+/// handshake at once with a 400 and counts `outer_tls_refused`, instead of a tunnel that hangs.
+#[test]
+fn outer_tls_handshake_is_refused_clearly() -> Result<()> {
+    let _serial = serial();
+    rt_integration::paths::require_module()?;
+    let dir = TestDir::new("outer-tls")?;
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let st = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map_err(|e| format!("openssl: {e}"))?;
+    if !st.success() {
+        return Err("openssl could not make a self-signed certificate".into());
+    }
+    let ports = rt_integration::free_ports(3)?;
+    let text = rt_integration::tmp::render("upstream.yaml", &responder_vars(ports[0], ports[1], ports[2], 3))?;
+    let tls = format!(
+        "    filter_chains:\n    - transport_socket:\n        name: envoy.transport_sockets.tls\n        typed_config:\n          \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext\n          common_tls_context:\n            tls_certificates:\n            - certificate_chain: {{filename: {}}}\n              private_key: {{filename: {}}}\n      filters:\n",
+        cert.display(),
+        key.display()
+    );
+    // The first filter chain of the file is the handshake listener's.
+    let text = text.replacen("    filter_chains:\n    - filters:\n", &tls, 1);
+    let config = dir.path().join("responder-tls.yaml");
+    std::fs::write(&config, text).map_err(|e| e.to_string())?;
+    let mut envoy = Envoy::start(&config, 1, &[])?;
+    envoy.wait_ready(READY_TIMEOUT)?;
+
+    let request = format!(
+        "GET /reverse_connections/request HTTP/1.1\r\nhost: 127.0.0.1:{}\r\nx-envoy-reverse-tunnel-node-id: tls-node\r\nx-envoy-reverse-tunnel-cluster-id: tls-cluster\r\nx-envoy-reverse-tunnel-tenant-id: tls-tenant\r\ncontent-length: 0\r\n\r\n",
+        ports[1]
+    );
+    let mut client = std::process::Command::new("openssl")
+        .args(["s_client", "-quiet", "-connect"])
+        .arg(format!("127.0.0.1:{}", ports[1]))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("openssl s_client: {e}"))?;
+    client.stdin.as_mut().ok_or("no stdin")?.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+    // The responder answers and closes; s_client then exits. Bounded wait.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client.try_wait().map_err(|e| e.to_string())?.is_none() {
+        if Instant::now() > deadline {
+            let _ = client.kill();
+            return Err("the TLS handshake connection was not closed within 10 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut out = String::new();
+    client.stdout.take().ok_or("no stdout")?.read_to_string(&mut out).map_err(|e| e.to_string())?;
+    assert!(out.starts_with("HTTP/1.1 400 "), "answer over TLS: {out:?}");
+    assert!(out.contains("use TLS inside the tunnel"), "{out:?}");
+    envoy.wait_stat("rt.upstream_rc.outer_tls_refused", |v| v == 1, Duration::from_secs(5))?;
+    assert_eq!(envoy.stat_u64("rt.upstream_rc.tunnels_idle")?, Some(0));
+    assert!(envoy.log_contents().contains("outer TLS cannot carry"), "the refusal is logged");
+    Ok(())
+}

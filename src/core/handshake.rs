@@ -1386,7 +1386,7 @@ content-length: 0\r\n\
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: crate::core::fuzz_cases(2000), ..ProptestConfig::default() })]
 
         #[test]
         fn prop_any_bytes(buf in proptest::collection::vec(any::<u8>(), 0..600), r in any_rules()) {

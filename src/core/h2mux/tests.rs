@@ -1747,7 +1747,7 @@ const BUFFER_BOUND: usize =
     8 * (65_535 + MAX_HEADER_LIST_SIZE) + 3 * (16_384 + 9 + MAX_HEADER_BLOCK_BYTES + 2 * 65_535);
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: crate::core::fuzz_cases(256), ..ProptestConfig::default() })]
 
     #[test]
     fn random_bytes_never_panic_and_stay_bounded(

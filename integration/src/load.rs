@@ -152,7 +152,11 @@ pub fn handshake_request(
 pub fn fd_soft_limit() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/self/limits").ok()?;
     let line = text.lines().find(|l| l.starts_with("Max open files"))?;
-    line["Max open files".len()..].split_whitespace().next()?.parse().ok()
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Live counters of a [`LoadGen`] (all monotonic except `tunnels_up`).
@@ -266,7 +270,13 @@ impl LoadGen {
                 .spawn(move || run_thread(t, &cfg, &counters, &records, &stop))?;
             threads.push(h);
         }
-        Ok(LoadGen { counters, records, stop, threads, count: cfg.count })
+        Ok(LoadGen {
+            counters,
+            records,
+            stop,
+            threads,
+            count: cfg.count,
+        })
     }
 
     /// Current counters.
@@ -325,7 +335,10 @@ impl Drop for LoadGen {
 }
 
 fn epoch_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn record(records: &Mutex<Vec<TunnelRecord>>, t: &Tunnel, peer_closed: bool) {
@@ -360,7 +373,10 @@ fn open(cfg: &LoadConfig, thread: usize, index: usize) -> std::io::Result<Tunnel
     Ok(Tunnel {
         index,
         stream,
-        phase: Phase::Handshake { sent_at: Instant::now(), buf: Vec::new() },
+        phase: Phase::Handshake {
+            sent_at: Instant::now(),
+            buf: Vec::new(),
+        },
         rbuf: Vec::new(),
         up_at: None,
         first_ping_at: None,
@@ -446,7 +462,11 @@ fn step(t: &mut Tunnel, cfg: &LoadConfig, c: &Counters, buf: &mut [u8]) -> (Outc
     loop {
         match (&t.stream).read(buf) {
             Ok(0) => {
-                let o = if t.up_at.is_some() { Outcome::PeerClosed } else { Outcome::HandshakeFailed };
+                let o = if t.up_at.is_some() {
+                    Outcome::PeerClosed
+                } else {
+                    Outcome::HandshakeFailed
+                };
                 return (o, true);
             }
             Ok(n) => {
@@ -479,7 +499,11 @@ fn step(t: &mut Tunnel, cfg: &LoadConfig, c: &Counters, buf: &mut [u8]) -> (Outc
             Err(e) if e.kind() == ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(_) => {
-                let o = if t.up_at.is_some() { Outcome::PeerClosed } else { Outcome::HandshakeFailed };
+                let o = if t.up_at.is_some() {
+                    Outcome::PeerClosed
+                } else {
+                    Outcome::HandshakeFailed
+                };
                 return (o, true);
             }
         }
@@ -500,7 +524,8 @@ fn consume(t: &mut Tunnel, cfg: &LoadConfig, c: &Counters) -> Option<Outcome> {
     let mut start = 0;
     while t.rbuf.len() - start >= RPING.len() {
         if &t.rbuf[start..start + RPING.len()] != RPING {
-            c.unexpected_bytes.fetch_add((t.rbuf.len() - start) as u64, Ordering::SeqCst);
+            c.unexpected_bytes
+                .fetch_add((t.rbuf.len() - start) as u64, Ordering::SeqCst);
             start = t.rbuf.len();
             break;
         }
@@ -537,7 +562,8 @@ fn consume(t: &mut Tunnel, cfg: &LoadConfig, c: &Counters) -> Option<Outcome> {
     t.rbuf.drain(..start);
     // A partial trailing chunk that cannot become RPING is unexpected, too.
     if !t.rbuf.is_empty() && !RPING.starts_with(&t.rbuf) {
-        c.unexpected_bytes.fetch_add(t.rbuf.len() as u64, Ordering::SeqCst);
+        c.unexpected_bytes
+            .fetch_add(t.rbuf.len() as u64, Ordering::SeqCst);
         t.rbuf.clear();
     }
     None
@@ -551,8 +577,11 @@ mod tests {
     fn handshake_bytes_follow_the_capture() {
         let req = handshake_request(19011, "n", "c", "t", "worker_0", 1, 5);
         let text = String::from_utf8(req).unwrap();
-        assert!(text.starts_with("GET /reverse_connections/request HTTP/1.1\r\nhost: 127.0.0.1:19011\r\n"));
-        assert!(text.ends_with("x-envoy-reverse-tunnel-connection-id: 1\r\ncontent-length: 0\r\n\r\n"));
+        assert!(text
+            .starts_with("GET /reverse_connections/request HTTP/1.1\r\nhost: 127.0.0.1:19011\r\n"));
+        assert!(
+            text.ends_with("x-envoy-reverse-tunnel-connection-id: 1\r\ncontent-length: 0\r\n\r\n")
+        );
         assert_eq!(expand("node-{i}", 7), "node-7");
         assert_eq!(Behavior::parse("close:3").unwrap(), Behavior::Close(3));
         assert!(Behavior::parse("nope").is_err());

@@ -534,12 +534,6 @@ enum Expect {
     },
     /// Equal, except that ours adds a `retry-after` header (README: 429 carries `retry-after`).
     SameButRetryAfter,
-    /// A known, reported divergence that is NOT a documented improvement: the built-in's answer
-    /// must have `builtin_status`; ours is printed with the reason. Turn into `Same` once fixed.
-    KnownGap {
-        builtin_status: u16,
-        why: &'static str,
-    },
 }
 
 /// One row of the table.
@@ -905,21 +899,6 @@ fn check_row(expect: Expect, r: &Row) -> Result<()> {
                 r.builtin,
                 r.ours
             );
-        }
-        Expect::KnownGap {
-            builtin_status,
-            why,
-        } => {
-            ensure!(
-                r.builtin.status() == builtin_status,
-                "built-in answered {:?}",
-                r.builtin
-            );
-            if r.builtin == r.ours {
-                println!("NOTE: known gap is fixed, make this row `Same`");
-            } else {
-                println!("KNOWN GAP (reported, not an improvement): {why}");
-            }
         }
         Expect::Ours {
             status,

@@ -58,6 +58,9 @@ pub fn responder_vars(
         ("CLAIM_TIMEOUT", "0s".to_string()),
         // Lifecycle access log file (a Topology points it into its test directory).
         ("LIFECYCLE_LOG", "/dev/null".to_string()),
+        // Tenant isolation off; the egress target is the node (or cluster) id header.
+        ("TENANT_ISOLATION", "false".to_string()),
+        ("TARGET_FORMAT", "%REQ(x-remote-node-id)%".to_string()),
     ]
 }
 

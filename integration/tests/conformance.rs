@@ -72,10 +72,25 @@ impl Side {
         let ports = free_ports(3)?;
         let text = render(
             kind.template(),
-            &responder_vars(ports[0], ports[1], ports[2], 3),
+            &{
+                // Our template has its own `enable_tenant_isolation` line: set it through the
+                // variable, not by adding a second key.
+                let mut vars = responder_vars(ports[0], ports[1], ports[2], 3);
+                if extra.bootstrap.contains(&"enable_tenant_isolation: true") {
+                    vars.retain(|(k, _)| *k != "TENANT_ISOLATION");
+                    vars.push(("TENANT_ISOLATION", "true".to_string()));
+                }
+                vars
+            },
         )?;
         let text = insert_sibling_lines(&text, "ping_interval: 2s", &extra.filter)?;
-        let text = insert_sibling_lines(&text, "stat_prefix: upstream_rc", &extra.bootstrap)?;
+        let bootstrap: Vec<&str> = extra
+            .bootstrap
+            .iter()
+            .copied()
+            .filter(|l| !(kind == Responder::Module && l.starts_with("enable_tenant_isolation")))
+            .collect();
+        let text = insert_sibling_lines(&text, "stat_prefix: upstream_rc", &bootstrap)?;
         let text = if kind == Responder::Builtin {
             insert_sibling_lines(
                 &text,

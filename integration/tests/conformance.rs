@@ -62,6 +62,9 @@ struct Extra {
 struct Side {
     kind: Responder,
     envoy: Envoy,
+    /// Envoy's listener access log of the handshake listener: one line per closed connection,
+    /// `%DYNAMIC_METADATA(envoy.filters.network.reverse_tunnel)%`.
+    listener_log: PathBuf,
     handshake_port: u16,
     egress_port: u16,
 }
@@ -100,6 +103,17 @@ impl Side {
         } else {
             text
         };
+        // Envoy's own listener access log on the handshake listener prints the validation
+        // metadata the filter emits (protocol doc §5.2).
+        let listener_log = dir.file(&format!("{tag}-{}-listener.log", side_name(kind)));
+        let access_log = format!(
+            "  access_log: [{{name: envoy.access_loggers.file, typed_config: {{\"@type\": \
+             type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog, path: \"{}\", \
+             log_format: {{text_format_source: {{inline_string: \"%DYNAMIC_METADATA({})%\\n\"}}}}}}}}]",
+            listener_log.display(),
+            METADATA_NAMESPACE
+        );
+        let text = insert_sibling_lines(&text, "- name: rt_handshake", &[access_log.as_str()])?;
         let name = format!("{tag}-{}.yaml", side_name(kind));
         let path: PathBuf = dir.file(&name);
         std::fs::write(&path, text)?;
@@ -110,6 +124,7 @@ impl Side {
             envoy,
             handshake_port: ports[1],
             egress_port: ports[2],
+            listener_log,
         })
     }
 
@@ -1079,7 +1094,39 @@ fn conformance_table_upgrade_isolation_cap() -> Result<()> {
         &mut ours,
         &strict_cases(),
     )?;
+    // `validation.emit_dynamic_metadata`: Envoy's listener access log shows the same metadata
+    // (node/cluster/tenant ids and validation_result) for every refused connection on both sides.
+    let want = |side: &Side| -> Result<Vec<String>> {
+        wait_for("listener access log lines with validation metadata", Duration::from_secs(10), || {
+            let rows = metadata_rows(&side.listener_log);
+            Ok(if rows.len() >= 3 { Check::Done(rows) } else { Check::NotYet(format!("{rows:?}")) })
+        })
+    };
+    let (b, o) = (want(&builtin)?, want(&ours)?);
+    assert_eq!(o, b, "validation metadata (ours vs built-in)");
+    assert!(b.iter().any(|r| r.contains("validation_failed")) && b.iter().any(|r| r.contains("rejected")), "{b:?}");
     Ok(())
+}
+
+/// Namespace of the validation metadata (the default of `dynamic_metadata_namespace`).
+const METADATA_NAMESPACE: &str = "envoy.filters.network.reverse_tunnel";
+
+/// Sorted `node_id/cluster_id/tenant_id/validation_result` of the listener log's lines that
+/// carry metadata of a refused handshake.
+fn metadata_rows(path: &std::path::Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut rows: Vec<String> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| {
+            let get = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
+            let result = get("validation_result");
+            (result == "validation_failed" || result == "rejected")
+                .then(|| format!("{}/{}/{}/{}", get("node_id"), get("cluster_id"), get("tenant_id"), result))
+        })
+        .collect();
+    rows.sort();
+    rows
 }
 
 /// A raw-socket fake initiator handshakes with OUR responder: the first bytes it reads must be

@@ -88,6 +88,9 @@ void envoy_dynamic_module_callback_log_v2(envoy_dynamic_module_type_log_level le
 bool envoy_dynamic_module_callback_log_enabled(envoy_dynamic_module_type_log_level level);
 uint32_t envoy_dynamic_module_callback_get_concurrency(void);  /* main thread only */
 bool envoy_dynamic_module_callback_is_validation_mode(void);   /* main thread only */
+/* Envoy runtime (layered_runtime) lookup; signature from the implementation (ABI doc §2 [I]). */
+bool envoy_dynamic_module_callback_get_runtime_bool(envoy_dynamic_module_type_module_buffer key,
+                                                   bool default_value);
 
 /* ---- §3 bootstrap extension --------------------------------------------------------------- */
 typedef void* envoy_dynamic_module_type_bootstrap_extension_config_envoy_ptr;

@@ -57,7 +57,13 @@ pub struct Runtime {
     pub draining: AtomicBool,
     /// The lifecycle access log (bootstrap `access_log`), written off the workers.
     pub lifecycle: LifecycleLog,
+    /// Also log `idle_ping_sent` / `idle_ping_ack` (two lines per tunnel per interval): Envoy
+    /// runtime key [`PING_EVENTS_RUNTIME_KEY`], read at startup, default false.
+    pub log_ping_events: bool,
 }
+
+/// Runtime key that turns on the noisy `idle_ping_sent` / `idle_ping_ack` lifecycle events.
+pub const PING_EVENTS_RUNTIME_KEY: &str = "reverse_tunnel.lifecycle.ping_events";
 
 /// The connections through which a worker's clock tick can be delivered.
 #[derive(Default)]
@@ -84,6 +90,7 @@ impl Runtime {
             clocks: (0..workers).map(|_| Mutex::new(WorkerClock::default())).collect(),
             draining: AtomicBool::new(false),
             lifecycle,
+            log_ping_events: crate::ffi::envoy::runtime_bool(PING_EVENTS_RUNTIME_KEY, false),
         })
     }
 
@@ -166,6 +173,7 @@ pub struct Stats {
     cx_idle_expire_time: Option<usize>,
     ping_rtt: Option<usize>,
     relay_bytes: Option<usize>,
+    access_log_dropped: Option<usize>,
     worker_names: Vec<String>,
 }
 
@@ -202,6 +210,7 @@ impl Stats {
             cx_idle_expire_time: d(MetricKind::Histogram, p("cx_idle_expire_time"), &[]),
             ping_rtt: d(MetricKind::Histogram, p("ping_rtt"), &[]),
             relay_bytes: d(MetricKind::Counter, p("relay_bytes"), &["direction"]),
+            access_log_dropped: d(MetricKind::Gauge, p("access_log_dropped"), &[]),
             worker_names: (0..concurrency.max(1)).map(|w| format!("worker_{w}")).collect(),
         }
     }
@@ -283,6 +292,10 @@ impl Stats {
     /// Records an RPING round trip in ms.
     pub fn ping_rtt(&self, ms: u64) {
         self.up(MetricOp::Record, self.ping_rtt, &[], ms);
+    }
+    /// Publishes the number of lifecycle log entries dropped so far (queue full).
+    pub fn access_log_dropped(&self, total: u64) {
+        self.up(MetricOp::SetGauge, self.access_log_dropped, &[], total);
     }
     /// Counts relayed bytes; `direction` is `to_initiator` or `from_initiator`.
     pub fn relayed(&self, direction: &str, n: usize) {

@@ -61,6 +61,8 @@ pub fn responder_vars(
         // Tenant isolation off; the egress target is the node (or cluster) id header.
         ("TENANT_ISOLATION", "false".to_string()),
         ("TARGET_FORMAT", "%REQ(x-remote-node-id)%".to_string()),
+        // Runtime key reverse_tunnel.lifecycle.ping_events (noisy idle_ping_sent / ack events).
+        ("PING_EVENTS", "false".to_string()),
     ]
 }
 

@@ -391,34 +391,68 @@ fn lifecycle_shape(path: &std::path::Path) -> Result<std::collections::BTreeMap<
         let mut keys: Vec<String> = lc.keys().cloned().collect();
         keys.sort();
         let log_type = v.get("log_type").and_then(|t| t.as_str()).unwrap_or("?").to_string();
-        out.entry(event).or_insert((keys, log_type));
+        // One entry per (event, access-log type): a tunnel_closed of an idle tunnel and of a used
+        // one differ in type (TcpConnectionEnd / UpstreamEnd), and either may come first.
+        out.entry(event.clone()).or_insert((keys.clone(), log_type.clone()));
+        out.entry(format!("{event}@{log_type}")).or_insert((keys, log_type));
     }
     Ok(out)
 }
 
-/// The same `access_log` block on the built-in responder and ours, the same life (connect,
-/// handoff, initiator killed): the events both emit carry the same lifecycle keys and access-log
-/// types. Documented difference: we do not emit the noisy `idle_ping_sent` / `idle_ping_ack`.
+/// The same `access_log` block on the built-in responder and ours, the same scripted life:
+/// a real initiator connects, is pinged, carries a request (handoff) and is killed; a raw
+/// initiator connects and stops answering RPING (misses, timeout). The events both emit carry the
+/// same lifecycle keys and access-log types. Ours logs `idle_ping_sent` / `idle_ping_ack` only
+/// with the runtime key `reverse_tunnel.lifecycle.ping_events` (set here; the built-in always does).
 #[test]
 fn lifecycle_access_log_matches_the_builtin() -> Result<()> {
+    use rt_integration::load::{Behavior, LoadConfig, LoadGen};
     let _serial = serial();
     let mut shapes = Vec::new();
     for kind in [Responder::Builtin, Responder::Module] {
-        let mut topo = Topology::start("lifecycle", kind, 1, &[InitiatorSpec::new("node-l", "cluster-l")])?;
+        let mut topo = Topology::start_with(
+            "lifecycle",
+            kind,
+            1,
+            &[InitiatorSpec::new("node-l", "cluster-l")],
+            &[("PING_EVENTS", "true".to_string())],
+        )?;
         topo.wait_tunnels(1, TUNNELS_UP)?;
+        let mut silent = LoadGen::start(LoadConfig::new(topo.handshake_port, 1, Behavior::Silent).ids("node-s", "cluster-s", "tenant-s"))?;
+        silent.wait_up(Duration::from_secs(5))?;
+        let path = topo.lifecycle_log();
+        // The real initiator answers a ping before it carries the request.
+        wait_for(&format!("{kind:?} lifecycle log has idle_ping_ack"), Duration::from_secs(10), || {
+            let s = lifecycle_shape(&path).unwrap_or_default();
+            Ok(if s.contains_key("idle_ping_ack") { Check::Done(()) } else { Check::NotYet(format!("{:?}", s.keys())) })
+        })?;
         let r = topo.get("node-l", "/direct")?;
         assert_eq!(r.status, 200, "{kind:?}: {}", r.body);
-        topo.kill_initiator(0)?;
-        topo.wait_tunnels(0, Duration::from_secs(15))?;
-        let path = topo.lifecycle_log();
-        let shape = wait_for(&format!("{kind:?} lifecycle log has tunnel_closed"), Duration::from_secs(20), || {
+        let want = ["tunnel_setup", "idle_ping_sent", "idle_ping_ack", "idle_ping_miss", "idle_ping_timeout", "socket_handoff"];
+        wait_for(&format!("{kind:?} lifecycle log has the ping and timeout events"), Duration::from_secs(25), || {
             let s = lifecycle_shape(&path).unwrap_or_default();
-            Ok(if s.contains_key("tunnel_closed") { Check::Done(s) } else { Check::NotYet(format!("{s:?}")) })
+            Ok(if want.iter().all(|e| s.contains_key(*e)) { Check::Done(()) } else { Check::NotYet(format!("{:?}", s.keys())) })
+        })?;
+        topo.kill_initiator(0)?;
+        silent.close_all();
+        let shape = wait_for(&format!("{kind:?} lifecycle log has both tunnel_closed kinds"), Duration::from_secs(20), || {
+            let s = lifecycle_shape(&path).unwrap_or_default();
+            let done = s.contains_key("tunnel_closed@TcpConnectionEnd") && s.contains_key("tunnel_closed@UpstreamEnd");
+            Ok(if done { Check::Done(s) } else { Check::NotYet(format!("{:?}", s.keys())) })
         })?;
         shapes.push((kind, shape));
     }
     let (builtin, ours) = (&shapes[0].1, &shapes[1].1);
-    for event in ["tunnel_setup", "socket_handoff", "tunnel_closed"] {
+    for event in [
+        "tunnel_setup@TcpUpstreamConnected",
+        "idle_ping_sent@TcpUpstreamConnected",
+        "idle_ping_ack@TcpUpstreamConnected",
+        "idle_ping_miss@TcpUpstreamConnected",
+        "idle_ping_timeout@TcpUpstreamConnected",
+        "socket_handoff@UpstreamPoolReady",
+        "tunnel_closed@TcpConnectionEnd",
+        "tunnel_closed@UpstreamEnd",
+    ] {
         let b = builtin.get(event).ok_or(format!("built-in did not log {event}: {builtin:?}"))?;
         let o = ours.get(event).ok_or(format!("module did not log {event}: {ours:?}"))?;
         assert_eq!(o, b, "{event}: keys and log type (ours vs built-in)");

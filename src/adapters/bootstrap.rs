@@ -20,6 +20,9 @@ pub const CLOCK_PERIOD_MS: u64 = 100;
 /// Admin path of the tunnel listing.
 pub const ADMIN_PATH: &str = "/reverse_tunnels";
 
+/// Admin path that reopens the lifecycle access log files (after rotation).
+pub const REOPEN_PATH: &str = "/reverse_tunnels/reopen_logs";
+
 /// The module-side object of the bootstrap extension config.
 pub struct BootstrapExtension {
     /// Envoy's config pointer.
@@ -60,11 +63,15 @@ impl BootstrapExtension {
         if !self.handle.register_admin_handler(ADMIN_PATH, "reverse_tunnel: list tunnels by tenant, cluster and node (JSON)") {
             rt_log!(Warn, "reverse_tunnel: could not register admin handler {ADMIN_PATH}");
         }
+        if !self.handle.register_admin_handler(REOPEN_PATH, "reverse_tunnel: reopen the lifecycle access log files") {
+            rt_log!(Warn, "reverse_tunnel: could not register admin handler {REOPEN_PATH}");
+        }
     }
 
     /// `timer_fired`: one clock period elapsed.
     pub fn timer_fired(&self, timer: BootstrapTimer) {
         self.runtime.post_ticks();
+        self.runtime.stats.access_log_dropped(self.runtime.lifecycle.dropped());
         timer.enable(CLOCK_PERIOD_MS);
     }
 
@@ -86,6 +93,12 @@ impl BootstrapExtension {
     /// `admin_request` for [`ADMIN_PATH`]: returns (status, body).
     pub fn admin_request(&self, _method: &str, path: &str) -> (u32, Vec<u8>) {
         let (p, query) = path.split_once('?').unwrap_or((path, ""));
+        if p == REOPEN_PATH {
+            // Envoy's own /reopen_logs does not reach modules (no hook in the ABI): log rotation
+            // calls this one as well.
+            self.runtime.lifecycle.reopen();
+            return (200, b"lifecycle access log files reopened\n".to_vec());
+        }
         if p != ADMIN_PATH {
             return (404, b"not found\n".to_vec());
         }

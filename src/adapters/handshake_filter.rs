@@ -362,8 +362,16 @@ fn lifecycle_keepalive_timeout(conn: &Conn, age_ms: u64) {
 fn handle_keepalive_events(conn: &Rc<Conn>, events: Vec<Event>, now: u64) {
     for ev in events {
         match ev {
-            Event::SendPing => conn.write(RPING),
+            Event::SendPing => {
+                conn.write(RPING);
+                if conn.runtime.log_ping_events {
+                    lifecycle(conn, "idle_ping_sent", "TcpUpstreamConnected", "idle", Vec::new());
+                }
+            }
             Event::Ack { rtt_ms } => {
+                if conn.runtime.log_ping_events {
+                    lifecycle(conn, "idle_ping_ack", "TcpUpstreamConnected", "idle", Vec::new());
+                }
                 conn.runtime.stats.ping_rtt(rtt_ms);
                 conn.ep.live.last_rtt_ms.store(rtt_ms, std::sync::atomic::Ordering::Relaxed);
                 conn.ep.live.last_ack_unix_ms.store(crate::runtime::unix_ms(), std::sync::atomic::Ordering::Relaxed);
@@ -603,9 +611,11 @@ pub fn on_closed(conn: &Rc<Conn>, remote: bool) {
         }
     };
     let rt = &conn.runtime;
+    // Every accepted tunnel gets its tunnel_closed, admitted to the pool or not (its ping events
+    // were logged too).
+    let (log_type, state) = if claimed_at.is_some() { ("UpstreamEnd", "in_use") } else { ("TcpConnectionEnd", "idle") };
+    lifecycle(conn, "tunnel_closed", log_type, state, vec![("close_reason", reason.to_string())]);
     if registered_at.is_some() {
-        let (log_type, state) = if claimed_at.is_some() { ("UpstreamEnd", "in_use") } else { ("TcpConnectionEnd", "idle") };
-        lifecycle(conn, "tunnel_closed", log_type, state, vec![("close_reason", reason.to_string())]);
         if let Some(rm) = rt.tracker.remove(conn.ep.conn_id) {
             let lifetime = match (rm.was_idle, claimed_at, registered_at) {
                 (false, Some(c), _) => now.saturating_sub(c),

@@ -59,6 +59,12 @@ pub fn log(level: LogLevel, msg: &str, file: &str, line: u32) {
     unsafe { shim::log_v2(level as u32, mbuf(msg.as_bytes()), mbuf(file.as_bytes()), line) }
 }
 
+/// Envoy runtime value `key` (from `layered_runtime`) as a bool, or `default`.
+pub fn runtime_bool(key: &str, default: bool) -> bool {
+    // SAFETY: the key buffer lives for the call.
+    unsafe { shim::get_runtime_bool(mbuf(key.as_bytes()), default) }
+}
+
 /// Worker count (`--concurrency`). Main thread only.
 pub fn concurrency() -> u32 {
     // SAFETY: main-thread call made from bootstrap config_new.
@@ -379,6 +385,7 @@ mod shim {
         envoy_dynamic_module_callback_bootstrap_extension_timer_enable as timer_enable,
         envoy_dynamic_module_callback_bootstrap_extension_timer_new as timer_new,
         envoy_dynamic_module_callback_get_concurrency as get_concurrency,
+        envoy_dynamic_module_callback_get_runtime_bool as get_runtime_bool,
         envoy_dynamic_module_callback_log_enabled as log_enabled,
         envoy_dynamic_module_callback_log_v2 as log_v2,
         envoy_dynamic_module_callback_network_filter_close_with_details as close_with_details,
@@ -411,6 +418,7 @@ mod shim {
     pub unsafe fn log_enabled(_: u32) -> bool { false }
     pub unsafe fn log_v2(_: u32, _: MB, _: MB, _: u32) {}
     pub unsafe fn get_concurrency() -> u32 { 1 }
+    pub unsafe fn get_runtime_bool(_: MB, d: bool) -> bool { d }
     pub unsafe fn define_counter(_: *mut c_void, _: MB, _: *mut MB, _: usize, id: *mut usize) -> u32 { unsafe { *id = 1 }; 0 }
     pub unsafe fn define_gauge(_: *mut c_void, _: MB, _: *mut MB, _: usize, id: *mut usize) -> u32 { unsafe { *id = 1 }; 0 }
     pub unsafe fn define_histogram(_: *mut c_void, _: MB, _: *mut MB, _: usize, id: *mut usize) -> u32 { unsafe { *id = 1 }; 0 }

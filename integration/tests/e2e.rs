@@ -372,6 +372,13 @@ fn frozen_initiator_is_detected_idle_and_in_use() -> Result<()> {
     };
     assert!(closed("idle_ping_timeout") >= 1, "idle tunnel not closed by RPING keepalive: {stats:?}");
     assert!(closed("http2_ping_timeout") >= 1, "in-use tunnel not closed by HTTP/2 PING keepalive");
+    // ... and the lifecycle log says so (protocol doc §5.1: http2_keepalive_timeout, UpstreamEnd).
+    let path = topo.lifecycle_log();
+    wait_for("lifecycle log has http2_keepalive_timeout", Duration::from_secs(5), || {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let hit = text.lines().any(|l| l.contains("\"event\":\"http2_keepalive_timeout\"") && l.contains("UpstreamEnd") && l.contains("http2_ping_timeout"));
+        Ok(if hit { Check::Done(()) } else { Check::NotYet(format!("{} lines", text.lines().count())) })
+    })?;
     // Thawed, the initiator notices the closes and re-dials on its maintenance tick (~10 s).
     topo.wait_tunnels(2, Duration::from_secs(30))?;
     let r = topo.get("node-f", "/direct")?;

@@ -240,6 +240,10 @@ pub struct RawTunnels {
     closed: Arc<AtomicU64>,
     /// RPING echoes written so far.
     echoes: Arc<AtomicU64>,
+    /// When set, received `RPING`s are read but no longer echoed (a dead initiator).
+    silent: Arc<AtomicBool>,
+    /// When each responder close was seen (resolution: one [`ECHO_SWEEP`]).
+    close_times: Arc<Mutex<Vec<Instant>>>,
 }
 
 impl RawTunnels {
@@ -248,15 +252,24 @@ impl RawTunnels {
         let stop = Arc::new(AtomicBool::new(false));
         let closed = Arc::new(AtomicU64::new(0));
         let echoes = Arc::new(AtomicU64::new(0));
+        let silent = Arc::new(AtomicBool::new(false));
+        let close_times = Arc::new(Mutex::new(Vec::new()));
         let mut shards = Vec::new();
         let mut threads = Vec::new();
         for _ in 0..ECHO_SHARDS {
             let shard: Arc<Mutex<Vec<Conn>>> = Arc::new(Mutex::new(Vec::new()));
-            let (s, st, cl, ec) = (shard.clone(), stop.clone(), closed.clone(), echoes.clone());
-            threads.push(std::thread::spawn(move || echo_loop(s, st, cl, ec)));
+            let flags = EchoShared {
+                stop: stop.clone(),
+                silent: silent.clone(),
+                closed: closed.clone(),
+                echoes: echoes.clone(),
+                close_times: close_times.clone(),
+            };
+            let s = shard.clone();
+            threads.push(std::thread::spawn(move || echo_loop(s, flags)));
             shards.push(shard);
         }
-        RawTunnels { shards, stop, threads, closed, echoes }
+        RawTunnels { shards, stop, threads, closed, echoes, silent, close_times }
     }
 
     /// Tunnels currently held open.
@@ -272,6 +285,19 @@ impl RawTunnels {
     /// RPING echoes sent so far.
     pub fn echo_count(&self) -> u64 {
         self.echoes.load(Ordering::Relaxed)
+    }
+
+    /// Stops echoing from now on (sockets stay open; received bytes are still read) and returns
+    /// the instant this took effect.
+    pub fn go_silent(&self) -> Instant {
+        self.silent.store(true, Ordering::Relaxed);
+        Instant::now()
+    }
+
+    /// Instants at which the responder's closes were seen so far (one per closed tunnel,
+    /// measured to within one echo sweep of 100 ms).
+    pub fn close_times(&self) -> Vec<Instant> {
+        self.close_times.lock().map(|v| v.clone()).unwrap_or_default()
     }
 
     /// Opens `n` tunnels to 127.0.0.1:`port` with `in_flight` handshakes at a time (one thread
@@ -365,11 +391,22 @@ fn handshake(port: u16, req: &[u8]) -> Result<Conn> {
     Ok(Conn { stream: s, partial: buf.len() - head_end })
 }
 
+/// State shared by the echo threads of one [`RawTunnels`].
+struct EchoShared {
+    stop: Arc<AtomicBool>,
+    silent: Arc<AtomicBool>,
+    closed: Arc<AtomicU64>,
+    echoes: Arc<AtomicU64>,
+    close_times: Arc<Mutex<Vec<Instant>>>,
+}
+
 /// Echo thread: every [`ECHO_SWEEP`], reads what each tunnel received and answers each complete
-/// 5 bytes with `RPING`; drops tunnels the peer closed.
-fn echo_loop(shard: Arc<Mutex<Vec<Conn>>>, stop: Arc<AtomicBool>, closed: Arc<AtomicU64>, echoes: Arc<AtomicU64>) {
+/// 5 bytes with `RPING` (unless silent); drops tunnels the peer closed and notes when.
+fn echo_loop(shard: Arc<Mutex<Vec<Conn>>>, f: EchoShared) {
     let mut buf = [0u8; 512];
-    while !stop.load(Ordering::Relaxed) {
+    while !f.stop.load(Ordering::Relaxed) {
+        let silent = f.silent.load(Ordering::Relaxed);
+        let mut closed_now = 0usize;
         if let Ok(mut conns) = shard.lock() {
             conns.retain_mut(|c| {
                 let mut alive = true;
@@ -390,16 +427,25 @@ fn echo_loop(shard: Arc<Mutex<Vec<Conn>>>, stop: Arc<AtomicBool>, closed: Arc<At
                 }
                 let pings = c.partial / 5;
                 c.partial %= 5;
-                for _ in 0..pings {
-                    if c.stream.write(b"RPING").is_ok() {
-                        echoes.fetch_add(1, Ordering::Relaxed);
+                if !silent {
+                    for _ in 0..pings {
+                        if c.stream.write(b"RPING").is_ok() {
+                            f.echoes.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                 }
                 if !alive {
-                    closed.fetch_add(1, Ordering::Relaxed);
+                    f.closed.fetch_add(1, Ordering::Relaxed);
+                    closed_now += 1;
                 }
                 alive
             });
+        }
+        if closed_now > 0 {
+            let now = Instant::now();
+            if let Ok(mut t) = f.close_times.lock() {
+                t.extend(std::iter::repeat_n(now, closed_now));
+            }
         }
         std::thread::sleep(ECHO_SWEEP);
     }

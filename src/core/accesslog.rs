@@ -39,6 +39,7 @@
 //! Pure code: no I/O, no clock, no panics on any input.
 
 use crate::config::bootstrap::LogFormat;
+use crate::core::format_string::{self, Piece};
 use serde_json::{Map, Value};
 
 /// The lifecycle metadata namespace (protocol doc §5.1).
@@ -370,49 +371,14 @@ fn typed_value(op: &Operator, ev: &LifecycleEvent) -> Option<Value> {
 
 /// Parses a format string into literal and operator parts.
 fn parse_template(fmt: &str) -> Result<Template, String> {
-    let mut parts = Vec::new();
-    let mut literal = String::new();
-    let mut rest = fmt;
-    let mut offset = 0usize;
-    while let Some(pos) = rest.find('%') {
-        literal.push_str(&rest[..pos]);
-        let after = &rest[pos + 1..];
-        if let Some(stripped) = after.strip_prefix('%') {
-            literal.push('%');
-            offset += pos + 2;
-            rest = stripped;
-            continue;
-        }
-        let end = command_end(after)
-            .ok_or_else(|| format!("unterminated command operator at byte {}", offset + pos))?;
-        let op = parse_operator(&after[..end])?;
-        if !literal.is_empty() {
-            parts.push(Part::Literal(std::mem::take(&mut literal)));
-        }
-        parts.push(Part::Op(op));
-        offset += pos + 1 + end + 1;
-        rest = &after[end + 1..];
-    }
-    literal.push_str(rest);
-    if !literal.is_empty() {
-        parts.push(Part::Literal(literal));
-    }
+    let parts = format_string::split(fmt, parse_operator)?
+        .into_iter()
+        .map(|p| match p {
+            Piece::Literal(s) => Part::Literal(s),
+            Piece::Op(op) => Part::Op(op),
+        })
+        .collect();
     Ok(Template { parts })
-}
-
-/// Index of the `%` closing the command starting at `s[0]`; `%` inside `(...)` (a
-/// `START_TIME` format) does not close it.
-fn command_end(s: &str) -> Option<usize> {
-    let mut depth = 0u32;
-    for (i, c) in s.char_indices() {
-        match c {
-            '(' => depth = depth.saturating_add(1),
-            ')' => depth = depth.saturating_sub(1),
-            '%' if depth == 0 => return Some(i),
-            _ => {}
-        }
-    }
-    None
 }
 
 /// Parses `NAME`, `NAME:N`, `NAME(arg)` or `NAME(arg):N` (the text between the two `%`).

@@ -17,6 +17,8 @@
 //! Anything else is refused by [`parse`] with an error naming the operator, e.g.
 //! `unsupported command operator '%FOO%'`. Pure code: no panics on any input.
 
+use crate::core::format_string::{self, Piece};
+
 /// A parsed id format string (see the module docs for the grammar).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdFormat {
@@ -62,51 +64,14 @@ const MISSING: &str = "-";
 /// - `unterminated command operator at byte N` when a `%` has no closing `%`;
 /// - `invalid REQ(...) ...` for an empty header name, a missing `)` or a bad `:N` length.
 pub fn parse(fmt: &str) -> Result<IdFormat, String> {
-    let mut parts = Vec::new();
-    let mut literal = String::new();
-    let mut rest = fmt;
-    let mut offset = 0usize;
-    while let Some(pos) = rest.find('%') {
-        literal.push_str(&rest[..pos]);
-        let after = &rest[pos + 1..];
-        if let Some(stripped) = after.strip_prefix('%') {
-            literal.push('%');
-            offset += pos + 2;
-            rest = stripped;
-            continue;
-        }
-        // A command runs to the next '%' that is not inside parentheses.
-        let end = command_end(after)
-            .ok_or_else(|| format!("unterminated command operator at byte {}", offset + pos))?;
-        let command = &after[..end];
-        let part = parse_command(command)?;
-        if !literal.is_empty() {
-            parts.push(Part::Literal(std::mem::take(&mut literal)));
-        }
-        parts.push(part);
-        offset += pos + 1 + end + 1;
-        rest = &after[end + 1..];
-    }
-    literal.push_str(rest);
-    if !literal.is_empty() {
-        parts.push(Part::Literal(literal));
-    }
+    let parts = format_string::split(fmt, parse_command)?
+        .into_iter()
+        .map(|p| match p {
+            Piece::Literal(s) => Part::Literal(s),
+            Piece::Op(part) => part,
+        })
+        .collect();
     Ok(IdFormat { parts })
-}
-
-/// Index of the `%` closing the command that starts at `s[0]`, skipping a parenthesised
-/// argument (header names cannot contain `%`, but `(`…`)` is skipped for robustness).
-fn command_end(s: &str) -> Option<usize> {
-    let mut depth = 0u32;
-    for (i, c) in s.char_indices() {
-        match c {
-            '(' => depth = depth.saturating_add(1),
-            ')' => depth = depth.saturating_sub(1),
-            '%' if depth == 0 => return Some(i),
-            _ => {}
-        }
-    }
-    None
 }
 
 /// Parses the text between two `%` (the command operator without its delimiters).

@@ -1,6 +1,7 @@
 //! Pure logic: no Envoy, no `unsafe`. Each file is one state machine with its own unit tests.
 pub mod accesslog;
 pub mod deadlines;
+pub mod format_string;
 pub mod handshake;
 pub mod idformat;
 pub mod keepalive;

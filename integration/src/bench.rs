@@ -3,7 +3,7 @@
 //! - [`run_h2load`]: runs `h2load` (Debian `nghttp2-client`) against a responder's HTTP listener and
 //!   parses its summary and its per-request log (latency percentiles of the 2xx responses).
 //! - [`cpu_ticks`], [`rss_kb`], [`clk_tck`]: process CPU time and resident memory from `/proc`.
-//! - [`handshake_request`], [`RawTunnels`]: a raw-socket initiator that opens many tunnels with the
+//! - [`RawTunnels`]: a raw-socket initiator that opens many tunnels with the
 //!   exact handshake bytes of protocol doc §1.4 and echoes `RPING` on them (protocol doc §2.4.3).
 //! - [`median`], [`percentile`]: small statistics helpers.
 
@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::load::handshake_request;
 use crate::{Error, Result};
 
 /// What one `h2load` run reported.
@@ -174,27 +175,6 @@ pub fn rss_kb(pid: u32) -> Result<u64> {
         .ok_or_else(|| Error(format!("no VmRSS in /proc/{pid}/status")))
 }
 
-/// The handshake request of a 1.40.0 initiator, byte for byte in header order (protocol doc §1.4).
-pub fn handshake_request(port: u16, node: &str, cluster: &str, tenant: &str, conn_id: u64) -> Vec<u8> {
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
-    format!(
-        "GET /reverse_connections/request HTTP/1.1\r\n\
-         host: 127.0.0.1:{port}\r\n\
-         x-envoy-reverse-tunnel-node-id: {node}\r\n\
-         x-envoy-reverse-tunnel-cluster-id: {cluster}\r\n\
-         x-envoy-reverse-tunnel-tenant-id: {tenant}\r\n\
-         x-envoy-reverse-tunnel-upstream-cluster-name: upstream-cluster\r\n\
-         x-envoy-reverse-tunnel-initiation-time: {now_ms}\r\n\
-         x-envoy-reverse-tunnel-worker-id: worker_0\r\n\
-         x-envoy-reverse-tunnel-connection-id: {conn_id}\r\n\
-         content-length: 0\r\n\r\n"
-    )
-    .into_bytes()
-}
-
 /// Outcome of [`RawTunnels::open`].
 #[derive(Clone, Debug, Default)]
 pub struct HandshakeRun {
@@ -320,7 +300,8 @@ impl RawTunnels {
                     break;
                 }
                 let node = format!("{prefix}-{}", i % nodes);
-                let req = handshake_request(port, &node, &format!("{prefix}-cluster"), "bench-tenant", i as u64 + 1);
+                let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+                let req = handshake_request(port, &node, &format!("{prefix}-cluster"), "bench-tenant", "worker_0", i as u64 + 1, now_ms);
                 match handshake(port, &req) {
                     Ok(conn) => {
                         accepted.fetch_add(1, Ordering::Relaxed);
@@ -474,13 +455,6 @@ mod tests {
         assert_eq!(percentile(&[], 0.5), 0);
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0]), 2.5);
-    }
-
-    #[test]
-    fn handshake_bytes_follow_the_doc() {
-        let r = String::from_utf8(handshake_request(19011, "n", "c", "t", 7)).unwrap();
-        assert!(r.starts_with("GET /reverse_connections/request HTTP/1.1\r\nhost: 127.0.0.1:19011\r\n"));
-        assert!(r.contains("x-envoy-reverse-tunnel-connection-id: 7\r\ncontent-length: 0\r\n\r\n"));
     }
 
     #[test]

@@ -293,11 +293,24 @@ fn accept(conn: &Rc<Conn>, req: HandshakeRequest, now: u64) {
 /// Emits a lifecycle access-log entry for this tunnel (protocol doc §5.1); no-op without
 /// configured loggers. `extra` holds `miss_count`, `handoff_kind` or `close_reason`.
 fn lifecycle(conn: &Conn, event: &'static str, log_type: &'static str, socket_state: &'static str, extra: Vec<(&'static str, String)>) {
-    let log = &conn.runtime.lifecycle;
-    if !log.enabled() {
-        return;
+    if conn.runtime.lifecycle.enabled() {
+        if let Some(ev) = lifecycle_event(conn, event, log_type, socket_state, extra) {
+            conn.runtime.lifecycle.emit(ev);
+        }
     }
-    let Some(mut ev) = with_tunnel(conn, |t| {
+}
+
+/// The lifecycle entry for this tunnel now: its ids, addresses and initiator ids; a
+/// `close_reason` in `extra` is also the termination details.
+fn lifecycle_event(
+    conn: &Conn,
+    event: &'static str,
+    log_type: &'static str,
+    socket_state: &'static str,
+    extra: Vec<(&'static str, String)>,
+) -> Option<LifecycleEvent> {
+    let termination_details = extra.iter().find(|(k, _)| *k == "close_reason").map(|(_, r)| r.clone());
+    with_tunnel(conn, |t| {
         let id = t.identity.clone().unwrap_or_default();
         LifecycleEvent {
             event,
@@ -310,52 +323,31 @@ fn lifecycle(conn: &Conn, event: &'static str, log_type: &'static str, socket_st
             fd: conn.ep.conn_id,
             initiator_worker_id: t.initiator.0.clone(),
             initiator_connection_id: t.initiator.1.clone(),
-            extra: Vec::new(),
+            extra,
             start_time_unix_ms: crate::runtime::unix_ms(),
             duration_ms: 0,
             local_address: t.local.clone(),
             remote_address: t.remote.clone(),
             connection_id: conn.ep.conn_id,
-            termination_details: None,
+            termination_details,
         }
-    }) else {
-        return;
-    };
-    if let Some((_, r)) = extra.iter().find(|(k, _)| *k == "close_reason") {
-        ev.termination_details = Some(r.clone());
-    }
-    ev.extra = extra;
-    log.emit(ev);
+    })
 }
 
-/// `http2_keepalive_timeout` (protocol doc §3.4, §5.1): start time is the handoff, duration its age.
+/// `http2_keepalive_timeout` (protocol doc §3.4, §5.1): start time is the handoff, duration its
+/// age, remote the built-in's synthetic `127.0.0.1:0`.
 fn lifecycle_keepalive_timeout(conn: &Conn, age_ms: u64) {
     let log = &conn.runtime.lifecycle;
     if !log.enabled() {
         return;
     }
-    let id = with_tunnel(conn, |t| (t.identity.clone().unwrap_or_default(), t.initiator.clone(), t.local.clone()));
-    let Some((id, initiator, local)) = id else { return };
-    let reason = "http2_ping_timeout".to_string();
-    log.emit(LifecycleEvent {
-        event: "http2_keepalive_timeout",
-        log_type: "UpstreamEnd",
-        node_id: id.node_id,
-        cluster_id: id.cluster_id,
-        tenant_id: id.tenant_id,
-        worker: format!("worker_{}", conn.ep.worker),
-        socket_state: "in_use",
-        fd: conn.ep.conn_id,
-        initiator_worker_id: initiator.0,
-        initiator_connection_id: initiator.1,
-        extra: vec![("close_reason", reason.clone())],
-        start_time_unix_ms: crate::runtime::unix_ms().saturating_sub(age_ms),
-        duration_ms: age_ms,
-        local_address: local,
-        remote_address: "127.0.0.1:0".into(),
-        connection_id: conn.ep.conn_id,
-        termination_details: Some(reason),
-    });
+    let extra = vec![("close_reason", "http2_ping_timeout".to_string())];
+    if let Some(mut ev) = lifecycle_event(conn, "http2_keepalive_timeout", "UpstreamEnd", "in_use", extra) {
+        ev.start_time_unix_ms = ev.start_time_unix_ms.saturating_sub(age_ms);
+        ev.duration_ms = age_ms;
+        ev.remote_address = "127.0.0.1:0".into();
+        log.emit(ev);
+    }
 }
 
 /// Acts on keepalive events (never holding a state borrow across an Envoy call).

@@ -63,6 +63,10 @@ pub fn responder_vars(
         ("TARGET_FORMAT", "%REQ(x-remote-node-id)%".to_string()),
         // Runtime key reverse_tunnel.lifecycle.ping_events (noisy idle_ping_sent / ack events).
         ("PING_EVENTS", "false".to_string()),
+        // Bootstrap enable_detailed_stats, and the cap on its label sets (runtime key
+        // reverse_tunnel.detailed_stats.max_series).
+        ("DETAILED_STATS", "false".to_string()),
+        ("DETAILED_MAX_SERIES", "10000".to_string()),
     ]
 }
 

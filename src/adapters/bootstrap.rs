@@ -72,6 +72,7 @@ impl BootstrapExtension {
     pub fn timer_fired(&self, timer: BootstrapTimer) {
         self.runtime.post_ticks();
         self.runtime.stats.access_log_dropped(self.runtime.lifecycle.dropped());
+        self.runtime.stats.publish_panics(crate::ffi::PANICS_CAUGHT.load(Ordering::Relaxed));
         timer.enable(CLOCK_PERIOD_MS);
     }
 

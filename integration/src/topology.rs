@@ -391,6 +391,24 @@ impl Topology {
         Ok(())
     }
 
+    /// Stops the responder (SIGKILL when `crash`, else a graceful `/quitquitquit`) and starts it
+    /// again with the same config file (same ports) and `concurrency`, waiting until it is ready.
+    /// Tunnels are not waited for: the initiators re-dial on their own.
+    pub fn restart_responder(&mut self, crash: bool, concurrency: u32) -> Result<()> {
+        let mut old = self.responder.take().ok_or_else(|| Error::msg("the responder is not running"))?;
+        let config = old.config_path().to_path_buf();
+        if crash {
+            old.kill_hard()?;
+        } else {
+            old.quit();
+        }
+        drop(old);
+        let mut envoy = Envoy::start(&config, concurrency, &[])?;
+        envoy.wait_ready(READY_TIMEOUT)?;
+        self.responder = Some(envoy);
+        Ok(())
+    }
+
     /// The last `n` log lines of the responder and of every running initiator (for failure
     /// messages).
     pub fn logs_tail(&mut self, n: usize) -> String {

@@ -68,11 +68,32 @@ impl BootstrapExtension {
         }
     }
 
-    /// `timer_fired`: one clock period elapsed.
+    /// `timer_fired`: one clock period elapsed: posts the worker ticks and lets the reporter
+    /// send what is due (main thread).
     pub fn timer_fired(&self, timer: BootstrapTimer) {
         self.runtime.post_ticks();
         self.runtime.stats.access_log_dropped(self.runtime.lifecycle.dropped());
         timer.enable(CLOCK_PERIOD_MS);
+        // After re-arming, so that nothing in the reporter can stop the clock. It keeps
+        // reporting while draining (tunnels closing are news too).
+        crate::adapters::reporter::tick(&self.runtime, self.handle);
+    }
+
+    /// `http_callout_done` (ABI doc §3.2): the result of the reporter's callout `id`; `result`
+    /// is the raw `envoy_dynamic_module_type_http_callout_result` (0 Success), `status` the
+    /// response's `:status` header if any.
+    pub fn http_callout_done(&self, id: u64, result: u32, status: Option<&str>) {
+        if let Some(r) = &self.runtime.reporter {
+            let ok = crate::adapters::reporter::callout_ok(result, status);
+            let detail = match (result, status) {
+                (0, Some(s)) => format!("HTTP status {s}"),
+                (0, None) => "no :status".to_string(),
+                (1, _) => "reset (connection failure or timeout)".to_string(),
+                (2, _) => "response too large".to_string(),
+                (other, _) => format!("callout result {other}"),
+            };
+            r.on_callout_done(id, ok, &detail, crate::runtime::now_ms());
+        }
     }
 
     /// `drain_started`: new handshakes are refused from now on.

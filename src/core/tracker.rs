@@ -92,6 +92,9 @@ pub struct TunnelMeta {
     /// When the tunnel was registered, in milliseconds on the caller's clock. The idle time at a
     /// claim (the `cx_upgrade_time` histogram, protocol doc §4.1) is `now − registered_at_ms`.
     pub registered_at_ms: u64,
+    /// The handshake's `x-envoy-reverse-tunnel-initiation-time` (epoch ms; 0 if absent), for the
+    /// reporter (protocol doc §6).
+    pub initiation_time_ms: i64,
 }
 
 /// Whether a tunnel waits in the idle pool or has been claimed.
@@ -1165,6 +1168,7 @@ mod tests {
             initiator_worker_id: "worker_0".into(),
             initiator_connection_id: at.to_string(),
             registered_at_ms: at,
+            initiation_time_ms: 0,
         }
     }
 

@@ -141,25 +141,30 @@ pub fn callout_ok(result: u32, status: Option<&str>) -> bool {
     result == 0 && status.and_then(|s| s.trim().parse::<u16>().ok()).is_some_and(|s| (200..300).contains(&s))
 }
 
-/// The snapshot rows of the tracker (bare ids, state, connect time).
+/// The snapshot rows of the tracker (bare ids, state, connect time), sorted by tunnel id. Main
+/// thread; reads the tracker in batches of [`crate::adapters::bootstrap::ADMIN_BATCH`] so that
+/// workers never wait long for its lock.
 pub fn tracker_snapshot(rt: &Runtime) -> Vec<SnapshotTunnel> {
-    rt.tracker
-        .snapshot_with(|_| ())
-        .into_iter()
-        .map(|(t, ())| SnapshotTunnel {
-            tenant_id: t.identity.tenant_id,
-            node_id: t.identity.node_id,
-            cluster_id: t.identity.cluster_id,
-            worker: t.worker,
-            tunnel_id: t.tunnel,
-            initiation_time_ms: t.meta.initiation_time_ms,
-            connected_at_ms: t.meta.registered_at_ms,
-            state: match t.state {
-                TunnelState::Idle => "idle",
-                TunnelState::InUse => "in_use",
-            },
-        })
-        .collect()
+    let ids = rt.tracker.tunnel_ids();
+    let mut rows = Vec::with_capacity(ids.len());
+    for batch in ids.chunks(crate::adapters::bootstrap::ADMIN_BATCH) {
+        rt.tracker.visit(batch, |v| {
+            rows.push(SnapshotTunnel {
+                tenant_id: v.identity.tenant_id.clone(),
+                node_id: v.identity.node_id.clone(),
+                cluster_id: v.identity.cluster_id.clone(),
+                worker: v.worker,
+                tunnel_id: v.tunnel,
+                initiation_time_ms: v.meta.initiation_time_ms,
+                connected_at_ms: v.meta.registered_at_ms,
+                state: match v.state {
+                    TunnelState::Idle => "idle",
+                    TunnelState::InUse => "in_use",
+                },
+            })
+        });
+    }
+    rows
 }
 
 /// Worker thread: a tunnel joined the pool (lifecycle `tunnel_setup`). No-op without a reporter.

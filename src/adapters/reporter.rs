@@ -30,6 +30,11 @@ pub struct ReporterHandle {
     callout: Mutex<Option<(u64, u64)>>,
     /// True while the last payload failed (to log failures and recoveries once).
     failing: Mutex<bool>,
+    /// Set while a callout is being started: a completion Envoy delivers inside the start call
+    /// (before its id is known here) is parked in `early` and applied right after.
+    starting: Mutex<bool>,
+    /// `(callout id, ok, detail)` of such an early completion.
+    early: Mutex<Option<(u64, bool, String)>>,
 }
 
 /// Outcome of starting a send, as reported by the `send` closure of [`ReporterHandle::tick`]:
@@ -40,7 +45,14 @@ impl ReporterHandle {
     /// A reporter for `config`; its first payload will be a snapshot.
     pub fn new(config: HttpReporterConfig) -> ReporterHandle {
         let state = Mutex::new(Reporter::new(config.settings));
-        ReporterHandle { config, state, callout: Mutex::new(None), failing: Mutex::new(false) }
+        ReporterHandle {
+            config,
+            state,
+            callout: Mutex::new(None),
+            failing: Mutex::new(false),
+            starting: Mutex::new(false),
+            early: Mutex::new(None),
+        }
     }
 
     /// Queues an event (any thread, O(1)).
@@ -88,8 +100,17 @@ impl ReporterHandle {
             SendPlan::Snapshot { seq } => snapshot_body(&self.config.responder, seq, unix_ms(), dropped, &snapshot()),
             SendPlan::Events { seq, events } => events_body(&self.config.responder, seq, unix_ms(), dropped, &events),
         };
-        match send(&self.headers(body.len()), &body) {
-            Ok(id) => *self.callout.lock() = Some((id, seq)),
+        *self.starting.lock() = true;
+        let started = send(&self.headers(body.len()), &body);
+        *self.starting.lock() = false;
+        match started {
+            Ok(id) => {
+                *self.callout.lock() = Some((id, seq));
+                let early = self.early.lock().take();
+                if let Some((eid, ok, detail)) = early {
+                    self.on_callout_done(eid, ok, &detail, now);
+                }
+            }
             Err(why) => {
                 self.note_failure(&format!("could not start the request: {why}"));
                 self.state.lock().on_result(seq, false, now);
@@ -107,7 +128,12 @@ impl ReporterHandle {
                     *c = None;
                     seq
                 }
-                _ => return,
+                _ => {
+                    if *self.starting.lock() {
+                        *self.early.lock() = Some((id, ok, detail.to_string()));
+                    }
+                    return;
+                }
             }
         };
         if ok {
@@ -282,6 +308,25 @@ mod tests {
             Ok(1)
         });
         assert_eq!(n, 0, "backoff");
+    }
+
+    #[test]
+    fn reporter_adapter_completion_inside_the_start_call_is_applied() {
+        let h = ReporterHandle::new(cfg());
+        let h2 = &h;
+        h.tick(0, Vec::new, |_, _| {
+            // Envoy may answer (e.g. a local 503) before the start call returns the id.
+            h2.on_callout_done(7, false, "local 503", 0);
+            Ok(7)
+        });
+        let c = h.counters();
+        assert_eq!((c.sent, c.failed), (0, 1));
+        let mut n = 0;
+        h.tick(600, Vec::new, |_, _| {
+            n += 1;
+            Ok(8)
+        });
+        assert_eq!(n, 1, "retried after the backoff, not after the 6 s completion timeout");
     }
 
     #[test]

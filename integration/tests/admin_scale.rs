@@ -5,14 +5,24 @@
 //! 100 ms, and that requests through a tunnel keep working while the admin endpoint is hammered
 //! (the listing runs on the main thread and must not stall workers).
 //!
+//! The responder also runs the reporter (`docs/reporter.md`) with a small queue (`max_queue`
+//! 2000, `max_batch` 500): 10,000 tunnels arriving within about a second overflow it, so events are
+//! dropped and counted and the reporter falls back to a snapshot; the control plane's view (its
+//! payloads applied in order) must still end equal to the tracker, and empty after the close.
+//!
 //! Env: `RT_SCALE_TUNNELS` (default 10000).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rt_integration::control_plane::{self, ControlPlane};
 use rt_integration::load::{Behavior, LoadConfig, LoadGen};
-use rt_integration::{http_get, InitiatorSpec, Responder, Result, Topology};
+use rt_integration::{http_get, wait_for, Check, InitiatorSpec, Responder, Result, Topology};
+
+/// Reporter batch and queue bounds in this test.
+const MAX_BATCH: usize = 500;
+const MAX_QUEUE: usize = 2000;
 
 /// The bound on the listing's response time (median).
 const ADMIN_BOUND: Duration = Duration::from_millis(100);
@@ -45,7 +55,9 @@ fn median(mut v: Vec<Duration>) -> Duration {
 fn admin_listing_with_ten_thousand_tunnels() -> Result<()> {
     let n = env_num("RT_SCALE_TUNNELS", 10_000);
     let t0 = Instant::now();
-    let mut topo = Topology::start("admin-scale", Responder::Module, 2, &[])?;
+    let cp = ControlPlane::start()?;
+    let fields = format!("cluster: control_plane, send_interval: 100ms, max_batch: {MAX_BATCH}, max_queue: {MAX_QUEUE}");
+    let mut topo = Topology::start_with("admin-scale", Responder::Module, 2, &[], &control_plane::reporter_overrides(cp.port, &fields))?;
     let admin = topo.admin_port;
 
     // A real initiator with its own tenant and cluster; one request makes its tunnel in_use.
@@ -170,9 +182,31 @@ fn admin_listing_with_ten_thousand_tunnels() -> Result<()> {
     assert!(requests > 0);
     assert!(worst < Duration::from_secs(1), "a request through the tunnel took {worst:?} during admin listings");
 
+    // --- The reporter: the control plane's view equals the tracker, with bounded batches.
+    let want: std::collections::BTreeSet<u64> = tunnels.iter().filter_map(|t| t["tunnel"].as_u64()).collect();
+    wait_for("the control plane's view to equal the tracker", Duration::from_secs(30), || {
+        let view = control_plane::view(&cp.received());
+        Ok(if view.keys().copied().eq(want.iter().copied()) { Check::Done(()) } else { Check::NotYet(format!("{} tunnels in view", view.len())) })
+    })?;
+    let got = cp.received();
+    for r in &got {
+        let n = r.body["events"].as_array().map_or(0, |a| a.len());
+        assert!(n <= MAX_BATCH, "a payload with {n} events > max_batch {MAX_BATCH}");
+    }
+    let view = control_plane::view(&got);
+    let real_row = view.values().find(|t| t["node_id"] == node).cloned().unwrap_or_default();
+    assert_eq!((real_row["tenant_id"].as_str(), real_row["cluster_id"].as_str()), (Some("tenant-real"), Some("admin-real-cluster")), "{real_row}");
+    let dropped = got.iter().filter_map(|r| r.body["dropped_events_total"].as_u64()).max().unwrap_or(0);
+    let snapshots = got.iter().filter(|r| r.body["kind"] == "snapshot").count();
+    println!("admin-scale: reporter sent {} payloads ({snapshots} snapshots), {dropped} events dropped (queue bound {MAX_QUEUE})", got.len());
+
     gen.close_all();
     topo.stop_initiator(i);
     topo.wait_tunnels(0, Duration::from_secs(60))?;
+    wait_for("the control plane's view to be empty", Duration::from_secs(30), || {
+        let n = control_plane::view(&cp.received()).len();
+        Ok(if n == 0 { Check::Done(()) } else { Check::NotYet(format!("{n} tunnels in view")) })
+    })?;
     println!("admin-scale: test took {:?}", t0.elapsed());
     Ok(())
 }

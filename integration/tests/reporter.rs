@@ -7,137 +7,28 @@
 //! line naming them.
 
 use std::collections::BTreeSet;
-use std::io::{BufReader, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rt_integration::http::{body_kind, read_body, read_head};
+use rt_integration::control_plane::{self, ControlPlane, Received, REPORTER};
 use rt_integration::paths::{free_ports, require_module};
 use rt_integration::topology::responder_vars;
 use rt_integration::{wait_for, Check, Envoy, InitiatorSpec, Responder, Result, TestDir, Topology};
 
-/// Name of our reporter (docs/reporter.md).
-const REPORTER: &str = "envoy.extensions.reverse_tunnel.reporting_service.http";
 /// Backoff settings given to the reporter in this test.
 const INITIAL_BACKOFF_MS: u64 = 200;
 const MAX_BACKOFF_MS: u64 = 800;
 /// Clock period of the module: sends happen on its ticks.
 const TICK_MS: u64 = 100;
 
-/// One request received by the control plane.
-#[derive(Clone, Debug)]
-struct Received {
-    at: Instant,
-    path: String,
-    host: String,
-    status: u16,
-    body: serde_json::Value,
-}
-
-/// A control plane: accepts HTTP/1.1 POSTs, records them, answers with the current status.
-struct ControlPlane {
-    port: u16,
-    status: Arc<AtomicU16>,
-    log: Arc<Mutex<Vec<Received>>>,
-    stop: Arc<AtomicBool>,
-    accept: Option<JoinHandle<()>>,
-}
-
-impl ControlPlane {
-    fn start() -> Result<ControlPlane> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        let port = listener.local_addr()?.port();
-        let status = Arc::new(AtomicU16::new(200));
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (s, l, st) = (status.clone(), log.clone(), stop.clone());
-        let accept = std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if st.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(conn) = conn else { continue };
-                let (s, l) = (s.clone(), l.clone());
-                std::thread::spawn(move || {
-                    let _ = serve(conn, &s, &l);
-                });
-            }
-        });
-        Ok(ControlPlane { port, status, log, stop, accept: Some(accept) })
-    }
-
-    fn set_status(&self, s: u16) {
-        self.status.store(s, Ordering::SeqCst);
-    }
-
-    fn received(&self) -> Vec<Received> {
-        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// Waits until a payload received at index `from` or later satisfies `pred`; returns its
-    /// index.
-    fn wait_payload(&self, what: &str, from: usize, timeout: Duration, pred: impl Fn(&Received) -> bool) -> Result<usize> {
-        wait_for(what, timeout, || {
-            let r = self.received();
-            Ok(match r.iter().skip(from).position(&pred) {
-                Some(i) => Check::Done(from + i),
-                None => Check::NotYet(format!("{} payload(s), last: {:?}", r.len(), r.last().map(|x| x.body.to_string()))),
-            })
-        })
-    }
-}
-
-impl Drop for ControlPlane {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop so it sees the flag.
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-        if let Some(h) = self.accept.take() {
-            let _ = h.join();
-        }
-    }
-}
-
-fn serve(conn: TcpStream, status: &AtomicU16, log: &Mutex<Vec<Received>>) -> Result<()> {
-    conn.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut reader = BufReader::new(conn);
-    while let Some((start, headers)) = read_head(&mut reader)? {
-        let body = read_body(&mut reader, body_kind(&headers, true)?)?;
-        let code = status.load(Ordering::SeqCst);
-        let host = headers.iter().find(|(k, _)| k == "host").map(|(_, v)| v.clone()).unwrap_or_default();
-        let path = start.split_whitespace().nth(1).unwrap_or("").to_string();
-        let body = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-        log.lock().unwrap_or_else(|p| p.into_inner()).push(Received { at: Instant::now(), path, host, status: code, body });
-        let text = if code == 200 { "ok" } else { "unavailable" };
-        let resp = format!("HTTP/1.1 {code} X\r\ncontent-length: {}\r\n\r\n{text}", text.len());
-        reader.get_mut().write_all(resp.as_bytes())?;
-    }
-    let _ = reader.get_ref().shutdown(Shutdown::Both);
-    Ok(())
-}
-
 /// The template overrides that turn the reporter on, pointed at `port`.
 fn reporter_overrides(port: u16) -> Vec<(&'static str, String)> {
-    vec![
-        (
-            "REPORTER_CONFIG",
-            format!(
-                "reporter_config: {{name: {REPORTER}, typed_config: {{\"@type\": type.googleapis.com/google.protobuf.Struct, \
-                 value: {{cluster: control_plane, path: /rt/events, host: cp.test, responder: test-responder, \
-                 send_interval: 100ms, timeout: 2s, initial_backoff: {INITIAL_BACKOFF_MS}ms, max_backoff: {MAX_BACKOFF_MS}ms}}}}}}"
-            ),
+    control_plane::reporter_overrides(
+        port,
+        &format!(
+            "cluster: control_plane, path: /rt/events, host: cp.test, responder: test-responder, send_interval: 100ms, \
+             timeout: 2s, initial_backoff: {INITIAL_BACKOFF_MS}ms, max_backoff: {MAX_BACKOFF_MS}ms"
         ),
-        (
-            "EXTRA_CLUSTERS",
-            format!(
-                "- {{name: control_plane, type: STATIC, connect_timeout: 1s, load_assignment: {{cluster_name: control_plane, \
-                 endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}}}}}]}}]}}}}"
-            ),
-        ),
-    ]
+    )
 }
 
 /// The connected/disconnected events received so far: (event, tunnel_id, event object).
@@ -249,6 +140,8 @@ fn reporter_sends_snapshot_events_and_resyncs_after_an_outage() -> Result<()> {
     assert_eq!(got.len(), 1);
     assert!(got.iter().all(|r| r.3 == "rep-node-2" && r.2 == "rep-cluster-2" && r.1 == "rep-tenant"));
     assert_eq!(snap["tunnels"][0]["state"], "idle");
+    let view: BTreeSet<u64> = control_plane::view(&cp.received()).into_keys().collect();
+    assert_eq!(view, got.iter().map(|r| r.0).collect::<BTreeSet<u64>>(), "control plane view after applying every payload");
 
     // Sequence numbers grow with every attempt (by one for each attempt that reached the control
     // plane, failed ones included).

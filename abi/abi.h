@@ -91,6 +91,8 @@ bool envoy_dynamic_module_callback_is_validation_mode(void);   /* main thread on
 /* Envoy runtime (layered_runtime) lookup; signature from the implementation (ABI doc §2 [I]). */
 bool envoy_dynamic_module_callback_get_runtime_bool(envoy_dynamic_module_type_module_buffer key,
                                                    bool default_value);
+uint64_t envoy_dynamic_module_callback_get_runtime_int(envoy_dynamic_module_type_module_buffer key,
+                                                      uint64_t default_value);
 
 /* ---- §3 bootstrap extension --------------------------------------------------------------- */
 typedef void* envoy_dynamic_module_type_bootstrap_extension_config_envoy_ptr;

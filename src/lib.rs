@@ -10,6 +10,7 @@
 //! - [`adapters`]: one thin adapter per extension point (bootstrap extension, handshake network
 //!   filter, egress network filter) that wires the core to Envoy through `ffi`.
 //! - [`runtime`]: process-wide state shared by all extension points and workers.
+//! - [`stats`]: metric names and ids, and the accounting from tracker transitions to gauges.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod adapters;
@@ -18,3 +19,4 @@ pub mod core;
 pub mod ffi;
 pub mod proto;
 pub mod runtime;
+pub mod stats;

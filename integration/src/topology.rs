@@ -66,6 +66,10 @@ pub fn responder_vars(
         // No reporter and no extra cluster (upstream.yaml only; each is one YAML line).
         ("REPORTER_CONFIG", "# no reporter_config".to_string()),
         ("EXTRA_CLUSTERS", "# no extra clusters".to_string()),
+        // Bootstrap enable_detailed_stats, and the cap on its label sets (runtime key
+        // reverse_tunnel.detailed_stats.max_series).
+        ("DETAILED_STATS", "false".to_string()),
+        ("DETAILED_MAX_SERIES", "10000".to_string()),
     ]
 }
 

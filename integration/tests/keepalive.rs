@@ -15,7 +15,7 @@ const INTERVAL: Duration = Duration::from_secs(2);
 /// `ping_failure_threshold` the harness configures.
 const THRESHOLD: u32 = 3;
 /// Responder clock tick (deadline queue granularity).
-const TICK: Duration = Duration::from_millis(100);
+const TICK: Duration = Duration::from_millis(50);
 /// Delay of the first RPING after the 200.
 const FIRST_PING: Duration = Duration::from_millis(50);
 

@@ -17,7 +17,7 @@ use rt_integration::{wait_for, Check, Envoy, InitiatorSpec, Responder, Result, T
 /// Backoff settings given to the reporter in this test.
 const INITIAL_BACKOFF_MS: u64 = 200;
 const MAX_BACKOFF_MS: u64 = 800;
-/// Clock period of the module: sends happen on its ticks.
+/// Upper bound of the module's clock period (sends happen on its ticks).
 const TICK_MS: u64 = 100;
 
 /// The template overrides that turn the reporter on, pointed at `port`.
@@ -120,7 +120,7 @@ fn reporter_sends_snapshot_events_and_resyncs_after_an_outage() -> Result<()> {
     println!("reporter: attempts during the outage {} apart (ms): {gaps:?}", failed.len());
     for (k, gap) in gaps.iter().take(4).enumerate() {
         let want = (INITIAL_BACKOFF_MS << k).min(MAX_BACKOFF_MS);
-        // A send happens on the first 100 ms tick after the backoff; allow scheduling slack.
+        // A send happens on the first clock tick (50 ms) after the backoff; allow scheduling slack.
         assert!(*gap + 20 >= want, "attempt gap {k}: {gap} ms < backoff {want} ms ({gaps:?})");
         assert!(*gap <= want + TICK_MS + 1500, "attempt gap {k}: {gap} ms much later than backoff {want} ms ({gaps:?})");
     }

@@ -86,12 +86,8 @@ pub fn on_new_connection(conn: &Rc<Conn>, f: NetFilter) {
 fn try_claim(conn: &Rc<Conn>, target: &str) -> bool {
     let rt = &conn.runtime;
     let Some(claim) = rt.tracker.claim(target, conn.ep.worker) else { return false };
-    if claim.shared {
-        rt.stats.shared_claim();
-    } else {
-        let idle_ms = crate::runtime::unix_ms().saturating_sub(claim.meta.registered_at_ms);
-        rt.stats.claimed(claim.same_worker, idle_ms);
-    }
+    let idle_ms = crate::runtime::unix_ms().saturating_sub(claim.meta.registered_at_ms);
+    rt.stats.on_claimed(&claim, idle_ms);
     rt_log!(
         Debug,
         "reverse_tunnel: socket_handoff target={} node={} tunnel={} tunnel_worker={} egress_worker={} shared={}",

@@ -416,9 +416,8 @@ fn admit(conn: &Rc<Conn>, now: u64) {
     };
     match rt.tracker.register(conn.ep.conn_id, conn.ep.worker, &identity, meta, conn.ep.clone()) {
         Ok(reg) => {
-            rt.stats.registered(conn.ep.worker, reg.worker_new_node, reg.worker_new_cluster);
+            rt.stats.on_registered(conn.ep.worker, &reg);
             if let Some(asked) = &reg.cluster_conflict {
-                rt.stats.cluster_conflict();
                 rt_log!(
                     Warn,
                     "reverse_tunnel: node '{}' asked for cluster '{}' but is fixed to '{}' by its first tunnel",
@@ -621,7 +620,7 @@ pub fn on_closed(conn: &Rc<Conn>, remote: bool) {
                 (_, _, Some(r)) => now.saturating_sub(r),
                 _ => 0,
             };
-            rt.stats.removed(rm.worker, rm.was_idle, rm.worker_node_gone, rm.worker_cluster_gone, reason, lifetime);
+            rt.stats.on_removed(&rm, reason, lifetime);
         }
     } else {
         rt.stats.closed(reason);

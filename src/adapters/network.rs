@@ -131,6 +131,9 @@ fn handle_msg(conn: &Rc<Conn>, msg: Msg) {
 
 /// Runs every due deadline of this worker (the clock tick, design §6).
 fn run_tick(conn: &Rc<Conn>) {
+    // First, so that a panic in a deadline handler (caught by the hook's guard) cannot leave
+    // the worker without ticks.
+    conn.runtime.tick_done(conn.ep.worker);
     let now = crate::runtime::now_ms();
     for due in worker::due(now) {
         let is_egress = matches!(*due.role.borrow(), Role::Egress(_));
@@ -140,7 +143,6 @@ fn run_tick(conn: &Rc<Conn>) {
             handshake_filter::on_deadline(&due, now);
         }
     }
-    conn.runtime.tick_done(conn.ep.worker);
 }
 
 // ---- hook bodies (called by ffi::hooks_network inside a panic guard) ----------------------------
@@ -227,10 +229,16 @@ fn teardown(conn: &Rc<Conn>, remote: bool) {
         conn.runtime.clock_unregister(conn.ep.worker, conn.ep.conn_id);
     }
     worker::remove(conn.ep.conn_id);
-    // Undelivered messages: an attach that never reached this tunnel must release its egress.
+    // Undelivered messages: an attach that never reached this tunnel must release its egress,
+    // and a clock tick posted through this connection must not be lost, or the worker would
+    // never get another one (`tick_pending` stays set): the next clock period posts a new one.
     for msg in conn.ep.shut() {
-        if let Msg::Attach { peer } = msg {
-            peer.post(Msg::PeerClosed);
+        match msg {
+            Msg::Attach { peer } => {
+                peer.post(Msg::PeerClosed);
+            }
+            Msg::Tick => conn.runtime.tick_done(conn.ep.worker),
+            _ => {}
         }
     }
 }

@@ -5,7 +5,7 @@
 //! - workers call [`connected`] / [`disconnected`] from the handshake filter; each only locks the
 //!   reporter's mutex for an O(1) push into the bounded queue (never the data path's bytes, never
 //!   any I/O);
-//! - the main thread calls [`ReporterHandle::tick`] from the 100 ms bootstrap clock and
+//! - the main thread calls [`ReporterHandle::tick`] from the bootstrap clock (`adapters::bootstrap::CLOCK_PERIOD_MS`) and
 //!   [`ReporterHandle::on_callout_done`] from the `http_callout_done` hook (ABI doc §3.2); all
 //!   sending happens there, through `bootstrap_extension_http_callout` (ABI doc §3.3).
 //!

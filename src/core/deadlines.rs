@@ -2,7 +2,7 @@
 //!
 //! Network filters have no timer API, so each worker keeps one [`DeadlineQueue`] of the
 //! deadlines of all its tunnels (next RPING, RPING reply deadline, handshake deadline, ...).
-//! One clock tick (about every 100 ms) calls [`DeadlineQueue::pop_due`] and runs the work of the
+//! One clock tick (about every 50 ms, `adapters::bootstrap::CLOCK_PERIOD_MS`) calls [`DeadlineQueue::pop_due`] and runs the work of the
 //! returned keys. Each key has at most one deadline; scheduling a key again replaces its deadline.
 //!
 //! Cost: `schedule`, `cancel` are O(log n); `pop_due` is O(k log n) for k due keys, so a tick

@@ -3,7 +3,7 @@
 //! bootstrap extension's HTTP callout (ABI doc §3.3) and feeds the results back.
 //!
 //! Inputs: tunnel events ([`Reporter::push`], from any thread through the adapter's lock), clock
-//! ticks ([`Reporter::poll`], main thread, every 100 ms), send results ([`Reporter::on_result`],
+//! ticks ([`Reporter::poll`], main thread, every clock period), send results ([`Reporter::on_result`],
 //! main thread). Output: a [`SendPlan`] ("send a snapshot now" or "send these events now").
 //!
 //! Rules:

@@ -127,6 +127,9 @@ pub struct Registered {
     pub node_new: bool,
     /// First tunnel of this cluster across all workers.
     pub cluster_new: bool,
+    /// The identity the tunnel was stored with: bare ids; `cluster_id` is the node's effective
+    /// cluster id (the node's existing one on a conflict).
+    pub identity: Identity,
 }
 
 /// Why [`Tracker::register`] refused a tunnel. Nothing was changed in the tracker.
@@ -591,6 +594,7 @@ impl<H: Clone + Send> Tracker<H> {
             worker_new_cluster,
             node_new,
             cluster_new,
+            identity: identity.clone(),
         };
         st.tunnels.insert(
             tunnel,

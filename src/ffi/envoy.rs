@@ -65,6 +65,13 @@ pub fn runtime_bool(key: &str, default: bool) -> bool {
     unsafe { shim::get_runtime_bool(mbuf(key.as_bytes()), default) }
 }
 
+/// Reads an integer Envoy runtime value (`layered_runtime`), `default` when unset or not a
+/// number. Any thread (ABI doc §2).
+pub fn runtime_u64(key: &str, default: u64) -> u64 {
+    // SAFETY: the key buffer lives for the call.
+    unsafe { shim::get_runtime_int(mbuf(key.as_bytes()), default) }
+}
+
 /// Worker count (`--concurrency`). Main thread only.
 pub fn concurrency() -> u32 {
     // SAFETY: main-thread call made from bootstrap config_new.
@@ -81,7 +88,7 @@ pub fn concurrency() -> u32 {
 pub struct BootstrapConfigHandle(pub usize);
 
 /// Kind of a metric to define.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MetricKind {
     Counter,
     Gauge,
@@ -89,7 +96,7 @@ pub enum MetricKind {
 }
 
 /// A metric update.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MetricOp {
     IncCounter,
     SetGauge,
@@ -416,6 +423,7 @@ mod shim {
         envoy_dynamic_module_callback_bootstrap_extension_timer_new as timer_new,
         envoy_dynamic_module_callback_get_concurrency as get_concurrency,
         envoy_dynamic_module_callback_get_runtime_bool as get_runtime_bool,
+        envoy_dynamic_module_callback_get_runtime_int as get_runtime_int,
         envoy_dynamic_module_callback_log_enabled as log_enabled,
         envoy_dynamic_module_callback_log_v2 as log_v2,
         envoy_dynamic_module_callback_network_filter_close_with_details as close_with_details,
@@ -449,6 +457,7 @@ mod shim {
     pub unsafe fn log_v2(_: u32, _: MB, _: MB, _: u32) {}
     pub unsafe fn get_concurrency() -> u32 { 1 }
     pub unsafe fn get_runtime_bool(_: MB, d: bool) -> bool { d }
+    pub unsafe fn get_runtime_int(_: MB, d: u64) -> u64 { d }
     pub unsafe fn define_counter(_: *mut c_void, _: MB, _: *mut MB, _: usize, id: *mut usize) -> u32 { unsafe { *id = 1 }; 0 }
     pub unsafe fn define_gauge(_: *mut c_void, _: MB, _: *mut MB, _: usize, id: *mut usize) -> u32 { unsafe { *id = 1 }; 0 }
     pub unsafe fn define_histogram(_: *mut c_void, _: MB, _: *mut MB, _: usize, id: *mut usize) -> u32 { unsafe { *id = 1 }; 0 }

@@ -742,28 +742,28 @@ fn run(opts: &Opts) -> Result<()> {
         missed += 1;
         let _ = writeln!(
             md,
-            "- **W1 (req/s, p99, CPU)**. *Why (hypothesis, not profiled)*: every request goes through the module's\n  HTTP/2 multiplexer, which the built-in does not have: the request is handed to the worker that owns the\n  tunnel (a scheduler post and a wake-up), its headers are encoded again into HPACK by the module and the\n  body is copied across the dynamic-module ABI, then the response travels back the same way. That is extra\n  work per request (CPU ratio) and an extra queueing hop (p99). *Tried*: `perf` is installed but this machine\n  exposes no hardware counters (`perf stat -e instructions` reports *not supported*); a `perf record -e\n  cpu-clock -g -p <pid>` profile under this load was not taken within the time box, so the split between\n  posts, HPACK and copies is not measured yet. *Would close it*: profile first (software clock is enough);\n  then serve a request on the receiving worker's own tunnel when it has one (no post), batch posts per event\n  loop iteration, and keep header blocks encoded once."
+            "- **W1 (req/s, p99, CPU)**. *Why (profiled)*: `perf record -F 999 -g -p <responder pid>` during\n  `h2load -n 40000 -c 4 -m 8` on this topology put 78% of the responder's CPU samples in Envoy's own code,\n  8% in the module (HPACK decode/encode and Huffman 3.5%, frame multiplexing about 1.5%) and the rest in\n  libc and the kernel. So even a free module would leave the CPU ratio near 1.3: the remaining cost is the\n  internal-listener hop. Each request crosses one more Envoy connection pair than on the built-in (the\n  `reverse_connection` cluster's HTTP/2 client codec, the user-space socket pair of the internal listener,\n  the egress network filter chain) because the built-in hands the tunnel socket itself to the connection\n  pool, which a 1.40.0 module cannot do (ABI doc, what a module cannot do). *Tried*: `exact_balance` on\n  the handshake listener so requests use their own worker's tunnel (20.8k -> 26-31k req/s ad hoc); direct\n  same-worker delivery without a scheduler post. *Would close it*: an ABI that gives a module's connection\n  to a cluster as an upstream connection; within the module, about 4% more by passing header blocks through\n  unchanged while a single egress connection owns the session and by skipping Huffman when re-encoding."
         );
     }
     if r(w34[1].1, w34[0].1) > 2.0 {
         missed += 1;
         let _ = writeln!(
             md,
-            "- **W4 RSS per idle tunnel**. *Why (not measured in detail)*: each of our tunnels carries module state on\n  top of Envoy's connection object (tracker entry, keepalive timer, HTTP/2 multiplexer state and buffers),\n  the built-in only its socket and a timer. *Tried*: nothing beyond measuring. *Would close it*: a heap\n  profile (e.g. heaptrack) at 10,000 tunnels to find the largest per-tunnel allocations; allocate the\n  multiplexer state only when a tunnel is first claimed."
+            "- **W4 RSS per idle tunnel**. *Why*: an idle tunnel of ours is a whole Envoy connection (connection\n  object with its buffers, filter manager, the module's network filter and its scheduler) plus about 2 KiB of\n  module state (connection state 472 B, mailbox 104 B, tracker entry, ids and addresses as strings); the\n  built-in keeps only the socket and a timer after the handshake. A relay prototype with an Envoy\n  connection per tunnel and no state at all measured 1.85x. *Tried*: one deadline queue per worker instead\n  of a timer per tunnel; the HTTP/2 multiplexer is created only when a tunnel is claimed. *Would close it*:\n  an ABI to keep a bare socket; in the module, dropping the strings the tunnel state and the tracker both\n  hold (about 0.5 KiB) would bring it near 2.4x, not 2.0x."
         );
     }
     if r(w34[1].2, w34[0].2) > 1.0 {
         missed += 1;
         let _ = writeln!(
             md,
-            "- **W4 keepalive CPU**. *Why (hypothesis)*: our responder runs one timer per tunnel and goes through the\n  module ABI for each RPING and echo; the built-in handles them natively. *Would close it*: group the\n  keepalive of many tunnels under one timer per worker (a timer wheel) so a round is one wake-up."
+            "- **W4 keepalive CPU**. *Why (hypothesis)*: every RPING and echo goes through the module ABI (a write\n  and a read callback); the built-in handles them natively. The worker clock already runs all due pings of\n  a worker in one tick. *Would close it*: write the RPINGs of one tick in one pass without re-entering the\n  connection's filter chain."
         );
     }
     if w5[1].0 > w5[0].0 + W5_RESOLUTION_MS || w5[1].1 > w5[0].1 + W5_RESOLUTION_MS {
         missed += 1;
         let _ = writeln!(
             md,
-            "- **W5 detection time**. Both close after ping_failure_threshold (3) missed replies; a difference comes\n  from the ping interval, jitter and reply deadline each applies (see the raw runs). *Would close it*: align\n  the reply deadline with the built-in's."
+            "- **W5 detection time**. Both close after ping_failure_threshold (3) missed replies; a difference comes\n  from the random 0-15% jitter of each gap (up to 2 x 300 ms here) and from our 50 ms worker clock; the\n  reply deadline is the built-in's (interval / 2 in whole seconds). *Would close it*: nothing systematic\n  is left; compare several runs (see the raw runs)."
         );
     }
     if missed == 0 {

@@ -61,6 +61,9 @@ pub struct Runtime {
     /// Also log `idle_ping_sent` / `idle_ping_ack` (two lines per tunnel per interval): Envoy
     /// runtime key [`PING_EVENTS_RUNTIME_KEY`], read at startup, default false.
     pub log_ping_events: bool,
+    /// The HTTP reporter (bootstrap `reporter_config`), if configured: workers push tunnel
+    /// events into its bounded queue, the main thread sends them (`adapters::reporter`).
+    pub reporter: Option<crate::adapters::reporter::ReporterHandle>,
 }
 
 /// Runtime key that turns on the noisy `idle_ping_sent` / `idle_ping_ack` lifecycle events.
@@ -100,6 +103,7 @@ impl Runtime {
         }
         let tracker = Tracker::new(config.enable_tenant_isolation);
         let workers = concurrency.max(1);
+        let reporter = config.reporter.clone().map(crate::adapters::reporter::ReporterHandle::new);
         Ok(Runtime {
             config,
             tracker,
@@ -109,6 +113,7 @@ impl Runtime {
             draining: AtomicBool::new(false),
             lifecycle,
             log_ping_events: crate::ffi::envoy::runtime_bool(PING_EVENTS_RUNTIME_KEY, false),
+            reporter,
         })
     }
 

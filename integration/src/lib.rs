@@ -14,12 +14,14 @@
 //! - [`http`]: a minimal HTTP/1.1 client ([`http_get`], [`HttpConn`]).
 //! - [`backend`]: an in-process HTTP/1.1 [`Backend`].
 //! - [`topology`]: backend + responder + initiators in one call ([`Topology`]).
+//! - [`control_plane`]: a recording HTTP server for the reporter tests.
 //!
 //! Environment overrides: `ENVOY_BIN`, `RT_MODULE_DIR`, `RT_CONFIG_DIR`, `RT_KEEP_TMP`,
 //! `RT_ENVOY_LOG_LEVEL`.
 
 pub mod backend;
 pub mod bench;
+pub mod control_plane;
 pub mod envoy;
 pub mod http;
 pub mod load;

@@ -63,6 +63,9 @@ pub fn responder_vars(
         ("TARGET_FORMAT", "%REQ(x-remote-node-id)%".to_string()),
         // Runtime key reverse_tunnel.lifecycle.ping_events (noisy idle_ping_sent / ack events).
         ("PING_EVENTS", "false".to_string()),
+        // No reporter and no extra cluster (upstream.yaml only; each is one YAML line).
+        ("REPORTER_CONFIG", "# no reporter_config".to_string()),
+        ("EXTRA_CLUSTERS", "# no extra clusters".to_string()),
         // Bootstrap enable_detailed_stats, and the cap on its label sets (runtime key
         // reverse_tunnel.detailed_stats.max_series).
         ("DETAILED_STATS", "false".to_string()),

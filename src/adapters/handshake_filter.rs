@@ -105,6 +105,8 @@ pub struct TunnelConn {
     local: String,
     /// The initiator's `x-envoy-reverse-tunnel-worker-id` and `-connection-id` ("" if absent).
     initiator: (String, String),
+    /// The handshake's initiation time (epoch ms, 0 if absent), for the reporter.
+    initiation_time_ms: i64,
     registered_at_ms: Option<u64>,
     claimed_at_ms: Option<u64>,
     close_reason: Option<&'static str>,
@@ -121,6 +123,7 @@ impl TunnelConn {
             remote: String::new(),
             local: String::new(),
             initiator: (String::new(), String::new()),
+            initiation_time_ms: 0,
             registered_at_ms: None,
             claimed_at_ms: None,
             close_reason: None,
@@ -274,6 +277,7 @@ fn accept(conn: &Rc<Conn>, req: HandshakeRequest, now: u64) {
         t.remote = remote;
         t.local = local;
         t.initiator = (req.initiator_worker_id.clone(), req.initiator_connection_id.clone());
+        t.initiation_time_ms = req.initiation_time_ms;
         t.phase = Phase::Keepalive(ka);
     });
     worker::set_deadline(conn.ep.conn_id, deadline);
@@ -397,8 +401,8 @@ fn handle_keepalive_events(conn: &Rc<Conn>, events: Vec<Event>, now: u64) {
 /// The first RPING echo arrived: the tunnel joins the idle pool.
 fn admit(conn: &Rc<Conn>, now: u64) {
     let rt = &conn.runtime;
-    let Some((identity, remote, (iw, ic))) =
-        with_tunnel(conn, |t| (t.identity.clone(), t.remote.clone(), t.initiator.clone()))
+    let Some((identity, remote, (iw, ic), initiation_time_ms)) =
+        with_tunnel(conn, |t| (t.identity.clone(), t.remote.clone(), t.initiator.clone(), t.initiation_time_ms))
     else {
         return;
     };
@@ -408,6 +412,7 @@ fn admit(conn: &Rc<Conn>, now: u64) {
         initiator_worker_id: iw,
         initiator_connection_id: ic,
         registered_at_ms: crate::runtime::unix_ms(),
+        initiation_time_ms,
     };
     match rt.tracker.register(conn.ep.conn_id, conn.ep.worker, &identity, meta, conn.ep.clone()) {
         Ok(reg) => {
@@ -423,6 +428,7 @@ fn admit(conn: &Rc<Conn>, now: u64) {
             }
             with_tunnel(conn, |t| t.registered_at_ms = Some(now));
             lifecycle(conn, "tunnel_setup", "TcpUpstreamConnected", "idle", Vec::new());
+            crate::adapters::reporter::connected(rt, conn.ep.conn_id, conn.ep.worker, &identity, initiation_time_ms);
             rt_log!(Debug, "reverse_tunnel: tunnel_setup node={} conn={}", identity.node_id, conn.ep.conn_id);
         }
         Err(e) => {
@@ -608,6 +614,7 @@ pub fn on_closed(conn: &Rc<Conn>, remote: bool) {
     lifecycle(conn, "tunnel_closed", log_type, state, vec![("close_reason", reason.to_string())]);
     if registered_at.is_some() {
         if let Some(rm) = rt.tracker.remove(conn.ep.conn_id) {
+            crate::adapters::reporter::disconnected(rt, conn.ep.conn_id, &rm, reason);
             let lifetime = match (rm.was_idle, claimed_at, registered_at) {
                 (false, Some(c), _) => now.saturating_sub(c),
                 (_, _, Some(r)) => now.saturating_sub(r),

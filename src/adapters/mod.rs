@@ -16,5 +16,6 @@ pub mod endpoint;
 pub mod handshake_filter;
 pub mod lifecycle;
 pub mod network;
+pub mod reporter;
 pub mod tunnel_session;
 pub mod worker;

@@ -5,6 +5,7 @@
 
 use protobuf::well_known_types::any::Any;
 
+use super::reporter::HttpReporterConfig;
 use super::{decode_message, join_path, struct_to_json, ConfigError};
 use crate::proto::accesslog::{access_log, AccessLog};
 use crate::proto::base::{data_source, DataSource};
@@ -45,9 +46,10 @@ pub struct BootstrapConfig {
     pub ping_failure_threshold: u32,
     /// Field 3. Emit the per-node / per-cluster gauges (protocol doc §4.1).
     pub enable_detailed_stats: bool,
-    /// Field 4. Always `None` in a decoded config: this module has no reporter yet, so a present
-    /// `reporter_config` is refused (protocol doc §6).
-    pub reporter: Option<ReporterConfig>,
+    /// Field 4 (`TypedExtensionConfig`, protocol doc §6). Our HTTP reporter
+    /// ([`HTTP_REPORTER_NAME`](crate::config::reporter::HTTP_REPORTER_NAME)) when configured;
+    /// any other reporter name is refused.
+    pub reporter: Option<HttpReporterConfig>,
     /// Field 5 (`BoolValue`, default false). Scope node and cluster ids by tenant id
     /// (`tenant:node`, protocol doc §2.4.1).
     pub enable_tenant_isolation: bool,
@@ -70,19 +72,6 @@ impl Default for BootstrapConfig {
             max_connections_per_node: 0,
         }
     }
-}
-
-/// A `reporter_config` (`envoy.config.core.v3.TypedExtensionConfig`): extension name plus its
-/// `Any` (type URL and serialized value; from JSON the value is empty unless the type is one
-/// declared in `proto/`). Not accepted yet (see [`BootstrapConfig::reporter`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReporterConfig {
-    /// Extension name, e.g. `envoy.extensions.reverse_tunnel.reporting_service.dynamic_modules`.
-    pub name: String,
-    /// Type URL of `typed_config` (empty when unset).
-    pub type_url: String,
-    /// Serialized `typed_config` value.
-    pub value: Vec<u8>,
 }
 
 /// One access logger of `access_log` (`envoy.config.accesslog.v3.AccessLog`).
@@ -134,7 +123,8 @@ impl BootstrapConfig {
     ///
     /// Errors, each starting with the field path:
     /// - `ping_failure_threshold: must be >= 1, got 0`;
-    /// - `reporter_config: unknown reporter '<name>' (this module has no reporter yet)`;
+    /// - `reporter_config: unknown reporter '<name>' (known: ...)`, and
+    ///   `reporter_config.typed_config[.<field>]: ...` (see [`HttpReporterConfig::from_proto`]);
     /// - `access_log[i].typed_config: ...` for a missing or unsupported logger type, and the
     ///   logger's own field errors below it (e.g. `access_log[0].typed_config.path: must not be empty`);
     /// - `access_log[i].filter: access log filters are not supported`;
@@ -163,20 +153,11 @@ impl BootstrapConfig {
                 format!("must be >= 1, got {ping_failure_threshold}"),
             ));
         }
-        if let Some(reporter) = msg.reporter_config.as_ref() {
-            let name = if reporter.name.is_empty() {
-                reporter
-                    .typed_config
-                    .as_ref()
-                    .map_or("", |a| a.type_url.as_str())
-            } else {
-                reporter.name.as_str()
-            };
-            return Err(ConfigError::new(
-                "reporter_config",
-                format!("unknown reporter '{name}' (this module has no reporter yet)"),
-            ));
-        }
+        let reporter = msg
+            .reporter_config
+            .as_ref()
+            .map(HttpReporterConfig::from_proto)
+            .transpose()?;
         let access_log = msg
             .access_log
             .iter()
@@ -187,7 +168,7 @@ impl BootstrapConfig {
             stat_prefix,
             ping_failure_threshold,
             enable_detailed_stats: msg.enable_detailed_stats,
-            reporter: None,
+            reporter,
             enable_tenant_isolation: msg
                 .enable_tenant_isolation
                 .as_ref()
@@ -537,7 +518,7 @@ mod tests {
     }
 
     #[test]
-    fn config_bootstrap_reporter_is_refused() {
+    fn config_bootstrap_unknown_reporter_is_refused() {
         let mut msg = UpstreamReverseConnectionSocketInterface::new();
         let mut reporter = TypedExtensionConfig::new();
         reporter.name = "my.reporter".into();
@@ -545,15 +526,41 @@ mod tests {
         let e = decode_err(&msg.write_to_bytes().unwrap_or_default());
         assert_eq!(
             e,
-            "reporter_config: unknown reporter 'my.reporter' (this module has no reporter yet)"
+            "reporter_config: unknown reporter 'my.reporter' (known: envoy.extensions.reverse_tunnel.reporting_service.http)"
         );
         let e = decode_err(
             br#"{"reporter_config": {"name": "r2", "typed_config": {"@type": "type.googleapis.com/x.Y", "a": 1}}}"#,
         );
-        assert_eq!(
-            e,
-            "reporter_config: unknown reporter 'r2' (this module has no reporter yet)"
+        assert!(e.starts_with("reporter_config: unknown reporter 'r2' "), "{e}");
+    }
+
+    #[test]
+    fn config_bootstrap_http_reporter_from_protobuf_and_json() {
+        use crate::config::reporter::{HTTP_REPORTER_NAME, STRUCT_TYPE_URL};
+        let mut fields = Struct::new();
+        fields.fields.insert("cluster".into(), string_value("cp"));
+        fields.fields.insert("send_interval".into(), string_value("200ms"));
+        let mut any = Any::new();
+        any.type_url = STRUCT_TYPE_URL.into();
+        any.value = fields.write_to_bytes().unwrap_or_default();
+        let mut reporter = TypedExtensionConfig::new();
+        reporter.name = HTTP_REPORTER_NAME.into();
+        reporter.typed_config = MessageField::some(any);
+        let mut msg = UpstreamReverseConnectionSocketInterface::new();
+        msg.reporter_config = MessageField::some(reporter);
+        let c = decode_ok(&msg.write_to_bytes().unwrap_or_default());
+        let r = c.reporter.expect("reporter");
+        assert_eq!((r.cluster.as_str(), r.settings.send_interval_ms), ("cp", 200));
+
+        let json = format!(
+            r#"{{"reporter_config": {{"name": "{HTTP_REPORTER_NAME}", "typed_config": {{"@type": "{STRUCT_TYPE_URL}", "value": {{"cluster": "cp2", "max_batch": 7}}}}}}}}"#
         );
+        let r = decode_ok(json.as_bytes()).reporter.expect("reporter");
+        assert_eq!((r.cluster.as_str(), r.settings.max_batch), ("cp2", 7));
+        let json = format!(
+            r#"{{"reporter_config": {{"name": "{HTTP_REPORTER_NAME}", "typed_config": {{"@type": "{STRUCT_TYPE_URL}", "value": {{"cluster": "cp", "max_batch": "x"}}}}}}}}"#
+        );
+        assert!(decode_err(json.as_bytes()).starts_with("reporter_config.typed_config.max_batch: "));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 pub mod bootstrap;
 pub mod egress;
 pub mod filter;
+pub mod reporter;
 
 use std::fmt;
 use std::time::Duration;
@@ -235,7 +236,18 @@ fn json_to_any(
     let full_name = type_url.rsplit('/').next().unwrap_or_default();
     let mut any = Any::new();
     any.type_url = type_url.clone();
-    if let Some(md) = crate::proto::message_by_full_name(full_name) {
+    if full_name == "google.protobuf.Struct" {
+        // proto3 JSON of an Any holding a well-known type: the content is under "value".
+        let content = match obj.get("value") {
+            None | Some(serde_json::Value::Null) => serde_json::Value::Object(Default::default()),
+            Some(v @ serde_json::Value::Object(_)) => v.clone(),
+            Some(_) => return Err(ConfigError::new(join_path(path, "value"), "expected a JSON object")),
+        };
+        let s: Struct = protobuf_json_mapping::parse_from_str(&content.to_string())
+            .map_err(|e| ConfigError::new(join_path(path, "value"), format!("invalid Struct: {e}")))?;
+        any.value = protobuf::Message::write_to_bytes(&s)
+            .map_err(|e| ConfigError::new(path, format!("cannot serialize Struct: {e}")))?;
+    } else if let Some(md) = crate::proto::message_by_full_name(full_name) {
         let mut fields = obj.clone();
         fields.remove("@type");
         let msg = json_to_message(&md, &fields, path)?;

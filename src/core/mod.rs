@@ -6,6 +6,7 @@ pub mod handshake;
 pub mod idformat;
 pub mod keepalive;
 pub mod relay;
+pub mod reporter;
 pub mod tracker;
 pub mod h2mux;
 

@@ -92,6 +92,9 @@ pub struct TunnelMeta {
     /// When the tunnel was registered, in milliseconds on the caller's clock. The idle time at a
     /// claim (the `cx_upgrade_time` histogram, protocol doc §4.1) is `now − registered_at_ms`.
     pub registered_at_ms: u64,
+    /// The handshake's `x-envoy-reverse-tunnel-initiation-time` (epoch ms; 0 if absent), for the
+    /// reporter (protocol doc §6).
+    pub initiation_time_ms: i64,
 }
 
 /// Whether a tunnel waits in the idle pool or has been claimed.
@@ -983,6 +986,50 @@ impl<H: Clone + Send> Tracker<H> {
         rows.sort_by_key(|r| r.0.tunnel);
         rows
     }
+
+    /// Ids of every tracked tunnel, sorted. The lock is held only to copy the ids (O(n)); with
+    /// [`Tracker::visit`] a listing can then read the rows in small batches, so that workers
+    /// never wait long for the lock (admin listing with 10,000 tunnels, issue 7).
+    pub fn tunnel_ids(&self) -> Vec<TunnelId> {
+        let mut ids: Vec<TunnelId> = self.state.lock().tunnels.keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Calls `f` with a borrowed view of each tunnel of `ids` that is still tracked, in the order
+    /// of `ids`, all under one hold of the tracker's lock: keep `ids` short (a few hundred) and
+    /// `f` cheap (no I/O). Any thread.
+    pub fn visit(&self, ids: &[TunnelId], mut f: impl FnMut(TunnelView<'_, H>)) {
+        let st = self.state.lock();
+        for id in ids {
+            if let Some(e) = st.tunnels.get(id) {
+                f(TunnelView {
+                    tunnel: *id,
+                    worker: e.worker,
+                    identity: &e.identity,
+                    state: e.state,
+                    meta: &e.meta,
+                    handle: &e.handle,
+                });
+            }
+        }
+    }
+}
+
+/// A borrowed view of one tracked tunnel, valid inside [`Tracker::visit`]'s callback.
+pub struct TunnelView<'a, H> {
+    /// The tunnel.
+    pub tunnel: TunnelId,
+    /// Owning worker.
+    pub worker: WorkerId,
+    /// Identity with bare ids; `cluster_id` is the node's effective cluster id.
+    pub identity: &'a Identity,
+    /// Idle or in use.
+    pub state: TunnelState,
+    /// Metadata given at registration.
+    pub meta: &'a TunnelMeta,
+    /// The caller's handle.
+    pub handle: &'a H,
 }
 
 impl ClusterEntry {
@@ -1169,11 +1216,29 @@ mod tests {
             initiator_worker_id: "worker_0".into(),
             initiator_connection_id: at.to_string(),
             registered_at_ms: at,
+            initiation_time_ms: 0,
         }
     }
 
     fn reg(t: &Tracker<u64>, id: TunnelId, worker: WorkerId, who: &Identity) -> Registered {
         t.register(id, worker, who, meta(id), id * 10).expect("register")
+    }
+
+    #[test]
+    fn tunnel_ids_and_visit_match_the_snapshot() {
+        let t: Tracker<u64> = Tracker::new(false);
+        for id in [5, 2, 9] {
+            reg(&t, id, (id % 2) as WorkerId, &ident("t", &format!("n{id}"), "c"));
+        }
+        assert_eq!(t.tunnel_ids(), vec![2, 5, 9]);
+        let mut seen = Vec::new();
+        // Unknown ids (a tunnel closed since) are skipped; order follows `ids`.
+        t.visit(&[9, 7, 2], |v| seen.push((v.tunnel, v.identity.node_id.clone(), *v.handle, v.meta.registered_at_ms)));
+        assert_eq!(seen, vec![(9, "n9".to_string(), 90, 9), (2, "n2".to_string(), 20, 2)]);
+        let snap: Vec<_> = t.snapshot().into_iter().map(|i| (i.tunnel, i.worker, i.identity)).collect();
+        let mut via_visit = Vec::new();
+        t.visit(&t.tunnel_ids(), |v| via_visit.push((v.tunnel, v.worker, v.identity.clone())));
+        assert_eq!(snap, via_visit);
     }
 
     fn claim_id(t: &Tracker<u64>, target: &str, worker: WorkerId) -> Option<TunnelId> {

@@ -168,6 +168,35 @@ impl BootstrapConfigHandle {
         unsafe { shim::register_admin_handler(self.ptr(), mbuf(path.as_bytes()), mbuf(help.as_bytes()), false, false) }
     }
 
+    /// Starts an HTTP request to the Envoy cluster `cluster` (ABI doc §3.3
+    /// `bootstrap_extension_http_callout`): `headers` must include `:method`, `:path` and `host`;
+    /// `timeout_ms` bounds the whole exchange. Main thread, only after `server_initialized`
+    /// (before it Envoy answers ClusterNotFound). Returns the callout id, whose result arrives
+    /// in the `http_callout_done` hook on the main thread, or the raw
+    /// `envoy_dynamic_module_type_http_callout_init_result` (1 MissingRequiredHeaders,
+    /// 2 ClusterNotFound, 3 DuplicateCalloutId, 4 CannotCreateRequest).
+    pub fn http_callout(self, cluster: &str, headers: &[(&str, &str)], body: &[u8], timeout_ms: u64) -> Result<u64, u32> {
+        let mut hdrs: Vec<abi::envoy_dynamic_module_type_module_http_header> = headers
+            .iter()
+            .map(|(k, v)| abi::envoy_dynamic_module_type_module_http_header {
+                key_ptr: k.as_ptr() as *const _,
+                key_length: k.len(),
+                value_ptr: v.as_ptr() as *const _,
+                value_length: v.len(),
+            })
+            .collect();
+        let mut id = 0u64;
+        // SAFETY: main thread; every buffer lives for the call and Envoy copies them (ABI doc §2).
+        let rc = unsafe {
+            shim::http_callout(self.ptr(), &mut id, mbuf(cluster.as_bytes()), hdrs.as_mut_ptr(), hdrs.len(), mbuf(body), timeout_ms)
+        };
+        if rc == 0 {
+            Ok(id)
+        } else {
+            Err(rc)
+        }
+    }
+
     /// Sets the body of the admin response being built. Main thread, inside `admin_request`.
     pub fn admin_set_response(self, body: &[u8]) {
         // SAFETY: main thread; Envoy copies the bytes.
@@ -387,6 +416,7 @@ mod shim {
         envoy_dynamic_module_callback_bootstrap_extension_config_record_histogram_value as record_histogram,
         envoy_dynamic_module_callback_bootstrap_extension_config_set_gauge as set_gauge,
         envoy_dynamic_module_callback_bootstrap_extension_config_signal_init_complete as signal_init_complete,
+        envoy_dynamic_module_callback_bootstrap_extension_http_callout as http_callout,
         envoy_dynamic_module_callback_bootstrap_extension_register_admin_handler as register_admin_handler,
         envoy_dynamic_module_callback_bootstrap_extension_timer_delete as timer_delete,
         envoy_dynamic_module_callback_bootstrap_extension_timer_enable as timer_enable,
@@ -442,6 +472,7 @@ mod shim {
     pub unsafe fn timer_delete(_: *mut c_void) {}
     pub unsafe fn register_admin_handler(_: *mut c_void, _: MB, _: MB, _: bool, _: bool) -> bool { false }
     pub unsafe fn admin_set_response(_: *mut c_void, _: MB) {}
+    pub unsafe fn http_callout(_: *mut c_void, _: *mut u64, _: MB, _: *mut envoy_abi::envoy_dynamic_module_type_module_http_header, _: usize, _: MB, _: u64) -> u32 { 2 }
     pub unsafe fn get_read_buffer_chunks_size(_: *mut c_void) -> usize { 0 }
     pub unsafe fn get_read_buffer_chunks(_: *mut c_void, _: *mut EB) -> bool { false }
     pub unsafe fn drain_read_buffer(_: *mut c_void, _: usize) -> bool { true }

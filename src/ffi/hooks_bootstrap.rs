@@ -136,17 +136,44 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_bootstrap_extension_file_change
 const _: abi::envoy_dynamic_module_on_bootstrap_extension_file_changed_fn =
     Some(envoy_dynamic_module_on_bootstrap_extension_file_changed);
 
+/// The reporter's HTTP callout finished: passes the result and `:status` on (the body is not
+/// read). Header pointers are valid only during the hook, NULL on failure (ABI doc §3.2).
 #[no_mangle]
 pub unsafe extern "C" fn envoy_dynamic_module_on_bootstrap_extension_http_callout_done(
     _c: ConfigEnvoy,
-    _m: ConfigModule,
-    _id: u64,
-    _result: abi::envoy_dynamic_module_type_http_callout_result::Type,
-    _headers: *mut abi::envoy_dynamic_module_type_envoy_http_header,
-    _headers_size: usize,
+    m: ConfigModule,
+    id: u64,
+    result: abi::envoy_dynamic_module_type_http_callout_result::Type,
+    headers: *mut abi::envoy_dynamic_module_type_envoy_http_header,
+    headers_size: usize,
     _body: *mut EnvoyBuf,
     _body_size: usize,
 ) {
+    // SAFETY: m is our config pointer; headers (if not NULL) hold headers_size entries whose
+    // buffers live during the hook.
+    let (x, status) = unsafe { (ext(m), response_status(headers, headers_size)) };
+    if let Some(x) = x {
+        guard("bootstrap http_callout_done", (), || x.http_callout_done(id, result, status.as_deref()));
+    }
+}
+
+/// The `:status` header among Envoy's response headers, copied.
+///
+/// # Safety
+/// `headers` must be NULL or point to `n` valid headers whose buffers are alive.
+unsafe fn response_status(headers: *const abi::envoy_dynamic_module_type_envoy_http_header, n: usize) -> Option<String> {
+    if headers.is_null() {
+        return None;
+    }
+    // SAFETY: per the contract above.
+    let hs = unsafe { std::slice::from_raw_parts(headers, n) };
+    hs.iter().find_map(|h| {
+        let key = abi::envoy_dynamic_module_type_envoy_buffer { ptr: h.key_ptr, length: h.key_length };
+        let value = abi::envoy_dynamic_module_type_envoy_buffer { ptr: h.value_ptr, length: h.value_length };
+        // SAFETY: Envoy's header buffers are valid during the hook.
+        let (k, v) = unsafe { (envoy_bytes(&key), envoy_bytes(&value)) };
+        (k == b":status").then(|| String::from_utf8_lossy(v).into_owned())
+    })
 }
 const _: abi::envoy_dynamic_module_on_bootstrap_extension_http_callout_done_fn =
     Some(envoy_dynamic_module_on_bootstrap_extension_http_callout_done);

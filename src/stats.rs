@@ -102,8 +102,11 @@ pub struct Stats {
     ping_rtt: Option<usize>,
     relay_bytes: Option<usize>,
     access_log_dropped: Option<usize>,
-    panics_caught: Option<usize>,
-    panics_published: AtomicU64,
+    panics_caught: Published,
+    reporter_sent: Published,
+    reporter_failed: Published,
+    reporter_snapshots: Published,
+    reporter_dropped_events: Published,
     worker_names: Vec<String>,
     detailed: Option<DetailedTunnels>,
 }
@@ -171,8 +174,11 @@ impl Stats {
             ping_rtt: d(MetricKind::Histogram, p("ping_rtt"), &[]),
             relay_bytes: d(MetricKind::Counter, p("relay_bytes"), &["direction"]),
             access_log_dropped: d(MetricKind::Gauge, p("access_log_dropped"), &[]),
-            panics_caught: d(MetricKind::Counter, p("panics_caught"), &[]),
-            panics_published: AtomicU64::new(0),
+            panics_caught: Published::new(d(MetricKind::Counter, p("panics_caught"), &[])),
+            reporter_sent: Published::new(d(MetricKind::Counter, p("reporter.sent"), &[])),
+            reporter_failed: Published::new(d(MetricKind::Counter, p("reporter.failed"), &[])),
+            reporter_snapshots: Published::new(d(MetricKind::Counter, p("reporter.snapshots"), &[])),
+            reporter_dropped_events: Published::new(d(MetricKind::Counter, p("reporter.dropped_events"), &[])),
             worker_names: (0..o.concurrency.max(1)).map(|w| format!("worker_{w}")).collect(),
             detailed,
             sink,
@@ -283,15 +289,39 @@ impl Stats {
     /// boundary). Main thread, from the clock timer: a panic never touches Envoy's stats from
     /// inside the guard.
     pub fn publish_panics(&self, total: u64) {
-        let before = self.panics_published.swap(total, Ordering::Relaxed);
-        if total > before {
-            self.up(MetricOp::IncCounter, self.panics_caught, &[], total - before);
-        }
+        self.panics_caught.publish(&*self.sink, total);
+    }
+    /// Brings the reporter counters up to the reporter's totals (`reporter.sent`, `.failed`,
+    /// `.snapshots`, `.dropped_events`; see `docs/reporter.md`). Main thread, from the clock timer.
+    pub fn publish_reporter(&self, c: &crate::core::reporter::ReporterCounters) {
+        self.reporter_sent.publish(&*self.sink, c.sent);
+        self.reporter_failed.publish(&*self.sink, c.failed);
+        self.reporter_snapshots.publish(&*self.sink, c.snapshots);
+        self.reporter_dropped_events.publish(&*self.sink, c.dropped);
     }
 
     /// Detailed label sets created so far (0 without `enable_detailed_stats`).
     pub fn detailed_series(&self) -> usize {
         self.detailed.as_ref().map_or(0, |d| d.created.load(Ordering::Relaxed))
+    }
+}
+
+/// A counter that mirrors a running total kept elsewhere: [`Published::publish`] adds the growth
+/// since the last call.
+struct Published {
+    id: Option<usize>,
+    last: AtomicU64,
+}
+
+impl Published {
+    fn new(id: Option<usize>) -> Published {
+        Published { id, last: AtomicU64::new(0) }
+    }
+    fn publish(&self, sink: &dyn MetricSink, total: u64) {
+        let before = self.last.swap(total, Ordering::Relaxed);
+        if let (Some(id), true) = (self.id, total > before) {
+            sink.update(MetricOp::IncCounter, id, &[], total - before);
+        }
     }
 }
 

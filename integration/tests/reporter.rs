@@ -149,6 +149,11 @@ fn reporter_sends_snapshot_events_and_resyncs_after_an_outage() -> Result<()> {
     assert!(seqs.windows(2).all(|w| w[1] > w[0]), "seq not increasing: {seqs:?}");
     let outage: Vec<u64> = cp.received()[outage_from..].iter().filter_map(|r| r.body["seq"].as_u64()).collect();
     assert!(outage.windows(2).all(|w| w[1] == w[0] + 1), "seq not consecutive during the outage: {outage:?}");
+    // The counters saw the outage and the recovery.
+    let sent = topo.responder().wait_stat("rt.upstream_rc.reporter.sent", |v| v >= 2, Duration::from_secs(5))?;
+    let failed_n = topo.responder().wait_stat("rt.upstream_rc.reporter.failed", |v| v >= 5, Duration::from_secs(5))?;
+    let snapshots = topo.responder().wait_stat("rt.upstream_rc.reporter.snapshots", |v| v >= 2, Duration::from_secs(5))?;
+    println!("reporter: counters sent {sent}, failed {failed_n}, snapshots {snapshots}");
     topo.stop_initiator(b);
     println!("reporter: {} payloads, test took {:?}", seqs.len(), t0.elapsed());
     Ok(())

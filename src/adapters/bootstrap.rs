@@ -80,6 +80,9 @@ impl BootstrapExtension {
         // After re-arming, so that nothing in the reporter can stop the clock. It keeps
         // reporting while draining (tunnels closing are news too).
         crate::adapters::reporter::tick(&self.runtime, self.handle);
+        if let Some(r) = &self.runtime.reporter {
+            self.runtime.stats.publish_reporter(&r.counters());
+        }
     }
 
     /// `http_callout_done` (ABI doc §3.2): the result of the reporter's callout `id`; `result`

@@ -9,8 +9,9 @@
 //!   [`ReporterHandle::on_callout_done`] from the `http_callout_done` hook (ABI doc §3.2); all
 //!   sending happens there, through `bootstrap_extension_http_callout` (ABI doc §3.3).
 //!
-//! Counters (kept here until the lead wires them into `Stats`): see [`ReporterCounters`]
-//! (payloads sent, failed, snapshots, dropped events); failures and recoveries are logged.
+//! Counters: [`ReporterCounters`] (payloads sent, failed, snapshots, dropped events), published
+//! every clock period as `<stat_prefix>.reporter.{sent,failed,snapshots,dropped_events}`
+//! (`crate::stats`); failures and recoveries are logged.
 
 use crate::config::reporter::HttpReporterConfig;
 use crate::core::reporter::{

@@ -42,10 +42,12 @@ soak: build
 demo: build
 	$(CARGO) run --release -q -p rt-integration --bin demo
 
-# Longer fuzzing of the handshake parser and the HTTP/2 multiplexer: their property tests with
-# many more random inputs (any byte string: no panic, bounded answer). RT_FUZZ_CASES to tune.
+# Longer fuzzing (no nightly toolchain, so no cargo-fuzz): the property tests of every parser that
+# reads peer bytes, with many more random inputs: the handshake parser, the HTTP/2 multiplexer's
+# frame reader and HPACK (any byte string: no panic, bounded memory), the relay's RPING echo
+# stripper and the keepalive's RPING reader (split-independent, lossless). RT_FUZZ_CASES to tune.
 fuzz: setup
-	RT_FUZZ_CASES=$${RT_FUZZ_CASES:-100000} $(CARGO) test --release -p reverse_tunnel --lib -- core::handshake core::h2mux
+	RT_FUZZ_CASES=$${RT_FUZZ_CASES:-100000} $(CARGO) test --release -p reverse_tunnel --lib -- core::handshake core::h2mux core::relay core::keepalive
 
 clean:
 	$(CARGO) clean

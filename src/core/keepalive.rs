@@ -951,6 +951,7 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig { cases: crate::core::fuzz_cases(256), ..ProptestConfig::default() })]
         /// Invariants under arbitrary timer/data/close/claim sequences:
         /// on_timer has work exactly when now >= next_deadline; at most one SendPing per call
         /// and never while an RPING is in flight; Miss counts stay below the threshold and match

@@ -102,6 +102,7 @@ pub struct Stats {
     ping_rtt: Option<usize>,
     relay_bytes: Option<usize>,
     access_log_dropped: Option<usize>,
+    draining: Option<usize>,
     panics_caught: Published,
     reporter_sent: Published,
     reporter_failed: Published,
@@ -174,6 +175,7 @@ impl Stats {
             ping_rtt: d(MetricKind::Histogram, p("ping_rtt"), &[]),
             relay_bytes: d(MetricKind::Counter, p("relay_bytes"), &["direction"]),
             access_log_dropped: d(MetricKind::Gauge, p("access_log_dropped"), &[]),
+            draining: d(MetricKind::Gauge, p("draining"), &[]),
             panics_caught: Published::new(d(MetricKind::Counter, p("panics_caught"), &[])),
             reporter_sent: Published::new(d(MetricKind::Counter, p("reporter.sent"), &[])),
             reporter_failed: Published::new(d(MetricKind::Counter, p("reporter.failed"), &[])),
@@ -280,6 +282,10 @@ impl Stats {
     /// Publishes the number of lifecycle log entries dropped so far (queue full).
     pub fn access_log_dropped(&self, total: u64) {
         self.up(MetricOp::SetGauge, self.access_log_dropped, &[], total);
+    }
+    /// Gauge `draining`: 1 once Envoy started draining (`drain_started`), new handshakes get 503.
+    pub fn draining(&self, on: bool) {
+        self.up(MetricOp::SetGauge, self.draining, &[], u64::from(on));
     }
     /// Counts relayed bytes; `direction` is `to_initiator` or `from_initiator`.
     pub fn relayed(&self, direction: &str, n: usize) {

@@ -13,11 +13,27 @@ use crate::{Error, Result};
 /// Open connections of a backend: a handle to each socket (to shut it down) and its thread.
 type ConnList = Arc<Mutex<Vec<(TcpStream, JoinHandle<()>)>>>;
 
+/// Longest delay a `delay_ms=` query can ask for.
+pub const MAX_DELAY: Duration = Duration::from_secs(60);
+
+/// The `delay_ms=<n>` of a request target's query string (capped at [`MAX_DELAY`]), if any.
+pub fn requested_delay(target: &str) -> Option<Duration> {
+    let (_, query) = target.split_once('?')?;
+    let ms = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("delay_ms="))?
+        .parse::<u64>()
+        .ok()?;
+    Some(Duration::from_millis(ms).min(MAX_DELAY))
+}
+
 /// Idle keep-alive connections are closed by the backend after this long.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A multi-threaded HTTP/1.1 server on a free 127.0.0.1 port (one thread per connection,
 /// keep-alive supported). Every request gets `200` with body `backend <name> path=<path>\n`.
+/// A request whose query string has `delay_ms=<n>` is answered after sleeping `n` ms (at most
+/// [`MAX_DELAY`]): a slow backend, to keep a request in flight.
 /// Stops (closing all connections and joining its threads) on Drop.
 pub struct Backend {
     name: String,
@@ -161,6 +177,9 @@ fn serve_connection(stream: TcpStream, name: &str, served: &AtomicU64) -> Result
             return Ok(());
         }
         let _request_body = read_body(&mut reader, body_kind(&headers, true)?)?;
+        if let Some(d) = requested_delay(&target) {
+            std::thread::sleep(d);
+        }
         let close = connection_has(&headers, "close")
             || (version == "HTTP/1.0" && !connection_has(&headers, "keep-alive"));
         let body = expected_body(name, &target);
@@ -196,5 +215,18 @@ mod tests {
         let r = http_get(b.port(), "/fresh?q=1", &[]).unwrap();
         assert_eq!(r.body, b.expected_body("/fresh?q=1"));
         assert_eq!(b.requests_served(), 6);
+    }
+
+    #[test]
+    fn delay_ms_slows_the_answer() {
+        assert_eq!(requested_delay("/a?x=1&delay_ms=250"), Some(Duration::from_millis(250)));
+        assert_eq!(requested_delay("/a?delay_ms=99999999"), Some(MAX_DELAY));
+        assert_eq!(requested_delay("/a?delay_ms=x"), None);
+        assert_eq!(requested_delay("/a/delay_ms=5"), None);
+        let b = Backend::start("slow").unwrap();
+        let t = std::time::Instant::now();
+        let r = http_get(b.port(), "/s?delay_ms=300", &[]).unwrap();
+        assert_eq!(r.body, b.expected_body("/s?delay_ms=300"));
+        assert!(t.elapsed() >= Duration::from_millis(300), "{:?}", t.elapsed());
     }
 }

@@ -188,6 +188,19 @@ impl Topology {
         specs: &[InitiatorSpec],
         overrides: &[(&'static str, String)],
     ) -> Result<Topology> {
+        Topology::start_edited(label, kind, responder_concurrency, specs, overrides, Ok)
+    }
+
+    /// [`Topology::start_with`], and `edit` rewrites the rendered responder config text before
+    /// Envoy starts (e.g. to add a filter field the template has no variable for).
+    pub fn start_edited(
+        label: &str,
+        kind: Responder,
+        responder_concurrency: u32,
+        specs: &[InitiatorSpec],
+        overrides: &[(&'static str, String)],
+        edit: impl FnOnce(String) -> Result<String>,
+    ) -> Result<Topology> {
         let dir = TestDir::new(label)?;
         if kind == Responder::Module {
             require_module()?;
@@ -208,6 +221,8 @@ impl Topology {
                 vars
             },
         )?;
+        let text = std::fs::read_to_string(&config)?;
+        std::fs::write(&config, edit(text)?)?;
         let mut responder = Envoy::start(&config, responder_concurrency, &[])?;
         responder.wait_ready(READY_TIMEOUT)?;
         let mut topo = Topology {

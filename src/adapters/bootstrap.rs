@@ -5,6 +5,7 @@
 //! main-thread timer that posts a tick to each worker, design §6), serves the admin endpoint
 //! `/reverse_tunnels`, and on drain/shutdown refuses new handshakes.
 
+use super::endpoint::Msg;
 use crate::config::bootstrap::BootstrapConfig;
 use crate::core::tracker::TunnelState;
 use crate::ffi::envoy::{self, BootstrapConfigHandle, BootstrapTimer};
@@ -102,15 +103,18 @@ impl BootstrapExtension {
         }
     }
 
-    /// `drain_started`: new handshakes are refused from now on.
+    /// `drain_started` (`POST /drain_listeners?graceful`; not called on `/quitquitquit`, ABI doc):
+    /// new handshakes get 503 from now on, and every idle tunnel is closed on its own worker
+    /// (`Msg::Drain`, close reason `drain`) so that initiators dial another responder. Claimed
+    /// tunnels keep serving. Idempotent. Cost: one tracker snapshot, O(tunnels), main thread.
     pub fn drain_started(&self) {
-        self.runtime.draining.store(true, Ordering::Relaxed);
-        rt_log!(Info, "reverse_tunnel: drain started, refusing new handshakes");
+        let n = drain_idle_tunnels(&self.runtime);
+        rt_log!(Info, "reverse_tunnel: drain started, refusing new handshakes, closing {n} idle tunnel(s)");
     }
 
     /// `shutdown`: stop the clock; the caller then calls the completion callback.
     pub fn shutdown(&self) {
-        self.runtime.draining.store(true, Ordering::Relaxed);
+        self.runtime.draining.store(true, Ordering::SeqCst);
         if let Some(t) = self.timer.lock().take() {
             t.delete();
         }
@@ -142,6 +146,20 @@ impl BootstrapExtension {
             *g = None;
         }
     }
+}
+
+/// Sets the draining flag, then posts [`Msg::Drain`] to every tunnel the tracker lists as idle;
+/// returns how many were posted. The flag is stored (SeqCst) before the snapshot, so a tunnel
+/// registered after the snapshot sees it and closes itself (handshake adapter `admit`).
+pub fn drain_idle_tunnels(rt: &Runtime) -> usize {
+    rt.draining.store(true, Ordering::SeqCst);
+    rt.stats.draining(true);
+    rt.tracker
+        .snapshot_with(|ep| ep.clone())
+        .into_iter()
+        .filter(|(info, _)| info.state == TunnelState::Idle)
+        .filter(|(_, ep)| ep.post(Msg::Drain))
+        .count()
 }
 
 /// Filters and format of `GET /reverse_tunnels?node=&cluster=&tenant=&format=json|text`.

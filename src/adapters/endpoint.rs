@@ -31,6 +31,9 @@ pub enum Msg {
     EgressData { from: u64, bytes: Vec<u8> },
     /// Sent to a tunnel: egress connection `from` closed.
     EgressClosed { from: u64 },
+    /// Sent to a tunnel by the main thread when Envoy starts draining: close it if it is still
+    /// idle (close reason `drain`); a claimed tunnel ignores it and keeps serving.
+    Drain,
 }
 
 struct Inner {

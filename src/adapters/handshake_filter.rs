@@ -213,7 +213,7 @@ fn reject(conn: &Rc<Conn>, r: &Rejection) {
 
 fn accept(conn: &Rc<Conn>, req: HandshakeRequest, now: u64) {
     let rt = &conn.runtime;
-    if rt.is_draining() {
+    if draining(rt) {
         return reject(conn, &Rejection::draining());
     }
     let identity = Identity {
@@ -398,9 +398,61 @@ fn handle_keepalive_events(conn: &Rc<Conn>, events: Vec<Event>, now: u64) {
     }
 }
 
-/// The first RPING echo arrived: the tunnel joins the idle pool.
+/// Close reason (`tunnels_closed{close_reason}`, lifecycle `tunnel_closed`) of an idle tunnel
+/// closed because Envoy started draining.
+pub const DRAIN_CLOSE_REASON: &str = "drain";
+
+/// True once drain (or shutdown) started. SeqCst, paired with the store in
+/// [`crate::adapters::bootstrap`]: a tunnel registered after the drain's snapshot of idle tunnels
+/// sees the flag (see [`admit`]).
+fn draining(rt: &Runtime) -> bool {
+    rt.draining.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Envoy started draining (`Msg::Drain`, from the main thread): an idle tunnel (admitted or still
+/// waiting for its first echo) is closed with reason [`DRAIN_CLOSE_REASON`] so that its initiator
+/// dials elsewhere; a claimed tunnel keeps serving its requests. Owning worker.
+pub fn on_drain(conn: &Rc<Conn>) {
+    enum Kind {
+        Unadmitted,
+        Registered(u64),
+        Other,
+    }
+    if conn.closed.get() {
+        return;
+    }
+    let kind = with_tunnel(conn, |t| match (&t.phase, t.registered_at_ms) {
+        (Phase::Keepalive(_), None) => Kind::Unadmitted,
+        (Phase::Keepalive(_), Some(at)) => Kind::Registered(at),
+        _ => Kind::Other,
+    })
+    .unwrap_or(Kind::Other);
+    let rt = &conn.runtime;
+    match kind {
+        Kind::Other => return,
+        Kind::Unadmitted => {}
+        Kind::Registered(at) => {
+            // Atomic against a claim from another worker: if a claim won, its Attach is on its
+            // way and the tunnel serves it.
+            let Some(rm) = rt.tracker.remove_if_idle(conn.ep.conn_id) else { return };
+            let lifetime = now_ms().saturating_sub(at);
+            crate::adapters::reporter::disconnected(rt, conn.ep.conn_id, &rm, DRAIN_CLOSE_REASON);
+            rt.stats.on_removed(&rm, DRAIN_CLOSE_REASON, lifetime);
+        }
+    }
+    with_tunnel(conn, |t| t.close_reason = Some(DRAIN_CLOSE_REASON));
+    rt_log!(Debug, "reverse_tunnel: closing idle tunnel conn={} (drain)", conn.ep.conn_id);
+    // on_closed logs tunnel_closed; for a registered tunnel the tracker entry is already gone, so
+    // it counts nothing twice; an unadmitted one is counted there.
+    conn.close(CloseType::NoFlush, DRAIN_CLOSE_REASON);
+}
+
+/// The first RPING echo arrived: the tunnel joins the idle pool (or, while draining, is closed).
 fn admit(conn: &Rc<Conn>, now: u64) {
     let rt = &conn.runtime;
+    if draining(rt) {
+        return on_drain(conn);
+    }
     let Some((identity, remote, (iw, ic), initiation_time_ms)) =
         with_tunnel(conn, |t| (t.identity.clone(), t.remote.clone(), t.initiator.clone(), t.initiation_time_ms))
     else {
@@ -430,6 +482,11 @@ fn admit(conn: &Rc<Conn>, now: u64) {
             lifecycle(conn, "tunnel_setup", "TcpUpstreamConnected", "idle", Vec::new());
             crate::adapters::reporter::connected(rt, conn.ep.conn_id, conn.ep.worker, &identity, initiation_time_ms);
             rt_log!(Debug, "reverse_tunnel: tunnel_setup node={} conn={}", identity.node_id, conn.ep.conn_id);
+            // Drain may have started between the check above and the registration, after the
+            // main thread took its snapshot of idle tunnels: then this tunnel closes itself.
+            if draining(rt) {
+                on_drain(conn);
+            }
         }
         Err(e) => {
             rt.stats.handshake("registration_failed");

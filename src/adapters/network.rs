@@ -126,6 +126,7 @@ fn handle_msg(conn: &Rc<Conn>, msg: Msg) {
         Msg::Attach { peer } => handshake_filter::on_attach(conn, peer),
         Msg::EgressData { from, bytes } => handshake_filter::on_egress_data(conn, from, bytes),
         Msg::EgressClosed { from } => handshake_filter::on_egress_closed(conn, from),
+        Msg::Drain => handshake_filter::on_drain(conn),
     }
 }
 

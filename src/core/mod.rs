@@ -11,7 +11,8 @@ pub mod tracker;
 pub mod h2mux;
 
 /// Number of cases for the property tests that act as fuzzers (handshake parser, HTTP/2
-/// multiplexer): `default` in `make test`, or `RT_FUZZ_CASES` when set (`make fuzz`).
+/// multiplexer and HPACK, relay echo stripper, RPING keepalive reader): `default` in `make test`,
+/// or `RT_FUZZ_CASES` when set (`make fuzz`).
 #[cfg(test)]
 pub(crate) fn fuzz_cases(default: u32) -> u32 {
     std::env::var("RT_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)

@@ -392,6 +392,7 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig { cases: crate::core::fuzz_cases(256), ..ProptestConfig::default() })]
         /// Property A: let `payload` start with a byte other than `R` (as HTTP/2 and HTTP/1.1
         /// responses do), or be empty. For `RPING`*k ++ payload split into any chunks, the
         /// concatenated output (all `feed`s, then `finish`) is exactly `payload` when

@@ -768,9 +768,24 @@ impl<H: Clone + Send> Tracker<H> {
     /// tracker's copy of the handle is dropped after the lock is released.
     /// O(1) + O(log n) + O(#workers holding the node).
     pub fn remove(&self, tunnel: TunnelId) -> Option<Removed> {
+        self.remove_where(tunnel, false)
+    }
+
+    /// [`remove`](Tracker::remove), but only while the tunnel is still idle: `None` (nothing
+    /// changes) for an unknown tunnel or one a [`claim`](Tracker::claim) already took. The check
+    /// and the removal are one atomic step, so a tunnel is either claimed or removed, never both
+    /// (used by drain: idle tunnels are closed, claimed ones keep serving).
+    pub fn remove_if_idle(&self, tunnel: TunnelId) -> Option<Removed> {
+        self.remove_where(tunnel, true)
+    }
+
+    fn remove_where(&self, tunnel: TunnelId, idle_only: bool) -> Option<Removed> {
         let (removed, entry) = {
             let mut guard = self.state.lock();
             let st = &mut *guard;
+            if idle_only && st.tunnels.get(&tunnel)?.state != TunnelState::Idle {
+                return None;
+            }
             let entry = st.tunnels.remove(&tunnel)?;
             relax(&mut st.tunnels);
             let was_idle = entry.state == TunnelState::Idle;
@@ -1252,6 +1267,26 @@ mod tests {
         fn assert_sync<T: Send + Sync>() {}
         assert_sync::<Tracker<u64>>();
         assert_sync::<Tracker<std::sync::Arc<String>>>();
+    }
+
+    #[test]
+    fn remove_if_idle_takes_idle_tunnels_and_leaves_claimed_ones() {
+        let t = Tracker::new(false);
+        let who = ident("", "n", "c");
+        reg(&t, 1, 0, &who);
+        reg(&t, 2, 1, &who);
+        assert_eq!(claim_id(&t, "n", 0), Some(1));
+        assert!(t.remove_if_idle(1).is_none(), "a claimed tunnel is not drained");
+        assert!(t.remove_if_idle(99).is_none(), "unknown tunnel");
+        let rm = t.remove_if_idle(2).expect("idle tunnel removed");
+        assert!(rm.was_idle && rm.worker_node_gone && !rm.node_gone, "{rm:?}");
+        assert!(t.remove_if_idle(2).is_none(), "removed once");
+        assert!(t.claim("n", 1).is_none(), "a drained tunnel cannot be claimed");
+        assert_eq!(t.counts(), Counts { idle: 0, in_use: 1, shareable: 0, nodes: 1, clusters: 1 });
+        t.check_consistency().unwrap();
+        let rm = t.remove(1).expect("the claimed tunnel is still removable");
+        assert!(!rm.was_idle && rm.node_gone && rm.cluster_gone);
+        t.check_consistency().unwrap();
     }
 
     #[test]

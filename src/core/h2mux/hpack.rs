@@ -724,6 +724,7 @@ mod tests {
     }
 
     proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: crate::core::fuzz_cases(256), ..proptest::prelude::ProptestConfig::default() })]
         #[test]
         fn round_trip_many_blocks(
             blocks in proptest::collection::vec(

@@ -189,8 +189,10 @@ fn serve_connection(stream: TcpStream, name: &str, served: &AtomicU64) -> Result
             if close { "connection: close\r\n" } else { "" },
             body
         );
-        reader.get_mut().write_all(resp.as_bytes())?;
+        // Counted before the answer leaves, so a client that has its response always sees it
+        // counted (tests compare the count right after a response).
         served.fetch_add(1, Ordering::SeqCst);
+        reader.get_mut().write_all(resp.as_bytes())?;
         if close {
             let _ = reader.get_ref().shutdown(Shutdown::Both);
             return Ok(());

@@ -103,6 +103,7 @@ pub struct Stats {
     relay_bytes: Option<usize>,
     access_log_dropped: Option<usize>,
     draining: Option<usize>,
+    unsolicited_rping: Option<usize>,
     panics_caught: Published,
     reporter_sent: Published,
     reporter_failed: Published,
@@ -176,6 +177,7 @@ impl Stats {
             relay_bytes: d(MetricKind::Counter, p("relay_bytes"), &["direction"]),
             access_log_dropped: d(MetricKind::Gauge, p("access_log_dropped"), &[]),
             draining: d(MetricKind::Gauge, p("draining"), &[]),
+            unsolicited_rping: d(MetricKind::Counter, p("unsolicited_rping"), &[]),
             panics_caught: Published::new(d(MetricKind::Counter, p("panics_caught"), &[])),
             reporter_sent: Published::new(d(MetricKind::Counter, p("reporter.sent"), &[])),
             reporter_failed: Published::new(d(MetricKind::Counter, p("reporter.failed"), &[])),
@@ -286,6 +288,10 @@ impl Stats {
     /// Gauge `draining`: 1 once Envoy started draining (`drain_started`), new handshakes get 503.
     pub fn draining(&self, on: bool) {
         self.up(MetricOp::SetGauge, self.draining, &[], u64::from(on));
+    }
+    /// Counts RPINGs from initiators that answered none of ours (ignored, see `core::keepalive`).
+    pub fn unsolicited_rping(&self, n: u64) {
+        self.up(MetricOp::IncCounter, self.unsolicited_rping, &[], n);
     }
     /// Counts relayed bytes; `direction` is `to_initiator` or `from_initiator`.
     pub fn relayed(&self, direction: &str, n: usize) {

@@ -647,6 +647,14 @@ fn misbehaving_tunnels_and_hostile_targets() -> Result<()> {
         .map(|r| closed_by(topo.responder(), r))
         .sum::<Result<u64>>()?;
     ensure!(closed_after == closed_before, "a tunnel was closed during the flood");
+    // Every flood RPING is counted as unsolicited, give or take the few that answered one of
+    // ours (and the raw tunnel's own echoes of those, which then answer nothing).
+    let unsolicited = stat(topo.responder(), "rt.upstream_rc.unsolicited_rping")?;
+    let flood_pings = (sent / 5) as u64;
+    ensure!(
+        unsolicited + 10 >= flood_pings && unsolicited <= flood_pings + 10,
+        "unsolicited_rping {unsolicited} for {flood_pings} flood RPINGs"
+    );
     let rss_after_flood = proc_rss_kib(pid)?;
     ensure!(
         rss_after_flood <= rss0 + RSS_SLACK_KIB,

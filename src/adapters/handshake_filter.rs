@@ -373,6 +373,7 @@ fn handle_keepalive_events(conn: &Rc<Conn>, events: Vec<Event>, now: u64) {
                 conn.ep.live.last_ack_unix_ms.store(crate::runtime::unix_ms(), std::sync::atomic::Ordering::Relaxed);
             }
             Event::Admitted => admit(conn, now),
+            Event::Unsolicited { count } => conn.runtime.stats.unsolicited_rping(count),
             Event::Miss { count } => {
                 rt_log!(Debug, "reverse_tunnel: idle_ping_miss conn={} miss_count={}", conn.ep.conn_id, count);
                 lifecycle(conn, "idle_ping_miss", "TcpUpstreamConnected", "idle", vec![("miss_count", count.to_string())]);

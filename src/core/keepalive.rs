@@ -56,7 +56,7 @@
 //!
 //! | unit | RPING in flight | none in flight, an earlier RPING unechoed | nothing unechoed |
 //! |---|---|---|---|
-//! | echo | `Ack`, misses reset to 0 | late echo: no event, no miss (it was already counted) | unsolicited: ignored (no event, no miss) |
+//! | echo | `Ack`, misses reset to 0 | late echo: no event, no miss (it was already counted) | unsolicited: no miss, counted in one `Unsolicited` event per read |
 //! | garbage | one miss; the RPING counts as answered (the built-in counts it twice, protocol doc §2.4.3) | one miss | one miss |
 //!
 //! An echo processed before `on_timer` has counted the reply deadline is an ack, even if
@@ -176,6 +176,12 @@ pub enum Event {
     },
     /// The tunnel is dead: close it and log `tunnel_closed` with this reason. Last event ever.
     Dead(CloseReason),
+    /// `count` RPINGs arrived with none of ours unechoed (ignored; the caller counts them in
+    /// `unsolicited_rping`). At most one per [`Keepalive::on_data`] call, before its other events.
+    Unsolicited {
+        /// RPINGs in this read that answered nothing.
+        count: u64,
+    },
 }
 
 /// Where a tunnel is in its keepalive life (see the module docs).
@@ -305,6 +311,7 @@ impl Keepalive {
     /// echo is remembered. Bytes after a `Dead` event, or after a claim, are ignored.
     pub fn on_data(&mut self, data: &[u8], now_ms: u64) -> Vec<Event> {
         let mut events = Vec::new();
+        let mut unsolicited = 0u64;
         for &b in data {
             if !self.is_live() {
                 break;
@@ -321,6 +328,9 @@ impl Keepalive {
                 self.matched += 1;
                 if usize::from(self.matched) == RPING.len() {
                     self.matched = 0;
+                    if self.unechoed == 0 {
+                        unsolicited += 1;
+                    }
                     self.on_echo(now_ms, &mut events);
                 }
             } else if b == RPING[0] {
@@ -334,6 +344,10 @@ impl Keepalive {
                 self.garbage_left = u8::try_from(RPING.len().saturating_sub(unit_len)).unwrap_or(0);
                 self.on_garbage(now_ms, &mut events);
             }
+        }
+        if unsolicited > 0 {
+            // First, so that `Dead` stays the last event.
+            events.insert(0, Event::Unsolicited { count: unsolicited });
         }
         events
     }
@@ -694,8 +708,8 @@ mod tests {
     #[test]
     fn unsolicited_bytes_count_one_miss_per_unit() {
         let mut k = Keepalive::new(settings(2_000, 5), 0);
-        // Nothing was ever sent: unsolicited RPINGs (a flood of them) are ignored.
-        assert!(k.on_data(&RPING.repeat(1_000), 10).is_empty());
+        // Nothing was ever sent: unsolicited RPINGs (a flood of them) are ignored, only counted.
+        assert_eq!(k.on_data(&RPING.repeat(1_000), 10), vec![Event::Unsolicited { count: 1_000 }]);
         assert_eq!((k.misses(), k.is_admitted(), k.unechoed()), (0, false, 0));
         // 10 bytes of garbage: two 5-byte units.
         assert_eq!(
@@ -718,8 +732,9 @@ mod tests {
         assert!(k.on_data(b"RPING", 3_300).is_empty());
         assert_eq!(k.unechoed(), 0);
         assert_eq!(k.misses(), 1, "a late echo does not reset the misses");
-        // A further RPING with nothing unechoed is ignored (neither an answer nor a miss).
-        assert!(k.on_data(b"RPING", 3_400).is_empty());
+        // A further RPING with nothing unechoed is ignored (neither an answer nor a miss), only
+        // counted as unsolicited.
+        assert_eq!(k.on_data(b"RPING", 3_400), vec![Event::Unsolicited { count: 1 }]);
         assert_eq!(k.misses(), 1);
     }
 
@@ -1014,6 +1029,7 @@ mod tests {
                         }
                         Event::Ack { .. } => prop_assert!(was_in_flight),
                         Event::SendPing => {}
+                        Event::Unsolicited { count } => prop_assert!(count >= 1 && i == 0),
                     }
                 }
                 if let Some(Event::Miss { count }) = events.iter().rev().find(|e| matches!(e, Event::Miss { .. })) {

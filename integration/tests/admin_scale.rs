@@ -111,6 +111,28 @@ fn admin_listing_with_ten_thousand_tunnels() -> Result<()> {
     // The load tool sends initiator ids too.
     assert!(load7[0]["initiator_worker_id"].as_str().is_some_and(|w| w.starts_with("worker_")), "{}", load7[0]);
 
+    // Per tenant, cluster and node: `by_node` agrees with the tunnel rows.
+    let by_node = v["by_node"].as_array().cloned().unwrap_or_default();
+    assert_eq!(by_node.len() as u64, n + 1, "one by_node entry per node");
+    let mut rows: std::collections::BTreeMap<(String, String, String), Vec<u64>> = Default::default();
+    for t in &tunnels {
+        let k = |f: &str| t[f].as_str().unwrap_or_default().to_string();
+        rows.entry((k("tenant_id"), k("cluster_id"), k("node_id"))).or_default().push(t["tunnel"].as_u64().unwrap_or(0));
+    }
+    let mut keys = Vec::new();
+    for e in &by_node {
+        let k = |f: &str| e[f].as_str().unwrap_or_default().to_string();
+        let key = (k("tenant_id"), k("cluster_id"), k("node_id"));
+        let mut ids: Vec<u64> = e["tunnels"].as_array().map(|a| a.iter().filter_map(|x| x.as_u64()).collect()).unwrap_or_default();
+        ids.sort();
+        let mut want = rows.get(&key).cloned().unwrap_or_default();
+        want.sort();
+        assert_eq!(ids, want, "by_node {e}");
+        assert_eq!(e["idle"].as_u64().unwrap_or(0) + e["in_use"].as_u64().unwrap_or(0), ids.len() as u64, "{e}");
+        keys.push(key);
+    }
+    assert!(keys.windows(2).all(|w| w[0] < w[1]), "by_node sorted by tenant, cluster, node");
+
     // --- Filters.
     let count = |path: &str| -> Result<usize> { Ok(json(admin, path)?["tunnels"].as_array().map_or(0, |a| a.len())) };
     assert_eq!(count("/reverse_tunnels?node=load-7")?, 1);

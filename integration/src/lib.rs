@@ -121,6 +121,16 @@ pub enum Check<T> {
     NotYet(String),
 }
 
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs one test at a time within a test binary even when the harness runs tests in parallel
+/// (each starts Envoys and wants the two cores): hold the guard for the whole test. A test that
+/// panicked while holding it does not block the others.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Polls `probe` every [`POLL_INTERVAL`] until it returns `Ok(Check::Done(v))` (then returns `v`)
 /// or `timeout` has passed (then returns an error naming `what` and the last observation).
 /// A probe returning `Err` stops the wait at once with that error (a fatal condition, e.g. the

@@ -20,21 +20,14 @@ use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rt_integration::topology::{responder_vars, NODE_HEADER, READY_TIMEOUT};
 use rt_integration::{
+    serial,
     bail, ensure, free_port, free_ports, http_get, paths::require_module, render, wait_for, Check,
     Envoy, Responder, Result, TestDir,
 };
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// Runs one test at a time even when the harness runs tests in parallel.
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// How long a rejected connection may take to answer and close.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(3);

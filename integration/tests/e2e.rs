@@ -17,22 +17,16 @@
 //! the built-in. Other env overrides: see the `rt_integration` crate docs.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rt_integration::topology::{responder_vars, NODE_HEADER};
 use rt_integration::{
+    serial,
     free_ports, paths::require_module, wait_for, Check, Envoy, InitiatorSpec, Responder, Result,
     TestDir, Topology,
 };
 
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// Runs one test at a time even when the harness runs tests in parallel.
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// The responder under test: our module unless `RT_E2E_RESPONDER=builtin`.
 fn responder_under_test() -> Responder {

@@ -19,23 +19,16 @@
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rt_integration::http::{http_get, http_request};
 use rt_integration::load::{self, handshake_request, Behavior, LoadConfig, LoadGen};
 use rt_integration::topology::{responder_vars, NODE_HEADER};
 use rt_integration::{
+    serial,
     ensure, free_ports, paths::require_module, wait_for, Check, Envoy, Error, InitiatorSpec,
     Responder, Result, TestDir, Topology,
 };
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// Runs one test at a time even when the harness runs tests in parallel (each starts Envoys).
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// Deadline for the first tunnels of freshly started initiators (they dial at startup).
 const TUNNELS_UP: Duration = Duration::from_secs(20);

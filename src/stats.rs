@@ -34,7 +34,10 @@
 //! # Threads and locks
 //!
 //! Updates are called from workers (and the main thread for the clock-driven ones). Envoy's
-//! metrics are atomic; no global lock is taken here. Detailed stats take one of
+//! metrics are atomic; no global lock is taken here. A *labelled* update makes Envoy resolve the
+//! tags in its symbol table under a process-wide lock, so nothing labelled is updated per request:
+//! relayed bytes are summed in atomics and published by the clock; labelled updates happen only
+//! when a tunnel registers or closes. Detailed stats take one of
 //! [`DETAILED_SHARDS`] shard locks to look up the label set, on registration and close only.
 
 use crate::core::tracker::{Claimed, Identity, Registered, Removed};
@@ -48,6 +51,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 /// Names of the handshake counters, protocol doc §4.2 (`reverse_tunnel.handshake.<name>`).
 pub const HANDSHAKE_COUNTERS: [&str; 7] =
     ["accepted", "parse_error", "validation_failed", "rejected", "timeout", "body_rejected", "registration_failed"];
+
+/// Tag values of `relay_bytes{direction}`.
+pub const RELAY_DIRECTIONS: [&str; 2] = ["to_initiator", "from_initiator"];
 
 /// Envoy runtime key: the most label sets the detailed `tunnels` family may ever create.
 pub const MAX_SERIES_RUNTIME_KEY: &str = "reverse_tunnel.detailed_stats.max_series";
@@ -101,6 +107,9 @@ pub struct Stats {
     cx_idle_expire_time: Option<usize>,
     ping_rtt: Option<usize>,
     relay_bytes: Option<usize>,
+    /// Bytes relayed so far (to, from the initiator), published by the clock (see [`Stats::relayed`]).
+    relay_totals: [AtomicU64; 2],
+    relay_published: [AtomicU64; 2],
     access_log_dropped: Option<usize>,
     draining: Option<usize>,
     unsolicited_rping: Option<usize>,
@@ -175,6 +184,8 @@ impl Stats {
             cx_idle_expire_time: d(MetricKind::Histogram, p("cx_idle_expire_time"), &[]),
             ping_rtt: d(MetricKind::Histogram, p("ping_rtt"), &[]),
             relay_bytes: d(MetricKind::Counter, p("relay_bytes"), &["direction"]),
+            relay_totals: [AtomicU64::new(0), AtomicU64::new(0)],
+            relay_published: [AtomicU64::new(0), AtomicU64::new(0)],
             access_log_dropped: d(MetricKind::Gauge, p("access_log_dropped"), &[]),
             draining: d(MetricKind::Gauge, p("draining"), &[]),
             unsolicited_rping: d(MetricKind::Counter, p("unsolicited_rping"), &[]),
@@ -294,8 +305,24 @@ impl Stats {
         self.up(MetricOp::IncCounter, self.unsolicited_rping, &[], n);
     }
     /// Counts relayed bytes; `direction` is `to_initiator` or `from_initiator`.
+    ///
+    /// This runs for every relayed chunk, so it only adds to an atomic total: a labelled update
+    /// makes Envoy resolve the tags in its symbol table, which takes a process-wide lock. The
+    /// clock publishes the totals ([`Stats::publish_relayed`]); `/stats` lags by one clock period.
     pub fn relayed(&self, direction: &str, n: usize) {
-        self.up(MetricOp::IncCounter, self.relay_bytes, &[direction], n as u64);
+        let i = usize::from(direction != RELAY_DIRECTIONS[0]);
+        self.relay_totals[i].fetch_add(n as u64, Ordering::Relaxed);
+    }
+    /// Brings `relay_bytes{direction}` up to the totals counted by [`Stats::relayed`]. Main thread,
+    /// from the clock timer.
+    pub fn publish_relayed(&self) {
+        for (i, direction) in RELAY_DIRECTIONS.iter().enumerate() {
+            let total = self.relay_totals[i].load(Ordering::Relaxed);
+            let before = self.relay_published[i].swap(total, Ordering::Relaxed);
+            if total > before {
+                self.up(MetricOp::IncCounter, self.relay_bytes, &[direction], total - before);
+            }
+        }
     }
     /// Brings `panics_caught` up to `total` (the process-wide count of panics caught at the FFI
     /// boundary). Main thread, from the clock timer: a panic never touches Envoy's stats from
@@ -717,6 +744,20 @@ mod tests {
         assert_eq!(sink.get("up.tunnels", &["c", "node-0"]), 1);
         assert_eq!(series.values().sum::<i64>(), 1);
         assert_eq!(sink.get("up.detailed_stats_overflow", &[]), 9000);
+    }
+
+    #[test]
+    fn relayed_bytes_are_published_by_the_clock() {
+        let sink = RecordingSink::default();
+        let st = stats(&sink, false, 1);
+        st.relayed("to_initiator", 100);
+        st.relayed("from_initiator", 7);
+        st.relayed("to_initiator", 1);
+        assert_eq!(sink.get("up.relay_bytes", &["to_initiator"]), 0, "nothing before the clock");
+        st.publish_relayed();
+        st.publish_relayed();
+        assert_eq!(sink.get("up.relay_bytes", &["to_initiator"]), 101);
+        assert_eq!(sink.get("up.relay_bytes", &["from_initiator"]), 7);
     }
 
     #[test]

@@ -77,6 +77,7 @@ impl BootstrapExtension {
         self.runtime.post_ticks();
         self.runtime.stats.access_log_dropped(self.runtime.lifecycle.dropped());
         self.runtime.stats.publish_panics(crate::ffi::PANICS_CAUGHT.load(Ordering::Relaxed));
+        self.runtime.stats.publish_relayed();
         timer.enable(CLOCK_PERIOD_MS);
         // After re-arming, so that nothing in the reporter can stop the clock. It keeps
         // reporting while draining (tunnels closing are news too).

@@ -166,6 +166,24 @@ fn wait_equal(envoy: &mut Envoy, workers: u32, expect_total: i64) -> Result<Vec<
     })
 }
 
+/// Sum of `tunnels_closed{close_reason}` over all reasons.
+fn closed_total(envoy: &mut Envoy) -> Result<i64> {
+    Ok(prometheus(envoy)?
+        .iter()
+        .filter(|(n, _, _)| n == "envoy_rt_upstream_rc_tunnels_closed")
+        .map(|(_, _, v)| *v)
+        .sum())
+}
+
+/// Waits until the responder counted at least `n` closed tunnels: the load tool's view that a
+/// tunnel ended says nothing about when the responder processed its last bytes and its close.
+fn wait_closed(envoy: &mut Envoy, n: i64) -> Result<i64> {
+    wait_for(&format!("{n} tunnels counted as closed"), Duration::from_secs(30), || {
+        let c = closed_total(envoy)?;
+        Ok(if c >= n { Check::Done(c) } else { Check::NotYet(format!("{c} closed")) })
+    })
+}
+
 /// Runs `count` tunnels that each echo the first RPING (so they are registered) and then close;
 /// waits until all have ended. Returns the number that reached the `200`.
 fn cycles(port: u16, count: usize, node_pattern: &str, cluster_pattern: &str) -> Result<u64> {
@@ -224,24 +242,23 @@ fn gauges_equal_the_tracker_after_connect_close_cycles() -> Result<()> {
 
     // Wave 1: connect/close cycles, each a distinct node and cluster.
     let t = Instant::now();
+    let closed0 = closed_total(topo.responder())?;
     let ended = cycles(topo.handshake_port, n_cycles, "cyc-{i}", "cyc-c-{i}")?;
-    let samples = wait_equal(topo.responder(), workers, expect_total)?;
+    let closed = wait_closed(topo.responder(), closed0 + n_cycles as i64)? - closed0;
+    wait_equal(topo.responder(), workers, expect_total)?;
     println!("stats: {ended} connect/close cycles in {:.1}s; gauges equal the tracker", t.elapsed().as_secs_f64());
     let r = topo.get(node, "/direct")?;
     assert_eq!(r.status, 200, "service through the real node after the cycles");
     let g = |s: &[Sample], n: &str| one(s, &format!("envoy_rt_upstream_rc_{n}"), &[]);
-    let closed: i64 = samples
-        .iter()
-        .filter(|(n, _, _)| n == "envoy_rt_upstream_rc_tunnels_closed")
-        .map(|(_, _, v)| *v)
-        .sum();
-    assert!(closed >= n_cycles as i64, "tunnels_closed {closed} < {n_cycles} cycles");
+    assert_eq!(closed, n_cycles as i64, "tunnels_closed grew by {closed} for {n_cycles} cycles");
 
     // Wave 2: more distinct nodes until `distinct` were seen in all.
     let seen = KEEP + n_cycles + 1;
     if distinct > seen {
         let t = Instant::now();
+        let closed0 = closed_total(topo.responder())?;
         cycles(topo.handshake_port, distinct - seen, "wave2-{i}", "wave2-c-{i}")?;
+        wait_closed(topo.responder(), closed0 + (distinct - seen) as i64)?;
         println!("stats: {} more distinct nodes cycled in {:.1}s", distinct - seen, t.elapsed().as_secs_f64());
     }
     let samples = wait_equal(topo.responder(), workers, expect_total)?;

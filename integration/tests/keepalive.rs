@@ -327,12 +327,17 @@ fn scale_ten_thousand_echoing_tunnels() -> Result<()> {
     );
     // The heap must give back what the tunnels held (RSS itself may stay: the allocator keeps
     // freed pages), and memory must not keep growing after the tunnels are gone.
-    if let (Some(a0), Some(ap), Some(ae)) = (alloc0, alloc_peak, alloc_end) {
+    if let (Some(a0), Some(ap), Some(_)) = (alloc0, alloc_peak, alloc_end) {
         let slack = ((ap.saturating_sub(a0)) / 10).max(2048);
-        assert!(
-            ae <= a0 + slack,
-            "heap not released: allocated {a0} -> {ap} -> {ae} KiB"
-        );
+        // Envoy frees some of it lazily (deferred deletes, pools): poll, bounded.
+        let ae = wait_for("the heap back near its start", Duration::from_secs(15), || {
+            Ok(match allocated_kib(topo.responder()) {
+                Some(ae) if ae <= a0 + slack => Check::Done(ae),
+                other => Check::NotYet(format!("allocated {a0} -> {ap} -> {other:?} KiB")),
+            })
+        })
+        .map_err(|e| format!("heap not released: {e}"))?;
+        println!("scale: heap back to {ae} KiB (start {a0}, slack {slack})");
         println!(
             "scale: heap per idle tunnel {:.0} B",
             (ap.saturating_sub(a0)) as f64 * 1024.0 / n as f64

@@ -2,7 +2,8 @@
 //!
 //! - [`run_h2load`]: runs `h2load` (Debian `nghttp2-client`) against a responder's HTTP listener and
 //!   parses its summary and its per-request log (latency percentiles of the 2xx responses).
-//! - [`cpu_ticks`], [`rss_kb`], [`clk_tck`]: process CPU time and resident memory from `/proc`.
+//! - [`cpu_ticks`], [`clk_tck`]: process CPU time from `/proc` (resident memory:
+//!   [`crate::process::proc_rss_kib`]).
 //! - [`RawTunnels`]: a raw-socket initiator that opens many tunnels with the
 //!   exact handshake bytes of protocol doc §1.4 and echoes `RPING` on them (protocol doc §2.4.3).
 //! - [`median`], [`percentile`]: small statistics helpers.
@@ -163,16 +164,6 @@ pub fn clk_tck() -> u64 {
         .ok()
         .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
         .unwrap_or(100)
-}
-
-/// Resident set size of process `pid` in KiB (`VmRSS` of `/proc/<pid>/status`).
-pub fn rss_kb(pid: u32) -> Result<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| Error(format!("no VmRSS in /proc/{pid}/status")))
 }
 
 /// Outcome of [`RawTunnels::open`].
@@ -460,7 +451,7 @@ mod tests {
     #[test]
     fn own_process_stats() {
         let pid = std::process::id();
-        assert!(rss_kb(pid).unwrap() > 0);
+        assert!(crate::process::proc_rss_kib(pid).unwrap() > 0);
         assert!(cpu_ticks(pid).is_ok());
         assert!(clk_tck() > 0);
     }

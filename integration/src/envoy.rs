@@ -263,6 +263,14 @@ impl Drop for Envoy {
     }
 }
 
+/// `allocated` of admin `/memory` (bytes held by the heap allocator) in KiB, if reported.
+pub fn allocated_kib(envoy: &mut Envoy) -> Option<u64> {
+    let body = envoy.admin_get("/memory").ok()?;
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    let a = &v["allocated"];
+    a.as_str().and_then(|s| s.parse::<u64>().ok()).or_else(|| a.as_u64()).map(|b| b / 1024)
+}
+
 /// Parses admin `/stats` text output (`name: value` per line).
 pub fn parse_stats(text: &str) -> HashMap<String, String> {
     text.lines()

@@ -122,6 +122,12 @@ pub enum Check<T> {
 }
 
 
+/// The number in environment variable `name`, or `default` when unset or not a number (sizes of
+/// the long tests, e.g. `RT_SCALE_TUNNELS`).
+pub fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Runs one test at a time within a test binary even when the harness runs tests in parallel

@@ -200,3 +200,18 @@ impl Drop for Process {
         self.stop();
     }
 }
+
+/// Open file descriptors of process `pid` (entries of `/proc/<pid>/fd`).
+pub fn proc_fds(pid: u32) -> Result<usize> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
+}
+
+/// Resident set size of process `pid` in KiB (`VmRSS` of `/proc/<pid>/status`).
+pub fn proc_rss_kib(pid: u32) -> Result<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| Error(format!("no VmRSS in /proc/{pid}/status")))
+}

@@ -117,6 +117,34 @@ pub fn render_str(template: &str, vars: &[(&str, String)]) -> Result<String> {
     Ok(out)
 }
 
+/// Inserts `lines` after the single line of `text` whose trimmed content is `anchor`, with that
+/// line's indentation (for editing a rendered config). Errors if `anchor` is not found exactly
+/// once.
+pub fn insert_sibling_lines(text: &str, anchor: &str, lines: &[&str]) -> Result<String> {
+    if lines.is_empty() {
+        return Ok(text.to_string());
+    }
+    let mut out = String::new();
+    let mut found = 0;
+    for line in text.lines() {
+        out.push_str(line);
+        out.push('\n');
+        if line.trim() == anchor {
+            found += 1;
+            let indent = &line[..line.len() - line.trim_start().len()];
+            for l in lines {
+                out.push_str(indent);
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+    }
+    if found != 1 {
+        return Err(Error(format!("anchor {anchor:?} found {found} times in the template")));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

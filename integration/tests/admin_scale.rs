@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use rt_integration::control_plane::{self, ControlPlane};
 use rt_integration::load::{Behavior, LoadConfig, LoadGen};
-use rt_integration::{http_get, wait_for, Check, InitiatorSpec, Responder, Result, Topology};
+use rt_integration::{env_num, http_get, wait_for, Check, InitiatorSpec, Responder, Result, Topology};
 
 /// Reporter batch and queue bounds in this test.
 const MAX_BATCH: usize = 500;
@@ -28,10 +28,6 @@ const MAX_QUEUE: usize = 2000;
 const ADMIN_BOUND: Duration = Duration::from_millis(100);
 /// Full listings timed for the median.
 const SAMPLES: usize = 9;
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 /// GET an admin path; returns (status, body, elapsed until the whole body was read).
 fn timed_admin(port: u16, path: &str) -> Result<(u16, String, Duration)> {

@@ -22,6 +22,7 @@ use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use rt_integration::tmp::insert_sibling_lines;
 use rt_integration::topology::{responder_vars, NODE_HEADER, READY_TIMEOUT};
 use rt_integration::{
     serial,
@@ -147,33 +148,6 @@ fn side_name(kind: Responder) -> &'static str {
         Responder::Module => "ours",
         Responder::Builtin => "builtin",
     }
-}
-
-/// Inserts `lines` after the (single) line containing `anchor`, with the same indentation.
-fn insert_sibling_lines(text: &str, anchor: &str, lines: &[&str]) -> Result<String> {
-    if lines.is_empty() {
-        return Ok(text.to_string());
-    }
-    let mut out = String::new();
-    let mut found = 0;
-    for line in text.lines() {
-        out.push_str(line);
-        out.push('\n');
-        if line.trim() == anchor {
-            found += 1;
-            let indent = &line[..line.len() - line.trim_start().len()];
-            for l in lines {
-                out.push_str(indent);
-                out.push_str(l);
-                out.push('\n');
-            }
-        }
-    }
-    ensure!(
-        found == 1,
-        "anchor {anchor:?} found {found} times in the template"
-    );
-    Ok(out)
 }
 
 /// Counters whose value grew between `before` and `after`, as `name+delta`, sorted.

@@ -8,7 +8,9 @@
 use std::time::{Duration, Instant};
 
 use rt_integration::load::{Behavior, LoadConfig, LoadGen, TunnelRecord};
-use rt_integration::{wait_for, Check, Envoy, InitiatorSpec, Responder, Result, Topology};
+use rt_integration::envoy::allocated_kib;
+use rt_integration::process::{proc_fds, proc_rss_kib};
+use rt_integration::{env_num, wait_for, Check, Envoy, InitiatorSpec, Responder, Result, Topology};
 
 /// `ping_interval` in `upstream.yaml` (the config default, protocol doc §0).
 const INTERVAL: Duration = Duration::from_secs(2);
@@ -185,41 +187,6 @@ fn misbehaving_tunnels_are_closed_in_time_and_echoing_ones_stay() -> Result<()> 
          {w_garbage:?}; half-close after 200: {w_half:?}; echo: {s:?} over {elapsed:?}"
     );
     Ok(())
-}
-
-fn proc_fds(pid: u32) -> Result<usize> {
-    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
-}
-
-fn proc_rss_kib(pid: u32) -> Result<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = s
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .ok_or("no VmRSS")?;
-    Ok(line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .ok_or("bad VmRSS")?)
-}
-
-/// `allocated` of admin `/memory` (bytes held by the heap allocator) in KiB, if reported.
-fn allocated_kib(envoy: &mut Envoy) -> Option<u64> {
-    let body = envoy.admin_get("/memory").ok()?;
-    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-    let a = &v["allocated"];
-    a.as_str()
-        .and_then(|s| s.parse::<u64>().ok())
-        .or_else(|| a.as_u64())
-        .map(|b| b / 1024)
-}
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 #[test]

@@ -23,7 +23,10 @@ use std::time::{Duration, Instant};
 
 use rt_integration::http::{http_get, http_request};
 use rt_integration::load::{self, handshake_request, Behavior, LoadConfig, LoadGen};
+use rt_integration::process::{proc_fds, proc_rss_kib};
+use rt_integration::tmp::insert_sibling_lines;
 use rt_integration::topology::{responder_vars, NODE_HEADER};
+use rt_integration::env_num;
 use rt_integration::{
     serial,
     ensure, free_ports, paths::require_module, wait_for, Check, Envoy, Error, InitiatorSpec,
@@ -50,33 +53,8 @@ const RSS_SLACK_KIB: u64 = 64 * 1024;
 /// Adds `handshake_timeout: 3s` next to the handshake filter's `ping_interval` in a rendered
 /// `upstream.yaml`.
 fn with_handshake_timeout(text: String) -> Result<String> {
-    let anchor = "ping_interval: 2s";
-    let mut out = String::new();
-    let mut found = 0;
-    for line in text.lines() {
-        out.push_str(line);
-        out.push('\n');
-        if line.trim() == anchor {
-            found += 1;
-            let indent = &line[..line.len() - line.trim_start().len()];
-            out.push_str(&format!("{indent}handshake_timeout: {}s\n", HANDSHAKE_TIMEOUT.as_secs()));
-        }
-    }
-    ensure!(found == 1, "anchor {anchor:?} found {found} times in upstream.yaml");
-    Ok(out)
-}
-
-fn proc_rss_kib(pid: u32) -> Result<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| Error::msg(format!("no VmRSS in /proc/{pid}/status")))
-}
-
-fn proc_fds(pid: u32) -> Result<usize> {
-    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
+    let line = format!("handshake_timeout: {}s", HANDSHAKE_TIMEOUT.as_secs());
+    insert_sibling_lines(&text, "ping_interval: 2s", &[line.as_str()])
 }
 
 fn stat(envoy: &mut Envoy, name: &str) -> Result<u64> {
@@ -265,10 +243,6 @@ fn listing_rows(envoy: &mut Envoy, node: &str) -> Result<Vec<(String, String)>> 
                 .collect()
         })
         .unwrap_or_default())
-}
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 // ---- 1. drain ----------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use rt_integration::load::{Behavior, LoadConfig, LoadGen};
-use rt_integration::{wait_for, Check, Envoy, Error, InitiatorSpec, Responder, Result, Topology};
+use rt_integration::envoy::allocated_kib;
+use rt_integration::{env_num, wait_for, Check, Envoy, Error, InitiatorSpec, Responder, Result, Topology};
 
 /// The cap on detailed label sets the test configures (runtime key
 /// `reverse_tunnel.detailed_stats.max_series`).
@@ -22,10 +23,6 @@ const MAX_SERIES: usize = 200;
 /// Load tunnels that stay up through the test (distinct nodes `keep-{i}`).
 const KEEP: usize = 40;
 const OVERFLOW: &str = "__overflow__";
-
-fn env_num(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 /// One Prometheus sample: metric name, labels, value.
 type Sample = (String, BTreeMap<String, String>, i64);
@@ -201,17 +198,11 @@ fn cycles(port: u16, count: usize, node_pattern: &str, cluster_pattern: &str) ->
     Ok(ended as u64)
 }
 
-/// Envoy's heap in KiB (`/memory` allocated).
-fn allocated_kib(envoy: &mut Envoy) -> Option<u64> {
-    let v: serde_json::Value = serde_json::from_str(&envoy.admin_get("/memory").ok()?).ok()?;
-    v["allocated"].as_str()?.parse::<u64>().ok().map(|b| b / 1024)
-}
-
 #[test]
 fn gauges_equal_the_tracker_after_connect_close_cycles() -> Result<()> {
     let workers = 2;
-    let n_cycles = env_num("RT_STATS_CYCLES", 1000);
-    let distinct = env_num("RT_STATS_DISTINCT", 10_000);
+    let n_cycles = env_num("RT_STATS_CYCLES", 1000) as usize;
+    let distinct = env_num("RT_STATS_DISTINCT", 10_000) as usize;
     let mut topo = Topology::start_with(
         "stats-cycles",
         Responder::Module,

@@ -25,7 +25,8 @@ use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use rt_integration::load::fd_soft_limit;
-use rt_integration::bench::{clk_tck, cpu_ticks, median, rss_kb, run_h2load, H2Result, RawTunnels};
+use rt_integration::bench::{clk_tck, cpu_ticks, median, run_h2load, H2Result, RawTunnels};
+use rt_integration::process::proc_rss_kib;
 use rt_integration::{
     free_ports, repo_root, wait_for, Check, Envoy, Error, InitiatorSpec, Responder, Result, TestDir, Topology,
 };
@@ -320,7 +321,7 @@ fn w34_run(kind: Responder, n: usize, window: u64, tick_ms: f64) -> Result<(f64,
     let mut topo = Topology::start(&format!("bench-w34-{}", name(kind)), kind, 2, &[])?;
     let pid = topo.responder().pid();
     std::thread::sleep(Duration::from_millis(500));
-    let rss_before = rss_kb(pid)?;
+    let rss_before = proc_rss_kib(pid)?;
     let tunnels = RawTunnels::new();
     let hs = tunnels.open(topo.handshake_port, n, 200, "bench-raw", 100);
     let expected = hs.accepted;
@@ -334,7 +335,7 @@ fn w34_run(kind: Responder, n: usize, window: u64, tick_ms: f64) -> Result<(f64,
     // Let every tunnel go through a ping round (2 s interval + jitter) before measuring.
     std::thread::sleep(Duration::from_secs(3));
     let still = raw_tunnel_count(&mut topo)?;
-    let rss_after = rss_kb(pid)?;
+    let rss_after = proc_rss_kib(pid)?;
     let per = if expected > 0 { rss_after.saturating_sub(rss_before) as f64 / expected as f64 } else { 0.0 };
     // Keepalive CPU: nothing but RPING rounds happen at the responder during this window.
     let (echo0, closed0, cpu0, t0) = (tunnels.echo_count(), tunnels.closed_count(), cpu_ticks(pid)?, Instant::now());

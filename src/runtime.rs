@@ -83,6 +83,7 @@ impl Runtime {
     /// Errors (an access log file that cannot be opened) name the field.
     pub fn new(config: BootstrapConfig, handle: BootstrapConfigHandle, concurrency: u32) -> Result<Runtime, String> {
         let lifecycle = LifecycleLog::new(&config.access_log)?;
+        let max_series = crate::ffi::envoy::runtime_u64(MAX_SERIES_RUNTIME_KEY, DEFAULT_MAX_SERIES as u64);
         let stats = Stats::define(
             Box::new(handle),
             &StatsOptions {
@@ -90,7 +91,7 @@ impl Runtime {
                 concurrency,
                 detailed: config.enable_detailed_stats,
                 tenant_isolation: config.enable_tenant_isolation,
-                max_series: crate::ffi::envoy::runtime_u64(MAX_SERIES_RUNTIME_KEY, DEFAULT_MAX_SERIES as u64) as usize,
+                max_series: max_series as usize,
             },
         );
         if config.enable_detailed_stats {
@@ -98,7 +99,7 @@ impl Runtime {
                 Info,
                 "reverse_tunnel: detailed stats on: {}.tunnels per node, at most {} label sets",
                 config.stat_prefix,
-                crate::ffi::envoy::runtime_u64(MAX_SERIES_RUNTIME_KEY, DEFAULT_MAX_SERIES as u64)
+                max_series
             );
         }
         let tracker = Tracker::new(config.enable_tenant_isolation);

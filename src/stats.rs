@@ -106,10 +106,10 @@ pub struct Stats {
     cx_post_upgrade_lifetime: Option<usize>,
     cx_idle_expire_time: Option<usize>,
     ping_rtt: Option<usize>,
-    relay_bytes: Option<usize>,
-    /// Bytes relayed so far (to, from the initiator), published by the clock (see [`Stats::relayed`]).
+    /// `relay_bytes{direction}` per [`RELAY_DIRECTIONS`] entry, published by the clock.
+    relay_bytes: [Published; 2],
+    /// Bytes relayed so far per [`RELAY_DIRECTIONS`] entry (see [`Stats::relayed`]).
     relay_totals: [AtomicU64; 2],
-    relay_published: [AtomicU64; 2],
     access_log_dropped: Option<usize>,
     draining: Option<usize>,
     unsolicited_rping: Option<usize>,
@@ -183,9 +183,11 @@ impl Stats {
             cx_post_upgrade_lifetime: d(MetricKind::Histogram, p("cx_post_upgrade_lifetime"), &[]),
             cx_idle_expire_time: d(MetricKind::Histogram, p("cx_idle_expire_time"), &[]),
             ping_rtt: d(MetricKind::Histogram, p("ping_rtt"), &[]),
-            relay_bytes: d(MetricKind::Counter, p("relay_bytes"), &["direction"]),
+            relay_bytes: {
+                let id = d(MetricKind::Counter, p("relay_bytes"), &["direction"]);
+                RELAY_DIRECTIONS.map(|dir| Published::labelled(id, dir))
+            },
             relay_totals: [AtomicU64::new(0), AtomicU64::new(0)],
-            relay_published: [AtomicU64::new(0), AtomicU64::new(0)],
             access_log_dropped: d(MetricKind::Gauge, p("access_log_dropped"), &[]),
             draining: d(MetricKind::Gauge, p("draining"), &[]),
             unsolicited_rping: d(MetricKind::Counter, p("unsolicited_rping"), &[]),
@@ -316,12 +318,8 @@ impl Stats {
     /// Brings `relay_bytes{direction}` up to the totals counted by [`Stats::relayed`]. Main thread,
     /// from the clock timer.
     pub fn publish_relayed(&self) {
-        for (i, direction) in RELAY_DIRECTIONS.iter().enumerate() {
-            let total = self.relay_totals[i].load(Ordering::Relaxed);
-            let before = self.relay_published[i].swap(total, Ordering::Relaxed);
-            if total > before {
-                self.up(MetricOp::IncCounter, self.relay_bytes, &[direction], total - before);
-            }
+        for (published, total) in self.relay_bytes.iter().zip(&self.relay_totals) {
+            published.publish(&*self.sink, total.load(Ordering::Relaxed));
         }
     }
     /// Brings `panics_caught` up to `total` (the process-wide count of panics caught at the FFI
@@ -349,17 +347,26 @@ impl Stats {
 /// since the last call.
 struct Published {
     id: Option<usize>,
+    /// The tag value of a counter defined with one tag (none for an unlabelled counter).
+    label: Option<&'static str>,
     last: AtomicU64,
 }
 
 impl Published {
     fn new(id: Option<usize>) -> Published {
-        Published { id, last: AtomicU64::new(0) }
+        Published { id, label: None, last: AtomicU64::new(0) }
+    }
+    fn labelled(id: Option<usize>, label: &'static str) -> Published {
+        Published { id, label: Some(label), last: AtomicU64::new(0) }
     }
     fn publish(&self, sink: &dyn MetricSink, total: u64) {
         let before = self.last.swap(total, Ordering::Relaxed);
         if let (Some(id), true) = (self.id, total > before) {
-            sink.update(MetricOp::IncCounter, id, &[], total - before);
+            let labels: &[&str] = match &self.label {
+                Some(l) => std::slice::from_ref(l),
+                None => &[],
+            };
+            sink.update(MetricOp::IncCounter, id, labels, total - before);
         }
     }
 }

@@ -436,9 +436,7 @@ pub fn on_drain(conn: &Rc<Conn>) {
             // Atomic against a claim from another worker: if a claim won, its Attach is on its
             // way and the tunnel serves it.
             let Some(rm) = rt.tracker.remove_if_idle(conn.ep.conn_id) else { return };
-            let lifetime = now_ms().saturating_sub(at);
-            crate::adapters::reporter::disconnected(rt, conn.ep.conn_id, &rm, DRAIN_CLOSE_REASON);
-            rt.stats.on_removed(&rm, DRAIN_CLOSE_REASON, lifetime);
+            left_tracker(conn, &rm, DRAIN_CLOSE_REASON, now_ms().saturating_sub(at));
         }
     }
     with_tunnel(conn, |t| t.close_reason = Some(DRAIN_CLOSE_REASON));
@@ -446,6 +444,14 @@ pub fn on_drain(conn: &Rc<Conn>) {
     // on_closed logs tunnel_closed; for a registered tunnel the tracker entry is already gone, so
     // it counts nothing twice; an unadmitted one is counted there.
     conn.close(CloseType::NoFlush, DRAIN_CLOSE_REASON);
+}
+
+/// A registered tunnel was taken out of the tracker (closed, or drained): tells the reporter and
+/// the stats, with its close `reason` and `lifetime_ms` (since registration when idle, since
+/// handoff when in use).
+fn left_tracker(conn: &Rc<Conn>, rm: &crate::core::tracker::Removed, reason: &str, lifetime_ms: u64) {
+    crate::adapters::reporter::disconnected(&conn.runtime, conn.ep.conn_id, rm, reason);
+    conn.runtime.stats.on_removed(rm, reason, lifetime_ms);
 }
 
 /// The first RPING echo arrived: the tunnel joins the idle pool (or, while draining, is closed).
@@ -672,13 +678,12 @@ pub fn on_closed(conn: &Rc<Conn>, remote: bool) {
     lifecycle(conn, "tunnel_closed", log_type, state, vec![("close_reason", reason.to_string())]);
     if registered_at.is_some() {
         if let Some(rm) = rt.tracker.remove(conn.ep.conn_id) {
-            crate::adapters::reporter::disconnected(rt, conn.ep.conn_id, &rm, reason);
             let lifetime = match (rm.was_idle, claimed_at, registered_at) {
                 (false, Some(c), _) => now.saturating_sub(c),
                 (_, _, Some(r)) => now.saturating_sub(r),
                 _ => 0,
             };
-            rt.stats.on_removed(&rm, reason, lifetime);
+            left_tracker(conn, &rm, reason, lifetime);
         }
     } else {
         rt.stats.closed(reason);

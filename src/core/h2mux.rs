@@ -63,6 +63,12 @@ pub const MAX_CONTINUATION_FRAMES: usize = 1024;
 /// further streams are refused with RST_STREAM(REFUSED_STREAM).
 pub const MAX_PENDING_STREAMS: usize = 1024;
 
+/// Connection-level window of a local leg (in-process: no connection-level flow control).
+const LOCAL_UNLIMITED: i64 = 1 << 48;
+
+/// Largest [`LocalFrame::Data`] chunk handed to a local leg, in bytes.
+const LOCAL_MAX_CHUNK: u32 = 256 * 1024;
+
 /// HPACK dynamic table size we advertise and use, in bytes (the RFC 9113 §6.5.2 default).
 const TABLE_SIZE: usize = hpack::DEFAULT_TABLE_SIZE;
 
@@ -160,11 +166,41 @@ pub enum MuxEvent {
     },
 }
 
+/// One unit of a response (or a reset) for a stream of a *local* egress leg: an in-process
+/// client (the HTTP filter path) that hands the mux header lists and body chunks instead of
+/// HTTP/2 bytes (see [`Mux::attach_local`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LocalFrame {
+    /// A header section: the response headers (first; a 1xx status may precede the final one)
+    /// or, after data, the trailers (`end` is then true).
+    Headers {
+        /// The decoded fields, pseudo-headers first.
+        fields: Vec<HeaderField>,
+        /// END_STREAM: nothing follows.
+        end: bool,
+    },
+    /// Body bytes of the response; at most what [`Mux::local_credit`] allowed.
+    Data {
+        /// The bytes.
+        bytes: Vec<u8>,
+        /// END_STREAM: nothing follows.
+        end: bool,
+    },
+    /// The stream was reset with this RFC 9113 §7 error code; it is forgotten. A reset with
+    /// NO_ERROR after a complete response (`end` seen) changes nothing for the client.
+    Reset {
+        /// RFC 9113 §7 error code.
+        code: u32,
+    },
+}
+
 /// What the caller must do after a call: write bytes (in order, before closing), then close.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Output {
     /// Bytes to write to the tunnel.
     pub to_tunnel: Vec<u8>,
+    /// Response pieces for streams of local egress legs, in order.
+    pub to_local: Vec<(EgressId, u32, LocalFrame)>,
     /// Bytes to write to egress connections, at most one entry per egress.
     pub to_egress: Vec<(EgressId, Vec<u8>)>,
     /// Egress connections to close (after writing their bytes above); the mux has forgotten them.
@@ -179,6 +215,7 @@ impl Output {
     /// True when there is nothing to do.
     pub fn is_empty(&self) -> bool {
         self.to_tunnel.is_empty()
+            && self.to_local.is_empty()
             && self.to_egress.is_empty()
             && self.close_egress.is_empty()
             && !self.close_tunnel
@@ -210,6 +247,21 @@ fn cerr(code: u32, detail: &str) -> ConnError {
 }
 
 type StreamKey = u64;
+
+/// RST_STREAM toward an egress leg: a frame on the wire, or a [`LocalFrame::Reset`] for a local leg.
+fn rst_to_egress(
+    eg: &mut Egress,
+    id: EgressId,
+    local_out: &mut Vec<(EgressId, u32, LocalFrame)>,
+    sid: u32,
+    code: u32,
+) {
+    if eg.local {
+        local_out.push((id, sid, LocalFrame::Reset { code }));
+    } else {
+        frame::write_rst_stream(&mut eg.conn.out, sid, code);
+    }
+}
 
 /// One queued unit of a stream direction.
 #[derive(Debug)]
@@ -379,6 +431,8 @@ struct Egress {
     /// Highest stream id the client opened.
     max_sid: u32,
     goaway_sent: bool,
+    /// A local (in-process) leg: no bytes, [`LocalFrame`]s out, API calls in.
+    local: bool,
 }
 
 #[derive(Debug)]
@@ -439,6 +493,7 @@ pub struct Mux {
     close_egress: Vec<EgressId>,
     close_tunnel: bool,
     orphan_out: Vec<(EgressId, Vec<u8>)>,
+    local_out: Vec<(EgressId, u32, LocalFrame)>,
 }
 
 impl Mux {
@@ -496,6 +551,7 @@ impl Mux {
             close_egress: Vec::new(),
             close_tunnel: false,
             orphan_out: Vec::new(),
+            local_out: Vec::new(),
         };
         (mux, pre)
     }
@@ -537,6 +593,7 @@ impl Mux {
             keys: BTreeSet::new(),
             max_sid: 0,
             goaway_sent: false,
+            local: false,
         };
         if self.draining {
             frame::write_goaway(&mut eg.conn.out, 0, error::NO_ERROR, b"tunnel draining");
@@ -545,6 +602,137 @@ impl Mux {
         self.egresses.insert(egress, eg);
         self.pump();
         self.collect()
+    }
+
+    /// A local (in-process) egress leg joins: a client that opens streams with
+    /// [`Mux::local_open`], sends with [`Mux::local_data`] / [`Mux::local_trailers`], cancels with
+    /// [`Mux::local_cancel`], and receives [`Output::to_local`] frames as far as its
+    /// [`Mux::local_credit`] allows (its flow control: at most `initial_window` bytes per stream
+    /// before the first credit). No bytes are exchanged with it and no HPACK runs on its side.
+    /// On a finished mux it is closed at once; on a draining mux its streams are refused.
+    pub fn attach_local(&mut self, egress: EgressId) -> Output {
+        if self.dead {
+            self.close_egress.push(egress);
+            return self.collect();
+        }
+        if self.egresses.contains_key(&egress) {
+            self.drop_egress(egress);
+        }
+        let mut conn = Conn::new(self.cfg.max_frame, self.cfg.conn_window);
+        conn.got_settings = true;
+        // Connection-level flow control does not apply in-process: per-stream credit does.
+        conn.recv_window = LOCAL_UNLIMITED;
+        conn.send_window = LOCAL_UNLIMITED;
+        conn.peer_initial_window = self.cfg.stream_window;
+        conn.peer_max_frame = LOCAL_MAX_CHUNK;
+        let eg = Egress {
+            conn,
+            preface: frame::PREFACE.len(),
+            streams: BTreeMap::new(),
+            keys: BTreeSet::new(),
+            max_sid: 0,
+            goaway_sent: self.draining,
+            local: true,
+        };
+        self.egresses.insert(egress, eg);
+        self.collect()
+    }
+
+    /// Opens stream `sid` (odd, above every id this leg used before) of local leg `egress` with
+    /// the request header list `fields` (pseudo-headers first); `end` when the request has no
+    /// body. The stream waits for a tunnel stream slot like any other; a refusal comes back as a
+    /// [`LocalFrame::Reset`] (REFUSED_STREAM: draining or too many streams).
+    pub fn local_open(&mut self, egress: EgressId, sid: u32, fields: Vec<HeaderField>, end: bool) -> Output {
+        let local = self.egresses.get(&egress).is_some_and(|e| e.local);
+        if self.dead || !local {
+            self.local_out.push((egress, sid, LocalFrame::Reset { code: error::REFUSED_STREAM }));
+            return self.collect();
+        }
+        let list_size = fields.iter().map(HeaderField::size).sum();
+        let oversize = list_size > MAX_HEADER_LIST_SIZE;
+        self.new_request(egress, sid, hpack::DecodedBlock { fields, list_size, oversize }, end);
+        self.pump();
+        self.collect()
+    }
+
+    /// Request body bytes of stream `sid` of local leg `egress`; at most
+    /// [`Mux::local_send_window`] bytes (more is a stream error: FLOW_CONTROL_ERROR). `end` ends
+    /// the request. Unknown or closed streams are ignored.
+    pub fn local_data(&mut self, egress: EgressId, sid: u32, data: &[u8], end: bool) -> Output {
+        if self.dead || !matches!(self.lookup(Leg::Egress(egress), sid), Lookup::Open(_)) {
+            return self.collect();
+        }
+        let h = FrameHeader {
+            length: data.len() as u32,
+            kind: kind::DATA,
+            flags: if end { flag::END_STREAM } else { 0 },
+            stream: sid,
+        };
+        if let Err(e) = self.on_data(Leg::Egress(egress), h, data) {
+            self.egress_conn_error(egress, e);
+        }
+        self.pump();
+        self.collect()
+    }
+
+    /// Request trailers of stream `sid` of local leg `egress` (ends the request).
+    pub fn local_trailers(&mut self, egress: EgressId, sid: u32, fields: Vec<HeaderField>) -> Output {
+        if self.dead {
+            return self.collect();
+        }
+        if let Lookup::Open(key) = self.lookup(Leg::Egress(egress), sid) {
+            let list_size = fields.iter().map(HeaderField::size).sum();
+            let oversize = list_size > MAX_HEADER_LIST_SIZE;
+            let block = hpack::DecodedBlock { fields, list_size, oversize };
+            self.forward_headers(key, Leg::Egress(egress), block, true);
+            self.pump();
+        }
+        self.collect()
+    }
+
+    /// The local client gave up on stream `sid` (e.g. its downstream went away): the tunnel stream
+    /// is reset with CANCEL (a queued one is dropped) and the stream is forgotten.
+    pub fn local_cancel(&mut self, egress: EgressId, sid: u32) -> Output {
+        if let Lookup::Open(key) = self.lookup(Leg::Egress(egress), sid) {
+            self.reset_stream(key, None, Some(error::CANCEL), error::CANCEL);
+            self.pump();
+        } else if let Some(key) = self.egresses.get(&egress).and_then(|e| {
+            e.keys.iter().copied().find(|k| self.streams.get(k).is_some_and(|s| s.egress_sid == sid))
+        }) {
+            // Closed toward the client already (response complete) but the request is still
+            // flowing: stop it too.
+            self.reset_stream(key, None, Some(error::CANCEL), error::CANCEL);
+            self.pump();
+        }
+        self.collect()
+    }
+
+    /// The local client consumed `n` response bytes of stream `sid`: that much more may be sent
+    /// to it (its window update).
+    pub fn local_credit(&mut self, egress: EgressId, sid: u32, n: u32) -> Output {
+        if let Lookup::Open(key) = self.lookup(Leg::Egress(egress), sid) {
+            if let Some(s) = self.streams.get_mut(&key) {
+                s.down.send_window = (s.down.send_window + i64::from(n)).min(frame::MAX_WINDOW);
+                if !s.down.items.is_empty() {
+                    self.flush_egress.insert(key);
+                }
+                self.pump();
+            }
+        }
+        self.collect()
+    }
+
+    /// How many more request body bytes stream `sid` of local leg `egress` may send now (0 for
+    /// an unknown or closed stream).
+    pub fn local_send_window(&self, egress: EgressId, sid: u32) -> usize {
+        match self.lookup(Leg::Egress(egress), sid) {
+            Lookup::Open(key) => self
+                .streams
+                .get(&key)
+                .filter(|s| !s.up.end_received)
+                .map_or(0, |s| s.up.recv_window.max(0) as usize),
+            _ => 0,
+        }
     }
 
     /// Bytes read from egress connection `egress`. Bytes for an unknown (never attached, detached or
@@ -731,6 +919,11 @@ impl Mux {
             }
         }
         for (id, eg) in self.egresses.iter_mut() {
+            if eg.local {
+                // SETTINGS ACKs, WINDOW_UPDATEs, GOAWAYs: meaningless to an in-process client.
+                eg.conn.out.clear();
+                continue;
+            }
             if !eg.conn.out.is_empty() {
                 let bytes = std::mem::take(&mut eg.conn.out);
                 match to_egress.iter_mut().find(|(e, _)| e == id) {
@@ -741,6 +934,7 @@ impl Mux {
         }
         Output {
             to_tunnel: std::mem::take(&mut self.tunnel.conn.out),
+            to_local: std::mem::take(&mut self.local_out),
             to_egress,
             close_egress: std::mem::take(&mut self.close_egress),
             close_tunnel: std::mem::replace(&mut self.close_tunnel, false),
@@ -784,7 +978,9 @@ impl Mux {
         };
         frame::write_goaway(&mut eg.conn.out, eg.max_sid, e.code, e.detail.as_bytes());
         let out = std::mem::take(&mut eg.conn.out);
-        self.orphan_out.push((egress, out));
+        if !eg.local {
+            self.orphan_out.push((egress, out));
+        }
         self.close_egress.push(egress);
         self.events.push(MuxEvent::ProtocolError {
             leg: Leg::Egress(egress),
@@ -819,7 +1015,11 @@ impl Mux {
                     error::INTERNAL_ERROR
                 };
                 if !s.egress_closed {
-                    frame::write_rst_stream(&mut eg.conn.out, s.egress_sid, code);
+                    if eg.local {
+                        self.local_out.push((id, s.egress_sid, LocalFrame::Reset { code }));
+                    } else {
+                        frame::write_rst_stream(&mut eg.conn.out, s.egress_sid, code);
+                    }
                 }
                 self.events.push(MuxEvent::StreamClosed {
                     egress: id,
@@ -836,7 +1036,9 @@ impl Mux {
                     b"tunnel closed",
                 );
             }
-            self.orphan_out.push((id, std::mem::take(&mut eg.conn.out)));
+            if !eg.local {
+                self.orphan_out.push((id, std::mem::take(&mut eg.conn.out)));
+            }
             self.close_egress.push(id);
         }
         self.streams.clear();
@@ -1136,7 +1338,7 @@ impl Mux {
             None
         };
         if let Some(code) = code {
-            frame::write_rst_stream(&mut eg.conn.out, sid, code);
+            rst_to_egress(eg, egress, &mut self.local_out, sid, code);
             self.events.push(MuxEvent::StreamClosed {
                 egress,
                 stream: sid,
@@ -1518,7 +1720,7 @@ impl Mux {
         if !s.egress_closed {
             if let Some(eg) = self.egresses.get_mut(&s.egress) {
                 if let Some(c) = to_egress {
-                    frame::write_rst_stream(&mut eg.conn.out, s.egress_sid, c);
+                    rst_to_egress(eg, s.egress, &mut self.local_out, s.egress_sid, c);
                 }
                 eg.streams.remove(&s.egress_sid);
             }
@@ -1698,6 +1900,7 @@ impl Mux {
         let Some(s) = self.streams.get_mut(&key) else {
             return false;
         };
+        let mut local = None;
         let (pipe, conn, sid, src) = match dir {
             Dir::ToTunnel => {
                 let Some(t) = s.tunnel_sid else { return false };
@@ -1713,6 +1916,9 @@ impl Mux {
                 let Some(eg) = self.egresses.get_mut(&s.egress) else {
                     return false;
                 };
+                if eg.local {
+                    local = Some((s.egress, &mut self.local_out));
+                }
                 (&mut s.down, &mut eg.conn, s.egress_sid, Leg::Tunnel)
             }
         };
@@ -1724,9 +1930,13 @@ impl Mux {
                     pipe.header_bytes = pipe
                         .header_bytes
                         .saturating_sub(fields.iter().map(HeaderField::size).sum());
-                    let mut block = Vec::new();
-                    conn.encoder.encode(&fields, &mut block);
-                    frame::write_header_block(&mut conn.out, sid, end, &block, conn.peer_max_frame);
+                    if let Some((id, out)) = local.as_mut() {
+                        out.push((*id, sid, LocalFrame::Headers { fields, end }));
+                    } else {
+                        let mut block = Vec::new();
+                        conn.encoder.encode(&fields, &mut block);
+                        frame::write_header_block(&mut conn.out, sid, end, &block, conn.peer_max_frame);
+                    }
                     if end {
                         pipe.sent_end = true;
                     }
@@ -1736,7 +1946,11 @@ impl Mux {
             Some(Item::Data { bytes, end }) => {
                 let end = *end;
                 if bytes.is_empty() {
-                    frame::write_data(&mut conn.out, sid, end, &[]);
+                    if let Some((id, out)) = local.as_mut() {
+                        out.push((*id, sid, LocalFrame::Data { bytes: Vec::new(), end }));
+                    } else {
+                        frame::write_data(&mut conn.out, sid, end, &[]);
+                    }
                     pipe.sent_end |= end;
                     pipe.items.pop_front();
                     true
@@ -1750,18 +1964,23 @@ impl Mux {
                         false
                     } else {
                         let es = end && n == bytes.len();
-                        frame::write_frame_header(
-                            &mut conn.out,
-                            n,
-                            kind::DATA,
-                            if es { flag::END_STREAM } else { 0 },
-                            sid,
-                        );
-                        let (a, b) = bytes.as_slices();
-                        let na = n.min(a.len());
-                        conn.out.extend_from_slice(&a[..na]);
-                        conn.out.extend_from_slice(&b[..n - na]);
-                        bytes.drain(..n);
+                        if let Some((id, out)) = local.as_mut() {
+                            let chunk: Vec<u8> = bytes.drain(..n).collect();
+                            out.push((*id, sid, LocalFrame::Data { bytes: chunk, end: es }));
+                        } else {
+                            frame::write_frame_header(
+                                &mut conn.out,
+                                n,
+                                kind::DATA,
+                                if es { flag::END_STREAM } else { 0 },
+                                sid,
+                            );
+                            let (a, b) = bytes.as_slices();
+                            let na = n.min(a.len());
+                            conn.out.extend_from_slice(&a[..na]);
+                            conn.out.extend_from_slice(&b[..n - na]);
+                            bytes.drain(..n);
+                        }
                         conn.send_window -= n as i64;
                         pipe.send_window -= n as i64;
                         pipe.buffered -= n;
@@ -1778,7 +1997,10 @@ impl Mux {
         let mut deferred_rst = None;
         if pipe.sent_end && pipe.items.is_empty() {
             if let Some(code) = pipe.reset_after.take() {
-                frame::write_rst_stream(&mut conn.out, sid, code);
+                match local.as_mut() {
+                    Some((id, out)) => out.push((*id, sid, LocalFrame::Reset { code })),
+                    None => frame::write_rst_stream(&mut conn.out, sid, code),
+                }
                 deferred_rst = Some(code);
             }
         }

@@ -530,6 +530,8 @@ struct World {
     closed_egress: Vec<EgressId>,
     tunnel_closed: bool,
     events: Vec<MuxEvent>,
+    /// Frames delivered to local legs, in order.
+    local: Vec<(EgressId, u32, LocalFrame)>,
 }
 
 fn small_settings() -> MuxSettings {
@@ -551,6 +553,7 @@ impl World {
             closed_egress: Vec::new(),
             tunnel_closed: false,
             events: Vec::new(),
+            local: Vec::new(),
         };
         w.tunnel.feed(&pre);
         w.run();
@@ -602,6 +605,7 @@ impl World {
         if out.close_tunnel {
             self.tunnel_closed = true;
         }
+        self.local.extend(out.to_local);
         self.events.extend(out.events);
     }
 
@@ -1877,3 +1881,6 @@ fn replay(e_bytes: &[u8], t_bytes: &[u8], e_cuts: &[usize], t_cuts: &[usize]) ->
     }
     (to_tunnel, to_egress, closes, events, close_tunnel)
 }
+
+#[path = "local_tests.rs"]
+mod local;

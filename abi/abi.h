@@ -366,3 +366,168 @@ void envoy_dynamic_module_callback_network_set_dynamic_metadata_string(
     envoy_dynamic_module_type_network_filter_envoy_ptr filter_envoy_ptr,
     envoy_dynamic_module_type_module_buffer filter_namespace,
     envoy_dynamic_module_type_module_buffer key, envoy_dynamic_module_type_module_buffer value);
+
+/* ---- HTTP filter (docs/envoy-abi.md, "HTTP filter") --------------------------------------
+ * The subset the HTTP request path uses. Signatures from Envoy's
+ * source/extensions/dynamic_modules/abi/abi.h of the v0.2.0 ABI line; every name is exported or
+ * looked up by the 1.40.0 binary. Per-stream hooks run on the stream's worker; per-stream
+ * callbacks may only be called there (scheduler_commit: any thread). */
+typedef void* envoy_dynamic_module_type_http_filter_config_envoy_ptr;
+typedef const void* envoy_dynamic_module_type_http_filter_config_module_ptr;
+typedef void* envoy_dynamic_module_type_http_filter_envoy_ptr;
+typedef const void* envoy_dynamic_module_type_http_filter_module_ptr;
+typedef void* envoy_dynamic_module_type_http_filter_scheduler_module_ptr;
+
+typedef enum envoy_dynamic_module_type_http_header_type {
+  envoy_dynamic_module_type_http_header_type_RequestHeader = 0,
+  envoy_dynamic_module_type_http_header_type_RequestTrailer = 1,
+  envoy_dynamic_module_type_http_header_type_ResponseHeader = 2,
+  envoy_dynamic_module_type_http_header_type_ResponseTrailer = 3,
+} envoy_dynamic_module_type_http_header_type;
+
+/* Received = the chunk of the current body hook; Buffered = what Envoy holds for the filter. */
+typedef enum envoy_dynamic_module_type_http_body_type {
+  envoy_dynamic_module_type_http_body_type_ReceivedRequestBody = 0,
+  envoy_dynamic_module_type_http_body_type_BufferedRequestBody = 1,
+  envoy_dynamic_module_type_http_body_type_ReceivedResponseBody = 2,
+  envoy_dynamic_module_type_http_body_type_BufferedResponseBody = 3,
+} envoy_dynamic_module_type_http_body_type;
+
+typedef enum envoy_dynamic_module_type_on_http_filter_request_headers_status {
+  envoy_dynamic_module_type_on_http_filter_request_headers_status_Continue = 0,
+  envoy_dynamic_module_type_on_http_filter_request_headers_status_StopIteration = 1,
+  envoy_dynamic_module_type_on_http_filter_request_headers_status_ContinueAndDontEndStream = 2,
+  envoy_dynamic_module_type_on_http_filter_request_headers_status_StopAllIterationAndBuffer = 3,
+  envoy_dynamic_module_type_on_http_filter_request_headers_status_StopAllIterationAndWatermark = 4,
+} envoy_dynamic_module_type_on_http_filter_request_headers_status;
+
+typedef enum envoy_dynamic_module_type_on_http_filter_request_body_status {
+  envoy_dynamic_module_type_on_http_filter_request_body_status_Continue = 0,
+  envoy_dynamic_module_type_on_http_filter_request_body_status_StopIterationAndBuffer = 1,
+  envoy_dynamic_module_type_on_http_filter_request_body_status_StopIterationAndWatermark = 2,
+  envoy_dynamic_module_type_on_http_filter_request_body_status_StopIterationNoBuffer = 3,
+} envoy_dynamic_module_type_on_http_filter_request_body_status;
+
+typedef enum envoy_dynamic_module_type_on_http_filter_request_trailers_status {
+  envoy_dynamic_module_type_on_http_filter_request_trailers_status_Continue = 0,
+  envoy_dynamic_module_type_on_http_filter_request_trailers_status_StopIteration = 1,
+} envoy_dynamic_module_type_on_http_filter_request_trailers_status;
+
+typedef enum envoy_dynamic_module_type_on_http_filter_response_headers_status {
+  envoy_dynamic_module_type_on_http_filter_response_headers_status_Continue = 0,
+  envoy_dynamic_module_type_on_http_filter_response_headers_status_StopIteration = 1,
+} envoy_dynamic_module_type_on_http_filter_response_headers_status;
+
+typedef enum envoy_dynamic_module_type_on_http_filter_response_body_status {
+  envoy_dynamic_module_type_on_http_filter_response_body_status_Continue = 0,
+  envoy_dynamic_module_type_on_http_filter_response_body_status_StopIterationAndBuffer = 1,
+} envoy_dynamic_module_type_on_http_filter_response_body_status;
+
+typedef enum envoy_dynamic_module_type_on_http_filter_response_trailers_status {
+  envoy_dynamic_module_type_on_http_filter_response_trailers_status_Continue = 0,
+  envoy_dynamic_module_type_on_http_filter_response_trailers_status_StopIteration = 1,
+} envoy_dynamic_module_type_on_http_filter_response_trailers_status;
+
+/* Hooks. config_new/config_destroy: main thread; NULL from config_new rejects the config. */
+typedef envoy_dynamic_module_type_http_filter_config_module_ptr (*envoy_dynamic_module_on_http_filter_config_new_fn)(
+    envoy_dynamic_module_type_http_filter_config_envoy_ptr filter_config_envoy_ptr,
+    envoy_dynamic_module_type_envoy_buffer name, envoy_dynamic_module_type_envoy_buffer config);
+typedef void (*envoy_dynamic_module_on_http_filter_config_destroy_fn)(
+    envoy_dynamic_module_type_http_filter_config_module_ptr filter_config_ptr);
+/* One per stream; config pointer first. NULL fails the stream. */
+typedef envoy_dynamic_module_type_http_filter_module_ptr (*envoy_dynamic_module_on_http_filter_new_fn)(
+    envoy_dynamic_module_type_http_filter_config_module_ptr filter_config_ptr,
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr);
+typedef envoy_dynamic_module_type_on_http_filter_request_headers_status (*envoy_dynamic_module_on_http_filter_request_headers_fn)(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr,
+    envoy_dynamic_module_type_http_filter_module_ptr filter_module_ptr, bool end_of_stream);
+/* No buffer argument: the chunk is read with get_body_chunks(ReceivedRequestBody). */
+typedef envoy_dynamic_module_type_on_http_filter_request_body_status (*envoy_dynamic_module_on_http_filter_request_body_fn)(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr,
+    envoy_dynamic_module_type_http_filter_module_ptr filter_module_ptr, bool end_of_stream);
+typedef envoy_dynamic_module_type_on_http_filter_request_trailers_status (*envoy_dynamic_module_on_http_filter_request_trailers_fn)(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr,
+    envoy_dynamic_module_type_http_filter_module_ptr filter_module_ptr);
+typedef envoy_dynamic_module_type_on_http_filter_response_headers_status (*envoy_dynamic_module_on_http_filter_response_headers_fn)(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr,
+    envoy_dynamic_module_type_http_filter_module_ptr filter_module_ptr, bool end_of_stream);
+typedef envoy_dynamic_module_type_on_http_filter_response_body_status (*envoy_dynamic_module_on_http_filter_response_body_fn)(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr,
+    envoy_dynamic_module_type_http_filter_module_ptr filter_module_ptr, bool end_of_stream);
+typedef envoy_dynamic_module_type_on_http_filter_response_trailers_status (*envoy_dynamic_module_on_http_filter_response_trailers_fn)(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr,
+    envoy_dynamic_module_type_http_filter_module_ptr filter_module_ptr);
+/* Before the access log and destroy; the Envoy pointer still works here. */
+typedef void (*envoy_dynamic_module_on_http_filter_stream_complete_fn)(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr,
+    envoy_dynamic_module_type_http_filter_module_ptr filter_module_ptr);
+/* Deferred deletion: only the module pointer; free it here. */
+typedef void (*envoy_dynamic_module_on_http_filter_destroy_fn)(
+    envoy_dynamic_module_type_http_filter_module_ptr filter_module_ptr);
+typedef void (*envoy_dynamic_module_on_http_filter_scheduled_fn)(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr,
+    envoy_dynamic_module_type_http_filter_module_ptr filter_module_ptr, uint64_t event_id);
+typedef void (*envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark_fn)(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr,
+    envoy_dynamic_module_type_http_filter_module_ptr filter_module_ptr);
+typedef void (*envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark_fn)(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr,
+    envoy_dynamic_module_type_http_filter_module_ptr filter_module_ptr);
+
+/* Callbacks (stream's worker). Envoy-owned views live until the hook returns. */
+size_t envoy_dynamic_module_callback_http_get_headers_size(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr,
+    envoy_dynamic_module_type_http_header_type header_type);
+bool envoy_dynamic_module_callback_http_get_headers(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr,
+    envoy_dynamic_module_type_http_header_type header_type,
+    envoy_dynamic_module_type_envoy_http_header* result_headers);
+size_t envoy_dynamic_module_callback_http_get_body_chunks_size(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr,
+    envoy_dynamic_module_type_http_body_type body_type);
+bool envoy_dynamic_module_callback_http_get_body_chunks(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr,
+    envoy_dynamic_module_type_http_body_type body_type,
+    envoy_dynamic_module_type_envoy_buffer* result_buffer_vector);
+size_t envoy_dynamic_module_callback_http_get_body_size(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr,
+    envoy_dynamic_module_type_http_body_type body_type);
+bool envoy_dynamic_module_callback_http_drain_body(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr,
+    envoy_dynamic_module_type_http_body_type body_type, size_t number_of_bytes);
+/* A whole local reply (Envoy's sendLocalReply): copied during the call. */
+void envoy_dynamic_module_callback_http_send_response(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr, uint32_t status_code,
+    envoy_dynamic_module_type_module_http_header* headers_vector, size_t headers_vector_size,
+    envoy_dynamic_module_type_module_buffer body, envoy_dynamic_module_type_module_buffer details);
+/* A streamed reply: headers (with :status), then data, then trailers (end the stream). */
+void envoy_dynamic_module_callback_http_send_response_headers(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr,
+    envoy_dynamic_module_type_module_http_header* headers_vector, size_t headers_vector_size,
+    bool end_stream);
+void envoy_dynamic_module_callback_http_send_response_data(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr,
+    envoy_dynamic_module_type_module_buffer data, bool end_stream);
+void envoy_dynamic_module_callback_http_send_response_trailers(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr,
+    envoy_dynamic_module_type_module_http_header* trailers_vector, size_t trailers_vector_size);
+/* Resumes the request chain after a Stop status (e.g. a body held while the tunnel window was shut). */
+void envoy_dynamic_module_callback_http_filter_continue_decoding(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr);
+/* Called on the worker; the handle may then be committed from any thread; delete once. */
+envoy_dynamic_module_type_http_filter_scheduler_module_ptr envoy_dynamic_module_callback_http_filter_scheduler_new(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr);
+void envoy_dynamic_module_callback_http_filter_scheduler_commit(
+    envoy_dynamic_module_type_http_filter_scheduler_module_ptr scheduler_module_ptr, uint64_t event_id);
+void envoy_dynamic_module_callback_http_filter_scheduler_delete(
+    envoy_dynamic_module_type_http_filter_scheduler_module_ptr scheduler_module_ptr);
+uint32_t envoy_dynamic_module_callback_http_filter_get_worker_index(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr);
+/* Resets the downstream stream (e.g. the tunnel stream failed after the response started). */
+typedef enum envoy_dynamic_module_type_http_filter_stream_reset_reason {
+  envoy_dynamic_module_type_http_filter_stream_reset_reason_LocalReset = 0,
+} envoy_dynamic_module_type_http_filter_stream_reset_reason;
+void envoy_dynamic_module_callback_http_filter_reset_stream(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr,
+    envoy_dynamic_module_type_http_filter_stream_reset_reason reason,
+    envoy_dynamic_module_type_module_buffer details);

@@ -18,8 +18,12 @@ pub const NODE_HEADER: &str = "x-remote-node-id";
 /// Which responder a [`Topology`] runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Responder {
-    /// Our dynamic module (`envoy-config/upstream.yaml`, needs `libreverse_tunnel.so`).
+    /// Our dynamic module with the cluster request path (`envoy-config/upstream.yaml`, needs
+    /// `libreverse_tunnel.so`).
     Module,
+    /// Our dynamic module with the recommended request path, the HTTP filter
+    /// `reverse_tunnel_route` (`envoy-config/upstream-direct.yaml`).
+    Direct,
     /// Envoy's built-in responder (`envoy-config/builtin-upstream.yaml`), for comparison.
     Builtin,
 }
@@ -29,6 +33,7 @@ impl Responder {
     pub fn template(self) -> &'static str {
         match self {
             Responder::Module => "upstream.yaml",
+            Responder::Direct => "upstream-direct.yaml",
             Responder::Builtin => "builtin-upstream.yaml",
         }
     }
@@ -36,7 +41,7 @@ impl Responder {
     /// Prefix of the responder's tunnel stats (`rt.upstream_rc.` or `upstream_rc.`).
     pub fn stats_prefix(self) -> &'static str {
         match self {
-            Responder::Module => "rt.upstream_rc.",
+            Responder::Module | Responder::Direct => "rt.upstream_rc.",
             Responder::Builtin => "upstream_rc.",
         }
     }
@@ -61,6 +66,9 @@ pub fn responder_vars(
         // Tenant isolation off; the egress target is the node (or cluster) id header.
         ("TENANT_ISOLATION", "false".to_string()),
         ("TARGET_FORMAT", "%REQ(x-remote-node-id)%".to_string()),
+        // The same for the route filter of upstream-direct.yaml: "" (the node header alone) or
+        // `tenant_header: x-remote-tenant-id,`.
+        ("ROUTE_TENANT", String::new()),
         // Runtime key reverse_tunnel.lifecycle.ping_events (noisy idle_ping_sent / ack events).
         ("PING_EVENTS", "false".to_string()),
         // No reporter and no extra cluster (upstream.yaml only; each is one YAML line).
@@ -202,7 +210,7 @@ impl Topology {
         edit: impl FnOnce(String) -> Result<String>,
     ) -> Result<Topology> {
         let dir = TestDir::new(label)?;
-        if kind == Responder::Module {
+        if kind != Responder::Builtin {
             require_module()?;
         }
         let ports = free_ports(3)?;
@@ -326,7 +334,7 @@ impl Topology {
     ///   (hidden gauges; a missing gauge counts as 0).
     pub fn tunnels(&mut self) -> Result<u64> {
         match self.kind {
-            Responder::Module => {
+            Responder::Module | Responder::Direct => {
                 let mut total = 0;
                 for g in ["rt.upstream_rc.tunnels_idle", "rt.upstream_rc.tunnels_in_use"] {
                     total += self

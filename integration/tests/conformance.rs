@@ -125,7 +125,7 @@ impl Side {
     /// Prefix of the handshake counters (protocol doc §4.2; ours under namespace `rt`).
     fn counter_prefix(&self) -> &'static str {
         match self.kind {
-            Responder::Module => "rt.reverse_tunnel.handshake.",
+            Responder::Module | Responder::Direct => "rt.reverse_tunnel.handshake.",
             Responder::Builtin => "reverse_tunnel.handshake.",
         }
     }
@@ -145,7 +145,7 @@ impl Side {
 
 fn side_name(kind: Responder) -> &'static str {
     match kind {
-        Responder::Module => "ours",
+        Responder::Module | Responder::Direct => "ours",
         Responder::Builtin => "builtin",
     }
 }
@@ -814,7 +814,7 @@ fn check_registered(side: &mut Side, node: &str) -> Result<()> {
                     Some(n) if n >= 1 => Check::Done(()),
                     other => Check::NotYet(format!("gauge {other:?}")),
                 },
-                Responder::Module => {
+                Responder::Module | Responder::Direct => {
                     let body = envoy.admin_get("/reverse_tunnels")?;
                     if body.contains(&format!("\"{node}\"")) {
                         Check::Done(())

@@ -32,6 +32,7 @@ use rt_integration::{
 fn responder_under_test() -> Responder {
     match std::env::var("RT_E2E_RESPONDER").as_deref() {
         Ok("builtin") => Responder::Builtin,
+        Ok("direct") => Responder::Direct,
         _ => Responder::Module,
     }
 }
@@ -240,7 +241,7 @@ fn malformed_config_is_refused_naming_the_field() -> Result<()> {
     let kind = responder_under_test();
     // The built-in refuses through proto validation, which names the field in CamelCase.
     let field = match kind {
-        Responder::Module => {
+        Responder::Module | Responder::Direct => {
             require_module()?;
             "ping_failure_threshold"
         }

@@ -7,7 +7,10 @@
 //! scheduler that was already deleted (ABI doc §9); that lock is per connection and is held only
 //! for the commit/delete call itself.
 
+use crate::core::h2mux::hpack::HeaderField;
+use crate::core::h2mux::LocalFrame;
 use crate::ffi::envoy::NetScheduler;
+use crate::ffi::envoy_http::HttpScheduler;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicU64;
@@ -34,10 +37,48 @@ pub enum Msg {
     /// Sent to a tunnel by the main thread when Envoy starts draining: close it if it is still
     /// idle (close reason `drain`); a claimed tunnel ignores it and keeps serving.
     Drain,
+    /// Sent to a tunnel: the HTTP stream `peer` (request path) opens its request on the tunnel's
+    /// HTTP/2 session (starting the session on an idle tunnel).
+    LocalOpen { peer: Arc<Endpoint>, fields: Vec<HeaderField>, end: bool },
+    /// Sent to a tunnel: request body bytes of HTTP stream `from` (within its send window).
+    LocalData { from: u64, bytes: Vec<u8>, end: bool, more: bool },
+    /// Sent to a tunnel: request trailers of HTTP stream `from`.
+    LocalTrailers { from: u64, fields: Vec<HeaderField> },
+    /// Sent to a tunnel: HTTP stream `from` consumed `n` response bytes.
+    LocalCredit { from: u64, n: u32 },
+    /// Sent to a tunnel: HTTP stream `from` went away (its tunnel stream is cancelled).
+    LocalCancel { from: u64 },
+    /// Sent to an HTTP stream: response pieces from its tunnel stream, and its current request
+    /// send window (bytes it may send now).
+    LocalFrames { frames: Vec<LocalFrame>, window: usize },
+}
+
+/// The scheduler that wakes an endpoint's owner: a network filter's or an HTTP stream's.
+#[derive(Clone, Copy, Debug)]
+pub enum Sched {
+    /// A connection (tunnel or egress connection).
+    Net(NetScheduler),
+    /// An HTTP stream of the request path.
+    Http(HttpScheduler),
+}
+
+impl Sched {
+    fn commit(self, event: u64) {
+        match self {
+            Sched::Net(s) => s.commit(event),
+            Sched::Http(s) => s.commit(event),
+        }
+    }
+    fn delete(self) {
+        match self {
+            Sched::Net(s) => s.delete(),
+            Sched::Http(s) => s.delete(),
+        }
+    }
 }
 
 struct Inner {
-    sched: Option<NetScheduler>,
+    sched: Option<Sched>,
     queue: VecDeque<Msg>,
     scheduled: bool,
 }
@@ -67,6 +108,11 @@ pub struct LiveStats {
 impl Endpoint {
     /// Creates the endpoint of connection `conn_id` on `worker` with its scheduler.
     pub fn new(conn_id: u64, worker: u32, sched: NetScheduler) -> Arc<Endpoint> {
+        Endpoint::with_sched(conn_id, worker, Sched::Net(sched))
+    }
+
+    /// Creates the endpoint `id` of something on `worker` woken by `sched`.
+    pub fn with_sched(conn_id: u64, worker: u32, sched: Sched) -> Arc<Endpoint> {
         Arc::new(Endpoint {
             conn_id,
             worker,

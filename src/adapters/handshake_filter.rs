@@ -11,6 +11,7 @@
 //! 4. Claimed: an egress connection took the tunnel; RPING echoes still in flight are stripped,
 //!    everything else is relayed to the egress connection. A used tunnel never returns to the pool.
 
+use crate::core::h2mux::hpack::HeaderField;
 use super::endpoint::{Endpoint, Msg};
 use super::network::{deliver, Conn, Role};
 use super::tunnel_session::{Action, TunnelSession};
@@ -573,6 +574,62 @@ pub fn on_attach(conn: &Rc<Conn>, peer: Arc<Endpoint>) {
     }
 }
 
+/// HTTP stream `peer` (request path) opens a request on this tunnel: an idle tunnel starts its
+/// HTTP/2 session for it (the keepalive stops, `socket_handoff` is logged); a running session
+/// takes it as one more stream. Runs on the tunnel's worker.
+pub fn on_local_open(conn: &Rc<Conn>, peer: Arc<Endpoint>, fields: Vec<HeaderField>, end: bool) {
+    enum Next {
+        Started(Vec<Action>),
+        Actions(Vec<Action>),
+        Refused,
+    }
+    let now = now_ms();
+    let next = with_tunnel(conn, |t| match &mut t.phase {
+        Phase::Keepalive(ka) => {
+            let partial = ka.partial_echo_len();
+            let in_flight = ka.claim();
+            let strip = EchoStripper::resume(in_flight, partial);
+            let k = t.settings.keepalive;
+            let (mut session, mut acts) = TunnelSession::new_local(strip, k.interval_ms, k.failure_threshold);
+            acts.extend(session.local_open(peer.clone(), fields, end));
+            session.start_keepalive(now);
+            t.phase = Phase::Claimed(session);
+            t.claimed_at_ms = Some(now);
+            Next::Started(acts)
+        }
+        Phase::Claimed(session) => Next::Actions(session.local_open(peer.clone(), fields, end)),
+        _ => Next::Refused,
+    })
+    .unwrap_or(Next::Refused);
+    match next {
+        Next::Started(acts) if !conn.closed.get() => {
+            lifecycle(conn, "socket_handoff", "UpstreamPoolReady", "handed_off", vec![("handoff_kind", "http_filter".into())]);
+            run_actions(conn, acts);
+            reschedule(conn);
+        }
+        Next::Started(_) | Next::Refused => {
+            peer.post(Msg::PeerClosed);
+        }
+        Next::Actions(a) => run_actions(conn, a),
+    }
+}
+
+/// A request-path message for this tunnel's session from HTTP stream `from` (body, trailers,
+/// credit or cancel). Runs on the tunnel's worker.
+pub fn on_local_msg(conn: &Rc<Conn>, msg: Msg) {
+    let acts = with_tunnel(conn, |t| match &mut t.phase {
+        Phase::Claimed(session) => match msg {
+            Msg::LocalData { from, bytes, end, more } => session.local_data(from, &bytes, end, more),
+            Msg::LocalTrailers { from, fields } => session.local_trailers(from, fields),
+            Msg::LocalCredit { from, n } => session.local_credit(from, n),
+            Msg::LocalCancel { from } => session.local_cancel(from),
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    });
+    run_actions(conn, acts.unwrap_or_default());
+}
+
 /// Bytes from egress connection `from` for this (claimed) tunnel.
 pub fn on_egress_data(conn: &Rc<Conn>, from: u64, bytes: Vec<u8>) {
     let now = now_ms();
@@ -643,6 +700,19 @@ fn run_actions(conn: &Rc<Conn>, actions: Vec<Action>) {
             }
             Action::Egress(n) => {
                 conn.ep.live.egress.store(n as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+            Action::ToLocal(ep, frames, offset) => {
+                let n: usize = frames
+                    .iter()
+                    .map(|f| match f {
+                        crate::core::h2mux::LocalFrame::Data { bytes, .. } => bytes.len(),
+                        _ => 0,
+                    })
+                    .sum();
+                if n > 0 {
+                    rt.stats.relayed("from_initiator", n);
+                }
+                deliver(&ep, conn.ep.worker, Msg::LocalFrames { frames, window: offset as usize });
             }
             Action::PingAck => {
                 conn.ep.live.last_ack_unix_ms.store(crate::runtime::unix_ms(), std::sync::atomic::Ordering::Relaxed);

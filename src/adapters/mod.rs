@@ -14,6 +14,7 @@ pub mod bootstrap;
 pub mod egress_filter;
 pub mod endpoint;
 pub mod handshake_filter;
+pub mod http_filter;
 pub mod lifecycle;
 pub mod network;
 pub mod reporter;

@@ -106,6 +106,9 @@ impl Conn {
 /// it, it is handled at once (no reordering); otherwise it goes through the mailbox. Returns
 /// false if the target is gone.
 pub fn deliver(target: &Arc<Endpoint>, my_worker: u32, msg: Msg) -> bool {
+    if target.worker == my_worker && super::http_filter::is_stream_id(target.conn_id) {
+        return super::http_filter::deliver_local(target, msg);
+    }
     if target.worker == my_worker && target.is_quiet() {
         if let Some(conn) = worker::get(target.conn_id) {
             if !matches!(msg, Msg::PeerClosed) {
@@ -127,6 +130,12 @@ fn handle_msg(conn: &Rc<Conn>, msg: Msg) {
         Msg::EgressData { from, bytes } => handshake_filter::on_egress_data(conn, from, bytes),
         Msg::EgressClosed { from } => handshake_filter::on_egress_closed(conn, from),
         Msg::Drain => handshake_filter::on_drain(conn),
+        Msg::LocalOpen { peer, fields, end } => handshake_filter::on_local_open(conn, peer, fields, end),
+        m @ (Msg::LocalData { .. } | Msg::LocalTrailers { .. } | Msg::LocalCredit { .. } | Msg::LocalCancel { .. }) => {
+            handshake_filter::on_local_msg(conn, m)
+        }
+        // Only HTTP streams receive response frames.
+        Msg::LocalFrames { .. } => {}
     }
 }
 
@@ -235,7 +244,7 @@ fn teardown(conn: &Rc<Conn>, remote: bool) {
     // never get another one (`tick_pending` stays set): the next clock period posts a new one.
     for msg in conn.ep.shut() {
         match msg {
-            Msg::Attach { peer } => {
+            Msg::Attach { peer } | Msg::LocalOpen { peer, .. } => {
                 peer.post(Msg::PeerClosed);
             }
             Msg::Tick => conn.runtime.tick_done(conn.ep.worker),

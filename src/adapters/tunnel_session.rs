@@ -18,9 +18,11 @@
 //! (each due within max(interval/2, 500 ms)) close the tunnel with `http2_ping_timeout`.
 
 use super::endpoint::Endpoint;
-use crate::core::h2mux::{Mux, MuxEvent, MuxSettings, Output};
+use crate::core::h2mux::hpack::HeaderField;
+use crate::core::h2mux::frame::error;
+use crate::core::h2mux::{LocalFrame, Mux, MuxEvent, MuxSettings, Output};
 use crate::core::relay::EchoStripper;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// The HTTP/2 client connection preface (RFC 9113 §3.4).
@@ -45,7 +47,17 @@ pub enum Action {
     Egress(usize),
     /// The initiator answered an HTTP/2 PING of the session keepalive.
     PingAck,
+    /// Response pieces for an HTTP stream of the request path, and the absolute request-body
+    /// offset up to which it may send (bytes sent so far + its current window).
+    ToLocal(Arc<Endpoint>, Vec<LocalFrame>, u64),
 }
+
+/// Stream id every HTTP stream uses on its own local leg (one request per leg).
+pub const LOCAL_SID: u32 = 1;
+
+/// Request body bytes an HTTP stream may send before the session reports a larger offset: the
+/// stream window of a local leg ([`mux_settings`]).
+pub const LOCAL_INITIAL_WINDOW: u64 = 1 << 20;
 
 enum Mode {
     Deciding(Vec<u8>),
@@ -62,6 +74,12 @@ pub struct TunnelSession {
     backlog: Vec<u8>,
     shareable: bool,
     ping: SessionPing,
+    /// HTTP streams (local legs) among `egress`, with the request body bytes received from each.
+    local: HashMap<u64, u64>,
+    /// HTTP streams that wait for their request send window to open.
+    want_window: HashSet<u64>,
+    /// Started by an HTTP stream: the session outlives its users (it serves later requests).
+    persistent: bool,
 }
 
 /// HTTP/2 PING keepalive of a session (times in ms of the worker clock).
@@ -98,6 +116,9 @@ impl TunnelSession {
             egress,
             backlog: Vec::new(),
             shareable: false,
+            local: HashMap::new(),
+            want_window: HashSet::new(),
+            persistent: false,
             ping: SessionPing {
                 interval_ms: ping_interval_ms.max(1000),
                 threshold: ping_failure_threshold.max(1),
@@ -107,6 +128,100 @@ impl TunnelSession {
                 seq: 0,
             },
         }
+    }
+
+    /// A tunnel just claimed by an HTTP stream of the request path: the HTTP/2 session starts at
+    /// once (the returned actions write the client preface) and lives as long as the tunnel, for
+    /// every later request of any worker. Open the stream with [`TunnelSession::local_open`].
+    pub fn new_local(strip: EchoStripper, ping_interval_ms: u64, ping_failure_threshold: u32) -> (TunnelSession, Vec<Action>) {
+        let mut s = TunnelSession {
+            owner: 0,
+            strip,
+            mode: Mode::Deciding(Vec::new()),
+            egress: HashMap::new(),
+            backlog: Vec::new(),
+            shareable: false,
+            local: HashMap::new(),
+            want_window: HashSet::new(),
+            persistent: true,
+            ping: SessionPing {
+                interval_ms: ping_interval_ms.max(1000),
+                threshold: ping_failure_threshold.max(1),
+                next_at: None,
+                outstanding: None,
+                misses: 0,
+                seq: 0,
+            },
+        };
+        let (mux, preface) = Mux::new(mux_settings());
+        s.mode = Mode::Mux(Box::new(mux));
+        let mut acts = vec![Action::WriteTunnel(preface)];
+        acts.extend(s.apply(Output::default()));
+        (s, acts)
+    }
+
+    /// HTTP stream `peer` opens its request (`fields`, pseudo-headers first; `end` when there is
+    /// no body) on this session. Refused with a [`LocalFrame::Reset`] (REFUSED_STREAM) when the
+    /// tunnel is not an HTTP/2 session that takes new streams.
+    pub fn local_open(&mut self, peer: Arc<Endpoint>, fields: Vec<HeaderField>, end: bool) -> Vec<Action> {
+        let id = peer.conn_id;
+        match &mut self.mode {
+            Mode::Mux(m) if m.can_accept_egress() => {
+                self.egress.insert(id, peer);
+                self.local.insert(id, 0);
+                let mut out = m.attach_local(id);
+                let open = m.local_open(id, LOCAL_SID, fields, end);
+                merge(&mut out, open);
+                self.apply(out)
+            }
+            _ => vec![Action::ToLocal(peer, vec![LocalFrame::Reset { code: error::REFUSED_STREAM }], 0)],
+        }
+    }
+
+    /// Request body bytes of HTTP stream `from`; `more` when it holds more than its window let it
+    /// send (it is told when the window opens).
+    pub fn local_data(&mut self, from: u64, bytes: &[u8], end: bool, more: bool) -> Vec<Action> {
+        let Mode::Mux(m) = &mut self.mode else { return Vec::new() };
+        let Some(recv) = self.local.get_mut(&from) else { return Vec::new() };
+        *recv += bytes.len() as u64;
+        if more {
+            self.want_window.insert(from);
+        }
+        let out = m.local_data(from, LOCAL_SID, bytes, end);
+        self.apply(out)
+    }
+
+    /// Request trailers of HTTP stream `from`.
+    pub fn local_trailers(&mut self, from: u64, fields: Vec<HeaderField>) -> Vec<Action> {
+        let Mode::Mux(m) = &mut self.mode else { return Vec::new() };
+        if !self.local.contains_key(&from) {
+            return Vec::new();
+        }
+        let out = m.local_trailers(from, LOCAL_SID, fields);
+        self.apply(out)
+    }
+
+    /// HTTP stream `from` consumed `n` response bytes.
+    pub fn local_credit(&mut self, from: u64, n: u32) -> Vec<Action> {
+        let Mode::Mux(m) = &mut self.mode else { return Vec::new() };
+        if !self.local.contains_key(&from) {
+            return Vec::new();
+        }
+        let out = m.local_credit(from, LOCAL_SID, n);
+        self.apply(out)
+    }
+
+    /// HTTP stream `from` went away: its tunnel stream is cancelled and it is forgotten.
+    pub fn local_cancel(&mut self, from: u64) -> Vec<Action> {
+        let Mode::Mux(m) = &mut self.mode else { return Vec::new() };
+        if self.local.remove(&from).is_none() {
+            return Vec::new();
+        }
+        self.want_window.remove(&from);
+        self.egress.remove(&from);
+        let mut out = m.local_cancel(from, LOCAL_SID);
+        merge(&mut out, m.detach(from));
+        self.apply(out)
     }
 
     /// When [`TunnelSession::on_timer`] next has work (ms), if ever.
@@ -224,6 +339,9 @@ impl TunnelSession {
 
     /// Egress connection `from` closed.
     pub fn egress_closed(&mut self, from: u64) -> Vec<Action> {
+        if self.local.contains_key(&from) {
+            return self.local_cancel(from);
+        }
         if self.egress.remove(&from).is_none() {
             return Vec::new();
         }
@@ -232,8 +350,9 @@ impl TunnelSession {
                 let out = m.detach(from);
                 let mut acts = self.apply(out);
                 // Used tunnels never return to the idle pool: the last egress connection to
-                // leave closes the tunnel, and the initiator dials a fresh one.
-                if self.egress.is_empty() {
+                // leave closes the tunnel, and the initiator dials a fresh one (a session started
+                // by the HTTP request path stays for later requests).
+                if self.egress.is_empty() && !self.persistent {
                     acts.push(Action::Shareable(false));
                     acts.push(Action::CloseTunnel("egress_closed"));
                 }
@@ -319,7 +438,50 @@ impl TunnelSession {
                 acts.push(Action::ToEgress(ep.clone(), bytes));
             }
         }
+        // Response pieces, one message per HTTP stream, with its current send offset.
+        let mut batch: Vec<(u64, Vec<LocalFrame>)> = Vec::new();
+        for (id, _sid, f) in out.to_local {
+            match batch.iter_mut().find(|(e, _)| *e == id) {
+                Some((_, fs)) => fs.push(f),
+                None => batch.push((id, vec![f])),
+            }
+        }
+        let mut finished: Vec<u64> = Vec::new();
+        for ev in &out.events {
+            if let MuxEvent::StreamClosed { egress, .. } = ev {
+                if self.local.contains_key(egress) {
+                    finished.push(*egress);
+                }
+            }
+        }
+        if let Mode::Mux(m) = &mut self.mode {
+            let waiting: Vec<u64> = self.want_window.iter().copied().collect();
+            for id in waiting {
+                if m.local_send_window(id, LOCAL_SID) > 0 && !batch.iter().any(|(e, _)| *e == id) {
+                    batch.push((id, Vec::new()));
+                }
+            }
+            for (id, frames) in batch {
+                let window = m.local_send_window(id, LOCAL_SID) as u64;
+                if window > 0 {
+                    self.want_window.remove(&id);
+                }
+                let offset = self.local.get(&id).copied().unwrap_or(0) + window;
+                if let Some(ep) = self.egress.get(&id) {
+                    acts.push(Action::ToLocal(ep.clone(), frames, offset));
+                }
+            }
+            // A finished HTTP stream leaves the session (its leg is forgotten).
+            for id in finished {
+                self.local.remove(&id);
+                self.want_window.remove(&id);
+                self.egress.remove(&id);
+                let _ = m.detach(id);
+            }
+        }
         for id in out.close_egress {
+            self.local.remove(&id);
+            self.want_window.remove(&id);
             if let Some(ep) = self.egress.remove(&id) {
                 acts.push(Action::CloseEgress(ep));
             }
@@ -365,6 +527,7 @@ mod tests {
                 Action::Shareable(s) => format!("shareable {s}"),
                 Action::Egress(n) => format!("egress count {n}"),
                 Action::PingAck => "ping ack".to_string(),
+                Action::ToLocal(e, f, off) => format!("local{}<{f:?} @{off}", e.conn_id),
             })
             .collect()
     }
@@ -472,4 +635,14 @@ mod tests {
             assert!(!acts.iter().any(|a| a.starts_with("close tunnel")), "round {round}: {acts:?}");
         }
     }
+}
+
+/// Appends `b` to `a` (both from the same mux, in call order).
+fn merge(a: &mut Output, b: Output) {
+    a.to_tunnel.extend_from_slice(&b.to_tunnel);
+    a.to_local.extend(b.to_local);
+    a.to_egress.extend(b.to_egress);
+    a.close_egress.extend(b.close_egress);
+    a.close_tunnel |= b.close_tunnel;
+    a.events.extend(b.events);
 }

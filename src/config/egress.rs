@@ -117,7 +117,7 @@ impl EgressConfig {
 }
 
 /// Parses `claim_timeout` (see [`EgressConfig::decode`]) and checks 0..=60 s.
-fn parse_claim_timeout(v: &serde_json::Value) -> Result<Duration, ConfigError> {
+pub(crate) fn parse_claim_timeout(v: &serde_json::Value) -> Result<Duration, ConfigError> {
     const PATH: &str = "claim_timeout";
     let secs: f64 = match v {
         serde_json::Value::Number(n) => n

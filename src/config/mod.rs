@@ -12,6 +12,7 @@ pub mod bootstrap;
 pub mod egress;
 pub mod filter;
 pub mod reporter;
+pub mod route;
 
 use std::fmt;
 use std::time::Duration;

@@ -10,7 +10,9 @@
 //! returns the hook's defined failure value (the release profile uses `panic = "unwind"`).
 
 pub mod envoy;
+pub mod envoy_http;
 mod hooks_bootstrap;
+mod hooks_http;
 mod hooks_network;
 
 use std::os::raw::c_char;

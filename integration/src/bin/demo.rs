@@ -20,12 +20,15 @@ const TENANT: &str = "tenant-demo";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut kind = Responder::Module;
+    let mut kind = Responder::Direct;
     for a in &args {
         match a.as_str() {
             "--builtin" => kind = Responder::Builtin,
+            "--cluster-path" => kind = Responder::Module,
             "-h" | "--help" => {
-                println!("usage: demo [--builtin]\n  --builtin  use Envoy's built-in responder instead of the module");
+                println!(
+                    "usage: demo [--builtin | --cluster-path]\n  (default: our module, recommended request path: the HTTP filter reverse_tunnel_route)\n  --cluster-path  our module with the cluster request path (router, cluster, internal listener)\n  --builtin       Envoy's built-in responder instead of the module"
+                );
                 return ExitCode::SUCCESS;
             }
             other => {
@@ -59,7 +62,14 @@ fn run(kind: Responder) -> Result<()> {
     let started = Instant::now();
     println!("== Reverse tunnel demo (Envoy 1.40.0, loopback only)");
     match kind {
-        Responder::Module => println!("   responder : our dynamic module {}", module_path().display()),
+        Responder::Direct => println!(
+            "   responder : our dynamic module {} (request path: HTTP filter reverse_tunnel_route)",
+            module_path().display()
+        ),
+        Responder::Module => println!(
+            "   responder : our dynamic module {} (request path: router -> cluster -> internal listener)",
+            module_path().display()
+        ),
         Responder::Builtin => println!("   responder : Envoy's BUILT-IN reverse tunnel extensions"),
     }
     println!("   envoy     : {}", envoy_bin().display());
@@ -161,7 +171,7 @@ fn run(kind: Responder) -> Result<()> {
     match topo.tunnel_stats() {
         Ok(stats) if stats.is_empty() => {
             println!("   (none exported)");
-            if kind == Responder::Module {
+            if kind != Responder::Builtin {
                 failures.push("the responder exports no rt.upstream_rc.* stats".into());
             }
         }

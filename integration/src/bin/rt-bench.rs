@@ -88,14 +88,15 @@ fn main() -> ExitCode {
 fn name(k: Responder) -> &'static str {
     match k {
         Responder::Builtin => "built-in",
-        Responder::Module => "ours",
+        Responder::Module => "ours (cluster path)",
+        Responder::Direct => "ours",
     }
 }
 
 fn idx(k: Responder) -> usize {
     match k {
         Responder::Builtin => 0,
-        Responder::Module => 1,
+        Responder::Module | Responder::Direct => 1,
     }
 }
 
@@ -301,7 +302,7 @@ fn workload2(opts: &Opts, conc: u32, md: &mut String) -> Result<W2> {
 /// Tunnels registered at a responder with raw tunnels (node ids `bench-raw-*`).
 fn raw_tunnel_count(topo: &mut Topology) -> Result<u64> {
     match topo.kind {
-        Responder::Module => {
+        Responder::Module | Responder::Direct => {
             let idle = topo.responder().stat_u64("rt.upstream_rc.tunnels_idle")?.unwrap_or(0);
             let used = topo.responder().stat_u64("rt.upstream_rc.tunnels_in_use")?.unwrap_or(0);
             Ok(idle + used)

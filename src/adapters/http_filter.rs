@@ -1,0 +1,501 @@
+//! Adapter for the HTTP filter `reverse_tunnel_route`: the request path without a router,
+//! cluster or internal listener. It is the terminal HTTP filter of an HTTP connection manager
+//! and answers each request itself over one of the target node's tunnels:
+//!
+//! ```text
+//!  client ─HCM─► reverse_tunnel_route ── header list / body chunks ──► tunnel's HTTP/2 session
+//!         ◄── send_response_headers/data/trailers ◄── LocalFrames ────┘  (src/core/h2mux.rs)
+//! ```
+//!
+//! Per request (one [`HttpStream`], on the worker that runs the stream):
+//! 1. request headers: the target (node or cluster id, `target_header`, optionally prefixed by the
+//!    tenant) is claimed in the tracker: a running HTTP/2 session of that node (any worker), else
+//!    an idle tunnel, which then starts a session that stays for later requests. No tunnel: 503
+//!    with a body that says so (`fallback_no_reverse_socket` +1);
+//! 2. the request (headers, body within the stream's send window, trailers) goes to the tunnel's
+//!    worker as [`Msg`]s; the response comes back as [`LocalFrame`]s and is sent downstream as it
+//!    arrives; each body chunk sent is credited back to the tunnel stream unless the downstream is
+//!    above its write high watermark (then the credit waits: the initiator's stream window closes,
+//!    so a slow client holds at most one window per stream);
+//! 3. the client going away cancels the tunnel stream (RST_STREAM CANCEL), the tunnel stays;
+//!    the tunnel failing mid-response resets the downstream stream.
+//!
+//! Threads: every function here runs on the stream's worker. Messages from a tunnel on another
+//! worker arrive through the stream's HTTP scheduler ([`on_scheduled`]); from a tunnel on the same
+//! worker they are handled at once ([`deliver_local`]).
+
+use super::endpoint::{Endpoint, Msg, Sched};
+use super::network::deliver;
+use super::tunnel_session::LOCAL_INITIAL_WINDOW;
+use crate::config::route::RouteConfig;
+use crate::core::h2mux::frame::error;
+use crate::core::h2mux::hpack::HeaderField;
+use crate::core::h2mux::LocalFrame;
+use crate::ffi::envoy_http::HttpFilter;
+use crate::runtime::Runtime;
+use crate::rt_log;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Filter name accepted in `DynamicModuleFilter.filter_name`.
+pub const ROUTE_FILTER_NAME: &str = "reverse_tunnel_route";
+
+/// Ids of HTTP streams start here, above any Envoy connection id, so one id space names both.
+const STREAM_ID_BASE: u64 = 1 << 62;
+static NEXT_STREAM_ID: AtomicU64 = AtomicU64::new(STREAM_ID_BASE);
+
+/// True if `id` names an HTTP stream (not a connection).
+pub fn is_stream_id(id: u64) -> bool {
+    id >= STREAM_ID_BASE
+}
+
+/// Request headers that do not exist in HTTP/2 (RFC 9113 §8.2.2) and are not forwarded.
+const HOP_BY_HOP: [&[u8]; 6] = [b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"host"];
+
+/// The filter config (one per HTTP filter chain entry). Created on the main thread.
+pub struct RouteFilterConfig {
+    /// The shared runtime.
+    pub runtime: Arc<Runtime>,
+    /// Decoded config.
+    pub cfg: RouteConfig,
+}
+
+impl RouteFilterConfig {
+    /// Decodes the config of filter `name`. Errors name the field.
+    pub fn new(name: &str, config: &[u8]) -> Result<RouteFilterConfig, String> {
+        if name != ROUTE_FILTER_NAME {
+            return Err(format!("filter_name: unknown HTTP filter '{name}' (expected '{ROUTE_FILTER_NAME}')"));
+        }
+        let runtime = crate::runtime::current().ok_or_else(|| {
+            format!("filter '{name}' needs the bootstrap extension 'upstream_socket_interface' of this module to be configured")
+        })?;
+        let cfg = RouteConfig::decode(config).map_err(|e| format!("{ROUTE_FILTER_NAME} config: {e}"))?;
+        Ok(RouteFilterConfig { runtime, cfg })
+    }
+}
+
+/// Where a request stands.
+#[derive(Default)]
+struct St {
+    /// The tunnel serving the request (after a successful claim).
+    tunnel: Option<Arc<Endpoint>>,
+    /// Request body bytes sent to the tunnel so far.
+    sent: u64,
+    /// Absolute request-body offset the tunnel allows (sent + window).
+    allowed: u64,
+    /// Request body waiting for window.
+    pending: Vec<u8>,
+    /// The downstream request ended (body end or trailers seen).
+    req_end: bool,
+    /// Request trailers waiting behind `pending`.
+    trailers: Option<Vec<HeaderField>>,
+    /// END_STREAM (or trailers) went to the tunnel.
+    req_done: bool,
+    /// Final response headers were sent downstream.
+    resp_started: bool,
+    /// The response ended (or the stream was reset / answered locally).
+    resp_done: bool,
+    /// The downstream is above its write high watermark: credits wait.
+    above_watermark: bool,
+    /// Response bytes sent downstream and not credited yet.
+    owed_credit: u64,
+}
+
+/// One request of the request path. Lives on its worker (`Rc`); its cross-thread face is `ep`.
+pub struct HttpStream {
+    filter: Cell<Option<HttpFilter>>,
+    /// The stream's mailbox (id above [`STREAM_ID_BASE`]).
+    pub ep: Arc<Endpoint>,
+    runtime: Arc<Runtime>,
+    st: RefCell<St>,
+}
+
+thread_local! {
+    /// This worker's live HTTP streams, for same-worker delivery.
+    static STREAMS: RefCell<HashMap<u64, Rc<HttpStream>>> = RefCell::new(HashMap::new());
+}
+
+/// `on_http_filter_new`: creates the stream object and its scheduler.
+pub fn on_new(_cfg: &RouteFilterConfig, f: HttpFilter, runtime: Arc<Runtime>) -> Rc<HttpStream> {
+    let id = NEXT_STREAM_ID.fetch_add(1, Ordering::Relaxed);
+    let ep = Endpoint::with_sched(id, f.worker_index(), Sched::Http(f.scheduler_new()));
+    let s = Rc::new(HttpStream { filter: Cell::new(Some(f)), ep, runtime, st: RefCell::new(St::default()) });
+    STREAMS.with(|m| m.borrow_mut().insert(id, s.clone()));
+    s
+}
+
+/// Header lists as Envoy callbacks take them.
+fn as_pairs(fields: &[HeaderField]) -> Vec<(&[u8], &[u8])> {
+    fields.iter().map(|f| (f.name.as_slice(), f.value.as_slice())).collect()
+}
+
+fn header<'a>(headers: &'a [(Vec<u8>, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
+    headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| v.as_slice())
+}
+
+/// Turns Envoy's request header map into an HTTP/2 header list: pseudo-headers first (adding
+/// `:scheme` / `:authority` when an HTTP/1.1 request lacks them), connection-specific headers
+/// dropped, `te` kept only as `trailers`.
+pub fn to_h2_request(headers: &[(Vec<u8>, Vec<u8>)]) -> Vec<HeaderField> {
+    let mut pseudo = Vec::with_capacity(4);
+    let mut rest = Vec::with_capacity(headers.len());
+    for (k, v) in headers {
+        let name = k.to_ascii_lowercase();
+        if name.starts_with(b":") {
+            pseudo.push(HeaderField::new(&name, v));
+        } else if HOP_BY_HOP.contains(&name.as_slice()) || (name == b"te" && !v.eq_ignore_ascii_case(b"trailers")) {
+            continue;
+        } else {
+            rest.push(HeaderField::new(&name, v));
+        }
+    }
+    if !pseudo.iter().any(|f| f.name == b":scheme") {
+        pseudo.push(HeaderField::new(b":scheme", b"http"));
+    }
+    if !pseudo.iter().any(|f| f.name == b":authority") {
+        if let Some(h) = header(headers, "host") {
+            pseudo.push(HeaderField::new(b":authority", h));
+        }
+    }
+    pseudo.extend(rest);
+    pseudo
+}
+
+impl HttpStream {
+    fn filter(&self) -> Option<HttpFilter> {
+        self.filter.get()
+    }
+
+    fn local_reply(&self, status: u32, body: &str, details: &str) {
+        self.st.borrow_mut().resp_done = true;
+        if let Some(f) = self.filter() {
+            f.send_local_reply(status, &[(b"content-type", b"text/plain")], body.as_bytes(), details);
+        }
+    }
+
+    fn to_tunnel(&self, msg: Msg) {
+        let t = self.st.borrow().tunnel.clone();
+        if let Some(t) = t {
+            if !deliver(&t, self.ep.worker, msg) {
+                self.tunnel_failed(error::INTERNAL_ERROR);
+            }
+        }
+    }
+
+    /// Sends what the window allows of the pending body, then END_STREAM or trailers.
+    fn flush_request(&self) {
+        let msg = {
+            let mut st = self.st.borrow_mut();
+            if st.tunnel.is_none() || st.req_done {
+                return;
+            }
+            let room = st.allowed.saturating_sub(st.sent) as usize;
+            let n = room.min(st.pending.len());
+            let all = n == st.pending.len();
+            let end = st.req_end && all && st.trailers.is_none();
+            if n == 0 && !end && !(all && st.req_end) {
+                if !st.pending.is_empty() && room == 0 {
+                    // Ask to be told when the window opens.
+                    let from = self.ep.conn_id;
+                    Some((Msg::LocalData { from, bytes: Vec::new(), end: false, more: true }, None))
+                } else {
+                    None
+                }
+            } else {
+                let bytes: Vec<u8> = st.pending.drain(..n).collect();
+                st.sent += n as u64;
+                let trailers = if st.req_end && st.pending.is_empty() { st.trailers.take() } else { None };
+                if end || trailers.is_some() {
+                    st.req_done = true;
+                }
+                let from = self.ep.conn_id;
+                let more = !st.pending.is_empty();
+                let data = if n > 0 || end { Some(Msg::LocalData { from, bytes, end, more }) } else { None };
+                let tr = trailers.map(|fields| Msg::LocalTrailers { from, fields });
+                match (data, tr) {
+                    (Some(d), t) => Some((d, t)),
+                    (None, Some(t)) => Some((t, None)),
+                    (None, None) => None,
+                }
+            }
+        };
+        if let Some((a, b)) = msg {
+            self.to_tunnel(a);
+            if let Some(b) = b {
+                self.to_tunnel(b);
+            }
+        }
+    }
+
+    /// The tunnel stream failed: a 502/503 if nothing was sent yet, else a downstream reset.
+    fn tunnel_failed(&self, code: u32) {
+        let (started, done) = {
+            let mut st = self.st.borrow_mut();
+            let r = (st.resp_started, st.resp_done);
+            st.resp_done = true;
+            st.req_done = true;
+            st.tunnel = None;
+            r
+        };
+        if done {
+            return;
+        }
+        if started {
+            if let Some(f) = self.filter() {
+                f.reset("reverse_tunnel_stream_reset");
+            }
+        } else if code == error::REFUSED_STREAM {
+            self.st.borrow_mut().resp_done = false;
+            self.local_reply(503, "reverse tunnel refused the request (tunnel draining or busy); retry\n", "reverse_tunnel_refused");
+        } else {
+            self.st.borrow_mut().resp_done = false;
+            self.local_reply(502, &format!("reverse tunnel stream failed (HTTP/2 error code {code})\n"), "reverse_tunnel_stream_reset");
+        }
+    }
+
+    /// Response pieces from the tunnel (see the module docs).
+    fn on_frames(&self, frames: Vec<LocalFrame>, allowed: u64) {
+        {
+            let mut st = self.st.borrow_mut();
+            st.allowed = st.allowed.max(allowed);
+        }
+        let mut credit = 0u64;
+        for f in frames {
+            if self.st.borrow().resp_done {
+                break;
+            }
+            let Some(filter) = self.filter() else { return };
+            match f {
+                LocalFrame::Headers { fields, end } => {
+                    let started = self.st.borrow().resp_started;
+                    if !started {
+                        let informational = fields.iter().any(|h| h.name == b":status" && h.value.first() == Some(&b'1'));
+                        if informational && !end {
+                            continue;
+                        }
+                        {
+                            let mut st = self.st.borrow_mut();
+                            st.resp_started = true;
+                            st.resp_done = end;
+                        }
+                        filter.send_response_headers(&as_pairs(&fields), end);
+                    } else {
+                        self.st.borrow_mut().resp_done = true;
+                        filter.send_response_trailers(&as_pairs(&fields));
+                    }
+                }
+                LocalFrame::Data { bytes, end } => {
+                    credit += bytes.len() as u64;
+                    if end {
+                        self.st.borrow_mut().resp_done = true;
+                    }
+                    filter.send_response_data(&bytes, end);
+                }
+                LocalFrame::Reset { code } => {
+                    let finished = self.st.borrow().resp_done;
+                    if !finished {
+                        self.tunnel_failed(code);
+                    }
+                }
+            }
+        }
+        if credit > 0 {
+            let send = {
+                let mut st = self.st.borrow_mut();
+                st.owed_credit += credit;
+                if st.above_watermark || st.resp_done {
+                    None
+                } else {
+                    Some(std::mem::take(&mut st.owed_credit))
+                }
+            };
+            if let Some(n) = send {
+                self.to_tunnel(Msg::LocalCredit { from: self.ep.conn_id, n: n.min(u32::MAX as u64) as u32 });
+            }
+        }
+        self.flush_request();
+    }
+
+    fn handle(&self, msg: Msg) {
+        match msg {
+            Msg::LocalFrames { frames, window } => self.on_frames(frames, window as u64),
+            Msg::PeerClosed => self.tunnel_failed(error::INTERNAL_ERROR),
+            _ => {}
+        }
+    }
+}
+
+/// Request headers: claim a tunnel and open the request on it, or answer 503.
+pub fn on_request_headers(cfg: &RouteFilterConfig, s: &Rc<HttpStream>, end_of_stream: bool) {
+    let Some(f) = s.filter() else { return };
+    let headers = f.request_headers();
+    let target = header(&headers, &cfg.cfg.target_header).map(|v| String::from_utf8_lossy(v).trim().to_string());
+    let Some(target) = target.filter(|t| !t.is_empty() && t != "-") else {
+        s.runtime.stats.no_tunnel();
+        s.local_reply(
+            503,
+            &format!("no reverse tunnel target: request header '{}' is missing\n", cfg.cfg.target_header),
+            "reverse_tunnel_no_target",
+        );
+        return;
+    };
+    let key = match &cfg.cfg.tenant_header {
+        Some(h) => match header(&headers, h) {
+            Some(t) if !t.is_empty() => format!("{}:{}", String::from_utf8_lossy(t).trim(), target),
+            _ => target.clone(),
+        },
+        None => target.clone(),
+    };
+    let rt = &s.runtime;
+    let Some(claim) = rt.tracker.claim(&key, s.ep.worker) else {
+        rt.stats.no_tunnel();
+        rt_log!(Debug, "reverse_tunnel: no tunnel for '{}' (HTTP stream {})", key, s.ep.conn_id);
+        s.local_reply(503, &format!("no reverse tunnel for node '{key}'\n"), "reverse_tunnel_no_tunnel");
+        return;
+    };
+    let idle_ms = crate::runtime::unix_ms().saturating_sub(claim.meta.registered_at_ms);
+    rt.stats.on_claimed(&claim, idle_ms);
+    {
+        let mut st = s.st.borrow_mut();
+        st.tunnel = Some(claim.handle.clone());
+        st.allowed = LOCAL_INITIAL_WINDOW;
+        st.req_end = end_of_stream;
+        st.req_done = end_of_stream;
+    }
+    let fields = to_h2_request(&headers);
+    s.to_tunnel(Msg::LocalOpen { peer: s.ep.clone(), fields, end: end_of_stream });
+}
+
+/// A request body chunk: taken from Envoy and sent as the window allows.
+pub fn on_request_body(s: &Rc<HttpStream>, end_of_stream: bool) {
+    let Some(f) = s.filter() else { return };
+    let mut data = Vec::new();
+    f.take_received_request_body(&mut data);
+    {
+        let mut st = s.st.borrow_mut();
+        if st.tunnel.is_none() || st.req_done {
+            return;
+        }
+        st.pending.extend_from_slice(&data);
+        st.req_end |= end_of_stream;
+    }
+    s.flush_request();
+}
+
+/// Request trailers: sent after the pending body; they end the request.
+pub fn on_request_trailers(s: &Rc<HttpStream>) {
+    let Some(f) = s.filter() else { return };
+    let fields: Vec<HeaderField> = f
+        .request_trailers()
+        .into_iter()
+        .map(|(k, v)| HeaderField::new(&k.to_ascii_lowercase(), &v))
+        .collect();
+    {
+        let mut st = s.st.borrow_mut();
+        if st.tunnel.is_none() || st.req_done {
+            return;
+        }
+        st.req_end = true;
+        st.trailers = Some(fields);
+    }
+    s.flush_request();
+}
+
+/// The stream's scheduler fired: handle its mailbox.
+pub fn on_scheduled(s: &Rc<HttpStream>) {
+    for msg in s.ep.take() {
+        s.handle(msg);
+    }
+}
+
+/// Same-worker delivery from a tunnel: handled at once when nothing is queued (order kept).
+pub fn deliver_local(target: &Arc<Endpoint>, msg: Msg) -> bool {
+    if target.is_quiet() {
+        if let Some(s) = STREAMS.with(|m| m.borrow().get(&target.conn_id).cloned()) {
+            s.handle(msg);
+            return true;
+        }
+    }
+    target.post(msg)
+}
+
+/// Downstream write buffer above its high watermark: hold credits.
+pub fn on_above_watermark(s: &Rc<HttpStream>) {
+    s.st.borrow_mut().above_watermark = true;
+}
+
+/// Downstream write buffer drained: release held credits.
+pub fn on_below_watermark(s: &Rc<HttpStream>) {
+    let n = {
+        let mut st = s.st.borrow_mut();
+        st.above_watermark = false;
+        if st.resp_done {
+            0
+        } else {
+            std::mem::take(&mut st.owed_credit)
+        }
+    };
+    if n > 0 {
+        s.to_tunnel(Msg::LocalCredit { from: s.ep.conn_id, n: n.min(u32::MAX as u64) as u32 });
+    }
+}
+
+/// The stream is complete (response sent, reset or client gone): an unfinished tunnel stream is
+/// cancelled; the stream leaves the worker's registry and its mailbox closes. Idempotent.
+pub fn on_complete(s: &Rc<HttpStream>) {
+    let cancel = {
+        let mut st = s.st.borrow_mut();
+        let unfinished = !(st.resp_done && st.req_done);
+        st.resp_done = true;
+        st.req_done = true;
+        st.tunnel.take().filter(|_| unfinished)
+    };
+    if let Some(t) = cancel {
+        deliver(&t, s.ep.worker, Msg::LocalCancel { from: s.ep.conn_id });
+    }
+    STREAMS.with(|m| m.borrow_mut().remove(&s.ep.conn_id));
+    s.ep.shut();
+}
+
+/// `on_http_filter_destroy`: the Envoy pointer is dead from here on.
+pub fn on_destroy(s: Rc<HttpStream>) {
+    on_complete(&s);
+    s.filter.set(None);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(list: &[(&str, &str)]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        list.iter().map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec())).collect()
+    }
+
+    #[test]
+    fn http2_request_list_drops_connection_headers_and_keeps_pseudo_first() {
+        let got = to_h2_request(&h(&[
+            (":method", "POST"),
+            (":path", "/x"),
+            ("host", "example"),
+            ("Connection", "keep-alive"),
+            ("transfer-encoding", "chunked"),
+            ("te", "gzip"),
+            ("x-remote-node-id", "n1"),
+        ]));
+        let names: Vec<String> = got.iter().map(|f| String::from_utf8_lossy(&f.name).into_owned()).collect();
+        assert_eq!(names, vec![":method", ":path", ":scheme", ":authority", "x-remote-node-id"]);
+        assert_eq!(got[3].value, b"example");
+        let got = to_h2_request(&h(&[(":method", "GET"), (":scheme", "https"), (":authority", "a"), (":path", "/"), ("te", "trailers")]));
+        assert_eq!(got.len(), 5);
+        assert_eq!(got[1].value, b"https");
+    }
+
+    #[test]
+    fn stream_ids_never_collide_with_connection_ids() {
+        assert!(is_stream_id(STREAM_ID_BASE));
+        assert!(!is_stream_id(123_456));
+    }
+}

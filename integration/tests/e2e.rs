@@ -300,10 +300,11 @@ fn builtin_reference_smoke() -> Result<()> {
 #[test]
 fn claim_timeout_waits_for_a_tunnel() -> Result<()> {
     let _serial = serial();
-    if responder_under_test() != Responder::Module {
+    let kind = responder_under_test();
+    if kind == Responder::Builtin {
         return Ok(()); // the built-in has no such option
     }
-    let mut topo = Topology::start_with("claim-timeout", Responder::Module, 2, &[], &[("CLAIM_TIMEOUT", "4s".into())])?;
+    let mut topo = Topology::start_with("claim-timeout", kind, 2, &[], &[("CLAIM_TIMEOUT", "4s".into())])?;
     let port = topo.egress_port;
     let waiter = std::thread::spawn(move || {
         let started = Instant::now();
@@ -471,18 +472,20 @@ fn lifecycle_access_log_matches_the_builtin() -> Result<()> {
 #[test]
 fn tenant_isolation_never_crosses_tenants() -> Result<()> {
     let _serial = serial();
-    if responder_under_test() != Responder::Module {
+    let kind = responder_under_test();
+    if kind == Responder::Builtin {
         return Ok(());
     }
     let overrides = [
         ("TENANT_ISOLATION", "true".to_string()),
         ("TARGET_FORMAT", "%REQ(x-remote-tenant-id)%:%REQ(x-remote-node-id)%".to_string()),
+        ("ROUTE_TENANT", "tenant_header: x-remote-tenant-id,".to_string()),
     ];
     let specs = [
         InitiatorSpec::new("node-same", "cluster-same").tenant("tenant-a").concurrency(2),
         InitiatorSpec::new("node-same", "cluster-same").tenant("tenant-b").concurrency(2),
     ];
-    let mut topo = Topology::start_with("isolation", Responder::Module, 2, &specs, &overrides)?;
+    let mut topo = Topology::start_with("isolation", kind, 2, &specs, &overrides)?;
     topo.wait_tunnels(4, TUNNELS_UP)?;
     let port = topo.egress_port;
     let per_tenant = 100u64;

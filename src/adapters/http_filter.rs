@@ -102,7 +102,13 @@ struct St {
     above_watermark: bool,
     /// Response bytes sent downstream and not credited yet.
     owed_credit: u64,
+    /// Waiting for a tunnel (`claim_timeout`): the tracker key, the deadline (ms of
+    /// [`crate::runtime::now_ms`]) and the request header list to open with.
+    waiting: Option<(String, u64, Vec<HeaderField>)>,
 }
+
+/// Most request body bytes held while a request waits for a tunnel.
+const MAX_WAITING_BYTES: usize = 1 << 20;
 
 /// One request of the request path. Lives on its worker (`Rc`); its cross-thread face is `ep`.
 pub struct HttpStream {
@@ -116,6 +122,8 @@ pub struct HttpStream {
 thread_local! {
     /// This worker's live HTTP streams, for same-worker delivery.
     static STREAMS: RefCell<HashMap<u64, Rc<HttpStream>>> = RefCell::new(HashMap::new());
+    /// This worker's streams waiting for a tunnel (retried on every clock tick).
+    static WAITING: RefCell<Vec<Rc<HttpStream>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// `on_http_filter_new`: creates the stream object and its scheduler.
@@ -323,6 +331,7 @@ impl HttpStream {
         match msg {
             Msg::LocalFrames { frames, window } => self.on_frames(frames, window as u64),
             Msg::PeerClosed => self.tunnel_failed(error::INTERNAL_ERROR),
+            Msg::Tick => super::network::run_worker_tick(&self.runtime, self.ep.worker),
             _ => {}
         }
     }
@@ -349,24 +358,66 @@ pub fn on_request_headers(cfg: &RouteFilterConfig, s: &Rc<HttpStream>, end_of_st
         },
         None => target.clone(),
     };
-    let rt = &s.runtime;
-    let Some(claim) = rt.tracker.claim(&key, s.ep.worker) else {
-        rt.stats.no_tunnel();
-        rt_log!(Debug, "reverse_tunnel: no tunnel for '{}' (HTTP stream {})", key, s.ep.conn_id);
-        s.local_reply(503, &format!("no reverse tunnel for node '{key}'\n"), "reverse_tunnel_no_tunnel");
+    let fields = to_h2_request(&headers);
+    s.st.borrow_mut().req_end = end_of_stream;
+    if try_open(s, &key, fields.clone()) {
         return;
-    };
+    }
+    if cfg.cfg.claim_timeout.is_zero() {
+        give_up(s, &key);
+        return;
+    }
+    let until = crate::runtime::now_ms() + cfg.cfg.claim_timeout.as_millis() as u64;
+    s.st.borrow_mut().waiting = Some((key, until, fields));
+    s.runtime.clock_register(&s.ep);
+    WAITING.with(|w| w.borrow_mut().push(s.clone()));
+}
+
+/// Claims a tunnel for `key` and opens the request on it (with what the request has so far).
+/// False if the node has no tunnel now.
+fn try_open(s: &Rc<HttpStream>, key: &str, fields: Vec<HeaderField>) -> bool {
+    let rt = &s.runtime;
+    let Some(claim) = rt.tracker.claim(key, s.ep.worker) else { return false };
     let idle_ms = crate::runtime::unix_ms().saturating_sub(claim.meta.registered_at_ms);
     rt.stats.on_claimed(&claim, idle_ms);
-    {
+    let end = {
         let mut st = s.st.borrow_mut();
         st.tunnel = Some(claim.handle.clone());
         st.allowed = LOCAL_INITIAL_WINDOW;
-        st.req_end = end_of_stream;
-        st.req_done = end_of_stream;
+        let headers_only = st.req_end && st.pending.is_empty() && st.trailers.is_none();
+        st.req_done = headers_only;
+        headers_only
+    };
+    s.to_tunnel(Msg::LocalOpen { peer: s.ep.clone(), fields, end });
+    s.flush_request();
+    true
+}
+
+/// No tunnel (now, or within `claim_timeout`): 503 with a body that names the node.
+fn give_up(s: &Rc<HttpStream>, key: &str) {
+    s.runtime.stats.no_tunnel();
+    rt_log!(Debug, "reverse_tunnel: no tunnel for '{}' (HTTP stream {})", key, s.ep.conn_id);
+    s.local_reply(503, &format!("no reverse tunnel for node '{key}'\n"), "reverse_tunnel_no_tunnel");
+}
+
+/// Worker clock tick: every waiting stream of this worker retries its claim, or gets its 503 at
+/// its deadline.
+pub fn retry_waiting(now_ms: u64) {
+    let waiting: Vec<Rc<HttpStream>> = WAITING.with(|w| std::mem::take(&mut *w.borrow_mut()));
+    let mut still = Vec::new();
+    for s in waiting {
+        let Some((key, until, fields)) = s.st.borrow_mut().waiting.take() else { continue };
+        if try_open(&s, &key, fields.clone()) {
+            s.runtime.clock_unregister(s.ep.worker, s.ep.conn_id);
+        } else if now_ms >= until {
+            s.runtime.clock_unregister(s.ep.worker, s.ep.conn_id);
+            give_up(&s, &key);
+        } else {
+            s.st.borrow_mut().waiting = Some((key, until, fields));
+            still.push(s);
+        }
     }
-    let fields = to_h2_request(&headers);
-    s.to_tunnel(Msg::LocalOpen { peer: s.ep.clone(), fields, end: end_of_stream });
+    WAITING.with(|w| w.borrow_mut().extend(still));
 }
 
 /// A request body chunk: taken from Envoy and sent as the window allows.
@@ -374,15 +425,29 @@ pub fn on_request_body(s: &Rc<HttpStream>, end_of_stream: bool) {
     let Some(f) = s.filter() else { return };
     let mut data = Vec::new();
     f.take_received_request_body(&mut data);
-    {
+    let overflow = {
         let mut st = s.st.borrow_mut();
-        if st.tunnel.is_none() || st.req_done {
+        if (st.tunnel.is_none() && st.waiting.is_none()) || st.req_done {
             return;
         }
         st.pending.extend_from_slice(&data);
         st.req_end |= end_of_stream;
+        st.waiting.is_some() && st.pending.len() > MAX_WAITING_BYTES
+    };
+    if overflow {
+        cancel_wait(s);
+        s.local_reply(503, "no reverse tunnel yet, and the request body is too large to hold while waiting\n", "reverse_tunnel_waiting_overflow");
+        return;
     }
     s.flush_request();
+}
+
+/// Stops waiting for a tunnel.
+fn cancel_wait(s: &Rc<HttpStream>) {
+    if s.st.borrow_mut().waiting.take().is_some() {
+        s.runtime.clock_unregister(s.ep.worker, s.ep.conn_id);
+        WAITING.with(|w| w.borrow_mut().retain(|x| !Rc::ptr_eq(x, s)));
+    }
 }
 
 /// Request trailers: sent after the pending body; they end the request.
@@ -395,7 +460,7 @@ pub fn on_request_trailers(s: &Rc<HttpStream>) {
         .collect();
     {
         let mut st = s.st.borrow_mut();
-        if st.tunnel.is_none() || st.req_done {
+        if (st.tunnel.is_none() && st.waiting.is_none()) || st.req_done {
             return;
         }
         st.req_end = true;
@@ -446,6 +511,7 @@ pub fn on_below_watermark(s: &Rc<HttpStream>) {
 /// The stream is complete (response sent, reset or client gone): an unfinished tunnel stream is
 /// cancelled; the stream leaves the worker's registry and its mailbox closes. Idempotent.
 pub fn on_complete(s: &Rc<HttpStream>) {
+    cancel_wait(s);
     let cancel = {
         let mut st = s.st.borrow_mut();
         let unfinished = !(st.resp_done && st.req_done);
@@ -457,7 +523,13 @@ pub fn on_complete(s: &Rc<HttpStream>) {
         deliver(&t, s.ep.worker, Msg::LocalCancel { from: s.ep.conn_id });
     }
     STREAMS.with(|m| m.borrow_mut().remove(&s.ep.conn_id));
-    s.ep.shut();
+    // A clock tick posted through this stream and never run must not be lost, or the worker
+    // would never get another one: the next clock period posts a new one.
+    for msg in s.ep.shut() {
+        if let Msg::Tick = msg {
+            s.runtime.tick_done(s.ep.worker);
+        }
+    }
 }
 
 /// `on_http_filter_destroy`: the Envoy pointer is dead from here on.

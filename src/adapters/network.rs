@@ -141,10 +141,17 @@ fn handle_msg(conn: &Rc<Conn>, msg: Msg) {
 
 /// Runs every due deadline of this worker (the clock tick, design §6).
 fn run_tick(conn: &Rc<Conn>) {
+    run_worker_tick(&conn.runtime, conn.ep.worker);
+}
+
+/// The worker clock tick, whoever received it (a connection or an HTTP stream of `worker`):
+/// due connection deadlines, then the HTTP streams waiting for a tunnel.
+pub fn run_worker_tick(runtime: &Runtime, worker: u32) {
     // First, so that a panic in a deadline handler (caught by the hook's guard) cannot leave
     // the worker without ticks.
-    conn.runtime.tick_done(conn.ep.worker);
+    runtime.tick_done(worker);
     let now = crate::runtime::now_ms();
+    super::http_filter::retry_waiting(now);
     for due in worker::due(now) {
         let is_egress = matches!(*due.role.borrow(), Role::Egress(_));
         if is_egress {

@@ -33,7 +33,11 @@ use rt_integration::{
 
 const NODE: &str = "bench-node";
 const CLUSTER: &str = "bench-cluster";
-const KINDS: [Responder; 2] = [Responder::Builtin, Responder::Module];
+/// The two responders every workload compares: the built-in and ours in the recommended
+/// configuration (the HTTP filter request path). W1 also measures ours on the cluster path.
+const KINDS: [Responder; 2] = [Responder::Builtin, Responder::Direct];
+/// W1's responders: [`KINDS`] plus ours on the cluster path (`upstream.yaml`).
+const W1_KINDS: [Responder; 3] = [Responder::Builtin, Responder::Direct, Responder::Module];
 
 struct Opts {
     out: std::path::PathBuf,
@@ -41,6 +45,8 @@ struct Opts {
     tunnels: usize,
     /// Keepalive CPU window of W4, seconds.
     cpu_window: u64,
+    /// Only W1 (printed, no report written): a quick look while working on the request path.
+    w1_only: bool,
 }
 
 /// Tunnels of W5.
@@ -51,7 +57,7 @@ const W5_RESOLUTION_MS: f64 = 100.0;
 const W5_ECHO: Duration = Duration::from_secs(5);
 
 fn main() -> ExitCode {
-    let mut opts = Opts { out: repo_root().join("BENCHMARKS.md"), runs: 3, tunnels: 10_000, cpu_window: 20 };
+    let mut opts = Opts { out: repo_root().join("BENCHMARKS.md"), runs: 3, tunnels: 10_000, cpu_window: 20, w1_only: false };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < args.len() {
@@ -61,6 +67,11 @@ fn main() -> ExitCode {
             "--runs" => opts.runs = val.parse().unwrap_or(3).max(1),
             "--tunnels" => opts.tunnels = val.parse().unwrap_or(10_000).max(1),
             "--cpu-window" => opts.cpu_window = val.parse().unwrap_or(20).max(1),
+            "--w1-only" => {
+                opts.w1_only = true;
+                i += 1;
+                continue;
+            }
             _ => {
                 eprintln!("usage: rt-bench [--out FILE] [--runs N] [--tunnels N] [--cpu-window S]");
                 return ExitCode::from(2);
@@ -96,7 +107,8 @@ fn name(k: Responder) -> &'static str {
 fn idx(k: Responder) -> usize {
     match k {
         Responder::Builtin => 0,
-        Responder::Module | Responder::Direct => 1,
+        Responder::Direct => 1,
+        Responder::Module => 2,
     }
 }
 
@@ -150,20 +162,20 @@ fn start_topo(label: &str, kind: Responder, resp_conc: u32, init_conc: u32) -> R
     Ok(topo)
 }
 
-fn workload1(opts: &Opts, tick_ms: f64, md: &mut String) -> Result<[W1; 2]> {
+fn workload1(opts: &Opts, tick_ms: f64, md: &mut String) -> Result<[W1; 3]> {
     println!("== W1: request path, responder --concurrency 2, initiator --concurrency 2");
     let mut topos = Vec::new();
-    for k in KINDS {
-        topos.push(start_topo(&format!("bench-w1-{}", name(k)), k, 2, 2)?);
+    for k in W1_KINDS {
+        topos.push(start_topo(&format!("bench-w1-{}", idx(k)), k, 2, 2)?);
     }
-    let mut samples: [Vec<(H2Result, f64)>; 2] = [Vec::new(), Vec::new()];
+    let mut samples: [Vec<(H2Result, f64)>; 3] = [Vec::new(), Vec::new(), Vec::new()];
     for run in 0..opts.runs {
         for (i, topo) in topos.iter_mut().enumerate() {
             let (r, cpu) = h2_run(topo, 20_000, tick_ms)?;
             println!(
-                "   run {} {:<8}: {}/{} 2xx, {:.0} 2xx/s, p50 {:.2} ms, p99 {:.2} ms, CPU {:.0} ms/10k",
+                "   run {} {:<19}: {}/{} 2xx, {:.0} 2xx/s, p50 {:.2} ms, p99 {:.2} ms, CPU {:.0} ms/10k",
                 run + 1,
-                name(KINDS[i]),
+                name(W1_KINDS[i]),
                 r.ok_2xx,
                 r.total,
                 r.ok_per_s,
@@ -183,14 +195,14 @@ fn workload1(opts: &Opts, tick_ms: f64, md: &mut String) -> Result<[W1; 2]> {
         ok: median(&s.iter().map(|x| x.0.ok_2xx as f64).collect::<Vec<_>>()),
         total: median(&s.iter().map(|x| x.0.total as f64).collect::<Vec<_>>()),
     };
-    let res = [med(&samples[0]), med(&samples[1])];
+    let res = [med(&samples[0]), med(&samples[1]), med(&samples[2])];
     let _ = writeln!(md, "\nW1 raw runs (2xx/s, p50 ms, p99 ms, CPU ms/10k):");
     for (i, s) in samples.iter().enumerate() {
         let runs: Vec<String> = s
             .iter()
             .map(|(r, c)| format!("{:.0}/{:.2}/{:.2}/{:.0}", r.ok_per_s, r.p50_ms, r.p99_ms, c))
             .collect();
-        let _ = writeln!(md, "- {}: {}", name(KINDS[i]), runs.join(", "));
+        let _ = writeln!(md, "- {}: {}", name(W1_KINDS[i]), runs.join(", "));
     }
     Ok(res)
 }
@@ -556,6 +568,10 @@ fn run(opts: &Opts) -> Result<()> {
     let tick_ms = 1000.0 / clk_tck() as f64;
     let mut raw = String::new();
     let w1 = workload1(opts, tick_ms, &mut raw)?;
+    if opts.w1_only {
+        print!("{raw}");
+        return Ok(());
+    }
     let ceil = ceiling(opts, tick_ms, &mut raw)?;
     let w2a = workload2(opts, 2, &mut raw)?;
     let w2b = workload2(opts, 4, &mut raw)?;

@@ -27,13 +27,27 @@ pub fn requested_delay(target: &str) -> Option<Duration> {
     Some(Duration::from_millis(ms).min(MAX_DELAY))
 }
 
+/// The `bytes=<n>` of a request target's query string, if any: the backend then answers with
+/// [`pattern_bytes`]`(n)` instead of its name line (large, checkable response bodies).
+pub fn requested_bytes(target: &str) -> Option<usize> {
+    let (_, query) = target.split_once('?')?;
+    query.split('&').find_map(|kv| kv.strip_prefix("bytes="))?.parse::<usize>().ok()
+}
+
+/// `n` bytes of a fixed pattern (byte `i` is `(i * 31 + i / 65_521) % 251`): a response body
+/// whose every byte a client can check, with no period a shifted or repeated chunk could match.
+pub fn pattern_bytes(n: usize) -> Vec<u8> {
+    (0..n).map(|i| ((i.wrapping_mul(31) + i / 65_521) % 251) as u8).collect()
+}
+
 /// Idle keep-alive connections are closed by the backend after this long.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A multi-threaded HTTP/1.1 server on a free 127.0.0.1 port (one thread per connection,
 /// keep-alive supported). Every request gets `200` with body `backend <name> path=<path>\n`.
 /// A request whose query string has `delay_ms=<n>` is answered after sleeping `n` ms (at most
-/// [`MAX_DELAY`]): a slow backend, to keep a request in flight.
+/// [`MAX_DELAY`]): a slow backend, to keep a request in flight. `POST /echo...` answers with the
+/// request body; `?bytes=<n>` answers with [`pattern_bytes`]`(n)` (written in 64 KiB pieces).
 /// Stops (closing all connections and joining its threads) on Drop.
 pub struct Backend {
     name: String,
@@ -165,8 +179,8 @@ fn serve_connection(stream: TcpStream, name: &str, served: &AtomicU64) -> Result
             return Ok(());
         };
         let mut parts = start.split_whitespace();
-        let (_method, target, version) = (
-            parts.next().unwrap_or(""),
+        let (method, target, version) = (
+            parts.next().unwrap_or("").to_string(),
             parts.next().unwrap_or("").to_string(),
             parts.next().unwrap_or(""),
         );
@@ -176,23 +190,31 @@ fn serve_connection(stream: TcpStream, name: &str, served: &AtomicU64) -> Result
                 .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
             return Ok(());
         }
-        let _request_body = read_body(&mut reader, body_kind(&headers, true)?)?;
+        let request_body = read_body(&mut reader, body_kind(&headers, true)?)?;
         if let Some(d) = requested_delay(&target) {
             std::thread::sleep(d);
         }
         let close = connection_has(&headers, "close")
             || (version == "HTTP/1.0" && !connection_has(&headers, "keep-alive"));
-        let body = expected_body(name, &target);
-        let resp = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n{}\r\n{}",
+        let body: Vec<u8> = if method == "POST" && target.starts_with("/echo") {
+            request_body
+        } else if let Some(n) = requested_bytes(&target) {
+            pattern_bytes(n)
+        } else {
+            expected_body(name, &target).into_bytes()
+        };
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n{}\r\n",
             body.len(),
             if close { "connection: close\r\n" } else { "" },
-            body
         );
         // Counted before the answer leaves, so a client that has its response always sees it
         // counted (tests compare the count right after a response).
         served.fetch_add(1, Ordering::SeqCst);
-        reader.get_mut().write_all(resp.as_bytes())?;
+        reader.get_mut().write_all(head.as_bytes())?;
+        for piece in body.chunks(64 * 1024) {
+            reader.get_mut().write_all(piece)?;
+        }
         if close {
             let _ = reader.get_ref().shutdown(Shutdown::Both);
             return Ok(());

@@ -114,11 +114,16 @@ pub fn median(values: &[f64]) -> f64 {
 /// (HTTP/2 with prior knowledge), writing its per-request log to `log_path`.
 /// Errors if h2load cannot be run or prints no parseable summary.
 pub fn run_h2load(port: u16, node: &str, n: u32, c: u32, m: u32, log_path: &Path) -> Result<H2Result> {
+    run_h2load_on(port, node, "/direct", n, c, m, log_path)
+}
+
+/// [`run_h2load`] on another `path`.
+pub fn run_h2load_on(port: u16, node: &str, path: &str, n: u32, c: u32, m: u32, log_path: &Path) -> Result<H2Result> {
     let out = Command::new("h2load")
         .args(["-n", &n.to_string(), "-c", &c.to_string(), "-m", &m.to_string()])
         .args(["-H", &format!("x-remote-node-id: {node}")])
         .arg(format!("--log-file={}", log_path.display()))
-        .arg(format!("http://127.0.0.1:{port}/direct"))
+        .arg(format!("http://127.0.0.1:{port}{path}"))
         .output()
         .map_err(|e| Error(format!("cannot run h2load (apt-get install nghttp2-client): {e}")))?;
     let text = String::from_utf8_lossy(&out.stdout).to_string();

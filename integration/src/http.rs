@@ -14,7 +14,7 @@ use crate::{Error, Result};
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Largest accepted header block or body (guards against runaway reads).
-const MAX_SIZE: usize = 16 * 1024 * 1024;
+const MAX_SIZE: usize = 64 * 1024 * 1024;
 
 /// One HTTP response.
 #[derive(Clone, Debug)]

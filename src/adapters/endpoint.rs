@@ -81,6 +81,19 @@ struct Inner {
     sched: Option<Sched>,
     queue: VecDeque<Msg>,
     scheduled: bool,
+    /// The owner is handling messages (a taken batch, or one delivered directly): a same-worker
+    /// sender must queue behind them instead of overtaking them.
+    busy: bool,
+}
+
+/// Marks an endpoint's owner busy while it lives (see [`Endpoint::take`]); a panic unwinding
+/// through a handler clears it too.
+pub struct Busy<'a>(&'a Endpoint);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.inner.lock().busy = false;
+    }
 }
 
 /// The mailbox of one connection. `Send + Sync`.
@@ -117,7 +130,7 @@ impl Endpoint {
             conn_id,
             worker,
             live: LiveStats::default(),
-            inner: Mutex::new(Inner { sched: Some(sched), queue: VecDeque::new(), scheduled: false }),
+            inner: Mutex::new(Inner { sched: Some(sched), queue: VecDeque::new(), scheduled: false, busy: false }),
         })
     }
 
@@ -139,18 +152,33 @@ impl Endpoint {
         self.post(Msg::Tick)
     }
 
-    /// Takes every queued message. Owning worker, in the scheduled hook.
-    pub fn take(&self) -> VecDeque<Msg> {
+    /// Takes every queued message, and marks the owner busy until the returned guard drops (so
+    /// that no message sent meanwhile overtakes the taken ones). Owning worker, in the scheduled
+    /// hook.
+    pub fn take(&self) -> (VecDeque<Msg>, Busy<'_>) {
         let mut g = self.inner.lock();
         g.scheduled = false;
-        std::mem::take(&mut g.queue)
+        g.busy = true;
+        (std::mem::take(&mut g.queue), Busy(self))
     }
 
-    /// True if nothing is queued: a same-worker sender may then act directly without
-    /// reordering bytes.
+    /// True if nothing is queued, scheduled or being handled: a same-worker sender may then act
+    /// directly without reordering messages.
     pub fn is_quiet(&self) -> bool {
         let g = self.inner.lock();
-        g.queue.is_empty() && !g.scheduled
+        g.queue.is_empty() && !g.scheduled && !g.busy
+    }
+
+    /// If the endpoint is quiet, marks it busy and returns the guard: the caller (on the owning
+    /// worker) handles one message directly; anything sent meanwhile is queued behind it.
+    pub fn begin_direct(&self) -> Option<Busy<'_>> {
+        let mut g = self.inner.lock();
+        if g.queue.is_empty() && !g.scheduled && !g.busy {
+            g.busy = true;
+            Some(Busy(self))
+        } else {
+            None
+        }
     }
 
     /// True until [`Endpoint::shut`] ran.

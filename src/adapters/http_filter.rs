@@ -231,7 +231,7 @@ impl HttpStream {
             }
         };
         if let Some((a, b)) = msg {
-            self.to_tunnel(a);
+                self.to_tunnel(a);
             if let Some(b) = b {
                 self.to_tunnel(b);
             }
@@ -377,7 +377,7 @@ pub fn on_request_headers(cfg: &RouteFilterConfig, s: &Rc<HttpStream>, end_of_st
 /// False if the node has no tunnel now.
 fn try_open(s: &Rc<HttpStream>, key: &str, fields: Vec<HeaderField>) -> bool {
     let rt = &s.runtime;
-    let Some(claim) = rt.tracker.claim(key, s.ep.worker) else { return false };
+    let Some(claim) = rt.tracker.claim_session(key, s.ep.worker) else { return false };
     let idle_ms = crate::runtime::unix_ms().saturating_sub(claim.meta.registered_at_ms);
     rt.stats.on_claimed(&claim, idle_ms);
     let end = {
@@ -471,15 +471,16 @@ pub fn on_request_trailers(s: &Rc<HttpStream>) {
 
 /// The stream's scheduler fired: handle its mailbox.
 pub fn on_scheduled(s: &Rc<HttpStream>) {
-    for msg in s.ep.take() {
+    let (msgs, _busy) = s.ep.take();
+    for msg in msgs {
         s.handle(msg);
     }
 }
 
 /// Same-worker delivery from a tunnel: handled at once when nothing is queued (order kept).
 pub fn deliver_local(target: &Arc<Endpoint>, msg: Msg) -> bool {
-    if target.is_quiet() {
-        if let Some(s) = STREAMS.with(|m| m.borrow().get(&target.conn_id).cloned()) {
+    if let Some(s) = STREAMS.with(|m| m.borrow().get(&target.conn_id).cloned()) {
+        if let Some(_busy) = target.begin_direct() {
             s.handle(msg);
             return true;
         }

@@ -109,9 +109,9 @@ pub fn deliver(target: &Arc<Endpoint>, my_worker: u32, msg: Msg) -> bool {
     if target.worker == my_worker && super::http_filter::is_stream_id(target.conn_id) {
         return super::http_filter::deliver_local(target, msg);
     }
-    if target.worker == my_worker && target.is_quiet() {
+    if target.worker == my_worker && !matches!(msg, Msg::PeerClosed) {
         if let Some(conn) = worker::get(target.conn_id) {
-            if !matches!(msg, Msg::PeerClosed) {
+            if let Some(_busy) = target.begin_direct() {
                 handle_msg(&conn, msg);
                 return true;
             }
@@ -225,7 +225,8 @@ pub fn on_event(conn: &Rc<Conn>, event: u32) {
 
 /// `on_network_filter_scheduled`: drains the mailbox.
 pub fn on_scheduled(conn: &Rc<Conn>) {
-    for msg in conn.ep.take() {
+    let (msgs, _busy) = conn.ep.take();
+    for msg in msgs {
         handle_msg(conn, msg);
     }
 }

@@ -93,11 +93,15 @@ struct SessionPing {
 }
 
 /// Settings of the multiplexer on every tunnel.
+///
+/// Stream windows are 1 MiB (what one stream may hold in the mux per direction); the connection
+/// windows are 64 MiB, so streams whose readers stall (each holding its 1 MiB) do not close the
+/// whole connection on the others (head-of-line blocking across streams).
 pub fn mux_settings() -> MuxSettings {
     MuxSettings {
         max_concurrent_streams_per_egress: 1024,
-        initial_window: 1 << 20,
-        max_buffered_bytes_per_stream: 1 << 20,
+        initial_window: 64 << 20,
+        max_buffered_bytes_per_stream: LOCAL_INITIAL_WINDOW as usize,
         max_frame_size: 16384,
     }
 }

@@ -629,7 +629,23 @@ impl<H: Clone + Send> Tracker<H> {
     /// `None` when nothing is reachable. O(log n) + O(#workers holding the node).
     pub fn claim(&self, target: &str, worker: WorkerId) -> Option<Claimed<H>> {
         let mut guard = self.state.lock();
-        let st = &mut *guard;
+        Self::claim_locked(&mut guard, target, worker)
+    }
+
+    /// [`claim`](Tracker::claim) for a caller that turns an idle tunnel into a shareable HTTP/2
+    /// session at once (the HTTP request path): an idle tunnel it takes is marked shareable in
+    /// the same step, so a claim of the same node from another worker a moment later attaches to
+    /// it instead of finding nothing while the session starts.
+    pub fn claim_session(&self, target: &str, worker: WorkerId) -> Option<Claimed<H>> {
+        let mut guard = self.state.lock();
+        let claimed = Self::claim_locked(&mut guard, target, worker)?;
+        if !claimed.shared {
+            Self::set_shareable_locked(&mut guard, claimed.tunnel, true);
+        }
+        Some(claimed)
+    }
+
+    fn claim_locked(st: &mut State<H>, target: &str, worker: WorkerId) -> Option<Claimed<H>> {
 
         let node_key: Arc<str> = match st.clusters.get_mut(target) {
             Some(cluster) => {
@@ -723,7 +739,10 @@ impl<H: Clone + Send> Tracker<H> {
     /// node).
     pub fn set_shareable(&self, tunnel: TunnelId, shareable: bool) -> bool {
         let mut guard = self.state.lock();
-        let st = &mut *guard;
+        Self::set_shareable_locked(&mut guard, tunnel, shareable)
+    }
+
+    fn set_shareable_locked(st: &mut State<H>, tunnel: TunnelId, shareable: bool) -> bool {
         let Some(entry) = st.tunnels.get_mut(&tunnel) else {
             return false;
         };
@@ -1260,6 +1279,25 @@ mod tests {
         let c = t.claim(target, worker)?;
         assert_eq!(c.handle, c.tunnel * 10, "handle travels with its tunnel");
         Some(c.tunnel)
+    }
+
+    #[test]
+    fn claim_session_makes_the_idle_tunnel_shareable_in_the_same_step() {
+        let t = Tracker::new(false);
+        let who = ident("", "n", "c");
+        reg(&t, 1, 0, &who);
+        let first = t.claim_session("n", 1).expect("idle tunnel");
+        assert!(!first.shared);
+        // Another worker, right after: it attaches to the same tunnel (no idle one is left).
+        let second = t.claim_session("n", 0).expect("shared session");
+        assert!(second.shared);
+        assert_eq!(second.tunnel, 1);
+        // By cluster id too.
+        assert_eq!(t.claim("c", 1).map(|c| (c.tunnel, c.shared)), Some((1, true)));
+        // A plain claim of an idle tunnel leaves it unshareable until set_shareable.
+        reg(&t, 2, 0, &ident("", "m", "d"));
+        assert!(!t.claim("m", 0).expect("idle").shared);
+        assert!(t.claim("m", 1).is_none());
     }
 
     #[test]

@@ -89,6 +89,17 @@ impl Fleet {
     /// backend and one initiator per spec (each dialing every responder), waiting for each
     /// Envoy to be ready. Does not wait for tunnels: use [`Fleet::wait_all_tunnels`].
     pub fn start(label: &str, responders: usize, specs: &[InitiatorSpec]) -> Result<Fleet> {
+        Fleet::start_edited(label, responders, specs, Ok)
+    }
+
+    /// [`Fleet::start`], and `edit_front` rewrites the rendered front config before it starts
+    /// (e.g. to take a setting out and see what it prevents).
+    pub fn start_edited(
+        label: &str,
+        responders: usize,
+        specs: &[InitiatorSpec],
+        edit_front: impl FnOnce(String) -> Result<String>,
+    ) -> Result<Fleet> {
         let dir = TestDir::new(label)?;
         require_module()?;
         let mut fleet = Fleet { front_port: 0, front: None, responders: Vec::new(), initiators: Vec::new(), dir };
@@ -125,6 +136,8 @@ impl Fleet {
                 ("RESPONDER_ENDPOINTS", endpoints(&egress)),
             ],
         )?;
+        let text = std::fs::read_to_string(&config)?;
+        std::fs::write(&config, edit_front(text)?)?;
         let mut front = Envoy::start(&config, 1, &[])?;
         front.wait_ready(READY_TIMEOUT)?;
         fleet.front = Some(front);

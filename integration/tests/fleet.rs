@@ -9,7 +9,7 @@ use std::time::Duration;
 use rt_integration::fleet::{Fleet, FleetLoad, LoadCounts, DRAIN_TIME_S};
 use rt_integration::http::http_get;
 use rt_integration::topology::NODE_HEADER;
-use rt_integration::{ensure, InitiatorSpec, Result};
+use rt_integration::{bail, ensure, InitiatorSpec, Result};
 
 /// Client threads of the load, and their pause between two requests.
 const CLIENTS: usize = 4;
@@ -94,7 +94,10 @@ fn fleet_survives_a_killed_responder_and_a_rolling_restart() -> Result<()> {
         back.as_secs_f64(),
         serving.as_secs_f64()
     );
-    ensure!(back < Duration::from_secs(6), "tunnels took {back:?} to come back (maintain_interval 1s, max_reconnect_backoff 2s)");
+    ensure!(
+        back < Duration::from_secs(7),
+        "tunnels took {back:?} to come back (maintain_interval 1s, max_reconnect_backoff 2s: at most ~3.5 s expected)"
+    );
 
     // 3. Rolling restart, one responder at a time: drain, wait until no tunnel is in use, stop,
     // start, wait for the tunnels.
@@ -136,5 +139,38 @@ fn fleet_survives_a_killed_responder_and_a_rolling_restart() -> Result<()> {
         let v = fleet.view(i)?;
         assert_eq!((v.responder.as_deref(), v.draining), (Some(name.as_str()), false), "{name}");
     }
+    Ok(())
+}
+
+/// The check of the check: the same fleet with the front's `retry_policy` taken out loses
+/// requests when a responder is SIGKILLed under load (so the test above can fail).
+#[test]
+fn without_the_retry_policy_a_killed_responder_fails_requests() -> Result<()> {
+    let _serial = rt_integration::serial();
+    let specs = [InitiatorSpec::new("noretry-1", "noretry-c1"), InitiatorSpec::new("noretry-2", "noretry-c2")];
+    let mut fleet = Fleet::start_edited("fleet-noretry", 2, &specs, |text| {
+        let (Some(a), Some(b)) = (text.find("                  retry_policy:"), text.find("          http_filters:")) else {
+            bail!("front.yaml has no retry_policy before http_filters");
+        };
+        Ok(format!("{}{}", &text[..a], &text[b..]))
+    })?;
+    fleet.wait_all_tunnels(TUNNELS_BACK)?;
+    let names: Vec<String> = (0..2).map(|i| fleet.responder(i).name.clone()).collect();
+    let load = FleetLoad::start(fleet.front_port, fleet.nodes(), CLIENTS, PAUSE);
+    for name in &names {
+        load.wait_served_by(name, 50, Duration::from_secs(20))?;
+    }
+    let before = load.counts();
+    fleet.kill_responder(0)?;
+    load.wait_served_by(&names[1], 500, Duration::from_secs(30))?;
+    let c = load.stop();
+    println!(
+        "fleet without retries: SIGKILL {}: {} of {} requests failed (first: {:?})",
+        names[0],
+        c.failed - before.failed,
+        c.sent - before.sent,
+        c.failures.first()
+    );
+    ensure!(c.failed > before.failed, "no request failed without the retry policy: {c:?}");
     Ok(())
 }

@@ -645,8 +645,7 @@ mod tests {
         assert_eq!((c.responder_name(), c.reporter.as_ref().map(|r| r.responder.as_str())), (Some("fleet-b"), Some("rep-1")));
         // Bad names are refused, naming the field; other fields are still checked.
         let long = format!(r#"{{"responder": "{}"}}"#, "x".repeat(MAX_RESPONDER_LEN + 1));
-        for bad in [&br#"{"responder": 5}"#[..], br#"{"responder": ""}"#, br#"{"responder": "a
-b"}"#, long.as_bytes()] {
+        for bad in [&br#"{"responder": 5}"#[..], br#"{"responder": ""}"#, br#"{"responder": "a\u0001b"}"#, long.as_bytes()] {
             let e = decode_err(bad);
             assert!(e.starts_with("responder: "), "{e}");
         }

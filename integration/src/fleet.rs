@@ -325,6 +325,44 @@ impl Fleet {
         Ok(t.elapsed())
     }
 
+    /// Waits until the front has no responder ejected (gauge
+    /// `cluster.responders.outlier_detection.ejections_active` is 0): the step before draining the
+    /// next responder. Returns how long it took.
+    pub fn wait_front_all_in(&mut self, timeout: Duration) -> Result<Duration> {
+        let t = Instant::now();
+        self.front().wait_stat("cluster.responders.outlier_detection.ejections_active", |v| v == 0, timeout)?;
+        Ok(t.elapsed())
+    }
+
+    /// What every running responder and the front say about tunnels, closes and ejections (for
+    /// failure messages).
+    pub fn diagnostics(&mut self) -> String {
+        let mut out = String::new();
+        for i in 0..self.responders.len() {
+            let name = self.responders[i].name.clone();
+            let view = self.view(i);
+            let closed = match self.responders[i].envoy.as_mut() {
+                Some(e) => e.stats_with_prefix("rt.upstream_rc.tunnels_closed").map(|v| format!("{v:?}")).unwrap_or_default(),
+                None => "not running".into(),
+            };
+            out.push_str(&format!("{name}: {view:?}; closed {closed}\n"));
+        }
+        if let Some(f) = self.front.as_mut() {
+            let stats = f.stats_with_prefix("cluster.responders.").unwrap_or_default();
+            let keep: Vec<_> = stats
+                .iter()
+                .filter(|(k, v)| v != "0" && (k.contains("outlier") || k.contains("retry") || k.contains("cx_connect_fail") || k.contains("rq_5xx")))
+                .collect();
+            out.push_str(&format!("front: {keep:?}\n"));
+            if let Ok(c) = f.admin_get("/clusters") {
+                for l in c.lines().filter(|l| l.contains("health_flags") || l.contains("::rq_error")) {
+                    out.push_str(&format!("front /clusters: {l}\n"));
+                }
+            }
+        }
+        out
+    }
+
     /// The last `n` log lines of every running Envoy (for failure messages).
     pub fn logs_tail(&self, n: usize) -> String {
         let mut out = String::new();
@@ -445,6 +483,7 @@ impl Drop for FleetLoad {
 }
 
 fn client(port: u16, t: usize, nodes: &[String], pause: Duration, stop: &AtomicBool, counts: &Mutex<LoadCounts>) {
+    let started = Instant::now();
     let mut conn: Option<HttpConn> = None;
     let mut seq: u64 = 0;
     while !stop.load(Ordering::SeqCst) {
@@ -474,7 +513,7 @@ fn client(port: u16, t: usize, nodes: &[String], pause: Duration, stop: &AtomicB
             Err(e) => {
                 c.failed += 1;
                 if c.failures.len() < KEPT_FAILURES {
-                    c.failures.push(format!("GET {path} for {node}: {e}"));
+                    c.failures.push(format!("{:.3}s GET {path} for {node}: {e}", started.elapsed().as_secs_f64()));
                 }
             }
         }

@@ -4,7 +4,7 @@
 //! restarted, and a rolling drain-and-restart of both responders in turn: no request fails and
 //! every request is answered by the node it names.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rt_integration::fleet::{Fleet, FleetLoad, LoadCounts, DRAIN_TIME_S};
 use rt_integration::http::http_get;
@@ -18,13 +18,14 @@ const PAUSE: Duration = Duration::from_millis(2);
 /// Longest any responder may take to get all its tunnels back.
 const TUNNELS_BACK: Duration = Duration::from_secs(30);
 
-fn no_failures(phase: &str, c: &LoadCounts, fleet: &Fleet) -> Result<()> {
+fn no_failures(phase: &str, c: &LoadCounts, fleet: &mut Fleet) -> Result<()> {
     ensure!(
         c.failed == 0,
-        "{phase}: {} of {} requests failed; first: {:#?}\n{}",
+        "{phase}: {} of {} requests failed; first (time since the load started): {:#?}\n{}\n{}",
         c.failed,
         c.sent,
         c.failures,
+        fleet.diagnostics(),
         fleet.logs_tail(20)
     );
     Ok(())
@@ -66,17 +67,20 @@ fn fleet_survives_a_killed_responder_and_a_rolling_restart() -> Result<()> {
     println!("fleet: unknown node -> 503 {:?} after {retries} retries at the front", r.body.trim_end());
 
     let load = FleetLoad::start(fleet.front_port, fleet.nodes(), CLIENTS, PAUSE);
+    let t0 = Instant::now();
+    let at = || format!("{:.1}s", t0.elapsed().as_secs_f64());
     for name in &names {
         load.wait_served_by(name, 50, Duration::from_secs(20))?;
     }
-    no_failures("steady load", &load.counts(), &fleet)?;
+    no_failures("steady load", &load.counts(), &mut fleet)?;
 
     // 1. SIGKILL responder A under load: the front retries its requests on B.
     let before = load.counts();
+    println!("fleet: {} SIGKILL {}", at(), names[0]);
     fleet.kill_responder(0)?;
     load.wait_served_by(&names[1], 500, Duration::from_secs(30))?;
     let after_kill = load.counts();
-    no_failures("after SIGKILL of responder-a", &after_kill, &fleet)?;
+    no_failures("after SIGKILL of responder-a", &after_kill, &mut fleet)?;
     println!(
         "fleet: SIGKILL {}: {} requests while it was down, 0 failed",
         names[0],
@@ -84,10 +88,11 @@ fn fleet_survives_a_killed_responder_and_a_rolling_restart() -> Result<()> {
     );
 
     // 2. Start A again: the initiators come back to it and the front sends to it again.
+    println!("fleet: {} starting {} again", at(), names[0]);
     fleet.start_responder(0)?;
     let back = fleet.wait_tunnels(0, TUNNELS_BACK)?;
     let serving = load.wait_served_by(&names[0], 50, Duration::from_secs(30))?;
-    no_failures("after restarting responder-a", &load.counts(), &fleet)?;
+    no_failures("after restarting responder-a", &load.counts(), &mut fleet)?;
     println!(
         "fleet: {} restarted: every node's tunnels back after {:.1}s, serving again {:.1}s later",
         names[0],
@@ -105,7 +110,12 @@ fn fleet_survives_a_killed_responder_and_a_rolling_restart() -> Result<()> {
         let name = names[i].clone();
         let other = names[1 - i].clone();
         let sent_before = load.counts().sent;
+        // Before a responder goes away, the others must be in the front's rotation (an ejected
+        // one could not take over).
+        let ejected_for = fleet.wait_front_all_in(Duration::from_secs(20))?;
+        println!("fleet: {} draining {name} (no responder ejected at the front; waited {:.1}s for that)", at(), ejected_for.as_secs_f64());
         let drained = fleet.drain_responder(i, Duration::from_secs(30))?;
+        println!("fleet: {} {name} drained, stopping and starting it", at());
         // While it drains the other one serves.
         load.wait_served_by(&other, 50, Duration::from_secs(20))?;
         fleet.stop_responder(i);
@@ -113,7 +123,7 @@ fn fleet_survives_a_killed_responder_and_a_rolling_restart() -> Result<()> {
         let back = fleet.wait_tunnels(i, TUNNELS_BACK)?;
         let serving = load.wait_served_by(&name, 50, Duration::from_secs(30))?;
         let c = load.counts();
-        no_failures(&format!("rolling restart of {name}"), &c, &fleet)?;
+        no_failures(&format!("rolling restart of {name}"), &c, &mut fleet)?;
         println!(
             "fleet: rolling restart of {name}: drained (listener closed after --drain-time-s {DRAIN_TIME_S}, no tunnel in use) in {:.1}s, \
              tunnels back {:.1}s after the start, serving {:.1}s later; {} requests meanwhile, 0 failed",
@@ -125,7 +135,7 @@ fn fleet_survives_a_killed_responder_and_a_rolling_restart() -> Result<()> {
     }
 
     let c = load.stop();
-    no_failures("whole test", &c, &fleet)?;
+    no_failures("whole test", &c, &mut fleet)?;
     println!("fleet: {} requests, {} ok, {} failed; by responder {:?}; by node {:?}", c.sent, c.ok, c.failed, c.by_responder, c.by_node);
     ensure!(c.ok == c.sent, "every request answered by its node");
     for node in fleet.nodes() {

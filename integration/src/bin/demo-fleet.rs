@@ -115,6 +115,7 @@ fn run(kill: bool) -> Result<()> {
     for i in 0..names.len() {
         let name = &names[i];
         let t = Instant::now();
+        fleet.wait_front_all_in(Duration::from_secs(20))?;
         println!("   {name}: POST /drain_listeners?graceful (responders run with --drain-time-s {DRAIN_TIME_S} --drain-strategy immediate)");
         let drained = fleet.drain_responder(i, Duration::from_secs(30))?;
         println!("   {name}: listener closed and no tunnel in use after {:.1}s; stopping it", drained.as_secs_f64());

@@ -102,7 +102,13 @@ impl Fleet {
     ) -> Result<Fleet> {
         let dir = TestDir::new(label)?;
         require_module()?;
-        let mut fleet = Fleet { front_port: 0, front: None, responders: Vec::new(), initiators: Vec::new(), dir };
+        let mut fleet = Fleet {
+            front_port: 0,
+            front: None,
+            responders: Vec::new(),
+            initiators: Vec::new(),
+            dir,
+        };
         for i in 0..responders {
             let name = format!("responder-{}", (b'a' + i as u8) as char);
             let ports = free_ports(3)?;
@@ -238,7 +244,10 @@ impl Fleet {
 
     /// SIGKILLs responder `i` (a crash).
     pub fn kill_responder(&mut self, i: usize) -> Result<()> {
-        let mut e = self.responders[i].envoy.take().ok_or_else(|| Error::msg("responder not running"))?;
+        let mut e = self.responders[i]
+            .envoy
+            .take()
+            .ok_or_else(|| Error::msg("responder not running"))?;
         e.kill_hard()?;
         Ok(())
     }
@@ -253,14 +262,19 @@ impl Fleet {
     /// Responder `i`'s own view (`GET /reverse_tunnels`).
     pub fn view(&mut self, i: usize) -> Result<ResponderView> {
         let r = &mut self.responders[i];
-        let e = r.envoy.as_mut().ok_or_else(|| Error(format!("{} is not running", r.name)))?;
+        let e = r
+            .envoy
+            .as_mut()
+            .ok_or_else(|| Error(format!("{} is not running", r.name)))?;
         let body = e.admin_get("/reverse_tunnels")?;
-        let v: serde_json::Value =
-            serde_json::from_str(&body).map_err(|err| Error(format!("/reverse_tunnels is not JSON ({err}): {body}")))?;
+        let v: serde_json::Value = serde_json::from_str(&body)
+            .map_err(|err| Error(format!("/reverse_tunnels is not JSON ({err}): {body}")))?;
         let mut by_node = BTreeMap::new();
         for n in v["by_node"].as_array().cloned().unwrap_or_default() {
             let count = n["idle"].as_u64().unwrap_or(0) + n["in_use"].as_u64().unwrap_or(0);
-            *by_node.entry(n["node_id"].as_str().unwrap_or_default().to_string()).or_insert(0) += count;
+            *by_node
+                .entry(n["node_id"].as_str().unwrap_or_default().to_string())
+                .or_insert(0) += count;
         }
         Ok(ResponderView {
             responder: v["responder"].as_str().map(str::to_string),
@@ -274,7 +288,14 @@ impl Fleet {
     /// Waits until responder `i` holds every node's full set of tunnels; returns how long it took.
     pub fn wait_tunnels(&mut self, i: usize, timeout: Duration) -> Result<Duration> {
         let t = Instant::now();
-        let want: Vec<(String, u64)> = self.nodes().into_iter().map(|n| { let k = self.tunnels_per_node(&n); (n, k) }).collect();
+        let want: Vec<(String, u64)> = self
+            .nodes()
+            .into_iter()
+            .map(|n| {
+                let k = self.tunnels_per_node(&n);
+                (n, k)
+            })
+            .collect();
         let name = self.responders[i].name.clone();
         wait_for(&format!("{name} to hold every node's tunnels"), timeout, || {
             if let Some(e) = self.responders[i].envoy.as_mut() {
@@ -307,21 +328,43 @@ impl Fleet {
         let t = Instant::now();
         let (name, port) = (self.responders[i].name.clone(), self.responders[i].egress_port);
         {
-            let e = self.responders[i].envoy.as_mut().ok_or_else(|| Error(format!("{name} is not running")))?;
+            let e = self.responders[i]
+                .envoy
+                .as_mut()
+                .ok_or_else(|| Error(format!("{name} is not running")))?;
             let admin = e.admin_port()?;
-            let r = http_request_timeout(admin, "POST", "/drain_listeners?graceful", &[], b"", Duration::from_secs(5))?;
+            let r = http_request_timeout(
+                admin,
+                "POST",
+                "/drain_listeners?graceful",
+                &[],
+                b"",
+                Duration::from_secs(5),
+            )?;
             if r.status != 200 {
-                return Err(Error(format!("{name}: /drain_listeners?graceful answered {}: {}", r.status, r.body)));
+                return Err(Error(format!(
+                    "{name}: /drain_listeners?graceful answered {}: {}",
+                    r.status, r.body
+                )));
             }
         }
-        wait_for(&format!("{name} drained (listener closed, no tunnel in use)"), timeout, || {
-            let closed = TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_millis(500)).is_err();
-            Ok(match self.view(i) {
-                Ok(v) if v.draining && closed && v.in_use == 0 => Check::Done(()),
-                Ok(v) => Check::NotYet(format!("draining={} listener_closed={closed} in_use={} idle={}", v.draining, v.in_use, v.idle)),
-                Err(e) => Check::NotYet(e.0),
-            })
-        })?;
+        wait_for(
+            &format!("{name} drained (listener closed, no tunnel in use)"),
+            timeout,
+            || {
+                let closed =
+                    TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_millis(500))
+                        .is_err();
+                Ok(match self.view(i) {
+                    Ok(v) if v.draining && closed && v.in_use == 0 => Check::Done(()),
+                    Ok(v) => Check::NotYet(format!(
+                        "draining={} listener_closed={closed} in_use={} idle={}",
+                        v.draining, v.in_use, v.idle
+                    )),
+                    Err(e) => Check::NotYet(e.0),
+                })
+            },
+        )?;
         Ok(t.elapsed())
     }
 
@@ -330,7 +373,11 @@ impl Fleet {
     /// next responder. Returns how long it took.
     pub fn wait_front_all_in(&mut self, timeout: Duration) -> Result<Duration> {
         let t = Instant::now();
-        self.front().wait_stat("cluster.responders.outlier_detection.ejections_active", |v| v == 0, timeout)?;
+        self.front().wait_stat(
+            "cluster.responders.outlier_detection.ejections_active",
+            |v| v == 0,
+            timeout,
+        )?;
         Ok(t.elapsed())
     }
 
@@ -342,7 +389,10 @@ impl Fleet {
             let name = self.responders[i].name.clone();
             let view = self.view(i);
             let closed = match self.responders[i].envoy.as_mut() {
-                Some(e) => e.stats_with_prefix("rt.upstream_rc.tunnels_closed").map(|v| format!("{v:?}")).unwrap_or_default(),
+                Some(e) => e
+                    .stats_with_prefix("rt.upstream_rc.tunnels_closed")
+                    .map(|v| format!("{v:?}"))
+                    .unwrap_or_default(),
                 None => "not running".into(),
             };
             out.push_str(&format!("{name}: {view:?}; closed {closed}\n"));
@@ -351,11 +401,20 @@ impl Fleet {
             let stats = f.stats_with_prefix("cluster.responders.").unwrap_or_default();
             let keep: Vec<_> = stats
                 .iter()
-                .filter(|(k, v)| v != "0" && (k.contains("outlier") || k.contains("retry") || k.contains("cx_connect_fail") || k.contains("rq_5xx")))
+                .filter(|(k, v)| {
+                    v != "0"
+                        && (k.contains("outlier")
+                            || k.contains("retry")
+                            || k.contains("cx_connect_fail")
+                            || k.contains("rq_5xx"))
+                })
                 .collect();
             out.push_str(&format!("front: {keep:?}\n"));
             if let Ok(c) = f.admin_get("/clusters") {
-                for l in c.lines().filter(|l| l.contains("health_flags") || l.contains("::rq_error")) {
+                for l in c
+                    .lines()
+                    .filter(|l| l.contains("health_flags") || l.contains("::rq_error"))
+                {
                     out.push_str(&format!("front /clusters: {l}\n"));
                 }
             }
@@ -442,7 +501,11 @@ impl FleetLoad {
                 std::thread::spawn(move || client(front_port, t, &nodes, pause, &stop, &counts))
             })
             .collect();
-        FleetLoad { stop, counts, threads: handles }
+        FleetLoad {
+            stop,
+            counts,
+            threads: handles,
+        }
     }
 
     /// The counts so far.
@@ -458,7 +521,11 @@ impl FleetLoad {
         wait_for(&format!("{responder} to serve {more} more request(s)"), timeout, || {
             let c = self.counts();
             let now = c.by_responder.get(responder).copied().unwrap_or(0);
-            Ok(if now >= start + more { Check::Done(()) } else { Check::NotYet(format!("{} more, counts {:?}", now - start, c.by_responder)) })
+            Ok(if now >= start + more {
+                Check::Done(())
+            } else {
+                Check::NotYet(format!("{} more, counts {:?}", now - start, c.by_responder))
+            })
         })?;
         Ok(t.elapsed())
     }
@@ -498,7 +565,11 @@ fn client(port: u16, t: usize, nodes: &[String], pause: Duration, stop: &AtomicB
             let r = c.get(&path, &[(NODE_HEADER, node)])?;
             let want = expected_body(node, &path);
             if r.status != 200 || r.body != want {
-                return Err(Error(format!("status {} body {:?} (want {want:?})", r.status, r.body.trim_end())));
+                return Err(Error(format!(
+                    "status {} body {:?} (want {want:?})",
+                    r.status,
+                    r.body.trim_end()
+                )));
             }
             Ok((node.clone(), r.header(RESPONDER_HEADER).map(str::to_string)))
         })();
@@ -508,12 +579,17 @@ fn client(port: u16, t: usize, nodes: &[String], pause: Duration, stop: &AtomicB
             Ok((node, responder)) => {
                 c.ok += 1;
                 *c.by_node.entry(node).or_insert(0) += 1;
-                *c.by_responder.entry(responder.unwrap_or_else(|| "?".into())).or_insert(0) += 1;
+                *c.by_responder
+                    .entry(responder.unwrap_or_else(|| "?".into()))
+                    .or_insert(0) += 1;
             }
             Err(e) => {
                 c.failed += 1;
                 if c.failures.len() < KEPT_FAILURES {
-                    c.failures.push(format!("{:.3}s GET {path} for {node}: {e}", started.elapsed().as_secs_f64()));
+                    c.failures.push(format!(
+                        "{:.3}s GET {path} for {node}: {e}",
+                        started.elapsed().as_secs_f64()
+                    ));
                 }
             }
         }

@@ -48,7 +48,11 @@ fn fleet_survives_a_killed_responder_and_a_rolling_restart() -> Result<()> {
         assert_eq!(v.responder.as_deref(), Some(name.as_str()), "admin listing of {name}");
         assert!(!v.draining);
         for node in fleet.nodes() {
-            assert_eq!(v.by_node.get(&node).copied(), Some(fleet.tunnels_per_node(&node)), "{name}: tunnels of {node}: {v:?}");
+            assert_eq!(
+                v.by_node.get(&node).copied(),
+                Some(fleet.tunnels_per_node(&node)),
+                "{name}: tunnels of {node}: {v:?}"
+            );
         }
     }
 
@@ -56,15 +60,32 @@ fn fleet_survives_a_killed_responder_and_a_rolling_restart() -> Result<()> {
     let port = fleet.responder(0).egress_port;
     let r = http_get(port, "/x", &[(NODE_HEADER, "no-such-node")])?;
     assert_eq!(r.status, 503, "{r:?}");
-    assert_eq!(r.body, format!("no reverse tunnel for node no-such-node at responder {}\n", names[0]));
+    assert_eq!(
+        r.body,
+        format!("no reverse tunnel for node no-such-node at responder {}\n", names[0])
+    );
     assert_eq!(r.header("x-reverse-tunnel-no-tunnel"), Some("no-such-node"));
-    let retries_before = fleet.front().stat_u64("cluster.responders.upstream_rq_retry")?.unwrap_or(0);
+    let retries_before = fleet
+        .front()
+        .stat_u64("cluster.responders.upstream_rq_retry")?
+        .unwrap_or(0);
     let r = http_get(fleet.front_port, "/x", &[(NODE_HEADER, "no-such-node")])?;
     assert_eq!(r.status, 503, "{r:?}");
-    assert!(r.body.starts_with("no reverse tunnel for node no-such-node at responder "), "{r:?}");
-    let retries = fleet.front().stat_u64("cluster.responders.upstream_rq_retry")?.unwrap_or(0) - retries_before;
+    assert!(
+        r.body
+            .starts_with("no reverse tunnel for node no-such-node at responder "),
+        "{r:?}"
+    );
+    let retries = fleet
+        .front()
+        .stat_u64("cluster.responders.upstream_rq_retry")?
+        .unwrap_or(0)
+        - retries_before;
     assert!(retries >= 1, "the front retried the 503 ({retries} retries)");
-    println!("fleet: unknown node -> 503 {:?} after {retries} retries at the front", r.body.trim_end());
+    println!(
+        "fleet: unknown node -> 503 {:?} after {retries} retries at the front",
+        r.body.trim_end()
+    );
 
     let load = FleetLoad::start(fleet.front_port, fleet.nodes(), CLIENTS, PAUSE);
     let t0 = Instant::now();
@@ -113,7 +134,11 @@ fn fleet_survives_a_killed_responder_and_a_rolling_restart() -> Result<()> {
         // Before a responder goes away, the others must be in the front's rotation (an ejected
         // one could not take over).
         let ejected_for = fleet.wait_front_all_in(Duration::from_secs(20))?;
-        println!("fleet: {} draining {name} (no responder ejected at the front; waited {:.1}s for that)", at(), ejected_for.as_secs_f64());
+        println!(
+            "fleet: {} draining {name} (no responder ejected at the front; waited {:.1}s for that)",
+            at(),
+            ejected_for.as_secs_f64()
+        );
         let drained = fleet.drain_responder(i, Duration::from_secs(30))?;
         println!("fleet: {} {name} drained, stopping and starting it", at());
         // While it drains the other one serves.
@@ -136,18 +161,32 @@ fn fleet_survives_a_killed_responder_and_a_rolling_restart() -> Result<()> {
 
     let c = load.stop();
     no_failures("whole test", &c, &mut fleet)?;
-    println!("fleet: {} requests, {} ok, {} failed; by responder {:?}; by node {:?}", c.sent, c.ok, c.failed, c.by_responder, c.by_node);
+    println!(
+        "fleet: {} requests, {} ok, {} failed; by responder {:?}; by node {:?}",
+        c.sent, c.ok, c.failed, c.by_responder, c.by_node
+    );
     ensure!(c.ok == c.sent, "every request answered by its node");
     for node in fleet.nodes() {
-        ensure!(c.by_node.get(&node).copied().unwrap_or(0) > 100, "{node} got few requests: {:?}", c.by_node);
+        ensure!(
+            c.by_node.get(&node).copied().unwrap_or(0) > 100,
+            "{node} got few requests: {:?}",
+            c.by_node
+        );
     }
     // The front did retry (the kill and the restarts were not free), and counted no failure.
-    let front_retries = fleet.front().stat_u64("cluster.responders.upstream_rq_retry")?.unwrap_or(0);
+    let front_retries = fleet
+        .front()
+        .stat_u64("cluster.responders.upstream_rq_retry")?
+        .unwrap_or(0);
     println!("fleet: the front retried {front_retries} request attempts in all");
     // Each responder, after its restart, again names itself and holds all tunnels.
     for (i, name) in names.iter().enumerate() {
         let v = fleet.view(i)?;
-        assert_eq!((v.responder.as_deref(), v.draining), (Some(name.as_str()), false), "{name}");
+        assert_eq!(
+            (v.responder.as_deref(), v.draining),
+            (Some(name.as_str()), false),
+            "{name}"
+        );
     }
     Ok(())
 }
@@ -157,9 +196,15 @@ fn fleet_survives_a_killed_responder_and_a_rolling_restart() -> Result<()> {
 #[test]
 fn without_the_retry_policy_a_killed_responder_fails_requests() -> Result<()> {
     let _serial = rt_integration::serial();
-    let specs = [InitiatorSpec::new("noretry-1", "noretry-c1"), InitiatorSpec::new("noretry-2", "noretry-c2")];
+    let specs = [
+        InitiatorSpec::new("noretry-1", "noretry-c1"),
+        InitiatorSpec::new("noretry-2", "noretry-c2"),
+    ];
     let mut fleet = Fleet::start_edited("fleet-noretry", 2, &specs, |text| {
-        let (Some(a), Some(b)) = (text.find("                  retry_policy:"), text.find("          http_filters:")) else {
+        let (Some(a), Some(b)) = (
+            text.find("                  retry_policy:"),
+            text.find("          http_filters:"),
+        ) else {
             bail!("front.yaml has no retry_policy before http_filters");
         };
         Ok(format!("{}{}", &text[..a], &text[b..]))
@@ -181,6 +226,9 @@ fn without_the_retry_policy_a_killed_responder_fails_requests() -> Result<()> {
         c.sent - before.sent,
         c.failures.first()
     );
-    ensure!(c.failed > before.failed, "no request failed without the retry policy: {c:?}");
+    ensure!(
+        c.failed > before.failed,
+        "no request failed without the retry policy: {c:?}"
+    );
     Ok(())
 }

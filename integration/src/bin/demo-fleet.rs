@@ -46,7 +46,13 @@ fn main() -> ExitCode {
 
 fn check(phase: &str, c: &LoadCounts, fleet: &Fleet) -> Result<()> {
     if c.failed > 0 {
-        bail!("{phase}: {} of {} requests failed; first: {:#?}\n{}", c.failed, c.sent, c.failures, fleet.logs_tail(15));
+        bail!(
+            "{phase}: {} of {} requests failed; first: {:#?}\n{}",
+            c.failed,
+            c.sent,
+            c.failures,
+            fleet.logs_tail(15)
+        );
     }
     Ok(())
 }
@@ -64,25 +70,38 @@ fn run(kill: bool) -> Result<()> {
     println!("   module : {}", module_path().display());
     println!("   envoy  : {}", envoy_bin().display());
 
-    println!("\n[1/4] Starting 2 responders, the front, 2 initiators (2 tunnels per responder each) and their backends ...");
+    println!(
+        "\n[1/4] Starting 2 responders, the front, 2 initiators (2 tunnels per responder each) and their backends ..."
+    );
     let specs = [
         InitiatorSpec::new("node-east", "cluster-east").tunnels(2),
         InitiatorSpec::new("node-west", "cluster-west").tunnels(2),
     ];
     let mut fleet = Fleet::start("demo-fleet", 2, &specs)?;
-    println!("   work dir : {} (removed at exit unless RT_KEEP_TMP is set)", fleet.dir().path().display());
+    println!(
+        "   work dir : {} (removed at exit unless RT_KEEP_TMP is set)",
+        fleet.dir().path().display()
+    );
     println!("   front    : HTTP 127.0.0.1:{}", fleet.front_port);
     for i in 0..fleet.responder_count() {
         let r = fleet.responder(i);
-        println!("   {}: handshake 127.0.0.1:{}  HTTP 127.0.0.1:{}", r.name, r.handshake_port, r.egress_port);
+        println!(
+            "   {}: handshake 127.0.0.1:{}  HTTP 127.0.0.1:{}",
+            r.name, r.handshake_port, r.egress_port
+        );
     }
     for (name, pid) in fleet.pids() {
         println!("   pid {pid:>7}  {name}");
     }
     let t = Instant::now();
     fleet.wait_all_tunnels(Duration::from_secs(30))?;
-    println!("   every responder holds every node's tunnels after {:.1}s:", t.elapsed().as_secs_f64());
-    let names: Vec<String> = (0..fleet.responder_count()).map(|i| fleet.responder(i).name.clone()).collect();
+    println!(
+        "   every responder holds every node's tunnels after {:.1}s:",
+        t.elapsed().as_secs_f64()
+    );
+    let names: Vec<String> = (0..fleet.responder_count())
+        .map(|i| fleet.responder(i).name.clone())
+        .collect();
     for i in 0..names.len() {
         let v = fleet.view(i)?;
         println!(
@@ -106,7 +125,11 @@ fn run(kill: bool) -> Result<()> {
         fleet.start_responder(0)?;
         let back = fleet.wait_tunnels(0, Duration::from_secs(30))?;
         let serving = load.wait_served_by(&names[0], 50, Duration::from_secs(30))?;
-        println!("   tunnels back after {:.1}s, serving again {:.1}s later", back.as_secs_f64(), serving.as_secs_f64());
+        println!(
+            "   tunnels back after {:.1}s, serving again {:.1}s later",
+            back.as_secs_f64(),
+            serving.as_secs_f64()
+        );
         print_counts("so far", &load.counts());
         check("kill", &load.counts(), &fleet)?;
     }
@@ -118,7 +141,10 @@ fn run(kill: bool) -> Result<()> {
         fleet.wait_front_all_in(Duration::from_secs(20))?;
         println!("   {name}: POST /drain_listeners?graceful (responders run with --drain-time-s {DRAIN_TIME_S} --drain-strategy immediate)");
         let drained = fleet.drain_responder(i, Duration::from_secs(30))?;
-        println!("   {name}: listener closed and no tunnel in use after {:.1}s; stopping it", drained.as_secs_f64());
+        println!(
+            "   {name}: listener closed and no tunnel in use after {:.1}s; stopping it",
+            drained.as_secs_f64()
+        );
         fleet.stop_responder(i);
         fleet.start_responder(i)?;
         println!("   {name}: started again; waiting for the initiators' tunnels");
@@ -137,7 +163,10 @@ fn run(kill: bool) -> Result<()> {
     let c = load.stop();
     print_counts("total", &c);
     check("whole run", &c, &fleet)?;
-    let retries = fleet.front().stat_u64("cluster.responders.upstream_rq_retry")?.unwrap_or(0);
+    let retries = fleet
+        .front()
+        .stat_u64("cluster.responders.upstream_rq_retry")?
+        .unwrap_or(0);
     println!("   the front retried {retries} request attempt(s) on another responder");
 
     println!("\nStopping the processes started by the demo ...");

@@ -4,7 +4,7 @@
 #   make test   - unit tests + integration tests against the real Envoy 1.40.0 binary
 #   make soak   - long robustness runs (not part of `make test`): 10,000 half-open connections,
 #                 5 minutes of tunnel churn at ~200/s (~7 min in all)
-.PHONY: setup build check-symbols unit integration test demo fuzz soak clean
+.PHONY: setup build check-symbols unit integration test demo demo-fleet fuzz soak clean
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -41,6 +41,11 @@ soak: build
 
 demo: build
 	$(CARGO) run --release -q -p rt-integration --bin demo
+
+# Two responders behind a front Envoy, two initiators, load through the front and a rolling
+# restart of each responder (envoy-config/fleet/); prints the counts (no request may fail).
+demo-fleet: build
+	$(CARGO) run --release -q -p rt-integration --bin demo-fleet
 
 # Longer fuzzing (no nightly toolchain, so no cargo-fuzz): the property tests of every parser that
 # reads peer bytes, with many more random inputs: the handshake parser, the HTTP/2 multiplexer's

@@ -33,6 +33,16 @@ impl Envoy {
     /// Starts Envoy on `config_path` with `concurrency` workers and extra environment variables.
     /// Returns at once; use [`Envoy::wait_ready`] to wait until it serves.
     pub fn start(config_path: &Path, concurrency: u32, extra_env: &[(&str, &str)]) -> Result<Envoy> {
+        Envoy::start_with_args(config_path, concurrency, &[], extra_env)
+    }
+
+    /// [`Envoy::start`] with extra command-line arguments (e.g. `--drain-time-s 2`).
+    pub fn start_with_args(
+        config_path: &Path,
+        concurrency: u32,
+        extra_args: &[&str],
+        extra_env: &[(&str, &str)],
+    ) -> Result<Envoy> {
         let dir = config_path
             .parent()
             .ok_or_else(|| Error(format!("config {} has no parent", config_path.display())))?;
@@ -61,6 +71,7 @@ impl Envoy {
             .arg(level)
             .arg("--admin-address-path")
             .arg(&admin_address_file)
+            .args(extra_args)
             .env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", module_dir())
             .current_dir(dir);
         for (k, v) in extra_env {

@@ -131,6 +131,9 @@ fn initiator_killed_with_requests_in_flight() -> Result<()> {
     assert!(closed >= a_tunnels, "tunnels_closed grew by {closed}, want >= {a_tunnels}");
     let r = topo.get("inflight-a", "/direct")?;
     assert_eq!(r.status, 503, "the killed node has no tunnel: {}", r.body);
+    // The egress HCM's local_reply_config says why (envoy-config/upstream.yaml).
+    assert_eq!(r.body, "no reverse tunnel for node inflight-a\n");
+    assert_eq!(r.header("x-reverse-tunnel-no-tunnel"), Some("inflight-a"));
     Ok(())
 }
 

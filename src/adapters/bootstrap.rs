@@ -255,20 +255,31 @@ pub fn admin_listing(rt: &Runtime, q: &AdminQuery) -> String {
     // Per tenant, cluster and node (JSON `by_node`): tunnel counts and ids, sorted by the three ids.
     // Keyed by `tenant \0 cluster \0 node` (one allocation per node; `\0` sorts before any id byte).
     let mut by_node: std::collections::BTreeMap<String, NodeRow> = Default::default();
+    // Which responder this is (a fleet runs several) and whether it is draining.
+    let responder = rt.config.responder_name();
+    let draining = rt.is_draining();
     if q.text {
         out.extend_from_slice(
             format!(
-                "tunnels: {} idle, {} in use, {} nodes, {} clusters\n",
-                counts.idle, counts.in_use, counts.nodes, counts.clusters
+                "tunnels: {} idle, {} in use, {} nodes, {} clusters; responder {}{}\n",
+                counts.idle,
+                counts.in_use,
+                counts.nodes,
+                counts.clusters,
+                responder.unwrap_or("-"),
+                if draining { "; draining" } else { "" }
             )
             .as_bytes(),
         );
     } else {
         // JSON: one compact object per tunnel and line.
+        out.extend_from_slice(b"{\"responder\":");
+        // Serializing a string into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut out, &responder);
         out.extend_from_slice(
             format!(
-                "{{\"idle\":{},\"in_use\":{},\"nodes\":{},\"clusters\":{},\"tunnels\":[",
-                counts.idle, counts.in_use, counts.nodes, counts.clusters
+                ",\"draining\":{},\"idle\":{},\"in_use\":{},\"nodes\":{},\"clusters\":{},\"tunnels\":[",
+                draining, counts.idle, counts.in_use, counts.nodes, counts.clusters
             )
             .as_bytes(),
         );
@@ -413,11 +424,27 @@ mod tests {
     }
 
     #[test]
+    fn admin_listing_names_the_responder_and_its_drain() {
+        let cfg = BootstrapConfig::decode(br#"{"responder": "responder-\"b\""}"#).unwrap();
+        let rt = Runtime::new(cfg, crate::ffi::envoy::BootstrapConfigHandle(0), 1).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&admin_listing(&rt, &AdminQuery::default())).unwrap();
+        assert_eq!((v["responder"].as_str(), v["draining"].as_bool()), (Some("responder-\"b\""), Some(false)));
+        let text = admin_listing(&rt, &AdminQuery { text: true, ..Default::default() });
+        assert_eq!(text, "tunnels: 0 idle, 0 in use, 0 nodes, 0 clusters; responder responder-\"b\"\n");
+        drain_idle_tunnels(&rt);
+        let v: serde_json::Value = serde_json::from_str(&admin_listing(&rt, &AdminQuery::default())).unwrap();
+        assert_eq!(v["draining"], true);
+        assert!(admin_listing(&rt, &AdminQuery { text: true, ..Default::default() }).ends_with("; draining\n"));
+    }
+
+    #[test]
     fn admin_listing_is_json_even_when_empty() {
         let rt = Runtime::new(BootstrapConfig::default(), crate::ffi::envoy::BootstrapConfigHandle(0), 1).unwrap();
         let v: serde_json::Value = serde_json::from_str(&admin_listing(&rt, &AdminQuery::default())).unwrap();
         assert_eq!(v["tunnels"], serde_json::json!([]));
         assert_eq!(v["idle"], 0);
+        assert!(v["responder"].is_null(), "no name configured: {v}");
+        assert_eq!(v["draining"], false);
         let row = AdminRow {
             tunnel: 1,
             worker: WorkerName(3),

@@ -5,7 +5,7 @@
 
 use protobuf::well_known_types::any::Any;
 
-use super::reporter::HttpReporterConfig;
+use super::reporter::{HttpReporterConfig, DEFAULT_RESPONDER};
 use super::{decode_message, join_path, struct_to_json, ConfigError};
 use crate::proto::accesslog::{access_log, AccessLog};
 use crate::proto::base::{data_source, DataSource};
@@ -58,6 +58,10 @@ pub struct BootstrapConfig {
     /// Field 7. Maximum tunnels per node, enforced by handshake filters with
     /// `enable_connection_limit`; 0 = unlimited (protocol doc §2.4.1).
     pub max_connections_per_node: u32,
+    /// Ours, not a field of the built-in's message: this responder's name in a fleet
+    /// (`responder`, only in the `google.protobuf.Struct` form). Shown by the admin listing and,
+    /// unless the reporter names one itself, put in the reporter's payloads.
+    pub responder: Option<String>,
 }
 
 impl Default for BootstrapConfig {
@@ -70,6 +74,7 @@ impl Default for BootstrapConfig {
             enable_tenant_isolation: false,
             access_log: Vec::new(),
             max_connections_per_node: 0,
+            responder: None,
         }
     }
 }
@@ -129,9 +134,27 @@ impl BootstrapConfig {
     ///   logger's own field errors below it (e.g. `access_log[0].typed_config.path: must not be empty`);
     /// - `access_log[i].filter: access log filters are not supported`;
     /// - JSON: `<path>: unknown field '<name>'`, `<path>: invalid value: ...`.
+    ///
+    /// The JSON form may also carry our own `responder` (a name: 1 to 128 printable characters);
+    /// it is taken out before the rest is decoded as the built-in's message, so the message
+    /// itself stays unchanged.
     pub fn decode(bytes: &[u8]) -> Result<BootstrapConfig, ConfigError> {
-        let msg: UpstreamReverseConnectionSocketInterface = decode_message(bytes)?;
-        BootstrapConfig::from_proto(&msg)
+        let (responder, rest) = take_responder(bytes)?;
+        let msg: UpstreamReverseConnectionSocketInterface = decode_message(rest.as_deref().unwrap_or(bytes))?;
+        let mut cfg = BootstrapConfig::from_proto(&msg)?;
+        if let Some(name) = &responder {
+            if let Some(r) = cfg.reporter.as_mut().filter(|r| r.responder == DEFAULT_RESPONDER) {
+                r.responder = name.clone();
+            }
+        }
+        cfg.responder = responder;
+        Ok(cfg)
+    }
+
+    /// This responder's name for the admin listing: `responder`, else the reporter's
+    /// `responder` when a reporter is configured, else none.
+    pub fn responder_name(&self) -> Option<&str> {
+        self.responder.as_deref().or(self.reporter.as_ref().map(|r| r.responder.as_str()))
     }
 
     /// Validates an already decoded message (see [`BootstrapConfig::decode`] for the errors).
@@ -175,8 +198,39 @@ impl BootstrapConfig {
                 .is_some_and(|w| w.value),
             access_log,
             max_connections_per_node: msg.max_connections_per_node,
+            responder: None,
         })
     }
+}
+
+/// Longest accepted `responder` name.
+pub const MAX_RESPONDER_LEN: usize = 128;
+
+/// JSON config bytes: takes our own `responder` field out of the object. Returns the validated
+/// name (if present) and the re-serialized rest (if the field was there); other bytes are left
+/// alone (`(None, None)`).
+fn take_responder(bytes: &[u8]) -> Result<(Option<String>, Option<Vec<u8>>), ConfigError> {
+    if !super::looks_like_json(bytes) {
+        return Ok((None, None));
+    }
+    let Ok(serde_json::Value::Object(mut obj)) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        // Not an object: decode_message reports it.
+        return Ok((None, None));
+    };
+    let Some(v) = obj.remove("responder") else { return Ok((None, None)) };
+    let name = match v {
+        serde_json::Value::String(s) => s,
+        other => return Err(ConfigError::new("responder", format!("expected a string, got {other}"))),
+    };
+    if name.is_empty() || name.len() > MAX_RESPONDER_LEN || name.chars().any(|c| c.is_control()) {
+        return Err(ConfigError::new(
+            "responder",
+            format!("must be 1 to {MAX_RESPONDER_LEN} bytes without control characters, got {name:?}"),
+        ));
+    }
+    let rest = serde_json::to_vec(&serde_json::Value::Object(obj))
+        .map_err(|e| ConfigError::new("config", format!("cannot re-encode JSON: {e}")))?;
+    Ok((Some(name), Some(rest)))
 }
 
 /// Validates one `AccessLog` at `path` (`access_log[i]`).
@@ -561,6 +615,44 @@ mod tests {
             r#"{{"reporter_config": {{"name": "{HTTP_REPORTER_NAME}", "typed_config": {{"@type": "{STRUCT_TYPE_URL}", "value": {{"cluster": "cp", "max_batch": "x"}}}}}}}}"#
         );
         assert!(decode_err(json.as_bytes()).starts_with("reporter_config.typed_config.max_batch: "));
+    }
+
+    #[test]
+    fn config_bootstrap_responder_name_struct_form_and_reporter() {
+        use crate::config::reporter::{HTTP_REPORTER_NAME, STRUCT_TYPE_URL};
+        // Struct form: our `responder` is taken out, the rest is the built-in's message.
+        let c = decode_ok(br#"{"stat_prefix": "upstream_rc", "responder": "responder-a"}"#);
+        assert_eq!((c.responder.as_deref(), c.responder_name()), (Some("responder-a"), Some("responder-a")));
+        assert_eq!(c.stat_prefix, "upstream_rc");
+        assert_eq!(decode_ok(br#"{"responder": "r"}"#).stat_prefix, DEFAULT_STAT_PREFIX);
+        // Absent: no name, unless a reporter gives one.
+        let c = decode_ok(br#"{"stat_prefix": "p"}"#);
+        assert_eq!((c.responder.as_deref(), c.responder_name()), (None, None));
+        assert_eq!(decode_ok(b"").responder_name(), None);
+        let reporter = |extra: &str| {
+            format!(
+                r#""reporter_config": {{"name": "{HTTP_REPORTER_NAME}", "typed_config": {{"@type": "{STRUCT_TYPE_URL}", "value": {{"cluster": "cp"{extra}}}}}}}"#
+            )
+        };
+        let c = decode_ok(format!("{{{}}}", reporter(r#", "responder": "rep-1""#)).as_bytes());
+        assert_eq!(c.responder_name(), Some("rep-1"));
+        let c = decode_ok(format!("{{{}}}", reporter("")).as_bytes());
+        assert_eq!(c.responder_name(), Some(DEFAULT_RESPONDER));
+        // Both: the listing shows ours; the reporter keeps its own name, or takes ours if it has none.
+        let c = decode_ok(format!(r#"{{"responder": "fleet-b", {}}}"#, reporter("")).as_bytes());
+        assert_eq!((c.responder_name(), c.reporter.as_ref().map(|r| r.responder.as_str())), (Some("fleet-b"), Some("fleet-b")));
+        let c = decode_ok(format!(r#"{{"responder": "fleet-b", {}}}"#, reporter(r#", "responder": "rep-1""#)).as_bytes());
+        assert_eq!((c.responder_name(), c.reporter.as_ref().map(|r| r.responder.as_str())), (Some("fleet-b"), Some("rep-1")));
+        // Bad names are refused, naming the field; other fields are still checked.
+        let long = format!(r#"{{"responder": "{}"}}"#, "x".repeat(MAX_RESPONDER_LEN + 1));
+        for bad in [&br#"{"responder": 5}"#[..], br#"{"responder": ""}"#, br#"{"responder": "a\u0001b"}"#, long.as_bytes()] {
+            let e = decode_err(bad);
+            assert!(e.starts_with("responder: "), "{e}");
+        }
+        let e = decode_err(br#"{"responder": "ok", "ping_failure_threshold": 0}"#);
+        assert!(e.starts_with("ping_failure_threshold: "), "{e}");
+        let e = decode_err(br#"{"responder": "ok", "respondr": "x"}"#);
+        assert!(e.contains("respondr"), "{e}");
     }
 
     #[test]

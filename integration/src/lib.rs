@@ -15,6 +15,7 @@
 //! - [`backend`]: an in-process HTTP/1.1 [`Backend`].
 //! - [`topology`]: backend + responder + initiators in one call ([`Topology`]).
 //! - [`control_plane`]: a recording HTTP server for the reporter tests.
+//! - [`grpc`]: a real gRPC server and client (Python `grpcio`, `integration/grpc/`).
 //!
 //! Environment overrides: `ENVOY_BIN`, `RT_MODULE_DIR`, `RT_CONFIG_DIR`, `RT_KEEP_TMP`,
 //! `RT_ENVOY_LOG_LEVEL`.
@@ -23,6 +24,7 @@ pub mod backend;
 pub mod bench;
 pub mod control_plane;
 pub mod envoy;
+pub mod grpc;
 pub mod http;
 pub mod load;
 pub mod paths;

@@ -130,7 +130,11 @@ def run_unary(args, channels, md, out, digests):
         with out.lock:
             out.latencies_ms.append((time.monotonic() - t0) * 1000)
         if args.expect_code:
-            out.bad(f"call {i}: succeeded, expected {args.expect_code}")
+            out.bad(f"call {i}: status OK ({c.details()!r}), expected {args.expect_code}")
+            return
+        if resp is None:
+            # Status OK without a message: a trailers-only answer with grpc-status 0.
+            out.bad(f"call {i}: status OK but no response message (grpc-message {c.details()!r})")
             return
         got[i] = hashlib.sha256(resp).digest()
         served = out.metadata(c)
@@ -273,7 +277,9 @@ def run_client_stream(args, channels, md, out, digests):
             return
         out.code(c.code())
         served = out.metadata(c)
-        if resp != want:
+        if resp is None:
+            out.bad(f"stream {s}: status OK but no response message (grpc-message {c.details()!r})")
+        elif resp != want:
             out.bad(f"stream {s}: server saw other bytes ({resp.hex()})")
         elif served != args.expect_served_by:
             out.bad(f"stream {s}: trailing x-served-by {served!r}")

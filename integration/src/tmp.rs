@@ -174,8 +174,12 @@ mod tests {
             ("TUNNEL_COUNT", "1".to_string()),
             ("RESPONDER_PORT", "2".to_string()),
             ("BACKEND_PORT", "3".to_string()),
+            ("GRPC_PORT", "4".to_string()),
         ];
         let text = render("downstream.yaml", &ds).unwrap();
         assert!(text.contains("rc://n:c:t@upstream-cluster:1"));
+        assert!(text.contains("port_value: 4"), "the local-grpc cluster uses GRPC_PORT");
+        let without: Vec<_> = ds.iter().filter(|(k, _)| *k != "GRPC_PORT").cloned().collect();
+        assert!(render("downstream.yaml", &without).is_err(), "downstream.yaml must need GRPC_PORT");
     }
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::envoy::Envoy;
+use crate::grpc::GrpcServer;
 use crate::http::{http_get, HttpConn, Response};
 use crate::paths::{free_port, free_ports, require_module};
 use crate::{wait_for, Backend, Check, Error, Result, TestDir};
@@ -94,6 +95,9 @@ pub struct InitiatorSpec {
     pub concurrency: u32,
     /// Tunnels per initiator worker (the `:<count>` of the `rc://` address).
     pub tunnel_count: u32,
+    /// Start a gRPC server (`integration/grpc/server.py`) behind this initiator, as its
+    /// `local-grpc` cluster (else that cluster points at a free port with nothing listening).
+    pub grpc: bool,
 }
 
 impl InitiatorSpec {
@@ -105,7 +109,14 @@ impl InitiatorSpec {
             tenant_id: "tenant-a".to_string(),
             concurrency: 1,
             tunnel_count: 1,
+            grpc: false,
         }
+    }
+
+    /// Starts a gRPC server behind this initiator (or not): sets field `grpc`.
+    pub fn grpc(mut self, on: bool) -> Self {
+        self.grpc = on;
+        self
     }
 
     /// Sets the tenant id.
@@ -138,6 +149,8 @@ pub struct Initiator {
     pub spec: InitiatorSpec,
     /// The backend behind it (named after the node id).
     pub backend: Backend,
+    /// Its gRPC server (cluster `local-grpc`), if the spec asked for one.
+    pub grpc: Option<GrpcServer>,
     config: PathBuf,
     envoy: Option<Envoy>,
 }
@@ -257,6 +270,11 @@ impl Topology {
     /// Returns its index.
     pub fn add_initiator(&mut self, spec: InitiatorSpec) -> Result<usize> {
         let backend = Backend::start(&spec.node_id)?;
+        let grpc = if spec.grpc { Some(GrpcServer::start(&self.dir, &spec.node_id)?) } else { None };
+        let grpc_port = match &grpc {
+            Some(g) => g.port(),
+            None => free_port()?,
+        };
         let admin = free_port()?;
         let safe: String = spec
             .node_id
@@ -274,6 +292,7 @@ impl Topology {
                 ("TUNNEL_COUNT", spec.tunnel_count.to_string()),
                 ("RESPONDER_PORT", self.handshake_port.to_string()),
                 ("BACKEND_PORT", backend.port().to_string()),
+                ("GRPC_PORT", grpc_port.to_string()),
             ],
         )?;
         let mut envoy = Envoy::start(&config, spec.concurrency, &[])?;
@@ -281,6 +300,7 @@ impl Topology {
         self.initiators.push(Initiator {
             spec,
             backend,
+            grpc,
             config,
             envoy: Some(envoy),
         });

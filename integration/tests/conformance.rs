@@ -1201,6 +1201,7 @@ fn upgrade_mode_with_additional_headers() -> Result<()> {
             ("RESPONDER_PORT", ours.handshake_port.to_string()),
             // Only /direct is requested (the initiator's direct_response): no backend needed.
             ("BACKEND_PORT", free_port()?.to_string()),
+            ("GRPC_PORT", free_port()?.to_string()),
         ],
     )?;
     let text = insert_sibling_lines(

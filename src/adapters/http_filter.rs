@@ -105,6 +105,9 @@ struct St {
     /// Waiting for a tunnel (`claim_timeout`): the tracker key, the deadline (ms of
     /// [`crate::runtime::now_ms`]) and the request header list to open with.
     waiting: Option<(String, u64, Vec<HeaderField>)>,
+    /// The request is gRPC (`content-type: application/grpc...`): local replies are gRPC
+    /// trailers-only responses.
+    grpc: bool,
 }
 
 /// Most request body bytes held while a request waits for a tunnel.
@@ -177,9 +180,26 @@ impl HttpStream {
         self.filter.get()
     }
 
+    /// Answers the request itself: `status` with a text `body`, or for a gRPC request a
+    /// trailers-only response with `grpc-status` 14 (UNAVAILABLE, what gRPC maps HTTP 502/503 to)
+    /// and the body as `grpc-message` (Envoy's own local reply would say `grpc-status: 0`).
     fn local_reply(&self, status: u32, body: &str, details: &str) {
-        self.st.borrow_mut().resp_done = true;
-        if let Some(f) = self.filter() {
+        let grpc = {
+            let mut st = self.st.borrow_mut();
+            st.resp_done = true;
+            st.grpc
+        };
+        let Some(f) = self.filter() else { return };
+        if grpc {
+            let message = grpc_message(body.trim_end());
+            let headers: [(&[u8], &[u8]); 4] = [
+                (b":status", b"200"),
+                (b"content-type", b"application/grpc"),
+                (b"grpc-status", b"14"),
+                (b"grpc-message", message.as_bytes()),
+            ];
+            f.send_response_headers(&headers, true);
+        } else {
             f.send_local_reply(status, &[(b"content-type", b"text/plain")], body.as_bytes(), details);
         }
     }
@@ -337,10 +357,25 @@ impl HttpStream {
     }
 }
 
+/// Percent-encodes a `grpc-message` value (the gRPC HTTP/2 protocol: bytes outside printable
+/// ASCII, and `%`, are sent as `%XX`).
+pub fn grpc_message(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Request headers: claim a tunnel and open the request on it, or answer 503.
 pub fn on_request_headers(cfg: &RouteFilterConfig, s: &Rc<HttpStream>, end_of_stream: bool) {
     let Some(f) = s.filter() else { return };
     let headers = f.request_headers();
+    s.st.borrow_mut().grpc = header(&headers, "content-type").is_some_and(|v| v.starts_with(b"application/grpc"));
     let target = header(&headers, &cfg.cfg.target_header).map(|v| String::from_utf8_lossy(v).trim().to_string());
     let Some(target) = target.filter(|t| !t.is_empty() && t != "-") else {
         s.runtime.stats.no_tunnel();
@@ -564,6 +599,12 @@ mod tests {
         let got = to_h2_request(&h(&[(":method", "GET"), (":scheme", "https"), (":authority", "a"), (":path", "/"), ("te", "trailers")]));
         assert_eq!(got.len(), 5);
         assert_eq!(got[1].value, b"https");
+    }
+
+    #[test]
+    fn grpc_message_is_percent_encoded() {
+        assert_eq!(grpc_message("no reverse tunnel for node 'n1'"), "no reverse tunnel for node 'n1'");
+        assert_eq!(grpc_message("100% é\n"), "100%25 %C3%A9%0A");
     }
 
     #[test]

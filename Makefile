@@ -26,6 +26,8 @@ unit: setup
 # Integration tests start real Envoy processes; run them one at a time on a 2-core machine.
 integration: build
 	$(CARGO) test --release -p rt-integration -- --test-threads=1
+	# e2e once more against the recommended request path (the route filter, upstream-direct.yaml).
+	RT_E2E_RESPONDER=direct $(CARGO) test --release -p rt-integration --test e2e -- --test-threads=1
 
 # Runs everything and ends with one summary line over all cargo test runs ("N passed, N failed").
 test: check-symbols

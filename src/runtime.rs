@@ -52,7 +52,7 @@ pub struct Runtime {
     /// Worker count (`--concurrency`).
     pub concurrency: u32,
     /// Per worker: endpoints of live handshake/tunnel connections, used to post the clock tick
-    /// to that worker (design §6).
+    /// to that worker (docs/architecture.md#threads-and-the-clock).
     pub clocks: Vec<Mutex<WorkerClock>>,
     /// Set when Envoy starts draining or shutting down: new handshakes get 503.
     pub draining: AtomicBool,

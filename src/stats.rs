@@ -4,8 +4,8 @@
 //! # Names (README "Stats" has the table built-in → ours)
 //!
 //! Everything sits under `<metrics_namespace>.` of the bootstrap's `dynamic_module_config`
-//! (ABI doc §3.3): `reverse_tunnel.handshake.*` (protocol doc §4.2) and `<stat_prefix>.*`
-//! (protocol doc §4.1). Labels become Envoy tags: text `/stats` prints
+//! (docs/envoy-abi.md#bootstrap-callbacks): `reverse_tunnel.handshake.*` (docs/protocol.md#handshake-counters) and `<stat_prefix>.*`
+//! (docs/protocol.md#socket-interface-stats). Labels become Envoy tags: text `/stats` prints
 //! `rt.upstream_rc.total_nodes.worker.worker_0: 1`, `/stats/prometheus` prints
 //! `envoy_rt_upstream_rc_total_nodes{worker="worker_0"} 1`.
 //!
@@ -20,7 +20,7 @@
 //!
 //! One labelled gauge family `<stat_prefix>.tunnels` with tags `tenant_id` (only under tenant
 //! isolation), `cluster_id`, `node_id`: registered tunnels (idle + in use) per node, the built-in's
-//! `<p>.tunnels.<cluster>:<node>` (protocol doc §4.1) as labels instead of one metric name per
+//! `<p>.tunnels.<cluster>:<node>` (docs/protocol.md#socket-interface-stats) as labels instead of one metric name per
 //! node. Per node and per cluster totals are sums over the labels.
 //!
 //! Cardinality: Envoy 1.40.0 gives a module no way to delete a metric (the module's stats scope
@@ -48,7 +48,7 @@ use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-/// Names of the handshake counters, protocol doc §4.2 (`reverse_tunnel.handshake.<name>`).
+/// Names of the handshake counters, docs/protocol.md#handshake-counters (`reverse_tunnel.handshake.<name>`).
 pub const HANDSHAKE_COUNTERS: [&str; 7] =
     ["accepted", "parse_error", "validation_failed", "rejected", "timeout", "body_rejected", "registration_failed"];
 
@@ -71,7 +71,7 @@ pub const DETAILED_SHARDS: usize = 16;
 /// a recording sink in tests.
 pub trait MetricSink: Send + Sync {
     /// Defines `name` with tag names `labels`; returns its id or Envoy's `metrics_result`.
-    /// Main thread during bootstrap `config_new` only (ABI doc §3.3).
+    /// Main thread during bootstrap `config_new` only (docs/envoy-abi.md#bootstrap-callbacks).
     fn define(&self, kind: MetricKind, name: &str, labels: &[&str]) -> Result<usize, u32>;
     /// Applies `op` with `value` to metric `id` with `labels` (as many as defined). Any thread.
     fn update(&self, op: MetricOp, id: usize, labels: &[&str], value: u64);
@@ -125,7 +125,7 @@ pub struct Stats {
 /// What [`Stats::define`] needs besides the sink.
 #[derive(Clone, Debug)]
 pub struct StatsOptions {
-    /// `stat_prefix` of the bootstrap config (protocol doc §4.1).
+    /// `stat_prefix` of the bootstrap config (docs/protocol.md#socket-interface-stats).
     pub prefix: String,
     /// Worker count; per-worker gauges are tagged `worker_0` … `worker_{n-1}`.
     pub concurrency: u32,
@@ -222,7 +222,7 @@ impl Stats {
     pub fn no_tunnel(&self) {
         self.up(MetricOp::IncCounter, self.fallback_no_reverse_socket, &[], 1);
     }
-    /// A handshake arrived on a TLS listener and was refused (design §8).
+    /// A handshake arrived on a TLS listener and was refused (docs/architecture.md#known-limits).
     pub fn outer_tls_refused(&self) {
         self.up(MetricOp::IncCounter, self.outer_tls_refused, &[], 1);
     }

@@ -2,7 +2,7 @@
 //! `UpstreamReverseConnectionSocketInterface`). All functions run on the main thread.
 //!
 //! It owns the [`Runtime`] (tracker, stats), signals init complete, runs the worker clock (one
-//! main-thread timer that posts a tick to each worker, design §6), serves the admin endpoint
+//! main-thread timer that posts a tick to each worker, docs/architecture.md#threads-and-the-clock), serves the admin endpoint
 //! `/reverse_tunnels`, and on drain/shutdown refuses new handshakes.
 
 use super::endpoint::Msg;
@@ -87,7 +87,7 @@ impl BootstrapExtension {
         }
     }
 
-    /// `http_callout_done` (ABI doc §3.2): the result of the reporter's callout `id`; `result`
+    /// `http_callout_done` (docs/envoy-abi.md#bootstrap-hooks): the result of the reporter's callout `id`; `result`
     /// is the raw `envoy_dynamic_module_type_http_callout_result` (0 Success), `status` the
     /// response's `:status` header if any.
     pub fn http_callout_done(&self, id: u64, result: u32, status: Option<&str>) {
@@ -104,7 +104,7 @@ impl BootstrapExtension {
         }
     }
 
-    /// `drain_started` (`POST /drain_listeners?graceful`; not called on `/quitquitquit`, ABI doc):
+    /// `drain_started` (`POST /drain_listeners?graceful`; not called on `/quitquitquit`, docs/envoy-abi.md#drain-and-shutdown):
     /// new handshakes get 503 from now on, and every idle tunnel is closed on its own worker
     /// (`Msg::Drain`, close reason `drain`) so that initiators dial another responder. Claimed
     /// tunnels keep serving. Idempotent. Cost: one tracker snapshot, O(tunnels), main thread.

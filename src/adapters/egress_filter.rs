@@ -1,5 +1,5 @@
 //! Adapter for the egress network filter `reverse_tunnel_egress`, used on an internal listener
-//! behind an HTTP/2 cluster (design §3, `envoy-config/upstream.yaml`).
+//! behind an HTTP/2 cluster (docs/architecture.md#extension-points, `envoy-config/upstream.yaml`).
 //!
 //! On a new connection it reads the target (a node key, or a cluster key that resolves
 //! round-robin to a node; under tenant isolation `tenant:node` / `tenant:cluster`) from the

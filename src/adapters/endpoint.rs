@@ -4,7 +4,7 @@
 //! Any thread may [`Endpoint::post`] a message; the owning worker receives it in its
 //! `on_network_filter_scheduled` hook and drains the mailbox with [`Endpoint::take`]. The
 //! scheduler is committed and deleted under the endpoint's own lock, so no thread can commit a
-//! scheduler that was already deleted (ABI doc §9); that lock is per connection and is held only
+//! scheduler that was already deleted (docs/envoy-abi.md#threads); that lock is per connection and is held only
 //! for the commit/delete call itself.
 
 use crate::ffi::envoy::NetScheduler;
@@ -22,7 +22,7 @@ pub enum Msg {
     Data(Vec<u8>),
     /// The peer closed: close this connection too (after flushing what was written).
     PeerClosed,
-    /// The worker's clock tick: run all due deadlines of this worker (design §6).
+    /// The worker's clock tick: run all due deadlines of this worker (docs/architecture.md#threads-and-the-clock).
     Tick,
     /// Sent to a tunnel: the egress connection `peer` claimed it (fresh) or joins its HTTP/2
     /// session (shared).

@@ -4,9 +4,9 @@
 //! Life of a handshake-listener connection, all on its worker:
 //! 1. Handshake: bytes accumulate (bounded) until [`handshake::evaluate`] decides; a rejection is
 //!    written and the connection closed (FlushWrite); a success writes exactly the 200/101
-//!    (protocol doc §1.5).
+//!    (docs/protocol.md#handshake-response).
 //! 2. Admission: the first RPING goes out ~50 ms later, never in the same write as the 200
-//!    (protocol doc §1.6); its echo admits the tunnel to the tracker's idle pool.
+//!    (docs/protocol.md#after-the-accept); its echo admits the tunnel to the tracker's idle pool.
 //! 3. Idle: RPING keepalive driven by the worker clock ([`Keepalive`]).
 //! 4. Claimed: an egress connection took the tunnel; RPING echoes still in flight are stripped,
 //!    everything else is relayed to the egress connection. A used tunnel never returns to the pool.
@@ -29,7 +29,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 /// Delay between the 200/101 and the first RPING (ms). Large enough that the two can never
-/// share a TCP segment (protocol doc §1.6), small enough that a new tunnel is usable quickly.
+/// share a TCP segment (docs/protocol.md#after-the-accept), small enough that a new tunnel is usable quickly.
 pub const FIRST_PING_DELAY_MS: u64 = 50;
 
 /// Everything a handshake connection needs from its filter config.
@@ -41,7 +41,7 @@ pub struct HandshakeSettings {
     /// Keepalive settings: `ping_interval` from the filter, `ping_failure_threshold` from the
     /// bootstrap extension.
     pub keepalive: KeepaliveSettings,
-    /// `validation.{node,cluster,tenant}_id_format`, parsed (protocol doc §2.1).
+    /// `validation.{node,cluster,tenant}_id_format`, parsed (docs/protocol.md#filter-config).
     pub id_formats: [Option<IdFormat>; 3],
 }
 
@@ -237,7 +237,7 @@ fn accept(conn: &Rc<Conn>, req: HandshakeRequest, now: u64) {
         );
         return reject(conn, &Rejection::outer_tls());
     }
-    // Validation metadata is written once the request reaches these checks (protocol doc §2.1).
+    // Validation metadata is written once the request reaches these checks (docs/protocol.md#filter-config).
     let emit = settings.filter.validation.as_ref().filter(|v| v.emit_dynamic_metadata).map(|v| v.dynamic_metadata_namespace.clone());
     let set_result = |result: &str| {
         if let Some(ns) = &emit {
@@ -256,7 +256,7 @@ fn accept(conn: &Rc<Conn>, req: HandshakeRequest, now: u64) {
         }
     }
     // Id formats: each must render exactly the id the initiator sent; empty or `-` fails closed.
-    // SAN operators render `-` here: TLS on the handshake listener is refused (design §8).
+    // SAN operators render `-` here: TLS on the handshake listener is refused (docs/architecture.md#known-limits).
     let ctx = FormatContext { headers: &req.headers, peer_uri_sans: &[], peer_dns_sans: &[] };
     let ids = [&req.node_id, &req.cluster_id, &req.tenant_id];
     for (fmt, id) in settings.id_formats.iter().zip(ids) {
@@ -294,7 +294,7 @@ fn accept(conn: &Rc<Conn>, req: HandshakeRequest, now: u64) {
     conn.write(handshake::accept_response(req.upgrade));
 }
 
-/// Emits a lifecycle access-log entry for this tunnel (protocol doc §5.1); no-op without
+/// Emits a lifecycle access-log entry for this tunnel (docs/protocol.md#lifecycle-log); no-op without
 /// configured loggers. `extra` holds `miss_count`, `handoff_kind` or `close_reason`.
 fn lifecycle(conn: &Conn, event: &'static str, log_type: &'static str, socket_state: &'static str, extra: Vec<(&'static str, String)>) {
     if conn.runtime.lifecycle.enabled() {
@@ -338,7 +338,7 @@ fn lifecycle_event(
     })
 }
 
-/// `http2_keepalive_timeout` (protocol doc §3.4, §5.1): start time is the handoff, duration its
+/// `http2_keepalive_timeout` (docs/protocol.md#http2-keepalive-after-handoff, #lifecycle-log): start time is the handoff, duration its
 /// age, remote the built-in's synthetic `127.0.0.1:0`.
 fn lifecycle_keepalive_timeout(conn: &Conn, age_ms: u64) {
     let log = &conn.runtime.lifecycle;

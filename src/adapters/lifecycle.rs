@@ -1,4 +1,4 @@
-//! Writer of the responder's lifecycle access log (protocol doc §5.1): the configured
+//! Writer of the responder's lifecycle access log (docs/protocol.md#lifecycle-log): the configured
 //! `access_log` loggers of the bootstrap extension, fed with [`LifecycleEvent`]s.
 //!
 //! - [`LifecycleLog::emit`] never blocks and never does I/O: it moves the event into a bounded

@@ -130,7 +130,7 @@ fn handle_msg(conn: &Rc<Conn>, msg: Msg) {
     }
 }
 
-/// Runs every due deadline of this worker (the clock tick, design §6).
+/// Runs every due deadline of this worker (the clock tick, docs/architecture.md#threads-and-the-clock).
 fn run_tick(conn: &Rc<Conn>) {
     // First, so that a panic in a deadline handler (caught by the hook's guard) cannot leave
     // the worker without ticks.

@@ -1,4 +1,4 @@
-//! Adapter of the HTTP reporter (issue 7, protocol doc §6, `docs/reporter.md`): wires the pure
+//! Adapter of the HTTP reporter (docs/protocol.md#reporter, `docs/reporter.md`): wires the pure
 //! [`Reporter`] state machine to the tracker, the workers and Envoy's HTTP callout.
 //!
 //! Threads:
@@ -6,8 +6,8 @@
 //!   reporter's mutex for an O(1) push into the bounded queue (never the data path's bytes, never
 //!   any I/O);
 //! - the main thread calls [`ReporterHandle::tick`] from the bootstrap clock (`adapters::bootstrap::CLOCK_PERIOD_MS`) and
-//!   [`ReporterHandle::on_callout_done`] from the `http_callout_done` hook (ABI doc §3.2); all
-//!   sending happens there, through `bootstrap_extension_http_callout` (ABI doc §3.3).
+//!   [`ReporterHandle::on_callout_done`] from the `http_callout_done` hook (docs/envoy-abi.md#bootstrap-hooks); all
+//!   sending happens there, through `bootstrap_extension_http_callout` (docs/envoy-abi.md#bootstrap-callbacks).
 //!
 //! Counters: [`ReporterCounters`] (payloads sent, failed, snapshots, dropped events), published
 //! every clock period as `<stat_prefix>.reporter.{sent,failed,snapshots,dropped_events}`
@@ -162,7 +162,7 @@ impl ReporterHandle {
     }
 }
 
-/// True if a callout result means success: result Success (0, ABI doc §1 enums) and a `:status`
+/// True if a callout result means success: result Success (0, docs/envoy-abi.md#buffers-pointers-and-enums) and a `:status`
 /// of 2xx.
 pub fn callout_ok(result: u32, status: Option<&str>) -> bool {
     result == 0 && status.and_then(|s| s.trim().parse::<u16>().ok()).is_some_and(|s| (200..300).contains(&s))

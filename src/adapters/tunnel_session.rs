@@ -6,13 +6,13 @@
 //! - **HTTP/2** (they start with the client preface `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`): the tunnel
 //!   becomes an HTTP/2 session run by [`Mux`]; further egress connections — from any worker, for
 //!   the same node or its cluster — attach to it, so one tunnel serves every worker
-//!   (the built-in's multi-worker 503s, protocol doc §3.3, do not happen).
+//!   (the built-in's multi-worker 503s, docs/protocol.md#picking-a-tunnel, do not happen).
 //! - **Raw** (anything else, e.g. an HTTP/1.1 cluster): bytes are relayed as they are between the
 //!   tunnel and that one egress connection; the tunnel is not shared.
 //!
-//! In both modes RPING echoes still in flight at claim time are stripped first (design §5).
+//! In both modes RPING echoes still in flight at claim time are stripped first (docs/protocol.md#wire-contract).
 //!
-//! Keepalive after handoff: RPING must never follow HTTP (protocol doc §2.4.7), and the mux
+//! Keepalive after handoff: RPING must never follow HTTP (docs/protocol.md#wire-contract), and the mux
 //! answers the egress connections' own HTTP/2 PINGs itself, so an HTTP/2 session pings the
 //! initiator with HTTP/2 PING every `ping_interval`; `ping_failure_threshold` unanswered PINGs
 //! (each due within max(interval/2, 500 ms)) close the tunnel with `http2_ping_timeout`.

@@ -1,4 +1,4 @@
-//! Per-worker state: the connections this worker owns and its deadline queue (design §6: one
+//! Per-worker state: the connections this worker owns and its deadline queue (docs/architecture.md#threads-and-the-clock: one
 //! clock per worker, not one timer per tunnel).
 //!
 //! Lives in a thread-local, so only the owning worker touches it. Rule: never hold a borrow of

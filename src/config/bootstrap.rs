@@ -18,10 +18,10 @@ use crate::proto::substitution_format_string::{
 };
 use crate::proto::upstream_reverse_connection_socket_interface::UpstreamReverseConnectionSocketInterface;
 
-/// Default stat prefix when `stat_prefix` is unset or empty (protocol doc §4.1).
+/// Default stat prefix when `stat_prefix` is unset or empty (docs/protocol.md#socket-interface-stats).
 pub const DEFAULT_STAT_PREFIX: &str = "reverse_tunnel_acceptor";
 
-/// Default number of missed RPING echoes before an idle tunnel is closed (protocol doc §2.4.3:
+/// Default number of missed RPING echoes before an idle tunnel is closed (docs/protocol.md#rping-keepalive:
 /// default 3, min 1).
 pub const DEFAULT_PING_FAILURE_THRESHOLD: u32 = 3;
 
@@ -39,24 +39,24 @@ pub const STDERR_ACCESS_LOG_TYPE: &str =
 #[derive(Debug, Clone, PartialEq)]
 pub struct BootstrapConfig {
     /// Field 1. Prefix of every stat of the bootstrap extension; default
-    /// [`DEFAULT_STAT_PREFIX`] (`reverse_tunnel_acceptor`, protocol doc §4.1).
+    /// [`DEFAULT_STAT_PREFIX`] (`reverse_tunnel_acceptor`, docs/protocol.md#socket-interface-stats).
     pub stat_prefix: String,
     /// Field 2 (`UInt32Value`). Missed RPING echoes after which an idle tunnel is closed; default
-    /// 3, always >= 1 (protocol doc §2.4.3).
+    /// 3, always >= 1 (docs/protocol.md#rping-keepalive).
     pub ping_failure_threshold: u32,
-    /// Field 3. Emit the per-node / per-cluster gauges (protocol doc §4.1).
+    /// Field 3. Emit the per-node / per-cluster gauges (docs/protocol.md#socket-interface-stats).
     pub enable_detailed_stats: bool,
-    /// Field 4 (`TypedExtensionConfig`, protocol doc §6). Our HTTP reporter
+    /// Field 4 (`TypedExtensionConfig`, docs/protocol.md#reporter). Our HTTP reporter
     /// ([`HTTP_REPORTER_NAME`](crate::config::reporter::HTTP_REPORTER_NAME)) when configured;
     /// any other reporter name is refused.
     pub reporter: Option<HttpReporterConfig>,
     /// Field 5 (`BoolValue`, default false). Scope node and cluster ids by tenant id
-    /// (`tenant:node`, protocol doc §2.4.1).
+    /// (`tenant:node`, docs/protocol.md#keys).
     pub enable_tenant_isolation: bool,
-    /// Field 6. Tunnel lifecycle access logs (protocol doc §5.1), in config order.
+    /// Field 6. Tunnel lifecycle access logs (docs/protocol.md#lifecycle-log), in config order.
     pub access_log: Vec<AccessLogConfig>,
     /// Field 7. Maximum tunnels per node, enforced by handshake filters with
-    /// `enable_connection_limit`; 0 = unlimited (protocol doc §2.4.1).
+    /// `enable_connection_limit`; 0 = unlimited (docs/protocol.md#keys).
     pub max_connections_per_node: u32,
 }
 

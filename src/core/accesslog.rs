@@ -1,5 +1,5 @@
 //! Formatter of the responder's lifecycle access log (`UpstreamReverseConnectionSocketInterface.
-//! access_log`, protocol doc §5.1): turns one [`LifecycleEvent`] into one log line according to a
+//! access_log`, docs/protocol.md#lifecycle-log): turns one [`LifecycleEvent`] into one log line according to a
 //! configured [`LogFormat`].
 //!
 //! Supported grammar (a subset of Envoy's substitution formatter; `%%` is a literal `%`):
@@ -42,10 +42,10 @@ use crate::config::bootstrap::LogFormat;
 use crate::core::format_string::{self, Piece};
 use serde_json::{Map, Value};
 
-/// The lifecycle metadata namespace (protocol doc §5.1).
+/// The lifecycle metadata namespace (docs/protocol.md#lifecycle-log).
 pub const LIFECYCLE_NAMESPACE: &str = "envoy.reverse_tunnel.lifecycle";
 
-/// Prefix of the filter-state keys (protocol doc §5.1).
+/// Prefix of the filter-state keys (docs/protocol.md#lifecycle-log).
 pub const FILTER_STATE_PREFIX: &str = "envoy.reverse_tunnel.";
 
 /// Text format used when a logger has no `log_format` (see the module docs).
@@ -53,7 +53,7 @@ pub const DEFAULT_FORMAT: &str = "[%START_TIME%] %ACCESS_LOG_TYPE% \
 %DYNAMIC_METADATA(envoy.reverse_tunnel.lifecycle)% %DOWNSTREAM_LOCAL_ADDRESS% \
 %DOWNSTREAM_REMOTE_ADDRESS% %DURATION% %CONNECTION_TERMINATION_DETAILS%\n";
 
-/// One lifecycle event (protocol doc §5.1 table), as handed to every configured logger.
+/// One lifecycle event (docs/protocol.md#lifecycle-log table), as handed to every configured logger.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct LifecycleEvent {
     /// `tunnel_setup | idle_ping_sent | idle_ping_ack | idle_ping_miss | idle_ping_timeout |
@@ -639,8 +639,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    /// Lines of the built-in's lifecycle log (protocol doc §5.1 evidence,
-    /// `upstream_lifecycle_samples.jsonl`, one per event kind / close reason), format `up4.yaml`.
+    /// Lines the built-in 1.40.0 responder logged (docs/protocol.md#lifecycle-log), one per event kind
+    /// and close reason, in the JSON format of [`up4_format`].
     const SAMPLES: &str = r#"{"duration_ms":0,"fs_cluster":"downstream-cluster","fs_fd":"36","fs_init_conn":"0","fs_init_worker":"worker_1","fs_node":"downstream-node","fs_tenant":"downstream-tenant","fs_worker":"worker_1","lifecycle":{"cluster_id":"downstream-cluster","event":"tunnel_setup","fd":36,"initiator_connection_id":"0","initiator_worker_id":"worker_1","node_id":"downstream-node","socket_state":"idle","tenant_id":"downstream-tenant","worker":"worker_1"},"local":"127.0.0.1:19010","log_type":"TcpUpstreamConnected","remote":"127.0.0.1:58760","term":null,"ts":"2026-11-22T02:52:10.845Z"}
 {"duration_ms":0,"fs_cluster":"downstream-cluster","fs_fd":"35","fs_init_conn":"1","fs_init_worker":"worker_0","fs_node":"downstream-node","fs_tenant":"downstream-tenant","fs_worker":"worker_0","lifecycle":{"cluster_id":"downstream-cluster","event":"idle_ping_sent","fd":35,"initiator_connection_id":"1","initiator_worker_id":"worker_0","node_id":"downstream-node","socket_state":"idle","tenant_id":"downstream-tenant","worker":"worker_0"},"local":"127.0.0.1:19010","log_type":"TcpUpstreamConnected","remote":"127.0.0.1:58752","term":null,"ts":"2026-11-22T02:52:12.923Z"}
 {"duration_ms":0,"fs_cluster":"downstream-cluster","fs_fd":"35","fs_init_conn":"1","fs_init_worker":"worker_0","fs_node":"downstream-node","fs_tenant":"downstream-tenant","fs_worker":"worker_0","lifecycle":{"cluster_id":"downstream-cluster","event":"idle_ping_ack","fd":35,"initiator_connection_id":"1","initiator_worker_id":"worker_0","node_id":"downstream-node","socket_state":"idle","tenant_id":"downstream-tenant","worker":"worker_0"},"local":"127.0.0.1:19010","log_type":"TcpUpstreamConnected","remote":"127.0.0.1:58752","term":null,"ts":"2026-11-22T02:52:12.923Z"}
@@ -682,7 +682,7 @@ mod tests {
         }
     }
 
-    /// The `json_format` of the evidence config `up4.yaml`.
+    /// The `json_format` the built-in's samples were logged with.
     fn up4_format() -> LogFormat {
         let v = json!({
             "ts": "%START_TIME%",

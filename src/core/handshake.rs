@@ -1,5 +1,5 @@
 //! The reverse-tunnel handshake: parsing the initiator's HTTP/1.1 request and the responder's
-//! answers (protocol doc §1.4, §1.5, §2.2, §4.2).
+//! answers (docs/protocol.md#handshake-request, #handshake-response, #handshake-checks, #handshake-counters).
 //!
 //! An initiator dials the responder and sends one HTTP/1.1 request head (no body) that names its
 //! node id, cluster id and tenant id. The responder answers `200` (or `101` in upgrade mode) and
@@ -11,73 +11,73 @@
 //!
 //! Rejections decided by the caller (connection cap, id formatters, registration, draining) are
 //! built with the constructors on [`Rejection`]. Every rejection is sent with
-//! [`Rejection::to_wire`] and must be followed by a FlushWrite close of the connection (protocol doc
-//! §1.5: "closes the connection (FlushWrite)").
+//! [`Rejection::to_wire`] and must be followed by a FlushWrite close of the connection 
+//! (docs/protocol.md#handshake-response).
 
-/// Default handshake request path (protocol doc §2.1, field `request_path`).
+/// Default handshake request path (docs/protocol.md#filter-config, field `request_path`).
 pub const DEFAULT_REQUEST_PATH: &str = "/reverse_connections/request";
 
-/// Default handshake request method, upper-case (protocol doc §2.1, field `request_method`).
+/// Default handshake request method, upper-case (docs/protocol.md#filter-config, field `request_method`).
 pub const DEFAULT_REQUEST_METHOD: &str = "GET";
 
-/// Default limit on the size of the request head, in bytes (protocol doc §2.2: 60 KiB).
+/// Default limit on the size of the request head, in bytes (docs/protocol.md#handshake-checks: 60 KiB).
 pub const MAX_HEADER_BYTES: usize = 60 * 1024;
 
-/// Default limit on the number of request headers (protocol doc §2.2: 100 headers).
+/// Default limit on the number of request headers (docs/protocol.md#handshake-checks: 100 headers).
 pub const MAX_HEADERS: usize = 100;
 
 /// Longest node id, cluster id or tenant id accepted, in bytes. Improvement over the built-in,
-/// which has no limit (protocol doc §1.5 "Odd ids").
+/// which has no limit (docs/protocol.md#handshake-response "Odd ids").
 pub const MAX_ID_BYTES: usize = 1024;
 
-/// Header carrying the initiator's node id (protocol doc §1.4; required).
+/// Header carrying the initiator's node id (docs/protocol.md#handshake-request; required).
 pub const NODE_ID_HEADER: &str = "x-envoy-reverse-tunnel-node-id";
-/// Header carrying the initiator's cluster id (protocol doc §1.4; required).
+/// Header carrying the initiator's cluster id (docs/protocol.md#handshake-request; required).
 pub const CLUSTER_ID_HEADER: &str = "x-envoy-reverse-tunnel-cluster-id";
-/// Header carrying the initiator's tenant id (protocol doc §1.4; required, non-empty).
+/// Header carrying the initiator's tenant id (docs/protocol.md#handshake-request; required, non-empty).
 pub const TENANT_ID_HEADER: &str = "x-envoy-reverse-tunnel-tenant-id";
-/// Header naming the initiator's remote cluster (protocol doc §1.4; checked only when
+/// Header naming the initiator's remote cluster (docs/protocol.md#handshake-request; checked only when
 /// `required_cluster_name` is set).
 pub const UPSTREAM_CLUSTER_NAME_HEADER: &str = "x-envoy-reverse-tunnel-upstream-cluster-name";
-/// Header carrying the dial episode's epoch milliseconds (protocol doc §1.4, §2.2 item 8).
+/// Header carrying the dial episode's epoch milliseconds (docs/protocol.md#handshake-request).
 pub const INITIATION_TIME_HEADER: &str = "x-envoy-reverse-tunnel-initiation-time";
-/// Header carrying the initiator's worker name, e.g. `worker_0` (protocol doc §1.4; optional).
+/// Header carrying the initiator's worker name, e.g. `worker_0` (docs/protocol.md#handshake-request; optional).
 pub const WORKER_ID_HEADER: &str = "x-envoy-reverse-tunnel-worker-id";
-/// Header carrying the initiator's decimal Envoy connection id (protocol doc §1.4; optional).
+/// Header carrying the initiator's decimal Envoy connection id (docs/protocol.md#handshake-request; optional).
 pub const CONNECTION_ID_HEADER: &str = "x-envoy-reverse-tunnel-connection-id";
-/// Value of the `upgrade` header in upgrade mode, compared case-insensitively (protocol doc §1.5).
+/// Value of the `upgrade` header in upgrade mode, compared case-insensitively (docs/protocol.md#handshake-response).
 pub const UPGRADE_PROTOCOL: &str = "reverse-tunnel";
 
-/// Accept response in plain mode: exactly these 38 bytes (protocol doc §1.5, observed).
+/// Accept response in plain mode: exactly these 38 bytes (docs/protocol.md#handshake-response, observed).
 const ACCEPT_200: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
-/// Accept response in upgrade mode: exactly these 82 bytes (protocol doc §1.5, observed).
+/// Accept response in upgrade mode: exactly these 82 bytes (docs/protocol.md#handshake-response, observed).
 const ACCEPT_101: &[u8] =
     b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: reverse-tunnel\r\n\r\n";
 
 /// The responder's handshake rules, normally built from the `ReverseTunnel` filter config
-/// (protocol doc §2.1) and the codec limits (protocol doc §2.2).
+/// (docs/protocol.md#filter-config) and the codec limits (docs/protocol.md#handshake-checks).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HandshakeRules {
-    /// Exact request path; a query string never matches (protocol doc §2.1 field 3).
+    /// Exact request path; a query string never matches (docs/protocol.md#filter-config field 3).
     pub request_path: String,
-    /// Request method, upper-case; matched case-insensitively (protocol doc §2.1 field 4).
+    /// Request method, upper-case; matched case-insensitively (docs/protocol.md#filter-config field 4).
     pub request_method: String,
-    /// Expect `upgrade: reverse-tunnel` and answer `101` (protocol doc §2.1 field 7).
+    /// Expect `upgrade: reverse-tunnel` and answer `101` (docs/protocol.md#filter-config field 7).
     pub use_http_upgrade: bool,
-    /// If `Some` and non-empty, the upstream-cluster-name header must equal it (protocol doc §2.1
+    /// If `Some` and non-empty, the upstream-cluster-name header must equal it (docs/protocol.md#filter-config
     /// field 6). `Some("")` behaves like `None`, as the built-in's empty default does.
     pub required_cluster_name: Option<String>,
-    /// Tenant isolation: ids must not contain `:` (protocol doc §2.4.1).
+    /// Tenant isolation: ids must not contain `:` (docs/protocol.md#keys).
     pub tenant_isolation: bool,
-    /// Largest request head accepted, in bytes; larger → 431 (protocol doc §2.2).
+    /// Largest request head accepted, in bytes; larger → 431 (docs/protocol.md#handshake-checks).
     pub max_header_bytes: usize,
-    /// Most request headers accepted; more → 431 (protocol doc §2.2).
+    /// Most request headers accepted; more → 431 (docs/protocol.md#handshake-checks).
     pub max_headers: usize,
 }
 
 impl Default for HandshakeRules {
     /// The built-in's defaults: `GET /reverse_connections/request`, no upgrade, no required cluster
-    /// name, no tenant isolation, 60 KiB and 100 headers (protocol doc §2.1, §2.2).
+    /// name, no tenant isolation, 60 KiB and 100 headers (docs/protocol.md#filter-config, #handshake-checks).
     fn default() -> Self {
         HandshakeRules {
             request_path: DEFAULT_REQUEST_PATH.to_string(),
@@ -91,7 +91,7 @@ impl Default for HandshakeRules {
     }
 }
 
-/// An accepted handshake request (protocol doc §1.4).
+/// An accepted handshake request (docs/protocol.md#handshake-request).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HandshakeRequest {
     /// Node id: non-empty, at most [`MAX_ID_BYTES`] bytes, no control characters.
@@ -102,11 +102,11 @@ pub struct HandshakeRequest {
     pub tenant_id: String,
     /// Value of the upstream-cluster-name header, if present (lossy UTF-8, trimmed).
     pub upstream_cluster_name: Option<String>,
-    /// Initiation time in epoch milliseconds; 0 if absent or not an `i64` (protocol doc §2.2 item 8).
+    /// Initiation time in epoch milliseconds; 0 if absent or not an `i64` (docs/protocol.md#handshake-request).
     pub initiation_time_ms: i64,
-    /// Initiator worker name, e.g. `worker_0`; `""` if absent (protocol doc §2.2 item 8).
+    /// Initiator worker name, e.g. `worker_0`; `""` if absent (docs/protocol.md#handshake-request).
     pub initiator_worker_id: String,
-    /// Initiator connection id (decimal text); `""` if absent (protocol doc §2.2 item 8).
+    /// Initiator connection id (decimal text); `""` if absent (docs/protocol.md#handshake-request).
     pub initiator_connection_id: String,
     /// True when the request was accepted in upgrade mode: answer with `accept_response(true)`.
     pub upgrade: bool,
@@ -119,7 +119,7 @@ pub struct HandshakeRequest {
 
 impl HandshakeRequest {
     /// First value of the header `name` (any case), if present. Names are compared
-    /// case-insensitively; the first value wins (protocol doc §1.5 "Duplicate headers").
+    /// case-insensitively; the first value wins (docs/protocol.md#handshake-request).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -128,7 +128,7 @@ impl HandshakeRequest {
     }
 }
 
-/// The handshake counters, `reverse_tunnel.handshake.<name>` (protocol doc §4.2). The two JWT
+/// The handshake counters, `reverse_tunnel.handshake.<name>` (docs/protocol.md#handshake-counters). The two JWT
 /// counters of the built-in are not produced by this module.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Counter {
@@ -160,7 +160,7 @@ impl Counter {
         Counter::RegistrationFailed,
     ];
 
-    /// Short name, e.g. `"parse_error"` (protocol doc §4.2).
+    /// Short name, e.g. `"parse_error"` (docs/protocol.md#handshake-counters).
     pub fn name(&self) -> &'static str {
         match self {
             Counter::Accepted => "accepted",
@@ -173,7 +173,7 @@ impl Counter {
         }
     }
 
-    /// Full stat name, e.g. `"reverse_tunnel.handshake.parse_error"` (protocol doc §4.2: no
+    /// Full stat name, e.g. `"reverse_tunnel.handshake.parse_error"` (docs/protocol.md#handshake-counters: no
     /// listener prefix).
     pub fn stat_name(&self) -> &'static str {
         match self {
@@ -188,7 +188,7 @@ impl Counter {
     }
 }
 
-/// A rejection response (protocol doc §1.5). After writing [`Rejection::to_wire`] the caller
+/// A rejection response (docs/protocol.md#handshake-response). After writing [`Rejection::to_wire`] the caller
 /// closes the connection with FlushWrite; the response carries no `connection: close` header
 /// because the built-in's evidence shows none and Envoy's HTTP/1 codec does not add one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,12 +197,12 @@ pub struct Rejection {
     pub status: u16,
     /// The `text/plain` body.
     pub body: String,
-    /// Counter to increment, if any (protocol doc §4.2: codec errors and 404 count nothing).
+    /// Counter to increment, if any (docs/protocol.md#handshake-counters: codec errors and 404 count nothing).
     pub counter: Option<Counter>,
     /// Extra response headers written after `content-type`, lower-case names, e.g.
     /// `("upgrade", "reverse-tunnel")`. CR and LF are dropped when written.
     pub headers: Vec<(String, String)>,
-    /// Chunked body framing (the built-in's form, protocol doc §1.5); `false` for the codec's
+    /// Chunked body framing (the built-in's form, docs/protocol.md#handshake-response); `false` for the codec's
     /// HTTP/1.0 426, whose body is delimited by the close.
     pub chunked: bool,
 }
@@ -218,14 +218,14 @@ impl Rejection {
         }
     }
 
-    /// 400 `Bad Request`, no counter: the codec's answer to an unparsable request (protocol doc
-    /// §1.5 row 1, §2.2 item 2).
+    /// 400 `Bad Request`, no counter: the codec's answer to an unparsable request 
+    /// (docs/protocol.md#handshake-response row 1, #handshake-checks).
     pub fn bad_request() -> Rejection {
         Rejection::new(400, "Bad Request", None)
     }
 
     /// 426 `Upgrade Required`, no counter, body not chunked: the codec's answer to an HTTP/1.0
-    /// request line (protocol doc §1.5 row 2).
+    /// request line (docs/protocol.md#handshake-response row 2).
     pub fn http10_upgrade_required() -> Rejection {
         Rejection {
             chunked: false,
@@ -234,13 +234,13 @@ impl Rejection {
     }
 
     /// 431 `Request Header Fields Too Large`, no counter: the codec's answer when the head exceeds
-    /// `max_header_bytes` or `max_headers` (protocol doc §2.2 item 2; codec limits, so no counter).
+    /// `max_header_bytes` or `max_headers` (docs/protocol.md#handshake-checks; codec limits, so no counter).
     pub fn headers_too_large() -> Rejection {
         Rejection::new(431, "Request Header Fields Too Large", None)
     }
 
     /// 429 `rejected`, counter `rejected`, with a `retry-after: <retry_after_secs>` header: the
-    /// per-node connection cap is reached (protocol doc §1.5). Improvement: the built-in sends no
+    /// per-node connection cap is reached (docs/protocol.md#handshake-response). Improvement: the built-in sends no
     /// `Retry-After`.
     pub fn connection_limit(retry_after_secs: u32) -> Rejection {
         let mut r = Rejection::new(429, "rejected", Some(Counter::Rejected));
@@ -250,13 +250,13 @@ impl Rejection {
     }
 
     /// 403 `validation_failed`, counter `validation_failed`: an id formatter did not match or
-    /// rendered empty/`-` (protocol doc §1.5, §2.1 `Validation`).
+    /// rendered empty/`-` (docs/protocol.md#handshake-response, #filter-config `Validation`).
     pub fn validation_failed() -> Rejection {
         Rejection::new(403, "validation_failed", Some(Counter::ValidationFailed))
     }
 
     /// 503 `Reverse tunnel registration unavailable`, counter `registration_failed`: the tunnel
-    /// cannot be registered (protocol doc §1.5).
+    /// cannot be registered (docs/protocol.md#handshake-response).
     pub fn registration_unavailable() -> Rejection {
         Rejection::new(
             503,
@@ -278,8 +278,8 @@ impl Rejection {
     /// 400 `Reverse tunnel handshake over TLS is not supported: use TLS inside the tunnel`, no
     /// handshake counter (the caller counts `outer_tls_refused`). Not in the built-in: with TLS
     /// on the handshake listener a 1.40.0 initiator continues in cleartext on the raw socket
-    /// after the 200 (protocol doc §1.9), which a module that keeps Envoy's TLS cannot follow
-    /// (design §8); refusing beats a tunnel that hangs.
+    /// after the 200 (docs/protocol.md#tls), which a module that keeps Envoy's TLS cannot follow
+    /// (docs/architecture.md#known-limits); refusing beats a tunnel that hangs.
     pub fn outer_tls() -> Rejection {
         Rejection::new(
             400,
@@ -290,8 +290,7 @@ impl Rejection {
 
     /// The exact response bytes, to be followed by a FlushWrite close.
     ///
-    /// Shape (chunked, non-empty body; protocol doc §1.5 "content-type: text/plain, a chunked
-    /// body"):
+    /// Shape (chunked, non-empty body, `content-type: text/plain`; docs/protocol.md#handshake-response):
     /// `HTTP/1.1 <status> <reason>\r\ncontent-type: text/plain\r\n<extra headers>` then
     /// `transfer-encoding: chunked\r\n\r\n<hex len>\r\n<body>\r\n0\r\n\r\n`.
     ///
@@ -371,8 +370,8 @@ pub enum Outcome {
 
 /// The accept response: exactly `HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n` (38 bytes), or in
 /// upgrade mode `HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade:
-/// reverse-tunnel\r\n\r\n` (82 bytes) (protocol doc §1.5, observed). Write it alone: never coalesce
-/// tunnel bytes with it (protocol doc §1.6).
+/// reverse-tunnel\r\n\r\n` (82 bytes) (docs/protocol.md#handshake-response, observed). Write it alone: never coalesce
+/// tunnel bytes with it (docs/protocol.md#after-the-accept).
 pub fn accept_response(upgrade: bool) -> &'static [u8] {
     if upgrade {
         ACCEPT_101
@@ -381,22 +380,22 @@ pub fn accept_response(upgrade: bool) -> &'static [u8] {
     }
 }
 
-/// Body of the 400 for a request that carries a body (protocol doc §1.5).
+/// Body of the 400 for a request that carries a body (docs/protocol.md#handshake-response).
 pub const BODY_REJECTED_TEXT: &str = "Reverse tunnel handshake must not carry a body";
-/// Body of the 404 for a wrong method or path (protocol doc §1.5).
+/// Body of the 404 for a wrong method or path (docs/protocol.md#handshake-response).
 pub const NOT_A_TUNNEL_TEXT: &str = "Not a reverse tunnel request";
-/// Body of the 426 for a missing/wrong `upgrade` header in upgrade mode (protocol doc §1.5).
+/// Body of the 426 for a missing/wrong `upgrade` header in upgrade mode (docs/protocol.md#handshake-response).
 pub const UPGRADE_REQUIRED_TEXT: &str = "Upgrade: reverse-tunnel required";
-/// Body of the 400 for a missing id header (protocol doc §1.5).
+/// Body of the 400 for a missing id header (docs/protocol.md#handshake-response).
 pub const MISSING_HEADERS_TEXT: &str = "Missing required reverse tunnel headers";
-/// Body of the 400 for an empty tenant id (protocol doc §1.5).
+/// Body of the 400 for an empty tenant id (docs/protocol.md#handshake-response).
 pub const EMPTY_TENANT_TEXT: &str = "Empty tenant-id header value";
-/// Body of the 400 for a `:` in an id under tenant isolation (protocol doc §1.5).
+/// Body of the 400 for a `:` in an id under tenant isolation (docs/protocol.md#handshake-response).
 pub const ISOLATION_DELIMITER_TEXT: &str =
     "Reverse tunnel identifiers must not contain ':' when tenant isolation is enabled";
-/// Body of the 400 for a missing upstream-cluster-name header (protocol doc §1.5).
+/// Body of the 400 for a missing upstream-cluster-name header (docs/protocol.md#handshake-response).
 pub const MISSING_CLUSTER_NAME_TEXT: &str = "Missing upstream cluster name header";
-/// Body of the 400 for a different upstream cluster name (protocol doc §1.5).
+/// Body of the 400 for a different upstream cluster name (docs/protocol.md#handshake-response).
 pub const CLUSTER_MISMATCH_TEXT: &str = "Cluster name mismatch";
 /// Body of the 400 for an empty node or cluster id (improvement; not in the built-in).
 pub const EMPTY_NODE_OR_CLUSTER_TEXT: &str = "Empty node-id or cluster-id header value";
@@ -423,7 +422,7 @@ pub const KNOWN_METHODS: &[&str] = &[
 /// `max_header_bytes` long, so the caller never buffers more than `max_header_bytes` plus one
 /// read (no unbounded buffering). Cost: one parse of `buf`; no panics on any input.
 ///
-/// Checks, in this order (protocol doc §1.5 table, §2.2):
+/// Checks, in this order (docs/protocol.md#handshake-response table, §2.2):
 /// 1. Codec: unparsable → 400 `Bad Request`; head or headers over the limits → 431; invalid or
 ///    duplicate `content-length`, or `content-length` with `transfer-encoding` → 400
 ///    `Bad Request` (all without counter).
@@ -450,7 +449,7 @@ pub const KNOWN_METHODS: &[&str] = &[
 ///   initiator never sends them).
 ///
 /// Header names are case-insensitive, the first of duplicate headers wins, values are trimmed
-/// of surrounding spaces and tabs (protocol doc §1.5).
+/// of surrounding spaces and tabs (docs/protocol.md#handshake-response).
 pub fn evaluate(buf: &[u8], rules: &HandshakeRules) -> Outcome {
     // A head of at most `max_header_bytes` bytes has at most one header per 3 bytes ("x:\n"),
     // so more slots than that are never needed; this also bounds the allocation.
@@ -508,7 +507,7 @@ pub fn evaluate(buf: &[u8], rules: &HandshakeRules) -> Outcome {
         return Outcome::Reject(Rejection::bad_request());
     }
 
-    // 2. HTTP/1.0 is disallowed by the codec (protocol doc §2.2 item 2).
+    // 2. HTTP/1.0 is disallowed by the codec (docs/protocol.md#handshake-checks).
     if version == 0 {
         return Outcome::Reject(Rejection::http10_upgrade_required());
     }
@@ -679,7 +678,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// The exact 448-byte request of protocol doc §1.4.
+    /// The exact 448-byte request of docs/protocol.md#handshake-request.
     const BASE: &str = "GET /reverse_connections/request HTTP/1.1\r\n\
 host: 127.0.0.1:19011\r\n\
 x-envoy-reverse-tunnel-node-id: downstream-node\r\n\

@@ -1,10 +1,10 @@
 //! Id format strings of the handshake filter's `validation` block: `node_id_format`,
-//! `cluster_id_format` and `tenant_id_format` (protocol doc §2.1, "`Validation`").
+//! `cluster_id_format` and `tenant_id_format` (docs/protocol.md#filter-config, "`Validation`").
 //!
 //! Each is an Envoy substitution format string evaluated against the handshake request and the
 //! connection. The handshake passes a check only when the rendered value equals the id the
 //! initiator sent; **a result that is empty or `-` fails closed** (403 `validation_failed`,
-//! protocol doc §1.5), see [`check`].
+//! docs/protocol.md#handshake-response), see [`check`].
 //!
 //! Supported grammar (a subset of Envoy's substitution formatter):
 //! - literal text; `%%` is a literal `%`;
@@ -162,7 +162,7 @@ impl IdFormat {
 
 /// True when the id check passes: `rendered` is non-empty, not `-`, and equal (byte for byte,
 /// case-sensitive) to `actual_id`, the id the initiator sent. A result that is empty or `-`
-/// fails closed even if the initiator's id is itself empty or `-` (protocol doc §2.1).
+/// fails closed even if the initiator's id is itself empty or `-` (docs/protocol.md#filter-config).
 pub fn check(rendered: &str, actual_id: &str) -> bool {
     !rendered.is_empty() && rendered != MISSING && rendered == actual_id
 }

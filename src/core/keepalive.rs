@@ -1,22 +1,22 @@
 //! Per-tunnel RPING keepalive state machine (responder side).
 //!
 //! While a tunnel is idle the responder writes the 5 raw bytes `RPING` and the initiator echoes
-//! exactly `RPING` (protocol doc §2.4.3). This module decides *when* to send, how to read the
+//! exactly `RPING` (docs/protocol.md#rping-keepalive). This module decides *when* to send, how to read the
 //! echoes, and when the tunnel is dead. It does no I/O and reads no clock: every call gets
 //! `now_ms` (caller's monotonic clock, ms) and randomness comes from a caller-supplied `jitter`
 //! closure. The caller acts on the returned [`Event`]s and re-queues the tunnel at
-//! [`Keepalive::next_deadline`] in its worker's deadline queue (design §6).
+//! [`Keepalive::next_deadline`] in its worker's deadline queue (docs/architecture.md#threads-and-the-clock).
 //!
 //! # Life cycle ([`Phase`])
 //!
 //! 1. `AwaitingAdmission` (after [`Keepalive::new`]): the 200/101 handshake response has been
 //!    written; the tunnel is not yet claimable. The first RPING is due `first_ping_delay_ms`
-//!    later, so it is never coalesced with the response (protocol doc §1.6, §2.4.7 item 2,
+//!    later, so it is never coalesced with the response (docs/protocol.md#after-the-accept, #wire-contract item 2,
 //!    checklist item 2). Its echo yields `[Ack, Admitted]`; only then may the caller add the
 //!    tunnel to the idle pool. Misses before admission count like any miss.
 //! 2. `Idle`: RPING / echo cycles.
 //! 3. `Claimed` ([`Keepalive::claim`]): the tunnel carries HTTP now; nothing is ever sent again
-//!    (protocol doc §2.4.7 item 4) and no event is produced.
+//!    (docs/protocol.md#wire-contract item 4) and no event is produced.
 //! 4. `Dead`: a [`CloseReason`] was reported in [`Event::Dead`]; no further events.
 //!
 //! # Timing (all ms; `I` = interval, `R` = reply timeout, `J` = jitter)
@@ -29,7 +29,7 @@
 //!   tick later) send time, so that tick lateness does not accumulate from one ping to the next.
 //!   Exception, for a stalled clock: the deadline is never earlier than `send + R/2`.
 //! - When an RPING is sent, the jitter for the *following* gap is drawn: `J = jitter(I*15/100)`
-//!   (values above the maximum are clamped; protocol doc §2.4.3: jitter only lengthens).
+//!   (values above the maximum are clamped; docs/protocol.md#rping-keepalive: jitter only lengthens).
 //! - After an echo at time `t`: next RPING due at `t + I + J`.
 //! - After a missed reply deadline `d`: next RPING due at `d + I + J` (anchored on `d`, not on
 //!   the tick that noticed it).
@@ -57,7 +57,7 @@
 //! | unit | RPING in flight | none in flight, an earlier RPING unechoed | nothing unechoed |
 //! |---|---|---|---|
 //! | echo | `Ack`, misses reset to 0 | late echo: no event, no miss (it was already counted) | unsolicited: no miss, counted in one `Unsolicited` event per read |
-//! | garbage | one miss; the RPING counts as answered (the built-in counts it twice, protocol doc §2.4.3) | one miss | one miss |
+//! | garbage | one miss; the RPING counts as answered (the built-in counts it twice, docs/protocol.md#rping-keepalive) | one miss | one miss |
 //!
 //! An echo processed before `on_timer` has counted the reply deadline is an ack, even if
 //! `now_ms` is already past the deadline (the deadline is enforced by `on_timer` only).
@@ -65,14 +65,14 @@
 //! # Misses
 //!
 //! Misses below `failure_threshold` produce [`Event::Miss`] (the caller logs `idle_ping_miss`,
-//! protocol doc §5.1). The miss that reaches the threshold produces only
+//! docs/protocol.md#lifecycle-log). The miss that reaches the threshold produces only
 //! `Dead(IdlePingTimeout)`, *not* a `Miss` event (the caller logs `idle_ping_timeout`;
 //! [`Keepalive::misses`] then equals the threshold for its `miss_count`).
 
-/// The keepalive payload: 5 ASCII bytes, no framing, in both directions (protocol doc §2.4.3).
+/// The keepalive payload: 5 ASCII bytes, no framing, in both directions (docs/protocol.md#rping-keepalive).
 pub const RPING: &[u8; 5] = b"RPING";
 
-/// Smallest accepted ping interval (ms); smaller values are raised to it (protocol doc §2.4.6:
+/// Smallest accepted ping interval (ms); smaller values are raised to it (docs/protocol.md#rping-keepalive:
 /// below 1 s the built-in breaks).
 pub const MIN_INTERVAL_MS: u64 = 1_000;
 
@@ -80,7 +80,7 @@ pub const MIN_INTERVAL_MS: u64 = 1_000;
 pub const MIN_REPLY_TIMEOUT_MS: u64 = 500;
 
 /// Jitter added to each gap between RPINGs: `0..=interval * JITTER_PERCENT / 100` ms
-/// (protocol doc §2.4.3).
+/// (docs/protocol.md#rping-keepalive).
 pub const JITTER_PERCENT: u64 = 15;
 
 /// Keepalive configuration.
@@ -93,7 +93,7 @@ pub struct KeepaliveSettings {
     /// `>= 1`; 0 is treated as 1.
     pub failure_threshold: u32,
     /// Delay between writing the 200/101 response and the first RPING (ms), e.g. 50. It must
-    /// make the RPING a separate write (protocol doc §1.6); the first RPING goes out at the first
+    /// make the RPING a separate write (docs/protocol.md#after-the-accept); the first RPING goes out at the first
     /// tick at or after it.
     pub first_ping_delay_ms: u64,
 }
@@ -132,7 +132,7 @@ impl KeepaliveSettings {
 }
 
 /// Why an unclaimed tunnel died; [`as_str`](Self::as_str) gives the `close_reason` of the
-/// `tunnel_closed` log (protocol doc §2.4.5).
+/// `tunnel_closed` log (docs/protocol.md#closing-a-tunnel).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CloseReason {
     /// `failure_threshold` consecutive misses.
@@ -477,7 +477,7 @@ impl Keepalive {
         // Otherwise: a late echo of an RPING already counted as missed or answered by garbage,
         // or an unsolicited RPING (nothing unechoed). Both are ignored: an RPING is never harmful,
         // so a flood of them must not kill a healthy tunnel (the built-in even takes any RPING
-        // as an answer, protocol doc §2.4.3), and it cannot keep a dead one alive either (only
+        // as an answer, docs/protocol.md#rping-keepalive), and it cannot keep a dead one alive either (only
         // an echo of an RPING in flight is an `Ack`). Consumed byte by byte: no memory grows.
     }
 
@@ -917,7 +917,7 @@ mod tests {
 
     #[test]
     fn observed_builtin_timeline_is_not_exceeded() {
-        // protocol doc §2.4.3: interval 2 s, threshold 3, FIN 7.3 s after the first unanswered
+        // docs/protocol.md#rping-keepalive: interval 2 s, threshold 3, FIN 7.3 s after the first unanswered
         // ping with the built-in. Our bound with max jitter is 7.6 s (+ one tick).
         let s = settings(2_000, 3);
         let mut k = Keepalive::new(s, 0);

@@ -1,6 +1,6 @@
-//! The reporter's pure state machine (issue 7, protocol doc §6): decides **what** to send to the
+//! The reporter's pure state machine (docs/protocol.md#reporter): decides **what** to send to the
 //! control plane and **when**; the adapter (`adapters::reporter`) does the sending through the
-//! bootstrap extension's HTTP callout (ABI doc §3.3) and feeds the results back.
+//! bootstrap extension's HTTP callout (docs/envoy-abi.md#bootstrap-callbacks) and feeds the results back.
 //!
 //! Inputs: tunnel events ([`Reporter::push`], from any thread through the adapter's lock), clock
 //! ticks ([`Reporter::poll`], main thread, every clock period), send results ([`Reporter::on_result`],

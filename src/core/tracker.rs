@@ -1,7 +1,7 @@
 //! The tenant-aware tracker of tunnels: which idle tunnels and which shareable HTTP/2 sessions
 //! exist for which node and cluster, on which worker, and which one a claim gets.
 //!
-//! # Model (design.md §4; protocol doc §2.4.1, §2.4.4, §2.4.5)
+//! # Model (docs/architecture.md#the-tracker; docs/protocol.md#keys, #picking-a-tunnel, #closing-a-tunnel)
 //!
 //! - A *tunnel* is one accepted initiator connection, identified by its Envoy connection id
 //!   ([`TunnelId`]) and owned by the *worker* ([`WorkerId`]) that accepted it.
@@ -14,9 +14,9 @@
 //! - Per node and per worker there is a FIFO of idle tunnels, ordered by a process-wide
 //!   registration sequence number. A *claim* pops the oldest idle tunnel on the claiming worker,
 //!   else the globally oldest idle tunnel of the node on any other worker (we relay bytes across
-//!   workers, which Envoy 1.40.0 itself cannot: protocol doc §2.4.4 last bullet).
+//!   workers, which Envoy 1.40.0 itself cannot: docs/protocol.md#picking-a-tunnel last bullet).
 //! - A claimed tunnel is `InUse`: it still counts for its node (`max_connections_per_node`) and in
-//!   the gauges, and it never returns to the idle pool (design.md §4). It leaves the tracker only
+//!   the gauges, and it never returns to the idle pool (docs/architecture.md#the-tracker). It leaves the tracker only
 //!   through [`Tracker::remove`].
 //! - *Shareable sessions*: once the HTTP/2 frame multiplexer runs a session on an in-use tunnel,
 //!   the caller marks it with [`Tracker::set_shareable`]; further egress connections for that node
@@ -65,7 +65,7 @@ pub type TunnelId = u64;
 pub type WorkerId = u32;
 
 /// Delimiter between tenant id and node/cluster id in keys under tenant isolation
-/// (protocol doc §2.4.1).
+/// (docs/protocol.md#keys).
 pub const KEY_DELIMITER: char = ':';
 
 /// Who a tunnel belongs to, as sent by the initiator in its handshake (bare ids, no tenant prefix).
@@ -90,10 +90,10 @@ pub struct TunnelMeta {
     /// The initiator's connection id as it reported it in the handshake.
     pub initiator_connection_id: String,
     /// When the tunnel was registered, in milliseconds on the caller's clock. The idle time at a
-    /// claim (the `cx_upgrade_time` histogram, protocol doc §4.1) is `now − registered_at_ms`.
+    /// claim (the `cx_upgrade_time` histogram, docs/protocol.md#socket-interface-stats) is `now − registered_at_ms`.
     pub registered_at_ms: u64,
     /// The handshake's `x-envoy-reverse-tunnel-initiation-time` (epoch ms; 0 if absent), for the
-    /// reporter (protocol doc §6).
+    /// reporter (docs/protocol.md#reporter).
     pub initiation_time_ms: i64,
 }
 
@@ -116,7 +116,7 @@ pub struct Registered {
     /// already had tunnels, else the one the tunnel asked for.
     pub cluster_key: String,
     /// `Some(asked cluster id, bare)` when the node already belonged to another cluster and the
-    /// tunnel was registered under that one instead (protocol doc §2.4.1); the caller counts and
+    /// tunnel was registered under that one instead (docs/protocol.md#keys); the caller counts and
     /// logs it. `None` when no conflict.
     pub cluster_conflict: Option<String>,
     /// First tunnel of this node on this worker (the worker's `total_nodes` gauge goes up).
@@ -137,11 +137,11 @@ pub struct Registered {
 pub enum RegisterError {
     /// The tunnel id is already tracked (idle or in use).
     Duplicate,
-    /// The node id or the cluster id is empty; both are mandatory (protocol doc §2.4.1). The
+    /// The node id or the cluster id is empty; both are mandatory (docs/protocol.md#keys). The
     /// payload names the empty field: `"node_id"` or `"cluster_id"`.
     MissingId(&'static str),
     /// Under tenant isolation an id contains the key delimiter `:`, which would let one tenant's
-    /// keys collide with another's (protocol doc §2.4.1: rejected at the handshake). The payload
+    /// keys collide with another's (docs/protocol.md#keys: rejected at the handshake). The payload
     /// names the field.
     Delimiter(&'static str),
 }
@@ -179,7 +179,7 @@ pub struct Claimed<H> {
     /// Identity with bare ids; `cluster_id` is the node's effective cluster id.
     pub identity: Identity,
     /// Copy of the metadata given at registration; idle time at the claim (the `cx_upgrade_time`
-    /// histogram, protocol doc §4.1) is claim time − `meta.registered_at_ms` (milliseconds).
+    /// histogram, docs/protocol.md#socket-interface-stats) is claim time − `meta.registered_at_ms` (milliseconds).
     pub meta: TunnelMeta,
     /// `true` when the tunnel is owned by the claiming worker (no cross-worker relay needed).
     pub same_worker: bool,
@@ -232,7 +232,7 @@ pub struct Counts {
 }
 
 /// Per-worker totals, see [`Tracker::worker_counts`]; `nodes`/`clusters` back the
-/// `<worker>.total_nodes` / `<worker>.total_clusters` gauges (protocol doc §4.1).
+/// `<worker>.total_nodes` / `<worker>.total_clusters` gauges (docs/protocol.md#socket-interface-stats).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WorkerCounts {
     /// Distinct node keys with at least one tunnel (idle or in use) owned by the worker.
@@ -410,7 +410,7 @@ pub struct Tracker<H> {
 
 impl<H: Clone + Send> Tracker<H> {
     /// Empty tracker. `tenant_isolation` is the `enable_tenant_isolation` setting: keys then carry
-    /// the tenant (protocol doc §2.4.1).
+    /// the tenant (docs/protocol.md#keys).
     pub fn new(tenant_isolation: bool) -> Self {
         Tracker {
             isolation: tenant_isolation,
@@ -433,13 +433,13 @@ impl<H: Clone + Send> Tracker<H> {
     }
 
     /// Node key of an identity: the node id, or `tenant:node` under tenant isolation with a
-    /// non-empty tenant id (protocol doc §2.4.1). Pure; takes no lock.
+    /// non-empty tenant id (docs/protocol.md#keys). Pure; takes no lock.
     pub fn node_key(&self, id: &Identity) -> String {
         compose_key(self.isolation, &id.tenant_id, &id.node_id)
     }
 
     /// Cluster key of an identity: the cluster id, or `tenant:cluster` under tenant isolation with
-    /// a non-empty tenant id (protocol doc §2.4.1). Pure; takes no lock.
+    /// a non-empty tenant id (docs/protocol.md#keys). Pure; takes no lock.
     pub fn cluster_key(&self, id: &Identity) -> String {
         compose_key(self.isolation, &id.tenant_id, &id.cluster_id)
     }
@@ -618,7 +618,7 @@ impl<H: Clone + Send> Tracker<H> {
     /// `InUse` and not shareable (`shared == false`, counts move from idle to in use).
     ///
     /// `target` is a cluster key or a node key (the caller composes `tenant:id` under isolation).
-    /// A known cluster key wins over a node key of the same spelling (protocol doc §2.4.4): the
+    /// A known cluster key wins over a node key of the same spelling (docs/protocol.md#picking-a-tunnel): the
     /// node is picked round-robin over the cluster's *ready* nodes (an idle tunnel or a shareable
     /// session), in join order, the cursor advancing per successful claim; a known cluster with no
     /// ready node gives `None`. Otherwise `target` is a node key. Within the node, in order:
@@ -764,7 +764,7 @@ impl<H: Clone + Send> Tracker<H> {
 
     /// Forget a tunnel, idle or in use, shareable or not (any kind of close), everywhere: a
     /// shareable session stops being offered at once. A node with no tunnel left leaves its
-    /// cluster; an empty cluster disappears (protocol doc §2.4.5). `None` for an unknown id. The
+    /// cluster; an empty cluster disappears (docs/protocol.md#closing-a-tunnel). `None` for an unknown id. The
     /// tracker's copy of the handle is dropped after the lock is released.
     /// O(1) + O(log n) + O(#workers holding the node).
     pub fn remove(&self, tunnel: TunnelId) -> Option<Removed> {
@@ -914,7 +914,7 @@ impl<H: Clone + Send> Tracker<H> {
     }
 
     /// Tunnels (idle + in use, all workers) of a node key; 0 for an unknown key. For
-    /// `max_connections_per_node` (protocol doc §2.4.1). O(1).
+    /// `max_connections_per_node` (docs/protocol.md#keys). O(1).
     pub fn connections_for_node(&self, node_key: &str) -> usize {
         self.state.lock().nodes.get(node_key).map_or(0, |n| n.total)
     }
@@ -1004,7 +1004,7 @@ impl<H: Clone + Send> Tracker<H> {
 
     /// Ids of every tracked tunnel, sorted. The lock is held only to copy the ids (O(n)); with
     /// [`Tracker::visit`] a listing can then read the rows in small batches, so that workers
-    /// never wait long for the lock (admin listing with 10,000 tunnels, issue 7).
+    /// never wait long for the lock (admin listing with 10,000 tunnels).
     pub fn tunnel_ids(&self) -> Vec<TunnelId> {
         let mut ids: Vec<TunnelId> = self.state.lock().tunnels.keys().copied().collect();
         ids.sort_unstable();

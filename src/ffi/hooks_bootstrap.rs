@@ -1,4 +1,4 @@
-//! `extern "C"` hooks of the bootstrap extension (ABI doc §3.2: all 17 are required by 1.40.0).
+//! `extern "C"` hooks of the bootstrap extension (docs/envoy-abi.md#bootstrap-hooks: all 17 are required by 1.40.0).
 //! Every hook runs on the main thread; each converts its arguments and calls
 //! [`crate::adapters::bootstrap`] inside [`guard`].
 
@@ -137,7 +137,7 @@ const _: abi::envoy_dynamic_module_on_bootstrap_extension_file_changed_fn =
     Some(envoy_dynamic_module_on_bootstrap_extension_file_changed);
 
 /// The reporter's HTTP callout finished: passes the result and `:status` on (the body is not
-/// read). Header pointers are valid only during the hook, NULL on failure (ABI doc §3.2).
+/// read). Header pointers are valid only during the hook, NULL on failure (docs/envoy-abi.md#bootstrap-hooks).
 #[no_mangle]
 pub unsafe extern "C" fn envoy_dynamic_module_on_bootstrap_extension_http_callout_done(
     _c: ConfigEnvoy,

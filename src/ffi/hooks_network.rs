@@ -1,5 +1,5 @@
 //! `extern "C"` hooks of the network filters `reverse_tunnel` and `reverse_tunnel_egress`
-//! (ABI doc §4.2). `config_new`/`config_destroy` run on the main thread; every other hook on the
+//! (docs/envoy-abi.md#network-filter-hooks). `config_new`/`config_destroy` run on the main thread; every other hook on the
 //! worker that owns the connection. Each converts its arguments and calls
 //! [`crate::adapters::network`] inside [`guard`]; a panic closes only that connection.
 

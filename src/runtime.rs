@@ -11,12 +11,10 @@ use crate::config::bootstrap::BootstrapConfig;
 use crate::core::tracker::Tracker;
 use crate::ffi::envoy::BootstrapConfigHandle;
 use crate::stats::{Stats, StatsOptions, DEFAULT_MAX_SERIES, MAX_SERIES_RUNTIME_KEY};
-use once_cell::sync::Lazy;
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 /// The runtime of the loaded bootstrap extension, if any.
 pub static RUNTIME: RwLock<Option<Arc<Runtime>>> = RwLock::new(None);
@@ -26,20 +24,7 @@ pub fn current() -> Option<Arc<Runtime>> {
     RUNTIME.read().clone()
 }
 
-static EPOCH: Lazy<Instant> = Lazy::new(Instant::now);
-
-/// Monotonic milliseconds since the module was first used. Any thread.
-pub fn now_ms() -> u64 {
-    EPOCH.elapsed().as_millis() as u64
-}
-
-/// Milliseconds since the Unix epoch (for reports and admin output).
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use crate::clock::{now_ms, unix_ms};
 
 /// Shared state of the responder.
 pub struct Runtime {

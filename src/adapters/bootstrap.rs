@@ -6,6 +6,7 @@
 //! `/reverse_tunnels`, and on drain/shutdown refuses new handshakes.
 
 use super::endpoint::Msg;
+use super::reporter::{callout_ok, tracker_snapshot};
 use crate::config::bootstrap::BootstrapConfig;
 use crate::core::tracker::TunnelState;
 use crate::ffi::envoy::{self, BootstrapConfigHandle, BootstrapTimer};
@@ -81,7 +82,7 @@ impl BootstrapExtension {
         timer.enable(CLOCK_PERIOD_MS);
         // After re-arming, so that nothing in the reporter can stop the clock. It keeps
         // reporting while draining (tunnels closing are news too).
-        crate::adapters::reporter::tick(&self.runtime, self.handle);
+        reporter_tick(&self.runtime, self.handle);
         if let Some(r) = &self.runtime.reporter {
             self.runtime.stats.publish_reporter(&r.counters());
         }
@@ -92,7 +93,7 @@ impl BootstrapExtension {
     /// response's `:status` header if any.
     pub fn http_callout_done(&self, id: u64, result: u32, status: Option<&str>) {
         if let Some(r) = &self.runtime.reporter {
-            let ok = crate::adapters::reporter::callout_ok(result, status);
+            let ok = callout_ok(result, status);
             let detail = match (result, status) {
                 (0, Some(s)) => format!("HTTP status {s}"),
                 (0, None) => "no :status".to_string(),
@@ -147,6 +148,21 @@ impl BootstrapExtension {
             *g = None;
         }
     }
+}
+
+/// Main thread: the clock tick of the runtime's reporter (if any), sending through `handle`.
+fn reporter_tick(rt: &Runtime, handle: BootstrapConfigHandle) {
+    let Some(r) = &rt.reporter else { return };
+    r.tick(crate::clock::now_ms(), || tracker_snapshot(&rt.tracker), |headers, body| {
+        let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        handle.http_callout(&r.config.cluster, &h, body, r.config.settings.timeout_ms).map_err(|rc| match rc {
+            1 => "missing required headers".to_string(),
+            2 => format!("cluster '{}' not found", r.config.cluster),
+            3 => "duplicate callout id".to_string(),
+            4 => "cannot create the request".to_string(),
+            other => format!("init result {other}"),
+        })
+    });
 }
 
 /// Sets the draining flag, then posts [`Msg::Drain`] to every tunnel the tracker lists as idle;
@@ -231,12 +247,9 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Rows read per hold of the tracker's lock while listing (about 0.1 ms of work each).
-pub const ADMIN_BATCH: usize = 256;
-
 /// The tunnel listing: totals, one entry per tunnel, and (JSON only) `by_node`: per tenant,
 /// cluster and node, its idle and in-use counts and tunnel ids (JSON, or one line per tunnel with
-/// `format=text`). Main thread. The tracker is read in batches of [`ADMIN_BATCH`] tunnels, each
+/// `format=text`). Main thread. The tracker is read with [`Tracker::walk_batched`](crate::core::tracker::Tracker::walk_batched), each batch
 /// under one short hold of its lock, and rows are written straight from borrowed fields (no copy
 /// of the table): with 10,000 tunnels this stays well within the 100 ms the issue allows and no
 /// worker waits on the lock for more than one batch (integration test `admin_scale`). A tunnel
@@ -249,8 +262,8 @@ pub fn admin_listing(rt: &Runtime, q: &AdminQuery) -> String {
             && q.tenant.as_ref().is_none_or(|t| *t == i.tenant_id)
     };
     let counts = rt.tracker.counts();
-    let ids = rt.tracker.tunnel_ids();
-    let mut out: Vec<u8> = Vec::with_capacity(128 + if q.text { ids.len() * 200 } else { ids.len() * 320 });
+    let total = counts.idle + counts.in_use;
+    let mut out: Vec<u8> = Vec::with_capacity(128 + if q.text { total * 200 } else { total * 320 });
     let mut first = true;
     // Per tenant, cluster and node (JSON `by_node`): tunnel counts and ids, sorted by the three ids.
     // Keyed by `tenant \0 cluster \0 node` (one allocation per node; `\0` sorts before any id byte).
@@ -273,65 +286,63 @@ pub fn admin_listing(rt: &Runtime, q: &AdminQuery) -> String {
             .as_bytes(),
         );
     }
-    for batch in ids.chunks(ADMIN_BATCH) {
-        rt.tracker.visit(batch, |v| {
-            let id = v.identity;
-            if !keep(id) {
-                return;
+    rt.tracker.walk_batched(|v| {
+        let id = v.identity;
+        if !keep(id) {
+            return;
+        }
+        let ack = v.handle.live.last_ack_unix_ms.load(Ordering::Relaxed);
+        let rtt = v.handle.live.last_rtt_ms.load(Ordering::Relaxed);
+        let egress = v.handle.live.egress.load(Ordering::Relaxed);
+        let state = match v.state {
+            TunnelState::Idle => "idle",
+            TunnelState::InUse => "in_use",
+        };
+        if q.text {
+            use std::io::Write;
+            let since_ack = if ack == 0 { "-".to_string() } else { format!("{}ms", now.saturating_sub(ack)) };
+            let _ = writeln!(
+                out,
+                "tenant={} cluster={} node={} tunnel={} worker=worker_{} state={} age={}ms last_ack={} rtt={}ms egress={} remote={} initiator={}/{}",
+                id.tenant_id, id.cluster_id, id.node_id, v.tunnel, v.worker, state,
+                now.saturating_sub(v.meta.registered_at_ms), since_ack, rtt, egress, v.meta.remote_address,
+                v.meta.initiator_worker_id, v.meta.initiator_connection_id
+            );
+            return;
+        }
+        let mut key = String::with_capacity(id.tenant_id.len() + id.cluster_id.len() + id.node_id.len() + 2);
+        for (i, part) in [&id.tenant_id, &id.cluster_id, &id.node_id].into_iter().enumerate() {
+            if i > 0 {
+                key.push('\0');
             }
-            let ack = v.handle.live.last_ack_unix_ms.load(Ordering::Relaxed);
-            let rtt = v.handle.live.last_rtt_ms.load(Ordering::Relaxed);
-            let egress = v.handle.live.egress.load(Ordering::Relaxed);
-            let state = match v.state {
-                TunnelState::Idle => "idle",
-                TunnelState::InUse => "in_use",
-            };
-            if q.text {
-                use std::io::Write;
-                let since_ack = if ack == 0 { "-".to_string() } else { format!("{}ms", now.saturating_sub(ack)) };
-                let _ = writeln!(
-                    out,
-                    "tenant={} cluster={} node={} tunnel={} worker=worker_{} state={} age={}ms last_ack={} rtt={}ms egress={} remote={} initiator={}/{}",
-                    id.tenant_id, id.cluster_id, id.node_id, v.tunnel, v.worker, state,
-                    now.saturating_sub(v.meta.registered_at_ms), since_ack, rtt, egress, v.meta.remote_address,
-                    v.meta.initiator_worker_id, v.meta.initiator_connection_id
-                );
-                return;
-            }
-            let mut key = String::with_capacity(id.tenant_id.len() + id.cluster_id.len() + id.node_id.len() + 2);
-            for (i, part) in [&id.tenant_id, &id.cluster_id, &id.node_id].into_iter().enumerate() {
-                if i > 0 {
-                    key.push('\0');
-                }
-                key.push_str(part);
-            }
-            let entry = by_node.entry(key).or_default();
-            match v.state {
-                TunnelState::Idle => entry.idle += 1,
-                TunnelState::InUse => entry.in_use += 1,
-            }
-            entry.tunnels.push(v.tunnel);
-            out.extend_from_slice(if first { b"\n" } else { b",\n" });
-            first = false;
-            let row = AdminRow {
-                tunnel: v.tunnel,
-                worker: WorkerName(v.worker),
-                tenant_id: &id.tenant_id,
-                cluster_id: &id.cluster_id,
-                node_id: &id.node_id,
-                state,
-                age_ms: now.saturating_sub(v.meta.registered_at_ms),
-                since_last_ping_ack_ms: (ack != 0).then(|| now.saturating_sub(ack)),
-                last_ping_rtt_ms: rtt,
-                egress_connections: egress,
-                remote_address: &v.meta.remote_address,
-                initiator_worker_id: &v.meta.initiator_worker_id,
-                initiator_connection_id: &v.meta.initiator_connection_id,
-            };
-            // Writing into a Vec cannot fail; a row that could not be serialized is left out.
-            let _ = serde_json::to_writer(&mut out, &row);
-        });
-    }
+            key.push_str(part);
+        }
+        let entry = by_node.entry(key).or_default();
+        match v.state {
+            TunnelState::Idle => entry.idle += 1,
+            TunnelState::InUse => entry.in_use += 1,
+        }
+        entry.tunnels.push(v.tunnel);
+        out.extend_from_slice(if first { b"\n" } else { b",\n" });
+        first = false;
+        let row = AdminRow {
+            tunnel: v.tunnel,
+            worker: WorkerName(v.worker),
+            tenant_id: &id.tenant_id,
+            cluster_id: &id.cluster_id,
+            node_id: &id.node_id,
+            state,
+            age_ms: now.saturating_sub(v.meta.registered_at_ms),
+            since_last_ping_ack_ms: (ack != 0).then(|| now.saturating_sub(ack)),
+            last_ping_rtt_ms: rtt,
+            egress_connections: egress,
+            remote_address: &v.meta.remote_address,
+            initiator_worker_id: &v.meta.initiator_worker_id,
+            initiator_connection_id: &v.meta.initiator_connection_id,
+        };
+        // Writing into a Vec cannot fail; a row that could not be serialized is left out.
+        let _ = serde_json::to_writer(&mut out, &row);
+    });
     if !q.text {
         out.extend_from_slice(b"\n],\"by_node\":[");
         for (i, (key, n)) in by_node.iter().enumerate() {

@@ -14,13 +14,12 @@
 //! covers an initiator's reconnect window and a tunnel still being admitted.
 
 use super::endpoint::{Endpoint, Msg};
-use super::network::{deliver, Conn, Role};
-use super::worker;
+use super::conn::{Conn, Role};
+use super::worker::{self, deliver};
 use crate::config::egress::EgressConfig;
 use crate::ffi::envoy::{CloseType, NetFilter};
 use crate::runtime::now_ms;
 use crate::rt_log;
-use std::rc::Rc;
 use std::sync::Arc;
 
 /// Most bytes an egress connection may send while it waits for a tunnel.
@@ -47,15 +46,35 @@ impl EgressConn {
     }
 }
 
-fn with_egress<R>(conn: &Conn, f: impl FnOnce(&mut EgressConn) -> R) -> Option<R> {
-    match &mut *conn.role.borrow_mut() {
-        Role::Egress(e) => Some(f(e)),
-        Role::Tunnel(_) => None,
+/// An egress connection.
+pub type Egress = Conn<EgressConn>;
+
+fn with_egress<R>(conn: &Egress, f: impl FnOnce(&mut EgressConn) -> R) -> Option<R> {
+    Some(f(&mut conn.state.borrow_mut()))
+}
+
+impl Role for EgressConn {
+    /// Only a waiting connection needs the clock; it registers itself.
+    const USES_CLOCK: bool = false;
+    fn on_new_connection(conn: &Egress) {
+        if let Some(f) = conn.filter.get() {
+            on_new_connection(conn, f)
+        }
+    }
+    fn on_read(conn: &Egress, data: Vec<u8>, end_stream: bool) {
+        on_read(conn, data, end_stream)
+    }
+    fn on_deadline(conn: &Egress, now_ms: u64) {
+        on_deadline(conn, now_ms)
+    }
+    fn on_message(_conn: &Egress, _msg: Msg) {}
+    fn on_closed(conn: &Egress, _remote: bool) {
+        on_closed(conn)
     }
 }
 
 /// Reads the target and claims a tunnel, waits for one, or closes the connection.
-pub fn on_new_connection(conn: &Rc<Conn>, f: NetFilter) {
+pub fn on_new_connection(conn: &Egress, f: NetFilter) {
     let rt = &conn.runtime;
     let Some((key, timeout)) = with_egress(conn, |e| (e.cfg.target_filter_state_key.clone(), e.cfg.claim_timeout))
     else {
@@ -83,7 +102,7 @@ pub fn on_new_connection(conn: &Rc<Conn>, f: NetFilter) {
 }
 
 /// Claims a tunnel for `target` and attaches to it. False if none is available.
-fn try_claim(conn: &Rc<Conn>, target: &str) -> bool {
+fn try_claim(conn: &Egress, target: &str) -> bool {
     let rt = &conn.runtime;
     let Some(claim) = rt.tracker.claim(target, conn.ep.worker) else { return false };
     let idle_ms = crate::runtime::unix_ms().saturating_sub(claim.meta.registered_at_ms);
@@ -106,14 +125,14 @@ fn try_claim(conn: &Rc<Conn>, target: &str) -> bool {
     true
 }
 
-fn give_up(conn: &Rc<Conn>, target: &str) {
+fn give_up(conn: &Egress, target: &str) {
     conn.runtime.stats.no_tunnel();
     rt_log!(Debug, "reverse_tunnel: no tunnel for '{}' (egress conn={})", target, conn.ep.conn_id);
     conn.close(CloseType::NoFlush, "reverse_tunnel_no_tunnel");
 }
 
 /// Worker clock: a waiting connection retries its claim, or gives up at its deadline.
-pub fn on_deadline(conn: &Rc<Conn>, now: u64) {
+pub fn on_deadline(conn: &Egress, now: u64) {
     let Some(Some((target, until))) = with_egress(conn, |e| e.waiting.as_ref().map(|w| (w.target.clone(), w.until_ms)))
     else {
         return;
@@ -133,7 +152,7 @@ pub fn on_deadline(conn: &Rc<Conn>, now: u64) {
 }
 
 /// Bytes from Envoy's HTTP/2 client: relay them to the tunnel (or hold them while waiting).
-pub fn on_read(conn: &Rc<Conn>, data: Vec<u8>, end_stream: bool) {
+pub fn on_read(conn: &Egress, data: Vec<u8>, end_stream: bool) {
     let held = with_egress(conn, |e| match &mut e.waiting {
         Some(w) => {
             w.held.extend_from_slice(&data);
@@ -150,7 +169,7 @@ pub fn on_read(conn: &Rc<Conn>, data: Vec<u8>, end_stream: bool) {
     }
 }
 
-fn forward(conn: &Rc<Conn>, data: Vec<u8>, end_stream: bool) {
+fn forward(conn: &Egress, data: Vec<u8>, end_stream: bool) {
     let peer = with_egress(conn, |e| e.peer.clone()).flatten();
     let Some(peer) = peer else {
         conn.close(CloseType::NoFlush, "reverse_tunnel_no_tunnel");
@@ -166,7 +185,7 @@ fn forward(conn: &Rc<Conn>, data: Vec<u8>, end_stream: bool) {
 }
 
 /// The egress connection closed: detach from its tunnel.
-pub fn on_closed(conn: &Rc<Conn>) {
+pub fn on_closed(conn: &Egress) {
     let (peer, was_waiting) =
         with_egress(conn, |e| (e.peer.take(), e.waiting.take().is_some())).unwrap_or((None, false));
     if was_waiting {

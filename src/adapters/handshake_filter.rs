@@ -12,9 +12,9 @@
 //!    everything else is relayed to the egress connection. A used tunnel never returns to the pool.
 
 use super::endpoint::{Endpoint, Msg};
-use super::network::{deliver, Conn, Role};
+use super::conn::{Conn, Role};
 use super::tunnel_session::{Action, TunnelSession};
-use super::worker;
+use super::worker::{self, deliver};
 use crate::config::filter::FilterConfig;
 use crate::core::accesslog::LifecycleEvent;
 use crate::core::handshake::{self, HandshakeRequest, HandshakeRules, Outcome, Rejection};
@@ -25,7 +25,6 @@ use crate::core::tracker::{Identity, TunnelMeta};
 use crate::ffi::envoy::CloseType;
 use crate::runtime::{now_ms, Runtime};
 use crate::rt_log;
-use std::rc::Rc;
 use std::sync::Arc;
 
 /// Delay between the 200/101 and the first RPING (ms). Large enough that the two can never
@@ -131,22 +130,48 @@ impl TunnelConn {
     }
 }
 
-/// Runs `f` on the tunnel state; None if the connection is not a tunnel.
-fn with_tunnel<R>(conn: &Conn, f: impl FnOnce(&mut TunnelConn) -> R) -> Option<R> {
-    match &mut *conn.role.borrow_mut() {
-        Role::Tunnel(t) => Some(f(t)),
-        Role::Egress(_) => None,
+/// A handshake-listener connection.
+pub type Tunnel = Conn<TunnelConn>;
+
+/// Runs `f` on the tunnel state (always `Some`: kept as an `Option` so that callers read the
+/// same whatever the state's shape).
+fn with_tunnel<R>(conn: &Tunnel, f: impl FnOnce(&mut TunnelConn) -> R) -> Option<R> {
+    Some(f(&mut conn.state.borrow_mut()))
+}
+
+impl Role for TunnelConn {
+    const USES_CLOCK: bool = true;
+    fn on_new_connection(conn: &Tunnel) {
+        on_new_connection(conn)
+    }
+    fn on_read(conn: &Tunnel, data: Vec<u8>, end_stream: bool) {
+        on_read(conn, data, end_stream)
+    }
+    fn on_deadline(conn: &Tunnel, now_ms: u64) {
+        on_deadline(conn, now_ms)
+    }
+    fn on_message(conn: &Tunnel, msg: Msg) {
+        match msg {
+            Msg::Attach { peer } => on_attach(conn, peer),
+            Msg::EgressData { from, bytes } => on_egress_data(conn, from, bytes),
+            Msg::EgressClosed { from } => on_egress_closed(conn, from),
+            Msg::Drain => on_drain(conn),
+            Msg::Tick | Msg::Data(_) | Msg::PeerClosed => {}
+        }
+    }
+    fn on_closed(conn: &Tunnel, remote: bool) {
+        on_closed(conn, remote)
     }
 }
 
 /// Arms the handshake deadline.
-pub fn on_new_connection(conn: &Rc<Conn>) {
+pub fn on_new_connection(conn: &Tunnel) {
     let deadline = with_tunnel(conn, |t| t.started_ms + t.settings.filter.handshake_timeout.as_millis() as u64);
     worker::set_deadline(conn.ep.conn_id, deadline);
 }
 
 /// Bytes from the initiator.
-pub fn on_read(conn: &Rc<Conn>, data: Vec<u8>, end_stream: bool) {
+pub fn on_read(conn: &Tunnel, data: Vec<u8>, end_stream: bool) {
     enum Next {
         Nothing,
         Reject(Rejection),
@@ -200,7 +225,7 @@ pub fn on_read(conn: &Rc<Conn>, data: Vec<u8>, end_stream: bool) {
     }
 }
 
-fn reject(conn: &Rc<Conn>, r: &Rejection) {
+fn reject(conn: &Tunnel, r: &Rejection) {
     if let Some(c) = r.counter {
         conn.runtime.stats.handshake(c.name());
     }
@@ -211,7 +236,7 @@ fn reject(conn: &Rc<Conn>, r: &Rejection) {
     conn.close(CloseType::FlushWrite, "reverse_tunnel_handshake_rejected");
 }
 
-fn accept(conn: &Rc<Conn>, req: HandshakeRequest, now: u64) {
+fn accept(conn: &Tunnel, req: HandshakeRequest, now: u64) {
     let rt = &conn.runtime;
     if draining(rt) {
         return reject(conn, &Rejection::draining());
@@ -296,7 +321,7 @@ fn accept(conn: &Rc<Conn>, req: HandshakeRequest, now: u64) {
 
 /// Emits a lifecycle access-log entry for this tunnel (docs/protocol.md#lifecycle-log); no-op without
 /// configured loggers. `extra` holds `miss_count`, `handoff_kind` or `close_reason`.
-fn lifecycle(conn: &Conn, event: &'static str, log_type: &'static str, socket_state: &'static str, extra: Vec<(&'static str, String)>) {
+fn lifecycle(conn: &Tunnel, event: &'static str, log_type: &'static str, socket_state: &'static str, extra: Vec<(&'static str, String)>) {
     if conn.runtime.lifecycle.enabled() {
         if let Some(ev) = lifecycle_event(conn, event, log_type, socket_state, extra) {
             conn.runtime.lifecycle.emit(ev);
@@ -307,7 +332,7 @@ fn lifecycle(conn: &Conn, event: &'static str, log_type: &'static str, socket_st
 /// The lifecycle entry for this tunnel now: its ids, addresses and initiator ids; a
 /// `close_reason` in `extra` is also the termination details.
 fn lifecycle_event(
-    conn: &Conn,
+    conn: &Tunnel,
     event: &'static str,
     log_type: &'static str,
     socket_state: &'static str,
@@ -340,7 +365,7 @@ fn lifecycle_event(
 
 /// `http2_keepalive_timeout` (docs/protocol.md#http2-keepalive-after-handoff, #lifecycle-log): start time is the handoff, duration its
 /// age, remote the built-in's synthetic `127.0.0.1:0`.
-fn lifecycle_keepalive_timeout(conn: &Conn, age_ms: u64) {
+fn lifecycle_keepalive_timeout(conn: &Tunnel, age_ms: u64) {
     let log = &conn.runtime.lifecycle;
     if !log.enabled() {
         return;
@@ -355,7 +380,7 @@ fn lifecycle_keepalive_timeout(conn: &Conn, age_ms: u64) {
 }
 
 /// Acts on keepalive events (never holding a state borrow across an Envoy call).
-fn handle_keepalive_events(conn: &Rc<Conn>, events: Vec<Event>, now: u64) {
+fn handle_keepalive_events(conn: &Tunnel, events: Vec<Event>, now: u64) {
     for ev in events {
         match ev {
             Event::SendPing => {
@@ -413,7 +438,7 @@ fn draining(rt: &Runtime) -> bool {
 /// Envoy started draining (`Msg::Drain`, from the main thread): an idle tunnel (admitted or still
 /// waiting for its first echo) is closed with reason [`DRAIN_CLOSE_REASON`] so that its initiator
 /// dials elsewhere; a claimed tunnel keeps serving its requests. Owning worker.
-pub fn on_drain(conn: &Rc<Conn>) {
+pub fn on_drain(conn: &Tunnel) {
     enum Kind {
         Unadmitted,
         Registered(u64),
@@ -449,13 +474,15 @@ pub fn on_drain(conn: &Rc<Conn>) {
 /// A registered tunnel was taken out of the tracker (closed, or drained): tells the reporter and
 /// the stats, with its close `reason` and `lifetime_ms` (since registration when idle, since
 /// handoff when in use).
-fn left_tracker(conn: &Rc<Conn>, rm: &crate::core::tracker::Removed, reason: &str, lifetime_ms: u64) {
-    crate::adapters::reporter::disconnected(&conn.runtime, conn.ep.conn_id, rm, reason);
+fn left_tracker(conn: &Tunnel, rm: &crate::core::tracker::Removed, reason: &str, lifetime_ms: u64) {
+    if let Some(r) = &conn.runtime.reporter {
+        r.disconnected(conn.ep.conn_id, rm, reason);
+    }
     conn.runtime.stats.on_removed(rm, reason, lifetime_ms);
 }
 
 /// The first RPING echo arrived: the tunnel joins the idle pool (or, while draining, is closed).
-fn admit(conn: &Rc<Conn>, now: u64) {
+fn admit(conn: &Tunnel, now: u64) {
     let rt = &conn.runtime;
     if draining(rt) {
         return on_drain(conn);
@@ -487,7 +514,9 @@ fn admit(conn: &Rc<Conn>, now: u64) {
             }
             with_tunnel(conn, |t| t.registered_at_ms = Some(now));
             lifecycle(conn, "tunnel_setup", "TcpUpstreamConnected", "idle", Vec::new());
-            crate::adapters::reporter::connected(rt, conn.ep.conn_id, conn.ep.worker, &identity, initiation_time_ms);
+            if let Some(r) = &rt.reporter {
+                r.connected(conn.ep.conn_id, conn.ep.worker, &identity, initiation_time_ms);
+            }
             rt_log!(Debug, "reverse_tunnel: tunnel_setup node={} conn={}", identity.node_id, conn.ep.conn_id);
             // Drain may have started between the check above and the registration, after the
             // main thread took its snapshot of idle tunnels: then this tunnel closes itself.
@@ -504,7 +533,7 @@ fn admit(conn: &Rc<Conn>, now: u64) {
 }
 
 /// The worker clock reached this connection's deadline.
-pub fn on_deadline(conn: &Rc<Conn>, now: u64) {
+pub fn on_deadline(conn: &Tunnel, now: u64) {
     enum Next {
         Timeout,
         Events(Vec<Event>),
@@ -535,7 +564,7 @@ pub fn on_deadline(conn: &Rc<Conn>, now: u64) {
 
 /// Egress connection `peer` claimed this tunnel (first claim: the keepalive stops and the relay
 /// starts) or joins its HTTP/2 session (shared claim). Runs on the tunnel's worker.
-pub fn on_attach(conn: &Rc<Conn>, peer: Arc<Endpoint>) {
+pub fn on_attach(conn: &Tunnel, peer: Arc<Endpoint>) {
     enum Next {
         Started,
         Actions(Vec<Action>),
@@ -574,7 +603,7 @@ pub fn on_attach(conn: &Rc<Conn>, peer: Arc<Endpoint>) {
 }
 
 /// Bytes from egress connection `from` for this (claimed) tunnel.
-pub fn on_egress_data(conn: &Rc<Conn>, from: u64, bytes: Vec<u8>) {
+pub fn on_egress_data(conn: &Tunnel, from: u64, bytes: Vec<u8>) {
     let now = now_ms();
     let acts = with_tunnel(conn, |t| match &mut t.phase {
         Phase::Claimed(session) => {
@@ -589,7 +618,7 @@ pub fn on_egress_data(conn: &Rc<Conn>, from: u64, bytes: Vec<u8>) {
 }
 
 /// Re-arms this connection's deadline from its current state.
-fn reschedule(conn: &Rc<Conn>) {
+fn reschedule(conn: &Tunnel) {
     if conn.closed.get() {
         return;
     }
@@ -603,7 +632,7 @@ fn reschedule(conn: &Rc<Conn>) {
 }
 
 /// Egress connection `from` closed.
-pub fn on_egress_closed(conn: &Rc<Conn>, from: u64) {
+pub fn on_egress_closed(conn: &Tunnel, from: u64) {
     let acts = with_tunnel(conn, |t| match &mut t.phase {
         Phase::Claimed(session) => session.egress_closed(from),
         _ => Vec::new(),
@@ -612,7 +641,7 @@ pub fn on_egress_closed(conn: &Rc<Conn>, from: u64) {
 }
 
 /// Carries out relay actions, in order, with no state borrowed.
-fn run_actions(conn: &Rc<Conn>, actions: Vec<Action>) {
+fn run_actions(conn: &Tunnel, actions: Vec<Action>) {
     let rt = &conn.runtime;
     for a in actions {
         match a {
@@ -652,7 +681,7 @@ fn run_actions(conn: &Rc<Conn>, actions: Vec<Action>) {
 }
 
 /// The connection closed (event or destroy); idempotent.
-pub fn on_closed(conn: &Rc<Conn>, remote: bool) {
+pub fn on_closed(conn: &Tunnel, remote: bool) {
     let taken = with_tunnel(conn, |t| {
         let phase = std::mem::replace(&mut t.phase, Phase::Done);
         (phase, t.close_reason, t.registered_at_ms, t.claimed_at_ms)

@@ -6,11 +6,13 @@
 //! - [`egress_filter`]: network filter `reverse_tunnel_egress` on an internal listener (claims a
 //!   tunnel, egress side of the relay).
 //!
-//! Shared plumbing: [`network`] (the per-connection object and hook dispatch), [`endpoint`]
+//! Shared plumbing: [`conn`] (the per-connection object and the [`conn::Role`] each filter
+//! implements), [`network`] (filter configs and hook dispatch), [`endpoint`]
 //! (cross-worker mailbox), [`worker`] (per-worker connections and deadlines), [`tunnel_session`]
 //! (what a claimed tunnel does with bytes: HTTP/2 session shared by egress connections, or raw).
 
 pub mod bootstrap;
+pub mod conn;
 pub mod egress_filter;
 pub mod endpoint;
 pub mod handshake_filter;

@@ -5,14 +5,17 @@
 //! it across an Envoy call (Envoy may re-enter a hook synchronously, e.g. `close` runs `event`);
 //! every function here borrows briefly and returns owned values.
 
-use super::network::Conn;
+use super::conn::Connection;
+use super::endpoint::{Endpoint, Msg};
+use crate::ffi::envoy::CloseType;
 use crate::core::deadlines::DeadlineQueue;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 
 struct WorkerLocal {
-    conns: HashMap<u64, Rc<Conn>>,
+    conns: HashMap<u64, Rc<dyn Connection>>,
     deadlines: DeadlineQueue<u64>,
     rng: u64,
 }
@@ -26,7 +29,7 @@ thread_local! {
 }
 
 /// Registers a connection owned by this worker.
-pub fn insert(conn_id: u64, conn: Rc<Conn>) {
+pub fn insert(conn_id: u64, conn: Rc<dyn Connection>) {
     LOCAL.with(|l| l.borrow_mut().conns.insert(conn_id, conn));
 }
 
@@ -40,7 +43,7 @@ pub fn remove(conn_id: u64) {
 }
 
 /// The connection `conn_id` if this worker owns it.
-pub fn get(conn_id: u64) -> Option<Rc<Conn>> {
+pub fn get(conn_id: u64) -> Option<Rc<dyn Connection>> {
     LOCAL.with(|l| l.borrow().conns.get(&conn_id).cloned())
 }
 
@@ -57,7 +60,7 @@ pub fn set_deadline(conn_id: u64, at_ms: Option<u64>) {
 }
 
 /// Removes and returns the connections whose deadline is due at `now_ms`, in deadline order.
-pub fn due(now_ms: u64) -> Vec<Rc<Conn>> {
+pub fn due(now_ms: u64) -> Vec<Rc<dyn Connection>> {
     LOCAL.with(|l| {
         let mut l = l.borrow_mut();
         let ids = l.deadlines.pop_due(now_ms);
@@ -68,6 +71,43 @@ pub fn due(now_ms: u64) -> Vec<Rc<Conn>> {
 /// Number of connections this worker owns.
 pub fn len() -> usize {
     LOCAL.with(|l| l.borrow().conns.len())
+}
+
+/// Sends `msg` to the connection behind `target`. On the same worker, with nothing queued for
+/// it, it is handled at once (no reordering); otherwise it goes through the mailbox. Returns
+/// false if the target is gone.
+pub fn deliver(target: &Arc<Endpoint>, my_worker: u32, msg: Msg) -> bool {
+    if target.worker == my_worker && target.is_quiet() {
+        if let Some(conn) = get(target.conn_id) {
+            if !matches!(msg, Msg::PeerClosed) {
+                dispatch(&conn, msg);
+                return true;
+            }
+        }
+    }
+    target.post(msg)
+}
+
+/// Handles one mailbox message on the owning worker: the common ones here, the rest by the
+/// connection's role.
+pub fn dispatch(conn: &Rc<dyn Connection>, msg: Msg) {
+    match msg {
+        Msg::Tick => run_tick(conn),
+        Msg::Data(bytes) => conn.write(&bytes),
+        Msg::PeerClosed => conn.close(CloseType::FlushWrite, "reverse_tunnel_peer_closed"),
+        other => conn.on_message(other),
+    }
+}
+
+/// Runs every due deadline of this worker (the clock tick, docs/architecture.md#threads-and-the-clock).
+fn run_tick(conn: &Rc<dyn Connection>) {
+    // First, so that a panic in a deadline handler (caught by the hook's guard) cannot leave
+    // the worker without ticks.
+    conn.runtime().tick_done(conn.ep().worker);
+    let now = crate::runtime::now_ms();
+    for due in due(now) {
+        due.on_deadline(now);
+    }
 }
 
 /// Uniform random value in `0..=max` (xorshift64*, seeded per worker from the clock and the

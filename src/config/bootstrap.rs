@@ -101,20 +101,7 @@ pub enum AccessLogSink {
     Stderr,
 }
 
-/// Line format of an access logger.
-#[derive(Debug, Clone, PartialEq)]
-pub enum LogFormat {
-    /// No format configured: Envoy's default access log format.
-    Default,
-    /// A text format string with `%COMMAND%` operators (from `format`, `log_format.text_format` or
-    /// `log_format.text_format_source.inline_string`/`inline_bytes`). The string is as configured
-    /// (no newline is added).
-    Text(String),
-    /// A JSON format: keys map to format strings or nested objects (from `json_format`,
-    /// `typed_json_format` or `log_format.json_format`). Keys are sorted: a protobuf `Struct` is a
-    /// map and does not keep their order.
-    Json(serde_json::Map<String, serde_json::Value>),
-}
+pub use crate::core::accesslog::LogFormat;
 
 impl BootstrapConfig {
     /// Decodes and validates the bootstrap extension's config bytes: serialized

@@ -38,9 +38,23 @@
 //!
 //! Pure code: no I/O, no clock, no panics on any input.
 
-use crate::config::bootstrap::LogFormat;
 use crate::core::format_string::{self, Piece};
 use serde_json::{Map, Value};
+
+/// Line format of an access logger.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LogFormat {
+    /// No format configured: Envoy's default access log format.
+    Default,
+    /// A text format string with `%COMMAND%` operators (from `format`, `log_format.text_format` or
+    /// `log_format.text_format_source.inline_string`/`inline_bytes`). The string is as configured
+    /// (no newline is added).
+    Text(String),
+    /// A JSON format: keys map to format strings or nested objects (from `json_format`,
+    /// `typed_json_format` or `log_format.json_format`). Keys are sorted: a protobuf `Struct` is a
+    /// map and does not keep their order.
+    Json(serde_json::Map<String, serde_json::Value>),
+}
 
 /// The lifecycle metadata namespace (docs/protocol.md#lifecycle-log).
 pub const LIFECYCLE_NAMESPACE: &str = "envoy.reverse_tunnel.lifecycle";

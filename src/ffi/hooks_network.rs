@@ -5,7 +5,8 @@
 
 use super::envoy::{envoy_bytes, CloseType, LogLevel, NetFilter};
 use super::guard;
-use crate::adapters::network::{self, Conn, NetConfig};
+use crate::adapters::conn::Connection;
+use crate::adapters::network::{self, NetConfig};
 use envoy_abi as abi;
 use std::rc::Rc;
 
@@ -19,9 +20,9 @@ const STOP: Status = abi::envoy_dynamic_module_type_on_network_filter_data_statu
 
 /// # Safety
 /// `p` must be a pointer returned by our `new` hook and not yet destroyed.
-unsafe fn conn<'a>(p: FilterModule) -> Option<&'a Rc<Conn>> {
+unsafe fn conn<'a>(p: FilterModule) -> Option<&'a Rc<dyn Connection>> {
     // SAFETY: per the contract above.
-    unsafe { (p as *const Rc<Conn>).as_ref() }
+    unsafe { (p as *const Rc<dyn Connection>).as_ref() }
 }
 
 /// A panic inside a connection's hook closes that connection only.
@@ -142,7 +143,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_network_filter_destroy(m: Filte
         return;
     }
     // SAFETY: created by Box::into_raw in `new`; destroyed once.
-    let b = unsafe { Box::from_raw(m as *mut Rc<Conn>) };
+    let b = unsafe { Box::from_raw(m as *mut Rc<dyn Connection>) };
     guard("network destroy", (), || network::on_destroy(*b));
 }
 const _: abi::envoy_dynamic_module_on_network_filter_destroy_fn = Some(envoy_dynamic_module_on_network_filter_destroy);

@@ -10,7 +10,7 @@ use crate::adapters::lifecycle::LifecycleLog;
 use crate::config::bootstrap::BootstrapConfig;
 use crate::core::tracker::Tracker;
 use crate::ffi::envoy::BootstrapConfigHandle;
-use crate::stats::{Stats, StatsOptions, DEFAULT_MAX_SERIES, MAX_SERIES_RUNTIME_KEY};
+use crate::stats::{MetricSink, Stats, StatsOptions, DEFAULT_MAX_SERIES, MAX_SERIES_RUNTIME_KEY};
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -67,10 +67,16 @@ impl Runtime {
     /// Builds the runtime; defines every metric (only possible during bootstrap `config_new`).
     /// Errors (an access log file that cannot be opened) name the field.
     pub fn new(config: BootstrapConfig, handle: BootstrapConfigHandle, concurrency: u32) -> Result<Runtime, String> {
+        Runtime::with_sink(config, Box::new(handle), concurrency)
+    }
+
+    /// [`Runtime::new`] with metrics going to `sink` (Envoy in the module, a recording sink in
+    /// unit tests).
+    pub fn with_sink(config: BootstrapConfig, sink: Box<dyn MetricSink>, concurrency: u32) -> Result<Runtime, String> {
         let lifecycle = LifecycleLog::new(&config.access_log)?;
         let max_series = crate::ffi::envoy::runtime_u64(MAX_SERIES_RUNTIME_KEY, DEFAULT_MAX_SERIES as u64);
         let stats = Stats::define(
-            Box::new(handle),
+            sink,
             &StatsOptions {
                 prefix: config.stat_prefix.clone(),
                 concurrency,

@@ -1,5 +1,5 @@
 //! One connection owned by one of our network filters: [`Conn`] holds what every connection has
-//! (Envoy's filter handle, its mailbox, the runtime, the closed flag) plus the state of its
+//! (Envoy's side of it as an [`EnvoyNetworkFilter`], its mailbox, the runtime, the closed flag) plus the state of its
 //! [`Role`]: a tunnel (handshake filter) or an egress connection (egress filter). Each filter
 //! implements [`Role`] for its own state; [`Connection`] is the object-safe face the hook
 //! dispatch ([`super::network`]) and the per-worker registry ([`super::worker`]) hold, so neither
@@ -8,9 +8,11 @@
 //! All of it runs on the connection's worker.
 
 use super::endpoint::{Endpoint, Msg};
-use crate::ffi::envoy::{CloseType, NetFilter};
+use super::envoy_api::EnvoyNetworkFilter;
+use crate::ffi::envoy::CloseType;
 use crate::runtime::Runtime;
 use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 use std::sync::Arc;
 
 /// What a connection does in each hook, implemented by the state of each filter. Every method
@@ -35,8 +37,8 @@ pub trait Role: Sized + 'static {
 /// One connection owned by one of our filters, with role state `S`. Lives on its worker; its
 /// cross-thread face is [`Conn::ep`].
 pub struct Conn<S> {
-    /// Envoy's filter pointer; `None` once the filter is destroyed.
-    pub filter: Cell<Option<NetFilter>>,
+    /// Envoy's side of the connection; `None` once the filter is destroyed.
+    filter: RefCell<Option<Rc<dyn EnvoyNetworkFilter>>>,
     /// The connection's mailbox.
     pub ep: Arc<Endpoint>,
     /// Shared runtime.
@@ -49,8 +51,14 @@ pub struct Conn<S> {
 
 impl<S> Conn<S> {
     /// A connection in role state `state`.
-    pub fn new(filter: NetFilter, ep: Arc<Endpoint>, runtime: Arc<Runtime>, state: S) -> Conn<S> {
-        Conn { filter: Cell::new(Some(filter)), ep, runtime, state: RefCell::new(state), closed: Cell::new(false) }
+    pub fn new(filter: Rc<dyn EnvoyNetworkFilter>, ep: Arc<Endpoint>, runtime: Arc<Runtime>, state: S) -> Conn<S> {
+        Conn { filter: RefCell::new(Some(filter)), ep, runtime, state: RefCell::new(state), closed: Cell::new(false) }
+    }
+
+    /// Envoy's side of the connection, `None` once destroyed. The handle is cloned out, so no
+    /// borrow is held while the caller calls Envoy (which may re-enter a hook).
+    pub fn envoy(&self) -> Option<Rc<dyn EnvoyNetworkFilter>> {
+        self.filter.borrow().clone()
     }
 
     /// Closes the connection (at most once) with `details` as termination details.
@@ -58,7 +66,7 @@ impl<S> Conn<S> {
         if self.closed.replace(true) {
             return;
         }
-        if let Some(f) = self.filter.get() {
+        if let Some(f) = self.envoy() {
             f.close(how, details);
         }
     }
@@ -68,7 +76,7 @@ impl<S> Conn<S> {
         if self.closed.get() {
             return;
         }
-        if let Some(f) = self.filter.get() {
+        if let Some(f) = self.envoy() {
             f.write(data, false);
         }
     }
@@ -81,8 +89,8 @@ pub trait Connection {
     fn ep(&self) -> &Arc<Endpoint>;
     /// The shared runtime.
     fn runtime(&self) -> &Arc<Runtime>;
-    /// Envoy's filter pointer, `None` once destroyed.
-    fn filter(&self) -> Option<NetFilter>;
+    /// See [`Conn::envoy`].
+    fn envoy(&self) -> Option<Rc<dyn EnvoyNetworkFilter>>;
     /// Forgets Envoy's filter pointer (destroy).
     fn forget_filter(&self);
     /// Marks the connection closed (Envoy reported the close).
@@ -112,11 +120,11 @@ impl<R: Role> Connection for Conn<R> {
     fn runtime(&self) -> &Arc<Runtime> {
         &self.runtime
     }
-    fn filter(&self) -> Option<NetFilter> {
-        self.filter.get()
+    fn envoy(&self) -> Option<Rc<dyn EnvoyNetworkFilter>> {
+        Conn::envoy(self)
     }
     fn forget_filter(&self) {
-        self.filter.set(None);
+        *self.filter.borrow_mut() = None;
     }
     fn mark_closed(&self) {
         self.closed.set(true);

@@ -17,7 +17,8 @@ use super::endpoint::{Endpoint, Msg};
 use super::conn::{Conn, Role};
 use super::worker::{self, deliver};
 use crate::config::egress::EgressConfig;
-use crate::ffi::envoy::{CloseType, NetFilter};
+use super::envoy_api::EnvoyNetworkFilter;
+use crate::ffi::envoy::CloseType;
 use crate::runtime::now_ms;
 use crate::rt_log;
 use std::sync::Arc;
@@ -57,8 +58,8 @@ impl Role for EgressConn {
     /// Only a waiting connection needs the clock; it registers itself.
     const USES_CLOCK: bool = false;
     fn on_new_connection(conn: &Egress) {
-        if let Some(f) = conn.filter.get() {
-            on_new_connection(conn, f)
+        if let Some(f) = conn.envoy() {
+            on_new_connection(conn, &*f)
         }
     }
     fn on_read(conn: &Egress, data: Vec<u8>, end_stream: bool) {
@@ -74,7 +75,7 @@ impl Role for EgressConn {
 }
 
 /// Reads the target and claims a tunnel, waits for one, or closes the connection.
-pub fn on_new_connection(conn: &Egress, f: NetFilter) {
+pub fn on_new_connection(conn: &Egress, f: &dyn EnvoyNetworkFilter) {
     let rt = &conn.runtime;
     let Some((key, timeout)) = with_egress(conn, |e| (e.cfg.target_filter_state_key.clone(), e.cfg.claim_timeout))
     else {
@@ -195,3 +196,6 @@ pub fn on_closed(conn: &Egress) {
         peer.post(Msg::EgressClosed { from: conn.ep.conn_id });
     }
 }
+
+#[cfg(test)]
+mod tests;

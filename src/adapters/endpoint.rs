@@ -122,3 +122,36 @@ impl Endpoint {
         std::mem::take(&mut g.queue)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep() -> Arc<Endpoint> {
+        Endpoint::new(7, 0, NetScheduler(0))
+    }
+
+    #[test]
+    fn posted_messages_are_taken_in_order_and_the_mailbox_is_quiet_again() {
+        let e = ep();
+        assert!(e.is_quiet());
+        assert!(e.post(Msg::Data(b"a".to_vec())));
+        assert!(e.post(Msg::Tick));
+        assert!(!e.is_quiet());
+        let got: Vec<_> = e.take().into_iter().collect();
+        assert!(matches!(&got[..], [Msg::Data(d), Msg::Tick] if d == b"a"));
+        assert!(e.is_quiet());
+    }
+
+    #[test]
+    fn shut_returns_undelivered_messages_and_refuses_later_posts() {
+        let e = ep();
+        e.post(Msg::Drain);
+        assert!(e.is_open());
+        let left = e.shut();
+        assert!(matches!(left.front(), Some(Msg::Drain)));
+        assert!(!e.is_open());
+        assert!(!e.post(Msg::Tick), "a closed mailbox drops messages");
+        assert!(e.shut().is_empty(), "idempotent");
+    }
+}

@@ -248,7 +248,7 @@ fn accept(conn: &Tunnel, req: HandshakeRequest, now: u64) {
     };
     let settings = with_tunnel(conn, |t| t.settings.clone());
     let Some(settings) = settings else { return };
-    let Some(f) = conn.filter.get() else { return };
+    let Some(f) = conn.envoy() else { return };
     if f.is_ssl() {
         // Design §8: after a TLS-protected handshake a 1.40.0 initiator speaks cleartext on the
         // raw socket while Envoy keeps TLS on this connection; the tunnel could never work.
@@ -719,3 +719,6 @@ pub fn on_closed(conn: &Tunnel, remote: bool) {
     }
     rt_log!(Debug, "reverse_tunnel: tunnel_closed conn={} close_reason={}", conn.ep.conn_id, reason);
 }
+
+#[cfg(test)]
+mod tests;

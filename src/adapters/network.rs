@@ -9,7 +9,7 @@ use super::endpoint::{Endpoint, Msg};
 use super::handshake_filter::{HandshakeSettings, TunnelConn};
 use super::worker;
 use crate::config::egress::EgressConfig;
-use crate::ffi::envoy::NetFilter;
+use super::envoy_api::EnvoyNetworkFilter;
 use crate::runtime::Runtime;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -44,6 +44,11 @@ impl NetConfig {
                  (envoy.bootstrap.dynamic_modules) to be configured"
             )
         })?;
+        NetConfig::with_runtime(runtime, name, config)
+    }
+
+    /// Decodes the config of filter `name` over `runtime`.
+    pub fn with_runtime(runtime: Arc<Runtime>, name: &str, config: &[u8]) -> Result<NetConfig, String> {
         let kind = match name {
             HANDSHAKE_FILTER_NAME => NetKind::Handshake(Arc::new(HandshakeSettings::new(config, &runtime)?)),
             EGRESS_FILTER_NAME => NetKind::Egress(Arc::new(
@@ -62,7 +67,7 @@ impl NetConfig {
 // ---- hook bodies (called by ffi::hooks_network inside a panic guard) ----------------------------
 
 /// `on_network_filter_new`: creates the connection object.
-pub fn on_new(cfg: &NetConfig, filter: NetFilter) -> Rc<dyn Connection> {
+pub fn on_new(cfg: &NetConfig, filter: Rc<dyn EnvoyNetworkFilter>) -> Rc<dyn Connection> {
     let conn_id = filter.connection_id();
     let worker_idx = filter.worker_index();
     let ep = Endpoint::new(conn_id, worker_idx, filter.scheduler_new());
@@ -82,14 +87,14 @@ pub fn on_new(cfg: &NetConfig, filter: NetFilter) -> Rc<dyn Connection> {
 
 /// `on_network_filter_new_connection`: always stops the chain (we are terminal).
 pub fn on_new_connection(conn: &Rc<dyn Connection>) {
-    let Some(f) = conn.filter() else { return };
+    let Some(f) = conn.envoy() else { return };
     f.ensure_reading();
     conn.on_new_connection();
 }
 
 /// `on_network_filter_read`: takes all buffered bytes.
 pub fn on_read(conn: &Rc<dyn Connection>, end_stream: bool) {
-    let Some(f) = conn.filter() else { return };
+    let Some(f) = conn.envoy() else { return };
     let mut data = Vec::new();
     let n = f.read_into(&mut data);
     if n > 0 {
@@ -139,5 +144,62 @@ fn teardown(conn: &Rc<dyn Connection>, remote: bool) {
             Msg::Tick => runtime.tick_done(ep.worker),
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::fake::{self, FakeNetworkFilter};
+    use crate::ffi::envoy::CloseType;
+
+    #[test]
+    fn unknown_filter_names_and_bad_configs_are_refused_naming_the_field() {
+        let (rt, _) = fake::runtime("{}");
+        let e = NetConfig::with_runtime(rt.clone(), "other", b"").err().unwrap();
+        assert!(e.starts_with("filter_name: unknown filter 'other'"), "{e}");
+        let e = NetConfig::with_runtime(rt.clone(), EGRESS_FILTER_NAME, br#"{"claim_timeout": "x"}"#).err().unwrap();
+        assert!(e.contains("claim_timeout"), "{e}");
+        let e = NetConfig::with_runtime(rt, HANDSHAKE_FILTER_NAME, br#"{"ping_interval": "0.5s"}"#).err().unwrap();
+        assert!(e.contains("ping_interval"), "{e}");
+    }
+
+    #[test]
+    fn teardown_releases_an_attach_that_never_arrived() {
+        let env = fake::Env::with_egress("{}", "{}", r#"{"claim_timeout": "2s"}"#);
+        let tf = FakeNetworkFilter::new(201);
+        let tc = fake::open(&env.handshake, &tf);
+        let ef = FakeNetworkFilter::new(202);
+        ef.filter_state.borrow_mut().insert("envoy.network.upstream_server_name".into(), b"n1".to_vec());
+        let ec = fake::open(&env.egress, &ef);
+        // An attach queued for the tunnel, which closes before it is delivered.
+        tc.ep().post(Msg::Attach { peer: ec.ep().clone() });
+        on_event(&tc, 0);
+        fake::deliver_mail(&[&ec]);
+        assert_eq!(ef.closes(), vec![(CloseType::FlushWrite, "reverse_tunnel_peer_closed".to_string())]);
+    }
+
+    #[test]
+    fn teardown_releases_a_pending_clock_tick() {
+        let env = fake::Env::new("{}", "{}");
+        let tf = FakeNetworkFilter::new(205);
+        let tc = fake::open(&env.handshake, &tf);
+        env.rt.post_ticks();
+        assert!(env.rt.clocks[0].lock().tick_pending);
+        assert!(!tc.ep().is_quiet(), "the tick went through the only connection of the worker");
+        on_event(&tc, 1);
+        assert!(!env.rt.clocks[0].lock().tick_pending, "released: the next period posts a new tick");
+    }
+
+    #[test]
+    fn connected_events_change_nothing() {
+        let env = fake::Env::new("{}", "{}");
+        let f = FakeNetworkFilter::new(204);
+        let c = fake::open(&env.handshake, &f);
+        on_event(&c, 2);
+        on_event(&c, 3);
+        assert!(worker::get(204).is_some());
+        on_event(&c, 0);
+        assert!(worker::get(204).is_none());
     }
 }

@@ -136,3 +136,61 @@ pub fn jitter(max: u64) -> u64 {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::fake::{self, Env, FakeNetworkFilter};
+
+    #[test]
+    fn due_returns_connections_in_deadline_order_once() {
+        let env = Env::new("{}", "{}");
+        let a = FakeNetworkFilter::new(101);
+        let b = FakeNetworkFilter::new(102);
+        let _ca = fake::open(&env.handshake, &a);
+        let _cb = fake::open(&env.handshake, &b);
+        set_deadline(101, Some(20));
+        set_deadline(102, Some(10));
+        assert!(due(5).is_empty());
+        let ids: Vec<u64> = due(30).iter().map(|c| c.ep().conn_id).collect();
+        assert_eq!(ids, vec![102, 101]);
+        assert!(due(30).is_empty(), "popped");
+        set_deadline(101, Some(40));
+        set_deadline(101, None);
+        assert!(due(50).is_empty(), "cancelled");
+    }
+
+    #[test]
+    fn removed_connections_are_forgotten_with_their_deadline() {
+        let env = Env::new("{}", "{}");
+        let a = FakeNetworkFilter::new(103);
+        let _c = fake::open(&env.handshake, &a);
+        assert!(get(103).is_some());
+        let before = len();
+        remove(103);
+        assert!(get(103).is_none());
+        assert_eq!(len(), before - 1);
+        assert!(due(u64::MAX).is_empty());
+    }
+
+    #[test]
+    fn deliver_on_the_same_quiet_worker_acts_at_once_else_queues() {
+        let env = Env::new("{}", "{}");
+        let a = FakeNetworkFilter::new(104);
+        let c = fake::open(&env.handshake, &a);
+        assert!(deliver(c.ep(), 0, Msg::Data(b"now".to_vec())));
+        assert_eq!(a.written(), b"now", "same worker, nothing queued: direct");
+        assert!(deliver(c.ep(), 1, Msg::Data(b"later".to_vec())));
+        assert_eq!(a.written(), b"now", "other worker: through the mailbox");
+        fake::deliver_mail(&[&c]);
+        assert_eq!(a.written(), b"nowlater");
+    }
+
+    #[test]
+    fn jitter_stays_within_bounds() {
+        assert_eq!(jitter(0), 0);
+        let draws: Vec<u64> = (0..1000).map(|_| jitter(10)).collect();
+        assert!(draws.iter().all(|&d| d <= 10));
+        assert!(draws.iter().any(|&d| d != draws[0]), "not constant");
+    }
+}

@@ -21,8 +21,8 @@
 //!
 //! # Timing (all ms; `I` = interval, `R` = reply timeout, `J` = jitter)
 //!
-//! - `R = max(I / 2, 500)`. The built-in truncates `I/2` to whole seconds (1 s → 0 s, protocol
-//!   doc §2.4.3, §2.4.6); we do not.
+//! - `R = max(I / 2, 500)`. The built-in truncates `I/2` to whole seconds (1 s → 0 s,
+//!   docs/protocol.md#rping-keepalive); we do not.
 //! - Only one RPING is in flight at a time.
 //! - Each RPING has a *due* time. It is sent by the first [`Keepalive::on_timer`] call at or after
 //!   it. Its reply deadline is `due + R`, anchored on the due time rather than the (up to one

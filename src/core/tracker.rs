@@ -28,8 +28,8 @@
 //!   shareable session on any other worker; (d) the oldest idle tunnel on any other worker.
 //! - A cluster key resolves to one of its nodes by round-robin over the cluster's nodes that have
 //!   an idle tunnel or a shareable session (*ready* nodes), in the order the nodes joined the
-//!   cluster. A node without any tunnel leaves its cluster; an empty cluster disappears (protocol
-//!   doc §2.4.5).
+//!   cluster. A node without any tunnel leaves its cluster; an empty cluster disappears
+//!   (docs/protocol.md#closing-a-tunnel).
 //! - Tenant isolation: every key carries the tenant, so neither a fresh nor a shared claim ever
 //!   reaches another tenant's tunnel.
 //!

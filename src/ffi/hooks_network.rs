@@ -66,7 +66,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_network_filter_new(cfg: ConfigM
     // SAFETY: cfg is our config pointer, alive while filters exist.
     let Some(cfg) = (unsafe { (cfg as *const NetConfig).as_ref() }) else { return std::ptr::null() };
     guard("network new", std::ptr::null(), || {
-        Box::into_raw(Box::new(network::on_new(cfg, NetFilter(f as usize)))) as FilterModule
+        Box::into_raw(Box::new(network::on_new(cfg, Rc::new(NetFilter(f as usize))))) as FilterModule
     })
 }
 const _: abi::envoy_dynamic_module_on_network_filter_new_fn = Some(envoy_dynamic_module_on_network_filter_new);

@@ -40,6 +40,7 @@
 //! when a tunnel registers or closes. Detailed stats take one of
 //! [`DETAILED_SHARDS`] shard locks to look up the label set, on registration and close only.
 
+use crate::core::close::CloseReason;
 use crate::core::tracker::{Claimed, Identity, Registered, Removed};
 use crate::ffi::envoy::{BootstrapConfigHandle, MetricKind, MetricOp};
 use parking_lot::Mutex;
@@ -265,7 +266,7 @@ impl Stats {
     /// A registered tunnel left the tracker (after [`crate::core::tracker::Tracker::remove`])
     /// with close reason `reason`; `lifetime_ms` is its time since registration (idle) or since
     /// handoff (in use), recorded in `cx_idle_expire_time` / `cx_post_upgrade_lifetime`.
-    pub fn on_removed(&self, rm: &Removed, reason: &str, lifetime_ms: u64) {
+    pub fn on_removed(&self, rm: &Removed, reason: CloseReason, lifetime_ms: u64) {
         if rm.was_idle {
             self.up(MetricOp::DecGauge, self.tunnels_idle, &[], 1);
             self.up(MetricOp::Record, self.cx_idle_expire_time, &[], lifetime_ms);
@@ -287,8 +288,8 @@ impl Stats {
     }
 
     /// Counts a closed tunnel (registered or not) by close reason.
-    pub fn closed(&self, reason: &str) {
-        self.up(MetricOp::IncCounter, self.tunnels_closed, &[reason], 1);
+    pub fn closed(&self, reason: CloseReason) {
+        self.up(MetricOp::IncCounter, self.tunnels_closed, &[reason.as_str()], 1);
     }
     /// Records an RPING round trip in ms.
     pub fn ping_rtt(&self, ms: u64) {
@@ -602,7 +603,7 @@ mod tests {
                     if !self.live.is_empty() {
                         let t = self.live.swap_remove(pick as usize % self.live.len());
                         let rm = self.tracker.remove(t).unwrap();
-                        self.stats.on_removed(&rm, "remote_close", 1);
+                        self.stats.on_removed(&rm, CloseReason::RemoteClose, 1);
                     }
                 }
             }
@@ -704,7 +705,7 @@ mod tests {
                                 // tunnel happens on its worker, as in Envoy.
                                 if let Some(t) = mine.pop() {
                                     if let Some(rm) = tracker.remove(t) {
-                                        st.on_removed(&rm, "local_close", 1);
+                                        st.on_removed(&rm, CloseReason::LocalClose, 1);
                                     }
                                 }
                             }
@@ -739,7 +740,7 @@ mod tests {
             let reg = tracker.register(i, (i % 2) as u32, &id, TunnelMeta::default(), i).unwrap();
             st.on_registered((i % 2) as u32, &reg);
             let rm = tracker.remove(i).unwrap();
-            st.on_removed(&rm, "remote_close", 1);
+            st.on_removed(&rm, CloseReason::RemoteClose, 1);
         }
         // node-0 comes back: it reuses its label set.
         let id = Identity { node_id: "node-0".into(), cluster_id: "c".into(), tenant_id: String::new() };

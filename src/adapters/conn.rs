@@ -9,11 +9,58 @@
 
 use super::endpoint::{Endpoint, Msg};
 use super::envoy_api::EnvoyNetworkFilter;
+use crate::core::close::CloseReason;
 use crate::ffi::envoy::CloseType;
 use crate::runtime::Runtime;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
+
+/// Why we close a connection, as Envoy's termination details (`%CONNECTION_TERMINATION_DETAILS%`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseDetail {
+    /// A handshake was answered with a rejection.
+    HandshakeRejected,
+    /// No complete handshake within `handshake_timeout`.
+    HandshakeTimeout,
+    /// The initiator ended the stream in the middle of its handshake.
+    HandshakeIncomplete,
+    /// An accepted tunnel could not be registered.
+    RegistrationFailed,
+    /// The other end of the relay closed.
+    PeerClosed,
+    /// Egress: no target in the connection's filter state.
+    NoTarget,
+    /// Egress: no tunnel for the target.
+    NoTunnel,
+    /// Egress: the claimed tunnel is gone.
+    TunnelGone,
+    /// Egress: too many bytes while waiting for a tunnel.
+    WaitingOverflow,
+    /// Egress: Envoy's HTTP/2 client ended the stream.
+    EgressClosed,
+    /// A tunnel ended for `CloseReason` (the details are the close reason itself).
+    Tunnel(CloseReason),
+}
+
+impl CloseDetail {
+    /// The termination details text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseDetail::HandshakeRejected => "reverse_tunnel_handshake_rejected",
+            CloseDetail::HandshakeTimeout => "reverse_tunnel_handshake_timeout",
+            CloseDetail::HandshakeIncomplete => "reverse_tunnel_handshake_incomplete",
+            CloseDetail::RegistrationFailed => "reverse_tunnel_registration_failed",
+            CloseDetail::PeerClosed => "reverse_tunnel_peer_closed",
+            CloseDetail::NoTarget => "reverse_tunnel_no_target",
+            CloseDetail::NoTunnel => "reverse_tunnel_no_tunnel",
+            CloseDetail::TunnelGone => "reverse_tunnel_tunnel_gone",
+            CloseDetail::WaitingOverflow => "reverse_tunnel_waiting_overflow",
+            CloseDetail::EgressClosed => "reverse_tunnel_egress_closed",
+            CloseDetail::Tunnel(r) => r.as_str(),
+        }
+    }
+}
 
 /// What a connection does in each hook, implemented by the state of each filter. Every method
 /// runs on the connection's worker and must not hold a borrow of `conn.state` across an Envoy
@@ -61,13 +108,13 @@ impl<S> Conn<S> {
         self.filter.borrow().clone()
     }
 
-    /// Closes the connection (at most once) with `details` as termination details.
-    pub fn close(&self, how: CloseType, details: &str) {
+    /// Closes the connection (at most once) with `detail` as termination details.
+    pub fn close(&self, how: CloseType, detail: CloseDetail) {
         if self.closed.replace(true) {
             return;
         }
         if let Some(f) = self.envoy() {
-            f.close(how, details);
+            f.close(how, detail.as_str());
         }
     }
 
@@ -96,7 +143,7 @@ pub trait Connection {
     /// Marks the connection closed (Envoy reported the close).
     fn mark_closed(&self);
     /// See [`Conn::close`].
-    fn close(&self, how: CloseType, details: &str);
+    fn close(&self, how: CloseType, detail: CloseDetail);
     /// See [`Conn::write`].
     fn write(&self, data: &[u8]);
     /// See [`Role::USES_CLOCK`].
@@ -129,8 +176,8 @@ impl<R: Role> Connection for Conn<R> {
     fn mark_closed(&self) {
         self.closed.set(true);
     }
-    fn close(&self, how: CloseType, details: &str) {
-        Conn::close(self, how, details)
+    fn close(&self, how: CloseType, detail: CloseDetail) {
+        Conn::close(self, how, detail)
     }
     fn write(&self, data: &[u8]) {
         Conn::write(self, data)

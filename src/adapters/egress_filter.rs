@@ -14,7 +14,7 @@
 //! covers an initiator's reconnect window and a tunnel still being admitted.
 
 use super::endpoint::{Endpoint, Msg};
-use super::conn::{Conn, Role};
+use super::conn::{CloseDetail, Conn, Role};
 use super::worker::{self, deliver};
 use crate::config::egress::EgressConfig;
 use super::envoy_api::EnvoyNetworkFilter;
@@ -85,7 +85,7 @@ pub fn on_new_connection(conn: &Egress, f: &dyn EnvoyNetworkFilter) {
     if target.is_empty() || target == "-" {
         rt.stats.no_tunnel();
         rt_log!(Debug, "reverse_tunnel: egress conn={} has no target in filter state '{}'", conn.ep.conn_id, key);
-        conn.close(CloseType::NoFlush, "reverse_tunnel_no_target");
+        conn.close(CloseType::NoFlush, CloseDetail::NoTarget);
         return;
     }
     if try_claim(conn, &target) {
@@ -121,7 +121,7 @@ fn try_claim(conn: &Egress, target: &str) -> bool {
     let peer = claim.handle;
     with_egress(conn, |e| e.peer = Some(peer.clone()));
     if !deliver(&peer, conn.ep.worker, Msg::Attach { peer: conn.ep.clone() }) {
-        conn.close(CloseType::NoFlush, "reverse_tunnel_tunnel_gone");
+        conn.close(CloseType::NoFlush, CloseDetail::TunnelGone);
     }
     true
 }
@@ -129,7 +129,7 @@ fn try_claim(conn: &Egress, target: &str) -> bool {
 fn give_up(conn: &Egress, target: &str) {
     conn.runtime.stats.no_tunnel();
     rt_log!(Debug, "reverse_tunnel: no tunnel for '{}' (egress conn={})", target, conn.ep.conn_id);
-    conn.close(CloseType::NoFlush, "reverse_tunnel_no_tunnel");
+    conn.close(CloseType::NoFlush, CloseDetail::NoTunnel);
 }
 
 /// Worker clock: a waiting connection retries its claim, or gives up at its deadline.
@@ -164,7 +164,7 @@ pub fn on_read(conn: &Egress, data: Vec<u8>, end_stream: bool) {
     })
     .flatten();
     match held {
-        Some(true) => conn.close(CloseType::NoFlush, "reverse_tunnel_waiting_overflow"),
+        Some(true) => conn.close(CloseType::NoFlush, CloseDetail::WaitingOverflow),
         Some(false) => {}
         None => forward(conn, data, end_stream),
     }
@@ -173,15 +173,15 @@ pub fn on_read(conn: &Egress, data: Vec<u8>, end_stream: bool) {
 fn forward(conn: &Egress, data: Vec<u8>, end_stream: bool) {
     let peer = with_egress(conn, |e| e.peer.clone()).flatten();
     let Some(peer) = peer else {
-        conn.close(CloseType::NoFlush, "reverse_tunnel_no_tunnel");
+        conn.close(CloseType::NoFlush, CloseDetail::NoTunnel);
         return;
     };
     if !data.is_empty() && !deliver(&peer, conn.ep.worker, Msg::EgressData { from: conn.ep.conn_id, bytes: data }) {
-        conn.close(CloseType::NoFlush, "reverse_tunnel_tunnel_gone");
+        conn.close(CloseType::NoFlush, CloseDetail::TunnelGone);
         return;
     }
     if end_stream {
-        conn.close(CloseType::FlushWrite, "reverse_tunnel_egress_closed");
+        conn.close(CloseType::FlushWrite, CloseDetail::EgressClosed);
     }
 }
 

@@ -12,7 +12,8 @@
 //!    everything else is relayed to the egress connection. A used tunnel never returns to the pool.
 
 use super::endpoint::{Endpoint, Msg};
-use super::conn::{Conn, Role};
+use super::conn::{CloseDetail, Conn, Role};
+use crate::core::close::CloseReason;
 use super::tunnel_session::{Action, TunnelSession};
 use super::worker::{self, deliver};
 use crate::config::filter::FilterConfig;
@@ -108,7 +109,7 @@ pub struct TunnelConn {
     initiation_time_ms: i64,
     registered_at_ms: Option<u64>,
     claimed_at_ms: Option<u64>,
-    close_reason: Option<&'static str>,
+    close_reason: Option<CloseReason>,
 }
 
 impl TunnelConn {
@@ -178,7 +179,7 @@ pub fn on_read(conn: &Tunnel, data: Vec<u8>, end_stream: bool) {
         Accept(HandshakeRequest),
         Keepalive(Vec<Event>),
         Relay(Vec<Action>),
-        CloseSelf(&'static str),
+        CloseSelf(CloseDetail),
     }
     let now = now_ms();
     let next = with_tunnel(conn, |t| match &mut t.phase {
@@ -187,7 +188,7 @@ pub fn on_read(conn: &Tunnel, data: Vec<u8>, end_stream: bool) {
             let room = cap.saturating_sub(buf.len());
             buf.extend_from_slice(&data[..data.len().min(room)]);
             match handshake::evaluate(buf, &t.settings.rules) {
-                Outcome::NeedMore if end_stream => Next::CloseSelf("reverse_tunnel_handshake_incomplete"),
+                Outcome::NeedMore if end_stream => Next::CloseSelf(CloseDetail::HandshakeIncomplete),
                 Outcome::NeedMore => Next::Nothing,
                 Outcome::Reject(r) => Next::Reject(r),
                 Outcome::Accept(req) => Next::Accept(req),
@@ -202,7 +203,7 @@ pub fn on_read(conn: &Tunnel, data: Vec<u8>, end_stream: bool) {
         }
         Phase::Claimed(session) => {
             if end_stream {
-                t.close_reason = Some("remote_close");
+                t.close_reason = Some(CloseReason::RemoteClose);
             }
             Next::Relay(session.tunnel_data(&data))
         }
@@ -219,7 +220,7 @@ pub fn on_read(conn: &Tunnel, data: Vec<u8>, end_stream: bool) {
         Next::Relay(actions) => {
             run_actions(conn, actions);
             if end_stream {
-                conn.close(CloseType::FlushWrite, "remote_close");
+                conn.close(CloseType::FlushWrite, CloseDetail::Tunnel(CloseReason::RemoteClose));
             }
         }
     }
@@ -233,7 +234,7 @@ fn reject(conn: &Tunnel, r: &Rejection) {
     with_tunnel(conn, |t| t.phase = Phase::Done);
     worker::set_deadline(conn.ep.conn_id, None);
     conn.write(&r.to_wire());
-    conn.close(CloseType::FlushWrite, "reverse_tunnel_handshake_rejected");
+    conn.close(CloseType::FlushWrite, CloseDetail::HandshakeRejected);
 }
 
 fn accept(conn: &Tunnel, req: HandshakeRequest, now: u64) {
@@ -370,7 +371,7 @@ fn lifecycle_keepalive_timeout(conn: &Tunnel, age_ms: u64) {
     if !log.enabled() {
         return;
     }
-    let extra = vec![("close_reason", "http2_ping_timeout".to_string())];
+    let extra = vec![("close_reason", CloseReason::Http2PingTimeout.to_string())];
     if let Some(mut ev) = lifecycle_event(conn, "http2_keepalive_timeout", "UpstreamEnd", "in_use", extra) {
         ev.start_time_unix_ms = ev.start_time_unix_ms.saturating_sub(age_ms);
         ev.duration_ms = age_ms;
@@ -404,12 +405,12 @@ fn handle_keepalive_events(conn: &Tunnel, events: Vec<Event>, now: u64) {
                 lifecycle(conn, "idle_ping_miss", "TcpUpstreamConnected", "idle", vec![("miss_count", count.to_string())]);
             }
             Event::Dead(reason) => {
-                if reason.as_str() == "idle_ping_timeout" {
+                if reason == CloseReason::IdlePingTimeout {
                     let n = conn.runtime.config.ping_failure_threshold.to_string();
                     lifecycle(conn, "idle_ping_timeout", "TcpUpstreamConnected", "idle", vec![("miss_count", n)]);
                 }
-                with_tunnel(conn, |t| t.close_reason = Some(reason.as_str()));
-                conn.close(CloseType::NoFlush, reason.as_str());
+                with_tunnel(conn, |t| t.close_reason = Some(reason));
+                conn.close(CloseType::NoFlush, CloseDetail::Tunnel(reason));
                 return;
             }
         }
@@ -424,10 +425,6 @@ fn handle_keepalive_events(conn: &Tunnel, events: Vec<Event>, now: u64) {
     }
 }
 
-/// Close reason (`tunnels_closed{close_reason}`, lifecycle `tunnel_closed`) of an idle tunnel
-/// closed because Envoy started draining.
-pub const DRAIN_CLOSE_REASON: &str = "drain";
-
 /// True once drain (or shutdown) started. SeqCst, paired with the store in
 /// [`crate::adapters::bootstrap`]: a tunnel registered after the drain's snapshot of idle tunnels
 /// sees the flag (see [`admit`]).
@@ -436,7 +433,7 @@ fn draining(rt: &Runtime) -> bool {
 }
 
 /// Envoy started draining (`Msg::Drain`, from the main thread): an idle tunnel (admitted or still
-/// waiting for its first echo) is closed with reason [`DRAIN_CLOSE_REASON`] so that its initiator
+/// waiting for its first echo) is closed with reason [`CloseReason::Drain`] so that its initiator
 /// dials elsewhere; a claimed tunnel keeps serving its requests. Owning worker.
 pub fn on_drain(conn: &Tunnel) {
     enum Kind {
@@ -461,20 +458,20 @@ pub fn on_drain(conn: &Tunnel) {
             // Atomic against a claim from another worker: if a claim won, its Attach is on its
             // way and the tunnel serves it.
             let Some(rm) = rt.tracker.remove_if_idle(conn.ep.conn_id) else { return };
-            left_tracker(conn, &rm, DRAIN_CLOSE_REASON, now_ms().saturating_sub(at));
+            left_tracker(conn, &rm, CloseReason::Drain, now_ms().saturating_sub(at));
         }
     }
-    with_tunnel(conn, |t| t.close_reason = Some(DRAIN_CLOSE_REASON));
+    with_tunnel(conn, |t| t.close_reason = Some(CloseReason::Drain));
     rt_log!(Debug, "reverse_tunnel: closing idle tunnel conn={} (drain)", conn.ep.conn_id);
     // on_closed logs tunnel_closed; for a registered tunnel the tracker entry is already gone, so
     // it counts nothing twice; an unadmitted one is counted there.
-    conn.close(CloseType::NoFlush, DRAIN_CLOSE_REASON);
+    conn.close(CloseType::NoFlush, CloseDetail::Tunnel(CloseReason::Drain));
 }
 
 /// A registered tunnel was taken out of the tracker (closed, or drained): tells the reporter and
 /// the stats, with its close `reason` and `lifetime_ms` (since registration when idle, since
 /// handoff when in use).
-fn left_tracker(conn: &Tunnel, rm: &crate::core::tracker::Removed, reason: &str, lifetime_ms: u64) {
+fn left_tracker(conn: &Tunnel, rm: &crate::core::tracker::Removed, reason: CloseReason, lifetime_ms: u64) {
     if let Some(r) = &conn.runtime.reporter {
         r.disconnected(conn.ep.conn_id, rm, reason);
     }
@@ -527,7 +524,7 @@ fn admit(conn: &Tunnel, now: u64) {
         Err(e) => {
             rt.stats.handshake("registration_failed");
             rt_log!(Error, "reverse_tunnel: could not register tunnel {}: {:?}", conn.ep.conn_id, e);
-            conn.close(CloseType::NoFlush, "reverse_tunnel_registration_failed");
+            conn.close(CloseType::NoFlush, CloseDetail::RegistrationFailed);
         }
     }
 }
@@ -551,7 +548,7 @@ pub fn on_deadline(conn: &Tunnel, now: u64) {
         Next::Timeout => {
             conn.runtime.stats.handshake("timeout");
             with_tunnel(conn, |t| t.phase = Phase::Done);
-            conn.close(CloseType::NoFlush, "reverse_tunnel_handshake_timeout");
+            conn.close(CloseType::NoFlush, CloseDetail::HandshakeTimeout);
         }
         Next::Events(ev) => handle_keepalive_events(conn, ev, now),
         Next::Session(acts) => {
@@ -657,7 +654,7 @@ fn run_actions(conn: &Tunnel, actions: Vec<Action>) {
                 ep.post(Msg::PeerClosed);
             }
             Action::CloseTunnel(reason) => {
-                if reason == "http2_ping_timeout" {
+                if reason == CloseReason::Http2PingTimeout {
                     let claimed = with_tunnel(conn, |t| t.claimed_at_ms).flatten().unwrap_or(0);
                     let age = now_ms().saturating_sub(claimed);
                     lifecycle_keepalive_timeout(conn, age);
@@ -665,7 +662,7 @@ fn run_actions(conn: &Tunnel, actions: Vec<Action>) {
                 with_tunnel(conn, |t| {
                     t.close_reason.get_or_insert(reason);
                 });
-                conn.close(CloseType::FlushWrite, reason);
+                conn.close(CloseType::FlushWrite, CloseDetail::Tunnel(reason));
             }
             Action::Shareable(yes) => {
                 rt.tracker.set_shareable(conn.ep.conn_id, yes);
@@ -690,14 +687,14 @@ pub fn on_closed(conn: &Tunnel, remote: bool) {
     let now = now_ms();
     let reason = match phase {
         Phase::Done | Phase::Handshake { .. } => return,
-        Phase::Keepalive(_) => reason.unwrap_or(if remote { "idle_peer_close" } else { "local_close" }),
+        Phase::Keepalive(_) => reason.unwrap_or(if remote { CloseReason::IdlePeerClose } else { CloseReason::LocalClose }),
         Phase::Claimed(mut session) => {
             for a in session.tunnel_closed() {
                 if let Action::CloseEgress(ep) = a {
                     ep.post(Msg::PeerClosed);
                 }
             }
-            reason.unwrap_or(if remote { "remote_close" } else { "local_close" })
+            reason.unwrap_or(if remote { CloseReason::RemoteClose } else { CloseReason::LocalClose })
         }
     };
     let rt = &conn.runtime;

@@ -18,6 +18,7 @@ use crate::core::reporter::{
     events_body, snapshot_body, EventKind, Reporter, ReporterCounters, SendPlan, SnapshotTunnel, TunnelEvent,
 };
 use crate::clock::unix_ms;
+use crate::core::close::CloseReason;
 use crate::core::tracker::{Identity, Removed, Tracker, TunnelState};
 use crate::rt_log;
 use parking_lot::Mutex;
@@ -165,7 +166,7 @@ impl ReporterHandle {
 
     /// Worker thread: a registered tunnel left the tracker (lifecycle `tunnel_closed`) with
     /// `close_reason`.
-    pub fn disconnected(&self, tunnel: u64, rm: &Removed, close_reason: &str) {
+    pub fn disconnected(&self, tunnel: u64, rm: &Removed, close_reason: CloseReason) {
         self.push(TunnelEvent {
             kind: EventKind::Disconnected { close_reason: close_reason.to_string() },
             tenant_id: rm.identity.tenant_id.clone(),

@@ -19,6 +19,7 @@
 
 use super::endpoint::Endpoint;
 use crate::core::h2mux::{Mux, MuxEvent, MuxSettings, Output};
+use crate::core::close::CloseReason;
 use crate::core::relay::EchoStripper;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,7 +39,7 @@ pub enum Action {
     /// Close an egress connection (it is forgotten here).
     CloseEgress(Arc<Endpoint>),
     /// Close the tunnel connection, with this close reason.
-    CloseTunnel(&'static str),
+    CloseTunnel(CloseReason),
     /// The session can (true) or can no longer (false) take more egress connections.
     Shareable(bool),
     /// Number of egress connections now using the tunnel (for the admin listing).
@@ -131,7 +132,7 @@ impl TunnelSession {
                 p.misses += 1;
                 if p.misses >= p.threshold {
                     acts.push(Action::Shareable(false));
-                    acts.push(Action::CloseTunnel("http2_ping_timeout"));
+                    acts.push(Action::CloseTunnel(CloseReason::Http2PingTimeout));
                     self.shareable = false;
                     return acts;
                 }
@@ -200,7 +201,7 @@ impl TunnelSession {
                     let first = std::mem::take(buf);
                     self.start_mux(first)
                 } else if buf.len() > MAX_UNDECIDED_BYTES {
-                    vec![Action::CloseTunnel("reverse_tunnel_protocol_error")]
+                    vec![Action::CloseTunnel(CloseReason::ProtocolError)]
                 } else {
                     Vec::new()
                 }
@@ -235,12 +236,12 @@ impl TunnelSession {
                 // leave closes the tunnel, and the initiator dials a fresh one.
                 if self.egress.is_empty() {
                     acts.push(Action::Shareable(false));
-                    acts.push(Action::CloseTunnel("egress_closed"));
+                    acts.push(Action::CloseTunnel(CloseReason::EgressClosed));
                 }
                 acts
             }
             // A raw tunnel (or one not yet started) is used by its owner only.
-            _ => vec![Action::CloseTunnel("egress_closed")],
+            _ => vec![Action::CloseTunnel(CloseReason::EgressClosed)],
         }
     }
 
@@ -254,7 +255,7 @@ impl TunnelSession {
             Mode::Deciding(_) => {
                 self.backlog.extend_from_slice(&bytes);
                 if self.backlog.len() > MAX_UNDECIDED_BYTES {
-                    vec![Action::CloseTunnel("reverse_tunnel_protocol_error")]
+                    vec![Action::CloseTunnel(CloseReason::ProtocolError)]
                 } else {
                     Vec::new()
                 }
@@ -281,7 +282,7 @@ impl TunnelSession {
     fn to_owner(&self, bytes: Vec<u8>) -> Action {
         match self.egress.get(&self.owner) {
             Some(ep) => Action::ToEgress(ep.clone(), bytes),
-            None => Action::CloseTunnel("egress_closed"),
+            None => Action::CloseTunnel(CloseReason::EgressClosed),
         }
     }
 
@@ -325,7 +326,7 @@ impl TunnelSession {
             }
         }
         if out.close_tunnel {
-            acts.push(Action::CloseTunnel("reverse_tunnel_protocol_error"));
+            acts.push(Action::CloseTunnel(CloseReason::ProtocolError));
         }
         for ev in &out.events {
             if let MuxEvent::TunnelPingAck { opaque } = ev {

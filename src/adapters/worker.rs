@@ -5,7 +5,7 @@
 //! it across an Envoy call (Envoy may re-enter a hook synchronously, e.g. `close` runs `event`);
 //! every function here borrows briefly and returns owned values.
 
-use super::conn::Connection;
+use super::conn::{CloseDetail, Connection};
 use super::endpoint::{Endpoint, Msg};
 use crate::ffi::envoy::CloseType;
 use crate::core::deadlines::DeadlineQueue;
@@ -94,7 +94,7 @@ pub fn dispatch(conn: &Rc<dyn Connection>, msg: Msg) {
     match msg {
         Msg::Tick => run_tick(conn),
         Msg::Data(bytes) => conn.write(&bytes),
-        Msg::PeerClosed => conn.close(CloseType::FlushWrite, "reverse_tunnel_peer_closed"),
+        Msg::PeerClosed => conn.close(CloseType::FlushWrite, CloseDetail::PeerClosed),
         other => conn.on_message(other),
     }
 }

@@ -131,31 +131,8 @@ impl KeepaliveSettings {
     }
 }
 
-/// Why an unclaimed tunnel died; [`as_str`](Self::as_str) gives the `close_reason` of the
-/// `tunnel_closed` log (docs/protocol.md#closing-a-tunnel).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CloseReason {
-    /// `failure_threshold` consecutive misses.
-    IdlePingTimeout,
-    /// The initiator closed the connection (read returned 0 bytes).
-    IdlePeerClose,
-    /// Reading the idle tunnel failed.
-    IdleReadError,
-    /// Writing an RPING failed (other than "would block").
-    IdlePingWriteFailure,
-}
-
-impl CloseReason {
-    /// `idle_ping_timeout`, `idle_peer_close`, `idle_read_error` or `idle_ping_write_failure`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CloseReason::IdlePingTimeout => "idle_ping_timeout",
-            CloseReason::IdlePeerClose => "idle_peer_close",
-            CloseReason::IdleReadError => "idle_read_error",
-            CloseReason::IdlePingWriteFailure => "idle_ping_write_failure",
-        }
-    }
-}
+/// Why an unclaimed tunnel died: one of the `Idle*` reasons of the shared vocabulary.
+pub use super::close::CloseReason;
 
 /// What the caller must do or log, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

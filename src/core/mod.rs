@@ -1,5 +1,6 @@
 //! Pure logic: no Envoy, no `unsafe`. Each file is one state machine with its own unit tests.
 pub mod accesslog;
+pub mod close;
 pub mod deadlines;
 pub mod format_string;
 pub mod handshake;

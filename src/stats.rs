@@ -41,7 +41,8 @@
 //! [`DETAILED_SHARDS`] shard locks to look up the label set, on registration and close only.
 
 use crate::core::close::CloseReason;
-use crate::core::tracker::{Claimed, Identity, Registered, Removed};
+use crate::core::handshake::Counter;
+use crate::core::tracker::{Claimed, Identity, Registered, Removed, WorkerName};
 use crate::ffi::envoy::{BootstrapConfigHandle, MetricKind, MetricOp};
 use parking_lot::Mutex;
 use std::collections::hash_map::DefaultHasher;
@@ -49,12 +50,27 @@ use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-/// Names of the handshake counters, docs/protocol.md#handshake-counters (`reverse_tunnel.handshake.<name>`).
-pub const HANDSHAKE_COUNTERS: [&str; 7] =
-    ["accepted", "parse_error", "validation_failed", "rejected", "timeout", "body_rejected", "registration_failed"];
+/// Which way relayed bytes went: the tag of `relay_bytes{direction}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// From an egress connection into the tunnel.
+    ToInitiator = 0,
+    /// From the tunnel to an egress connection.
+    FromInitiator = 1,
+}
 
-/// Tag values of `relay_bytes{direction}`.
-pub const RELAY_DIRECTIONS: [&str; 2] = ["to_initiator", "from_initiator"];
+impl Direction {
+    /// Both directions, in tag order.
+    pub const ALL: [Direction; 2] = [Direction::ToInitiator, Direction::FromInitiator];
+
+    /// The tag value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::ToInitiator => "to_initiator",
+            Direction::FromInitiator => "from_initiator",
+        }
+    }
+}
 
 /// Envoy runtime key: the most label sets the detailed `tunnels` family may ever create.
 pub const MAX_SERIES_RUNTIME_KEY: &str = "reverse_tunnel.detailed_stats.max_series";
@@ -107,9 +123,9 @@ pub struct Stats {
     cx_post_upgrade_lifetime: Option<usize>,
     cx_idle_expire_time: Option<usize>,
     ping_rtt: Option<usize>,
-    /// `relay_bytes{direction}` per [`RELAY_DIRECTIONS`] entry, published by the clock.
+    /// `relay_bytes{direction}` per [`Direction`], published by the clock.
     relay_bytes: [Published; 2],
-    /// Bytes relayed so far per [`RELAY_DIRECTIONS`] entry (see [`Stats::relayed`]).
+    /// Bytes relayed so far per [`Direction`] (see [`Stats::relayed`]).
     relay_totals: [AtomicU64; 2],
     access_log_dropped: Option<usize>,
     draining: Option<usize>,
@@ -150,10 +166,7 @@ impl Stats {
             }
         };
         let p = |s: &str| format!("{}.{s}", o.prefix);
-        let mut handshake = [None; 7];
-        for (i, n) in HANDSHAKE_COUNTERS.iter().enumerate() {
-            handshake[i] = d(MetricKind::Counter, format!("reverse_tunnel.handshake.{n}"), &[]);
-        }
+        let handshake = Counter::ALL.map(|c| d(MetricKind::Counter, c.stat_name(), &[]));
         let detailed = o.detailed.then(|| {
             let labels: &[&str] =
                 if o.tenant_isolation { &["tenant_id", "cluster_id", "node_id"] } else { &["cluster_id", "node_id"] };
@@ -186,7 +199,7 @@ impl Stats {
             ping_rtt: d(MetricKind::Histogram, p("ping_rtt"), &[]),
             relay_bytes: {
                 let id = d(MetricKind::Counter, p("relay_bytes"), &["direction"]);
-                RELAY_DIRECTIONS.map(|dir| Published::labelled(id, dir))
+                Direction::ALL.map(|dir| Published::labelled(id, dir.as_str()))
             },
             relay_totals: [AtomicU64::new(0), AtomicU64::new(0)],
             access_log_dropped: d(MetricKind::Gauge, p("access_log_dropped"), &[]),
@@ -197,7 +210,7 @@ impl Stats {
             reporter_failed: Published::new(d(MetricKind::Counter, p("reporter.failed"), &[])),
             reporter_snapshots: Published::new(d(MetricKind::Counter, p("reporter.snapshots"), &[])),
             reporter_dropped_events: Published::new(d(MetricKind::Counter, p("reporter.dropped_events"), &[])),
-            worker_names: (0..o.concurrency.max(1)).map(|w| format!("worker_{w}")).collect(),
+            worker_names: (0..o.concurrency.max(1)).map(|w| WorkerName(w).to_string()).collect(),
             detailed,
             sink,
         }
@@ -213,11 +226,10 @@ impl Stats {
         self.worker_names.get(w as usize).map(|s| s.as_str()).unwrap_or("worker_unknown")
     }
 
-    /// Counts a handshake outcome by counter name (one of [`HANDSHAKE_COUNTERS`]; others ignored).
-    pub fn handshake(&self, name: &str) {
-        if let Some(i) = HANDSHAKE_COUNTERS.iter().position(|n| *n == name) {
-            self.up(MetricOp::IncCounter, self.handshake[i], &[], 1);
-        }
+    /// Counts a handshake outcome.
+    pub fn handshake(&self, c: Counter) {
+        let i = Counter::ALL.iter().position(|x| *x == c).unwrap_or(0);
+        self.up(MetricOp::IncCounter, self.handshake[i], &[], 1);
     }
     /// A request found no tunnel (built-in `fallback_no_reverse_socket`).
     pub fn no_tunnel(&self) {
@@ -307,14 +319,13 @@ impl Stats {
     pub fn unsolicited_rping(&self, n: u64) {
         self.up(MetricOp::IncCounter, self.unsolicited_rping, &[], n);
     }
-    /// Counts relayed bytes; `direction` is `to_initiator` or `from_initiator`.
+    /// Counts `n` bytes relayed in `direction`.
     ///
     /// This runs for every relayed chunk, so it only adds to an atomic total: a labelled update
     /// makes Envoy resolve the tags in its symbol table, which takes a process-wide lock. The
     /// clock publishes the totals ([`Stats::publish_relayed`]); `/stats` lags by one clock period.
-    pub fn relayed(&self, direction: &str, n: usize) {
-        let i = usize::from(direction != RELAY_DIRECTIONS[0]);
-        self.relay_totals[i].fetch_add(n as u64, Ordering::Relaxed);
+    pub fn relayed(&self, direction: Direction, n: usize) {
+        self.relay_totals[direction as usize].fetch_add(n as u64, Ordering::Relaxed);
     }
     /// Brings `relay_bytes{direction}` up to the totals counted by [`Stats::relayed`]. Main thread,
     /// from the clock timer.
@@ -758,9 +769,9 @@ mod tests {
     fn relayed_bytes_are_published_by_the_clock() {
         let sink = RecordingSink::default();
         let st = stats(&sink, false, 1);
-        st.relayed("to_initiator", 100);
-        st.relayed("from_initiator", 7);
-        st.relayed("to_initiator", 1);
+        st.relayed(Direction::ToInitiator, 100);
+        st.relayed(Direction::FromInitiator, 7);
+        st.relayed(Direction::ToInitiator, 1);
         assert_eq!(sink.get("up.relay_bytes", &["to_initiator"]), 0, "nothing before the clock");
         st.publish_relayed();
         st.publish_relayed();

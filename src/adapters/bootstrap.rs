@@ -8,7 +8,7 @@
 use super::endpoint::Msg;
 use super::reporter::{callout_ok, tracker_snapshot};
 use crate::config::bootstrap::BootstrapConfig;
-use crate::core::tracker::TunnelState;
+use crate::core::tracker::{TunnelState, WorkerName};
 use crate::ffi::envoy::{self, BootstrapConfigHandle, BootstrapTimer};
 use crate::runtime::{Runtime, RUNTIME};
 use crate::rt_log;
@@ -294,17 +294,14 @@ pub fn admin_listing(rt: &Runtime, q: &AdminQuery) -> String {
         let ack = v.handle.live.last_ack_unix_ms.load(Ordering::Relaxed);
         let rtt = v.handle.live.last_rtt_ms.load(Ordering::Relaxed);
         let egress = v.handle.live.egress.load(Ordering::Relaxed);
-        let state = match v.state {
-            TunnelState::Idle => "idle",
-            TunnelState::InUse => "in_use",
-        };
+        let state = v.state.as_str();
         if q.text {
             use std::io::Write;
             let since_ack = if ack == 0 { "-".to_string() } else { format!("{}ms", now.saturating_sub(ack)) };
             let _ = writeln!(
                 out,
-                "tenant={} cluster={} node={} tunnel={} worker=worker_{} state={} age={}ms last_ack={} rtt={}ms egress={} remote={} initiator={}/{}",
-                id.tenant_id, id.cluster_id, id.node_id, v.tunnel, v.worker, state,
+                "tenant={} cluster={} node={} tunnel={} worker={} state={} age={}ms last_ack={} rtt={}ms egress={} remote={} initiator={}/{}",
+                id.tenant_id, id.cluster_id, id.node_id, v.tunnel, WorkerName(v.worker), state,
                 now.saturating_sub(v.meta.registered_at_ms), since_ack, rtt, egress, v.meta.remote_address,
                 v.meta.initiator_worker_id, v.meta.initiator_connection_id
             );
@@ -398,15 +395,6 @@ struct AdminRow<'a> {
     remote_address: &'a str,
     initiator_worker_id: &'a str,
     initiator_connection_id: &'a str,
-}
-
-/// Serializes as the string `worker_<n>` without building it first.
-struct WorkerName(u32);
-
-impl serde::Serialize for WorkerName {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&format_args!("worker_{}", self.0))
-    }
 }
 
 #[cfg(test)]

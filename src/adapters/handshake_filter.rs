@@ -18,14 +18,15 @@ use super::tunnel_session::{Action, TunnelSession};
 use super::worker::{self, deliver};
 use crate::config::filter::FilterConfig;
 use crate::core::accesslog::LifecycleEvent;
-use crate::core::handshake::{self, HandshakeRequest, HandshakeRules, Outcome, Rejection};
+use crate::core::handshake::{self, Counter, HandshakeRequest, HandshakeRules, Outcome, Rejection};
 use crate::core::idformat::{self, FormatContext, IdFormat};
 use crate::core::keepalive::{Event, Keepalive, KeepaliveSettings, RPING};
 use crate::core::relay::EchoStripper;
-use crate::core::tracker::{Identity, TunnelMeta};
+use crate::core::tracker::{Identity, TunnelMeta, WorkerName};
 use crate::ffi::envoy::CloseType;
 use crate::runtime::{now_ms, Runtime};
 use crate::rt_log;
+use crate::stats::Direction;
 use std::sync::Arc;
 
 /// Delay between the 200/101 and the first RPING (ms). Large enough that the two can never
@@ -228,7 +229,7 @@ pub fn on_read(conn: &Tunnel, data: Vec<u8>, end_stream: bool) {
 
 fn reject(conn: &Tunnel, r: &Rejection) {
     if let Some(c) = r.counter {
-        conn.runtime.stats.handshake(c.name());
+        conn.runtime.stats.handshake(c);
     }
     rt_log!(Debug, "reverse_tunnel: handshake rejected with {} ({})", r.status, r.body);
     with_tunnel(conn, |t| t.phase = Phase::Done);
@@ -307,7 +308,7 @@ fn accept(conn: &Tunnel, req: HandshakeRequest, now: u64) {
         t.phase = Phase::Keepalive(ka);
     });
     worker::set_deadline(conn.ep.conn_id, deadline);
-    rt.stats.handshake("accepted");
+    rt.stats.handshake(Counter::Accepted);
     rt_log!(
         Debug,
         "reverse_tunnel: handshake accepted node={} cluster={} tenant={} conn={} worker={}",
@@ -348,7 +349,7 @@ fn lifecycle_event(
             node_id: id.node_id,
             cluster_id: id.cluster_id,
             tenant_id: id.tenant_id,
-            worker: format!("worker_{}", conn.ep.worker),
+            worker: WorkerName(conn.ep.worker).to_string(),
             socket_state,
             fd: conn.ep.conn_id,
             initiator_worker_id: t.initiator.0.clone(),
@@ -522,7 +523,7 @@ fn admit(conn: &Tunnel, now: u64) {
             }
         }
         Err(e) => {
-            rt.stats.handshake("registration_failed");
+            rt.stats.handshake(Counter::RegistrationFailed);
             rt_log!(Error, "reverse_tunnel: could not register tunnel {}: {:?}", conn.ep.conn_id, e);
             conn.close(CloseType::NoFlush, CloseDetail::RegistrationFailed);
         }
@@ -546,7 +547,7 @@ pub fn on_deadline(conn: &Tunnel, now: u64) {
     .unwrap_or(Next::Nothing);
     match next {
         Next::Timeout => {
-            conn.runtime.stats.handshake("timeout");
+            conn.runtime.stats.handshake(Counter::Timeout);
             with_tunnel(conn, |t| t.phase = Phase::Done);
             conn.close(CloseType::NoFlush, CloseDetail::HandshakeTimeout);
         }
@@ -643,11 +644,11 @@ fn run_actions(conn: &Tunnel, actions: Vec<Action>) {
     for a in actions {
         match a {
             Action::WriteTunnel(b) => {
-                rt.stats.relayed("to_initiator", b.len());
+                rt.stats.relayed(Direction::ToInitiator, b.len());
                 conn.write(&b);
             }
             Action::ToEgress(ep, b) => {
-                rt.stats.relayed("from_initiator", b.len());
+                rt.stats.relayed(Direction::FromInitiator, b.len());
                 deliver(&ep, conn.ep.worker, Msg::Data(b));
             }
             Action::CloseEgress(ep) => {

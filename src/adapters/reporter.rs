@@ -19,7 +19,7 @@ use crate::core::reporter::{
 };
 use crate::clock::unix_ms;
 use crate::core::close::CloseReason;
-use crate::core::tracker::{Identity, Removed, Tracker, TunnelState};
+use crate::core::tracker::{Identity, Removed, Tracker};
 use crate::rt_log;
 use parking_lot::Mutex;
 
@@ -212,10 +212,7 @@ pub fn tracker_snapshot<H: Clone + Send>(tracker: &Tracker<H>) -> Vec<SnapshotTu
             tunnel_id: v.tunnel,
             initiation_time_ms: v.meta.initiation_time_ms,
             connected_at_ms: v.meta.registered_at_ms,
-            state: match v.state {
-                TunnelState::Idle => "idle",
-                TunnelState::InUse => "in_use",
-            },
+            state: v.state.as_str(),
         })
     });
     rows

@@ -128,6 +128,9 @@ impl HandshakeRequest {
     }
 }
 
+/// Prefix of every handshake counter's stat name.
+pub const COUNTER_PREFIX: &str = "reverse_tunnel.handshake.";
+
 /// The handshake counters, `reverse_tunnel.handshake.<name>` (docs/protocol.md#handshake-counters). The two JWT
 /// counters of the built-in are not produced by this module.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -175,16 +178,8 @@ impl Counter {
 
     /// Full stat name, e.g. `"reverse_tunnel.handshake.parse_error"` (docs/protocol.md#handshake-counters: no
     /// listener prefix).
-    pub fn stat_name(&self) -> &'static str {
-        match self {
-            Counter::Accepted => "reverse_tunnel.handshake.accepted",
-            Counter::ParseError => "reverse_tunnel.handshake.parse_error",
-            Counter::ValidationFailed => "reverse_tunnel.handshake.validation_failed",
-            Counter::Rejected => "reverse_tunnel.handshake.rejected",
-            Counter::Timeout => "reverse_tunnel.handshake.timeout",
-            Counter::BodyRejected => "reverse_tunnel.handshake.body_rejected",
-            Counter::RegistrationFailed => "reverse_tunnel.handshake.registration_failed",
-        }
+    pub fn stat_name(&self) -> String {
+        format!("{COUNTER_PREFIX}{}", self.name())
     }
 }
 

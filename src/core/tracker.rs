@@ -64,6 +64,24 @@ pub type TunnelId = u64;
 /// Index of an Envoy worker thread (`worker_0` → 0, …).
 pub type WorkerId = u32;
 
+/// A worker's name as Envoy spells it, `worker_<index>`: the `worker` tag of the stats, the
+/// lifecycle log's `worker`, the admin listing and the reporter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerName(pub WorkerId);
+
+impl fmt::Display for WorkerName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "worker_{}", self.0)
+    }
+}
+
+/// Serializes as the string `worker_<n>` without building it first.
+impl serde::Serialize for WorkerName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// Delimiter between tenant id and node/cluster id in keys under tenant isolation
 /// (docs/protocol.md#keys).
 pub const KEY_DELIMITER: char = ':';
@@ -105,6 +123,16 @@ pub enum TunnelState {
     /// Claimed; carries HTTP/2 for the cloud side and never becomes idle again. It may in addition
     /// be marked shareable ([`Tracker::set_shareable`]).
     InUse,
+}
+
+impl TunnelState {
+    /// `idle` or `in_use`, as the admin listing and the reporter spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TunnelState::Idle => "idle",
+            TunnelState::InUse => "in_use",
+        }
+    }
 }
 
 /// Result of a successful [`Tracker::register`].

@@ -666,12 +666,8 @@ fn counter_names() {
             "registration_failed"
         ]
     );
-    for c in Counter::ALL {
-        assert_eq!(
-            c.stat_name(),
-            format!("reverse_tunnel.handshake.{}", c.name())
-        );
-    }
+    assert_eq!(Counter::ParseError.stat_name(), "reverse_tunnel.handshake.parse_error");
+    assert_eq!(Counter::RegistrationFailed.stat_name(), "reverse_tunnel.handshake.registration_failed");
 }
 
 fn check_outcome(buf: &[u8], rules: &HandshakeRules) -> Result<(), TestCaseError> {

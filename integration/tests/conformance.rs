@@ -558,7 +558,7 @@ fn case(name: &'static str, expect: Expect, bytes: impl Fn(u16) -> Vec<u8> + 'st
 fn default_cases() -> Vec<Case> {
     use Expect::*;
     let mut v = vec![
-        case("valid request (§1.4 bytes)", Same, |p| head(LINE, &base_headers(p))),
+        case("valid request (captured 1.40.0 bytes)", Same, |p| head(LINE, &base_headers(p))),
         case("upper-case header names", Same, |p| {
             let h: Vec<(String, String)> = with_node(p, "upper-node")
                 .into_iter()

@@ -9,7 +9,7 @@ use super::endpoint::Msg;
 use super::reporter::{callout_ok, tracker_snapshot};
 use crate::config::bootstrap::BootstrapConfig;
 use crate::core::tracker::{TunnelState, WorkerName};
-use crate::ffi::envoy::{self, BootstrapConfigHandle, BootstrapTimer};
+use crate::ffi::envoy::{self, BootstrapConfigHandle, BootstrapTimer, CalloutInitError, CalloutResult};
 use crate::runtime::{Runtime, RUNTIME};
 use crate::rt_log;
 use parking_lot::Mutex;
@@ -88,18 +88,17 @@ impl BootstrapExtension {
         }
     }
 
-    /// `http_callout_done` (docs/envoy-abi.md#bootstrap-hooks): the result of the reporter's callout `id`; `result`
-    /// is the raw `envoy_dynamic_module_type_http_callout_result` (0 Success), `status` the
-    /// response's `:status` header if any.
-    pub fn http_callout_done(&self, id: u64, result: u32, status: Option<&str>) {
+    /// `http_callout_done` (docs/envoy-abi.md#bootstrap-hooks): the result of the reporter's
+    /// callout `id`, `status` the response's `:status` header if any.
+    pub fn http_callout_done(&self, id: u64, result: CalloutResult, status: Option<&str>) {
         if let Some(r) = &self.runtime.reporter {
             let ok = callout_ok(result, status);
             let detail = match (result, status) {
-                (0, Some(s)) => format!("HTTP status {s}"),
-                (0, None) => "no :status".to_string(),
-                (1, _) => "reset (connection failure or timeout)".to_string(),
-                (2, _) => "response too large".to_string(),
-                (other, _) => format!("callout result {other}"),
+                (CalloutResult::Success, Some(s)) => format!("HTTP status {s}"),
+                (CalloutResult::Success, None) => "no :status".to_string(),
+                (CalloutResult::Reset, _) => "reset (connection failure or timeout)".to_string(),
+                (CalloutResult::ExceedResponseBufferLimit, _) => "response too large".to_string(),
+                (CalloutResult::Other(rc), _) => format!("callout result {rc}"),
             };
             r.on_callout_done(id, ok, &detail, crate::runtime::now_ms());
         }
@@ -155,12 +154,12 @@ fn reporter_tick(rt: &Runtime, handle: BootstrapConfigHandle) {
     let Some(r) = &rt.reporter else { return };
     r.tick(crate::clock::now_ms(), || tracker_snapshot(&rt.tracker), |headers, body| {
         let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        handle.http_callout(&r.config.cluster, &h, body, r.config.settings.timeout_ms).map_err(|rc| match rc {
-            1 => "missing required headers".to_string(),
-            2 => format!("cluster '{}' not found", r.config.cluster),
-            3 => "duplicate callout id".to_string(),
-            4 => "cannot create the request".to_string(),
-            other => format!("init result {other}"),
+        handle.http_callout(&r.config.cluster, &h, body, r.config.settings.timeout_ms).map_err(|e| match e {
+            CalloutInitError::MissingRequiredHeaders => "missing required headers".to_string(),
+            CalloutInitError::ClusterNotFound => format!("cluster '{}' not found", r.config.cluster),
+            CalloutInitError::DuplicateCalloutId => "duplicate callout id".to_string(),
+            CalloutInitError::CannotCreateRequest => "cannot create the request".to_string(),
+            CalloutInitError::Other(rc) => format!("init result {rc}"),
         })
     });
 }

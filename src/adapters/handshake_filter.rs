@@ -252,7 +252,7 @@ fn accept(conn: &Tunnel, req: HandshakeRequest, now: u64) {
     let Some(settings) = settings else { return };
     let Some(f) = conn.envoy() else { return };
     if f.is_ssl() {
-        // Design §8: after a TLS-protected handshake a 1.40.0 initiator speaks cleartext on the
+        // docs/architecture.md#known-limits: after a TLS-protected handshake a 1.40.0 initiator speaks cleartext on the
         // raw socket while Envoy keeps TLS on this connection; the tunnel could never work.
         rt.stats.outer_tls_refused();
         rt_log!(

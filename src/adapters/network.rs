@@ -10,6 +10,7 @@ use super::handshake_filter::{HandshakeSettings, TunnelConn};
 use super::worker;
 use crate::config::egress::EgressConfig;
 use super::envoy_api::EnvoyNetworkFilter;
+use crate::ffi::envoy::ConnectionEvent;
 use crate::runtime::Runtime;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -103,11 +104,12 @@ pub fn on_read(conn: &Rc<dyn Connection>, end_stream: bool) {
     conn.on_read(data, end_stream);
 }
 
-/// `on_network_filter_event`: 0 RemoteClose, 1 LocalClose, 2 Connected, 3 ConnectedZeroRtt.
-pub fn on_event(conn: &Rc<dyn Connection>, event: u32) {
-    if event == 0 || event == 1 {
+/// `on_network_filter_event`: a close (remote or local) releases the connection; other events
+/// change nothing.
+pub fn on_event(conn: &Rc<dyn Connection>, event: ConnectionEvent) {
+    if matches!(event, ConnectionEvent::RemoteClose | ConnectionEvent::LocalClose) {
         conn.mark_closed();
-        teardown(conn, event == 0);
+        teardown(conn, event == ConnectionEvent::RemoteClose);
     }
 }
 
@@ -174,7 +176,7 @@ mod tests {
         let ec = fake::open(&env.egress, &ef);
         // An attach queued for the tunnel, which closes before it is delivered.
         tc.ep().post(Msg::Attach { peer: ec.ep().clone() });
-        on_event(&tc, 0);
+        on_event(&tc, ConnectionEvent::RemoteClose);
         fake::deliver_mail(&[&ec]);
         assert_eq!(ef.closes(), vec![(CloseType::FlushWrite, "reverse_tunnel_peer_closed".to_string())]);
     }
@@ -187,7 +189,7 @@ mod tests {
         env.rt.post_ticks();
         assert!(env.rt.clocks[0].lock().tick_pending);
         assert!(!tc.ep().is_quiet(), "the tick went through the only connection of the worker");
-        on_event(&tc, 1);
+        on_event(&tc, ConnectionEvent::LocalClose);
         assert!(!env.rt.clocks[0].lock().tick_pending, "released: the next period posts a new tick");
     }
 
@@ -196,10 +198,10 @@ mod tests {
         let env = fake::Env::new("{}", "{}");
         let f = FakeNetworkFilter::new(204);
         let c = fake::open(&env.handshake, &f);
-        on_event(&c, 2);
-        on_event(&c, 3);
+        on_event(&c, ConnectionEvent::Connected);
+        on_event(&c, ConnectionEvent::ConnectedZeroRtt);
         assert!(worker::get(204).is_some());
-        on_event(&c, 0);
+        on_event(&c, ConnectionEvent::RemoteClose);
         assert!(worker::get(204).is_none());
     }
 }

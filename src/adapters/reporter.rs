@@ -19,6 +19,7 @@ use crate::core::reporter::{
 };
 use crate::clock::unix_ms;
 use crate::core::close::CloseReason;
+use crate::ffi::envoy::CalloutResult;
 use crate::core::tracker::{Identity, Removed, Tracker};
 use crate::rt_log;
 use parking_lot::Mutex;
@@ -192,10 +193,9 @@ impl ReporterHandle {
     }
 }
 
-/// True if a callout result means success: result Success (0, docs/envoy-abi.md#buffers-pointers-and-enums) and a `:status`
-/// of 2xx.
-pub fn callout_ok(result: u32, status: Option<&str>) -> bool {
-    result == 0 && status.and_then(|s| s.trim().parse::<u16>().ok()).is_some_and(|s| (200..300).contains(&s))
+/// True if a callout result means success: result Success and a `:status` of 2xx.
+pub fn callout_ok(result: CalloutResult, status: Option<&str>) -> bool {
+    result == CalloutResult::Success && status.and_then(|s| s.trim().parse::<u16>().ok()).is_some_and(|s| (200..300).contains(&s))
 }
 
 /// The snapshot rows of the tracker (bare ids, state, connect time), sorted by tunnel id. Main
@@ -308,10 +308,10 @@ mod tests {
 
     #[test]
     fn reporter_callout_ok_needs_success_and_2xx() {
-        assert!(callout_ok(0, Some("200")));
-        assert!(callout_ok(0, Some("204")));
-        assert!(!callout_ok(0, Some("503")));
-        assert!(!callout_ok(0, None));
-        assert!(!callout_ok(1, Some("200")));
+        assert!(callout_ok(CalloutResult::Success, Some("200")));
+        assert!(callout_ok(CalloutResult::Success, Some("204")));
+        assert!(!callout_ok(CalloutResult::Success, Some("503")));
+        assert!(!callout_ok(CalloutResult::Success, None));
+        assert!(!callout_ok(CalloutResult::Reset, Some("200")));
     }
 }

@@ -417,7 +417,7 @@ pub const KNOWN_METHODS: &[&str] = &[
 /// `max_header_bytes` long, so the caller never buffers more than `max_header_bytes` plus one
 /// read (no unbounded buffering). Cost: one parse of `buf`; no panics on any input.
 ///
-/// Checks, in this order (docs/protocol.md#handshake-response table, §2.2):
+/// Checks, in this order (docs/protocol.md#handshake-response table, #handshake-checks):
 /// 1. Codec: unparsable → 400 `Bad Request`; head or headers over the limits → 431; invalid or
 ///    duplicate `content-length`, or `content-length` with `transfer-encoding` → 400
 ///    `Bad Request` (all without counter).

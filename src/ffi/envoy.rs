@@ -172,10 +172,14 @@ impl BootstrapConfigHandle {
     /// `bootstrap_extension_http_callout`): `headers` must include `:method`, `:path` and `host`;
     /// `timeout_ms` bounds the whole exchange. Main thread, only after `server_initialized`
     /// (before it Envoy answers ClusterNotFound). Returns the callout id, whose result arrives
-    /// in the `http_callout_done` hook on the main thread, or the raw
-    /// `envoy_dynamic_module_type_http_callout_init_result` (1 MissingRequiredHeaders,
-    /// 2 ClusterNotFound, 3 DuplicateCalloutId, 4 CannotCreateRequest).
-    pub fn http_callout(self, cluster: &str, headers: &[(&str, &str)], body: &[u8], timeout_ms: u64) -> Result<u64, u32> {
+    /// in the `http_callout_done` hook on the main thread, or why it could not start.
+    pub fn http_callout(
+        self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        timeout_ms: u64,
+    ) -> Result<u64, CalloutInitError> {
         let mut hdrs: Vec<abi::envoy_dynamic_module_type_module_http_header> = headers
             .iter()
             .map(|(k, v)| abi::envoy_dynamic_module_type_module_http_header {
@@ -190,10 +194,10 @@ impl BootstrapConfigHandle {
         let rc = unsafe {
             shim::http_callout(self.ptr(), &mut id, mbuf(cluster.as_bytes()), hdrs.as_mut_ptr(), hdrs.len(), mbuf(body), timeout_ms)
         };
-        if rc == 0 {
+        if rc == abi::envoy_dynamic_module_type_http_callout_init_result::Success {
             Ok(id)
         } else {
-            Err(rc)
+            Err(CalloutInitError::from_abi(rc))
         }
     }
 
@@ -232,6 +236,89 @@ pub enum CloseType {
     FlushWrite = 0,
     /// Close at once, dropping buffered writes.
     NoFlush = 1,
+}
+
+/// A connection event reported to the `event` hook (`envoy_dynamic_module_type_network_connection_event`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectionEvent {
+    /// The peer closed the connection.
+    RemoteClose,
+    /// This side closed it (us, or Envoy, e.g. at shutdown).
+    LocalClose,
+    /// The connection is established.
+    Connected,
+    /// The connection is established with 0-RTT data.
+    ConnectedZeroRtt,
+}
+
+impl ConnectionEvent {
+    /// The event for Envoy's raw value; None for a value this ABI version does not define.
+    pub fn from_abi(raw: abi::envoy_dynamic_module_type_network_connection_event::Type) -> Option<ConnectionEvent> {
+        use abi::envoy_dynamic_module_type_network_connection_event as e;
+        match raw {
+            e::RemoteClose => Some(ConnectionEvent::RemoteClose),
+            e::LocalClose => Some(ConnectionEvent::LocalClose),
+            e::Connected => Some(ConnectionEvent::Connected),
+            e::ConnectedZeroRtt => Some(ConnectionEvent::ConnectedZeroRtt),
+            _ => None,
+        }
+    }
+}
+
+/// The result of an HTTP callout, as reported to `http_callout_done`
+/// (`envoy_dynamic_module_type_http_callout_result`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CalloutResult {
+    /// A response arrived (look at its `:status`).
+    Success,
+    /// The stream was reset: connection failure or timeout.
+    Reset,
+    /// The response was larger than Envoy's buffer limit.
+    ExceedResponseBufferLimit,
+    /// A value this ABI version does not define.
+    Other(u32),
+}
+
+impl CalloutResult {
+    /// The result for Envoy's raw value.
+    pub fn from_abi(raw: abi::envoy_dynamic_module_type_http_callout_result::Type) -> CalloutResult {
+        use abi::envoy_dynamic_module_type_http_callout_result as r;
+        match raw {
+            r::Success => CalloutResult::Success,
+            r::Reset => CalloutResult::Reset,
+            r::ExceedResponseBufferLimit => CalloutResult::ExceedResponseBufferLimit,
+            other => CalloutResult::Other(other),
+        }
+    }
+}
+
+/// Why Envoy could not start an HTTP callout (`envoy_dynamic_module_type_http_callout_init_result`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CalloutInitError {
+    /// `:method`, `:path` or `host` is missing.
+    MissingRequiredHeaders,
+    /// No such cluster (or called before `server_initialized`).
+    ClusterNotFound,
+    /// The callout id is in use.
+    DuplicateCalloutId,
+    /// Envoy could not create the request.
+    CannotCreateRequest,
+    /// A value this ABI version does not define.
+    Other(u32),
+}
+
+impl CalloutInitError {
+    /// The error for Envoy's raw (non-success) value.
+    pub fn from_abi(raw: abi::envoy_dynamic_module_type_http_callout_init_result::Type) -> CalloutInitError {
+        use abi::envoy_dynamic_module_type_http_callout_init_result as r;
+        match raw {
+            r::MissingRequiredHeaders => CalloutInitError::MissingRequiredHeaders,
+            r::ClusterNotFound => CalloutInitError::ClusterNotFound,
+            r::DuplicateCalloutId => CalloutInitError::DuplicateCalloutId,
+            r::CannotCreateRequest => CalloutInitError::CannotCreateRequest,
+            other => CalloutInitError::Other(other),
+        }
+    }
 }
 
 /// A network filter's Envoy pointer. Only valid on the worker that owns the connection, between
@@ -491,4 +578,22 @@ mod shim {
     pub unsafe fn scheduler_new(_: *mut c_void) -> *mut c_void { std::ptr::null_mut() }
     pub unsafe fn scheduler_commit(_: *mut c_void, _: u64) {}
     pub unsafe fn scheduler_delete(_: *mut c_void) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn abi_values_map_to_their_names() {
+        assert_eq!(ConnectionEvent::from_abi(0), Some(ConnectionEvent::RemoteClose));
+        assert_eq!(ConnectionEvent::from_abi(1), Some(ConnectionEvent::LocalClose));
+        assert_eq!(ConnectionEvent::from_abi(2), Some(ConnectionEvent::Connected));
+        assert_eq!(ConnectionEvent::from_abi(9), None);
+        assert_eq!(CalloutResult::from_abi(0), CalloutResult::Success);
+        assert_eq!(CalloutResult::from_abi(1), CalloutResult::Reset);
+        assert_eq!(CalloutResult::from_abi(7), CalloutResult::Other(7));
+        assert_eq!(CalloutInitError::from_abi(2), CalloutInitError::ClusterNotFound);
+        assert_eq!(CalloutInitError::from_abi(4), CalloutInitError::CannotCreateRequest);
+    }
 }

@@ -2,7 +2,7 @@
 //! Every hook runs on the main thread; each converts its arguments and calls
 //! [`crate::adapters::bootstrap`] inside [`guard`].
 
-use super::envoy::{envoy_bytes, BootstrapConfigHandle, BootstrapTimer, LogLevel};
+use super::envoy::{envoy_bytes, BootstrapConfigHandle, BootstrapTimer, CalloutResult, LogLevel};
 use super::guard;
 use crate::adapters::bootstrap::{self, BootstrapExtension};
 use envoy_abi as abi;
@@ -153,7 +153,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_bootstrap_extension_http_callou
     // buffers live during the hook.
     let (x, status) = unsafe { (ext(m), response_status(headers, headers_size)) };
     if let Some(x) = x {
-        guard("bootstrap http_callout_done", (), || x.http_callout_done(id, result, status.as_deref()));
+        guard("bootstrap http_callout_done", (), || x.http_callout_done(id, CalloutResult::from_abi(result), status.as_deref()));
     }
 }
 

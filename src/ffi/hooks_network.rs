@@ -3,7 +3,7 @@
 //! worker that owns the connection. Each converts its arguments and calls
 //! [`crate::adapters::network`] inside [`guard`]; a panic closes only that connection.
 
-use super::envoy::{envoy_bytes, CloseType, LogLevel, NetFilter};
+use super::envoy::{envoy_bytes, CloseType, ConnectionEvent, LogLevel, NetFilter};
 use super::guard;
 use crate::adapters::conn::Connection;
 use crate::adapters::network::{self, NetConfig};
@@ -118,7 +118,9 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_network_filter_event(
 ) {
     // SAFETY: m is our connection pointer.
     if let Some(c) = unsafe { conn(m) } {
-        guard("network event", (), || network::on_event(c, event));
+        if let Some(event) = ConnectionEvent::from_abi(event) {
+            guard("network event", (), || network::on_event(c, event));
+        }
     }
 }
 const _: abi::envoy_dynamic_module_on_network_filter_event_fn = Some(envoy_dynamic_module_on_network_filter_event);

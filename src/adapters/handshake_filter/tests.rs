@@ -6,7 +6,7 @@ use crate::adapters::conn::Connection;
 use crate::adapters::fake::{self, Call, FakeNetworkFilter};
 use crate::clock::now_ms;
 use crate::core::keepalive::RPING;
-use crate::ffi::envoy::CloseType;
+use crate::ffi::envoy::{CloseType, ConnectionEvent};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
@@ -168,7 +168,7 @@ fn keepalive_misses_close_the_idle_tunnel_and_it_leaves_the_tracker() {
     fake::tick(now_ms() + 2_400 + 1_100);
     assert_eq!(f.closes(), vec![(CloseType::NoFlush, "idle_ping_timeout".to_string())]);
     // Envoy reports the local close.
-    crate::adapters::network::on_event(&c, 1);
+    crate::adapters::network::on_event(&c, ConnectionEvent::LocalClose);
     assert_eq!(env.rt.tracker.counts().idle, 0);
     assert_eq!(env.sink.get(&format!("{PREFIX}.tunnels_closed"), &["idle_ping_timeout"]), 1);
     assert_eq!(env.sink.get(&format!("{PREFIX}.tunnels_idle"), &[]), 0);
@@ -178,7 +178,7 @@ fn keepalive_misses_close_the_idle_tunnel_and_it_leaves_the_tracker() {
 fn peer_close_of_an_idle_tunnel_counts_idle_peer_close() {
     let env = fake::Env::new("{}", "{}");
     let (_f, c) = env.admitted(21, "n1");
-    crate::adapters::network::on_event(&c, 0);
+    crate::adapters::network::on_event(&c, ConnectionEvent::RemoteClose);
     assert_eq!(env.rt.tracker.counts().idle, 0);
     assert_eq!(env.sink.get(&format!("{PREFIX}.tunnels_closed"), &["idle_peer_close"]), 1);
     // destroy after the event changes nothing
@@ -195,7 +195,7 @@ fn drain_closes_idle_tunnels_with_reason_drain() {
     fake::deliver_mail(&[&c]);
     assert_eq!(f.closes(), vec![(CloseType::NoFlush, "drain".to_string())]);
     assert_eq!(env.rt.tracker.counts().idle, 0, "removed from the tracker at once");
-    crate::adapters::network::on_event(&c, 1);
+    crate::adapters::network::on_event(&c, ConnectionEvent::LocalClose);
     assert_eq!(env.sink.get(&format!("{PREFIX}.tunnels_closed"), &["drain"]), 1, "counted once");
 }
 
@@ -222,10 +222,10 @@ fn claim_relays_both_ways_and_strips_the_echo_in_flight() {
     fake::tick(now_ms() + 10_000);
     assert!(!tf.written().windows(5).any(|w| w == RPING));
     // The egress side closes: the raw relay closes the tunnel, which leaves the tracker.
-    crate::adapters::network::on_event(&ec, 0);
+    crate::adapters::network::on_event(&ec, ConnectionEvent::RemoteClose);
     fake::deliver_mail(&[&tc, &ec]);
     assert_eq!(tf.closes().len(), 1, "{:?}", tf.closes());
-    crate::adapters::network::on_event(&tc, 1);
+    crate::adapters::network::on_event(&tc, ConnectionEvent::LocalClose);
     assert_eq!(env.rt.tracker.counts().in_use, 0);
     assert_eq!(env.sink.get(&format!("{PREFIX}.claims_same_worker"), &[]), 1);
 }
@@ -238,7 +238,7 @@ fn tunnel_close_closes_its_egress_connection() {
     ef.filter_state.borrow_mut().insert("envoy.network.upstream_server_name".into(), b"n1".to_vec());
     let ec = fake::open(&env.egress, &ef);
     fake::read(&ec, &ef, b"x", false);
-    crate::adapters::network::on_event(&tc, 0);
+    crate::adapters::network::on_event(&tc, ConnectionEvent::RemoteClose);
     fake::deliver_mail(&[&tc, &ec]);
     assert_eq!(ef.closes(), vec![(CloseType::FlushWrite, "reverse_tunnel_peer_closed".to_string())]);
     assert_eq!(env.sink.get(&format!("{PREFIX}.tunnels_closed"), &["remote_close"]), 1);

@@ -195,10 +195,9 @@ impl AdminQuery {
     /// Parses a query string; unknown parameters are an error naming them.
     pub fn parse(query: &str) -> Result<AdminQuery, String> {
         let mut q = AdminQuery::default();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let v = percent_decode(v);
-            match k {
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            let v = v.into_owned();
+            match k.as_ref() {
                 "node" => q.node = Some(v),
                 "cluster" => q.cluster = Some(v),
                 "tenant" => q.tenant = Some(v),
@@ -212,38 +211,6 @@ impl AdminQuery {
         }
         Ok(q)
     }
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
-                match hex {
-                    Some(v) => {
-                        out.push(v);
-                        i += 3;
-                    }
-                    None => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The tunnel listing: totals, one entry per tunnel, and (JSON only) `by_node`: per tenant,
@@ -407,7 +374,8 @@ mod tests {
         assert_eq!(AdminQuery::parse("").unwrap(), AdminQuery::default());
         assert!(AdminQuery::parse("nod=x").unwrap_err().contains("'nod'"));
         assert!(AdminQuery::parse("format=xml").unwrap_err().contains("format"));
-        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        let q = AdminQuery::parse("cluster=c%zz%4&node=a+b").unwrap();
+        assert_eq!((q.cluster.as_deref(), q.node.as_deref()), (Some("c%zz%4"), Some("a b")), "bad escapes kept as they are");
     }
 
     #[test]

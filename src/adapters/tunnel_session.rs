@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The HTTP/2 client connection preface (RFC 9113 §3.4).
-pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+pub const H2_PREFACE: &[u8] = crate::core::h2mux::frame::PREFACE;
 
 /// Most bytes held while the mode is being decided or while the tunnel speaks first.
 const MAX_UNDECIDED_BYTES: usize = 64 * 1024;

@@ -17,14 +17,12 @@ use std::sync::Arc;
 struct WorkerLocal {
     conns: HashMap<u64, Rc<dyn Connection>>,
     deadlines: DeadlineQueue<u64>,
-    rng: u64,
 }
 
 thread_local! {
     static LOCAL: RefCell<WorkerLocal> = RefCell::new(WorkerLocal {
         conns: HashMap::new(),
         deadlines: DeadlineQueue::new(),
-        rng: 0,
     });
 }
 
@@ -110,31 +108,10 @@ fn run_tick(conn: &Rc<dyn Connection>) {
     }
 }
 
-/// Uniform random value in `0..=max` (xorshift64*, seeded per worker from the clock and the
-/// thread); used for RPING jitter, not for anything secret.
+/// Uniform random value in `0..=max` (`fastrand`'s per-thread generator, so per worker); used
+/// for RPING jitter, not for anything secret.
 pub fn jitter(max: u64) -> u64 {
-    LOCAL.with(|l| {
-        let mut l = l.borrow_mut();
-        if l.rng == 0 {
-            let seed = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0x9e37_79b9_7f4a_7c15);
-            let addr = &l.rng as *const u64 as u64;
-            l.rng = (seed ^ addr.rotate_left(17)) | 1;
-        }
-        let mut x = l.rng;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        l.rng = x;
-        let r = x.wrapping_mul(0x2545_f491_4f6c_dd1d);
-        if max == 0 {
-            0
-        } else {
-            r % (max + 1)
-        }
-    })
+    fastrand::u64(0..=max)
 }
 
 #[cfg(test)]

@@ -467,36 +467,5 @@ impl Keepalive {
     }
 }
 
-/// A small seeded pseudo-random source (SplitMix64) for the `jitter` closure, so that callers
-/// need no RNG crate. Not cryptographic. Deterministic for a given seed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JitterRng {
-    state: u64,
-}
-
-impl JitterRng {
-    /// A generator seeded with `seed` (e.g. worker index mixed with the start time).
-    pub fn new(seed: u64) -> Self {
-        JitterRng { state: seed }
-    }
-
-    /// Next raw 64-bit value.
-    pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A value in `0..=max` (slightly biased for huge `max`, irrelevant for jitter).
-    pub fn jitter(&mut self, max: u64) -> u64 {
-        match max.checked_add(1) {
-            Some(n) => self.next_u64() % n,
-            None => self.next_u64(),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests;

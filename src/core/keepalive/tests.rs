@@ -398,25 +398,10 @@ fn observed_builtin_timeline_is_not_exceeded() {
     // ping with the built-in. Our bound with max jitter is 7.6 s (+ one tick).
     let s = settings(2_000, 3);
     let mut k = Keepalive::new(s, 0);
-    let mut rng = JitterRng::new(7);
-    let (first, dead) = run_silent_after(&mut k, 0, 2, &mut |m| rng.jitter(m));
+    let mut rng = fastrand::Rng::with_seed(7);
+    let (first, dead) = run_silent_after(&mut k, 0, 2, &mut |m| rng.u64(0..=m));
     assert!(dead - first <= 7_600 + TICK);
     assert!(dead - first >= 5_000);
-}
-
-#[test]
-fn jitter_rng_stays_in_range() {
-    let mut r = JitterRng::new(1);
-    let mut seen_max = false;
-    for _ in 0..10_000 {
-        let v = r.jitter(3);
-        assert!(v <= 3);
-        seen_max |= v == 3;
-    }
-    assert!(seen_max);
-    assert_eq!(r.jitter(0), 0);
-    let _ = r.jitter(u64::MAX);
-    assert_ne!(JitterRng::new(1).next_u64(), JitterRng::new(2).next_u64());
 }
 
 #[derive(Debug, Clone)]
@@ -458,7 +443,7 @@ proptest! {
     ) {
         let s = KeepaliveSettings { interval_ms: interval, failure_threshold: threshold, first_ping_delay_ms: delay };
         let mut k = Keepalive::new(s, 1_000);
-        let mut rng = JitterRng::new(seed);
+        let mut rng = fastrand::Rng::with_seed(seed);
         let mut now = 1_000u64;
         let mut finished = false;
         let mut admitted_seen = false;
@@ -468,7 +453,7 @@ proptest! {
             let events = match op {
                 Op::Advance(d) => {
                     now += d;
-                    let ev = k.on_timer(now, &mut |m| rng.jitter(m));
+                    let ev = k.on_timer(now, &mut |m| rng.u64(0..=m));
                     prop_assert_eq!(!ev.is_empty(), before.is_some_and(|d| now >= d));
                     prop_assert!(ev.iter().filter(|e| **e == Event::SendPing).count() <= 1);
                     if was_in_flight && ev.contains(&Event::SendPing) {

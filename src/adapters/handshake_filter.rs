@@ -18,10 +18,10 @@ use super::tunnel_session::{Action, TunnelSession};
 use super::worker::{self, deliver};
 use crate::config::filter::FilterConfig;
 use crate::core::accesslog::LifecycleEvent;
-use crate::core::handshake::{self, Counter, HandshakeRequest, HandshakeRules, Outcome, Rejection};
+use crate::core::handshake::{self, Counter, HandshakeRequest, HandshakeRules, Rejection};
 use crate::core::idformat::{self, FormatContext, IdFormat};
 use crate::core::keepalive::{Event, Keepalive, KeepaliveSettings, RPING};
-use crate::core::relay::EchoStripper;
+use crate::core::tunnel::{Claim, Drain, Read, Session, Timer, Tunnel as Phases};
 use crate::core::tracker::{Identity, TunnelMeta, WorkerName};
 use crate::ffi::envoy::CloseType;
 use crate::runtime::{now_ms, Runtime};
@@ -89,18 +89,26 @@ impl HandshakeSettings {
     }
 }
 
-enum Phase {
-    Handshake { buf: Vec<u8> },
-    Keepalive(Keepalive),
-    Claimed(TunnelSession),
-    Done,
+/// The claimed phase of [`core::tunnel::Tunnel`](crate::core::tunnel::Tunnel) runs a
+/// [`TunnelSession`].
+impl Session for TunnelSession {
+    type Action = Action;
+    fn tunnel_data(&mut self, data: &[u8]) -> Vec<Action> {
+        TunnelSession::tunnel_data(self, data)
+    }
+    fn on_timer(&mut self, now_ms: u64) -> Vec<Action> {
+        TunnelSession::on_timer(self, now_ms)
+    }
+    fn next_deadline(&self) -> Option<u64> {
+        TunnelSession::next_deadline(self)
+    }
 }
 
-/// State of one handshake-listener connection.
+/// State of one handshake-listener connection: its phase machine plus what the adapter learned
+/// from the handshake.
 pub struct TunnelConn {
     settings: Arc<HandshakeSettings>,
-    phase: Phase,
-    started_ms: u64,
+    phases: Phases<TunnelSession>,
     identity: Option<Identity>,
     remote: String,
     local: String,
@@ -108,26 +116,20 @@ pub struct TunnelConn {
     initiator: (String, String),
     /// The handshake's initiation time (epoch ms, 0 if absent), for the reporter.
     initiation_time_ms: i64,
-    registered_at_ms: Option<u64>,
-    claimed_at_ms: Option<u64>,
-    close_reason: Option<CloseReason>,
 }
 
 impl TunnelConn {
     /// A new connection accepted at `now_ms`.
     pub fn new(settings: Arc<HandshakeSettings>, now_ms: u64) -> TunnelConn {
+        let timeout_ms = settings.filter.handshake_timeout.as_millis() as u64;
         TunnelConn {
             settings,
-            phase: Phase::Handshake { buf: Vec::new() },
-            started_ms: now_ms,
+            phases: Phases::new(now_ms, timeout_ms),
             identity: None,
             remote: String::new(),
             local: String::new(),
             initiator: (String::new(), String::new()),
             initiation_time_ms: 0,
-            registered_at_ms: None,
-            claimed_at_ms: None,
-            close_reason: None,
         }
     }
 }
@@ -168,57 +170,21 @@ impl Role for TunnelConn {
 
 /// Arms the handshake deadline.
 pub fn on_new_connection(conn: &Tunnel) {
-    let deadline = with_tunnel(conn, |t| t.started_ms + t.settings.filter.handshake_timeout.as_millis() as u64);
+    let deadline = with_tunnel(conn, |t| t.phases.handshake_deadline());
     worker::set_deadline(conn.ep.conn_id, deadline);
 }
 
 /// Bytes from the initiator.
 pub fn on_read(conn: &Tunnel, data: Vec<u8>, end_stream: bool) {
-    enum Next {
-        Nothing,
-        Reject(Rejection),
-        Accept(HandshakeRequest),
-        Keepalive(Vec<Event>),
-        Relay(Vec<Action>),
-        CloseSelf(CloseDetail),
-    }
     let now = now_ms();
-    let next = with_tunnel(conn, |t| match &mut t.phase {
-        Phase::Handshake { buf } => {
-            let cap = t.settings.rules.max_header_bytes + 4096;
-            let room = cap.saturating_sub(buf.len());
-            buf.extend_from_slice(&data[..data.len().min(room)]);
-            match handshake::evaluate(buf, &t.settings.rules) {
-                Outcome::NeedMore if end_stream => Next::CloseSelf(CloseDetail::HandshakeIncomplete),
-                Outcome::NeedMore => Next::Nothing,
-                Outcome::Reject(r) => Next::Reject(r),
-                Outcome::Accept(req) => Next::Accept(req),
-            }
-        }
-        Phase::Keepalive(ka) => {
-            let mut ev = ka.on_data(&data, now);
-            if end_stream {
-                ev.extend(ka.on_peer_closed());
-            }
-            Next::Keepalive(ev)
-        }
-        Phase::Claimed(session) => {
-            if end_stream {
-                t.close_reason = Some(CloseReason::RemoteClose);
-            }
-            Next::Relay(session.tunnel_data(&data))
-        }
-        Phase::Done => Next::Nothing,
-    })
-    .unwrap_or(Next::Nothing);
-
-    match next {
-        Next::Nothing => {}
-        Next::CloseSelf(why) => conn.close(CloseType::NoFlush, why),
-        Next::Reject(r) => reject(conn, &r),
-        Next::Accept(req) => accept(conn, req, now),
-        Next::Keepalive(events) => handle_keepalive_events(conn, events, now),
-        Next::Relay(actions) => {
+    let read = with_tunnel(conn, |t| t.phases.on_read(&data, end_stream, now, &t.settings.rules)).unwrap_or(Read::Nothing);
+    match read {
+        Read::Nothing => {}
+        Read::HandshakeIncomplete => conn.close(CloseType::NoFlush, CloseDetail::HandshakeIncomplete),
+        Read::Reject(r) => reject(conn, &r),
+        Read::Accept(req) => accept(conn, req, now),
+        Read::Keepalive(events) => handle_keepalive_events(conn, events, now),
+        Read::Relay { actions, end_stream } => {
             run_actions(conn, actions);
             if end_stream {
                 conn.close(CloseType::FlushWrite, CloseDetail::Tunnel(CloseReason::RemoteClose));
@@ -232,7 +198,7 @@ fn reject(conn: &Tunnel, r: &Rejection) {
         conn.runtime.stats.handshake(c);
     }
     rt_log!(Debug, "reverse_tunnel: handshake rejected with {} ({})", r.status, r.body);
-    with_tunnel(conn, |t| t.phase = Phase::Done);
+    with_tunnel(conn, |t| t.phases.rejected());
     worker::set_deadline(conn.ep.conn_id, None);
     conn.write(&r.to_wire());
     conn.close(CloseType::FlushWrite, CloseDetail::HandshakeRejected);
@@ -305,7 +271,7 @@ fn accept(conn: &Tunnel, req: HandshakeRequest, now: u64) {
         t.local = local;
         t.initiator = (req.initiator_worker_id.clone(), req.initiator_connection_id.clone());
         t.initiation_time_ms = req.initiation_time_ms;
-        t.phase = Phase::Keepalive(ka);
+        t.phases.accepted(ka);
     });
     worker::set_deadline(conn.ep.conn_id, deadline);
     rt.stats.handshake(Counter::Accepted);
@@ -410,17 +376,13 @@ fn handle_keepalive_events(conn: &Tunnel, events: Vec<Event>, now: u64) {
                     let n = conn.runtime.config.ping_failure_threshold.to_string();
                     lifecycle(conn, "idle_ping_timeout", "TcpUpstreamConnected", "idle", vec![("miss_count", n)]);
                 }
-                with_tunnel(conn, |t| t.close_reason = Some(reason));
+                with_tunnel(conn, |t| t.phases.set_close_reason(reason));
                 conn.close(CloseType::NoFlush, CloseDetail::Tunnel(reason));
                 return;
             }
         }
     }
-    let next = with_tunnel(conn, |t| match &t.phase {
-        Phase::Keepalive(ka) => ka.next_deadline(),
-        _ => None,
-    })
-    .flatten();
+    let next = with_tunnel(conn, |t| t.phases.next_deadline()).flatten();
     if !conn.closed.get() {
         worker::set_deadline(conn.ep.conn_id, next);
     }
@@ -437,32 +399,22 @@ fn draining(rt: &Runtime) -> bool {
 /// waiting for its first echo) is closed with reason [`CloseReason::Drain`] so that its initiator
 /// dials elsewhere; a claimed tunnel keeps serving its requests. Owning worker.
 pub fn on_drain(conn: &Tunnel) {
-    enum Kind {
-        Unadmitted,
-        Registered(u64),
-        Other,
-    }
     if conn.closed.get() {
         return;
     }
-    let kind = with_tunnel(conn, |t| match (&t.phase, t.registered_at_ms) {
-        (Phase::Keepalive(_), None) => Kind::Unadmitted,
-        (Phase::Keepalive(_), Some(at)) => Kind::Registered(at),
-        _ => Kind::Other,
-    })
-    .unwrap_or(Kind::Other);
+    let drain = with_tunnel(conn, |t| t.phases.drain()).unwrap_or(Drain::Keep);
     let rt = &conn.runtime;
-    match kind {
-        Kind::Other => return,
-        Kind::Unadmitted => {}
-        Kind::Registered(at) => {
+    match drain {
+        Drain::Keep => return,
+        Drain::Unadmitted => {}
+        Drain::Registered(at) => {
             // Atomic against a claim from another worker: if a claim won, its Attach is on its
             // way and the tunnel serves it.
             let Some(rm) = rt.tracker.remove_if_idle(conn.ep.conn_id) else { return };
             left_tracker(conn, &rm, CloseReason::Drain, now_ms().saturating_sub(at));
         }
     }
-    with_tunnel(conn, |t| t.close_reason = Some(CloseReason::Drain));
+    with_tunnel(conn, |t| t.phases.set_close_reason(CloseReason::Drain));
     rt_log!(Debug, "reverse_tunnel: closing idle tunnel conn={} (drain)", conn.ep.conn_id);
     // on_closed logs tunnel_closed; for a registered tunnel the tracker entry is already gone, so
     // it counts nothing twice; an unadmitted one is counted there.
@@ -510,7 +462,7 @@ fn admit(conn: &Tunnel, now: u64) {
                     reg.cluster_key
                 );
             }
-            with_tunnel(conn, |t| t.registered_at_ms = Some(now));
+            with_tunnel(conn, |t| t.phases.registered(now));
             lifecycle(conn, "tunnel_setup", "TcpUpstreamConnected", "idle", Vec::new());
             if let Some(r) = &rt.reporter {
                 r.connected(conn.ep.conn_id, conn.ep.worker, &identity, initiation_time_ms);
@@ -532,84 +484,59 @@ fn admit(conn: &Tunnel, now: u64) {
 
 /// The worker clock reached this connection's deadline.
 pub fn on_deadline(conn: &Tunnel, now: u64) {
-    enum Next {
-        Timeout,
-        Events(Vec<Event>),
-        Session(Vec<Action>),
-        Nothing,
-    }
-    let next = with_tunnel(conn, |t| match &mut t.phase {
-        Phase::Handshake { .. } => Next::Timeout,
-        Phase::Keepalive(ka) => Next::Events(ka.on_timer(now, &mut worker::jitter)),
-        Phase::Claimed(session) => Next::Session(session.on_timer(now)),
-        _ => Next::Nothing,
-    })
-    .unwrap_or(Next::Nothing);
-    match next {
-        Next::Timeout => {
+    let timer = with_tunnel(conn, |t| t.phases.on_timer(now, &mut worker::jitter)).unwrap_or(Timer::Nothing);
+    match timer {
+        Timer::HandshakeTimeout => {
             conn.runtime.stats.handshake(Counter::Timeout);
-            with_tunnel(conn, |t| t.phase = Phase::Done);
             conn.close(CloseType::NoFlush, CloseDetail::HandshakeTimeout);
         }
-        Next::Events(ev) => handle_keepalive_events(conn, ev, now),
-        Next::Session(acts) => {
+        Timer::Keepalive(ev) => handle_keepalive_events(conn, ev, now),
+        Timer::Session(acts) => {
             run_actions(conn, acts);
             reschedule(conn);
         }
-        Next::Nothing => {}
+        Timer::Nothing => {}
     }
 }
 
 /// Egress connection `peer` claimed this tunnel (first claim: the keepalive stops and the relay
 /// starts) or joins its HTTP/2 session (shared claim). Runs on the tunnel's worker.
 pub fn on_attach(conn: &Tunnel, peer: Arc<Endpoint>) {
-    enum Next {
-        Started,
-        Actions(Vec<Action>),
-        Refused,
-    }
-    let next = with_tunnel(conn, |t| match &mut t.phase {
-        Phase::Keepalive(ka) => {
-            // An echo may be half read (`RP` seen): the stripper resumes from there.
-            let partial = ka.partial_echo_len();
-            let in_flight = ka.claim();
-            let strip = EchoStripper::resume(in_flight, partial);
-            let ka_settings = t.settings.keepalive;
-            t.phase = Phase::Claimed(TunnelSession::new(
-                peer.clone(),
-                strip,
-                ka_settings.interval_ms,
-                ka_settings.failure_threshold,
-            ));
-            t.claimed_at_ms = Some(now_ms());
-            Next::Started
+    let now = now_ms();
+    let claim = with_tunnel(conn, |t| {
+        let ka = t.settings.keepalive;
+        // An echo may be half read (`RP` seen): the stripper resumes from there.
+        let claim = t.phases.claim(now, |strip| {
+            TunnelSession::new(peer.clone(), strip, ka.interval_ms, ka.failure_threshold)
+        });
+        match claim {
+            Claim::Join => (claim, t.phases.session_mut().map(|s| s.attach(peer.clone())).unwrap_or_default()),
+            other => (other, Vec::new()),
         }
-        Phase::Claimed(session) => Next::Actions(session.attach(peer.clone())),
-        _ => Next::Refused,
     })
-    .unwrap_or(Next::Refused);
-    match next {
-        Next::Started if !conn.closed.get() => {
+    .unwrap_or((Claim::Refused, Vec::new()));
+    match claim {
+        (Claim::Started, _) if !conn.closed.get() => {
             worker::set_deadline(conn.ep.conn_id, None);
             lifecycle(conn, "socket_handoff", "UpstreamPoolReady", "handed_off", vec![("handoff_kind", "pool_to_upstream".into())]);
         }
-        Next::Started | Next::Refused => {
+        (Claim::Started, _) | (Claim::Refused, _) => {
             peer.post(Msg::PeerClosed);
         }
-        Next::Actions(a) => run_actions(conn, a),
+        (Claim::Join, actions) => run_actions(conn, actions),
     }
 }
 
 /// Bytes from egress connection `from` for this (claimed) tunnel.
 pub fn on_egress_data(conn: &Tunnel, from: u64, bytes: Vec<u8>) {
     let now = now_ms();
-    let acts = with_tunnel(conn, |t| match &mut t.phase {
-        Phase::Claimed(session) => {
+    let acts = with_tunnel(conn, |t| match t.phases.session_mut() {
+        Some(session) => {
             let acts = session.egress_data(from, bytes);
             session.start_keepalive(now);
             acts
         }
-        _ => Vec::new(),
+        None => Vec::new(),
     });
     run_actions(conn, acts.unwrap_or_default());
     reschedule(conn);
@@ -620,21 +547,13 @@ fn reschedule(conn: &Tunnel) {
     if conn.closed.get() {
         return;
     }
-    let next = with_tunnel(conn, |t| match &t.phase {
-        Phase::Keepalive(ka) => ka.next_deadline(),
-        Phase::Claimed(session) => session.next_deadline(),
-        _ => None,
-    })
-    .flatten();
+    let next = with_tunnel(conn, |t| t.phases.next_deadline()).flatten();
     worker::set_deadline(conn.ep.conn_id, next);
 }
 
 /// Egress connection `from` closed.
 pub fn on_egress_closed(conn: &Tunnel, from: u64) {
-    let acts = with_tunnel(conn, |t| match &mut t.phase {
-        Phase::Claimed(session) => session.egress_closed(from),
-        _ => Vec::new(),
-    });
+    let acts = with_tunnel(conn, |t| t.phases.session_mut().map(|s| s.egress_closed(from)).unwrap_or_default());
     run_actions(conn, acts.unwrap_or_default());
 }
 
@@ -656,13 +575,11 @@ fn run_actions(conn: &Tunnel, actions: Vec<Action>) {
             }
             Action::CloseTunnel(reason) => {
                 if reason == CloseReason::Http2PingTimeout {
-                    let claimed = with_tunnel(conn, |t| t.claimed_at_ms).flatten().unwrap_or(0);
+                    let claimed = with_tunnel(conn, |t| t.phases.claimed_at_ms()).flatten().unwrap_or(0);
                     let age = now_ms().saturating_sub(claimed);
                     lifecycle_keepalive_timeout(conn, age);
                 }
-                with_tunnel(conn, |t| {
-                    t.close_reason.get_or_insert(reason);
-                });
+                with_tunnel(conn, |t| t.phases.note_close_reason(reason));
                 conn.close(CloseType::FlushWrite, CloseDetail::Tunnel(reason));
             }
             Action::Shareable(yes) => {
@@ -680,37 +597,24 @@ fn run_actions(conn: &Tunnel, actions: Vec<Action>) {
 
 /// The connection closed (event or destroy); idempotent.
 pub fn on_closed(conn: &Tunnel, remote: bool) {
-    let taken = with_tunnel(conn, |t| {
-        let phase = std::mem::replace(&mut t.phase, Phase::Done);
-        (phase, t.close_reason, t.registered_at_ms, t.claimed_at_ms)
-    });
-    let Some((phase, reason, registered_at, claimed_at)) = taken else { return };
+    let Some(Some(mut closed)) = with_tunnel(conn, |t| t.phases.closed(remote)) else { return };
     let now = now_ms();
-    let reason = match phase {
-        Phase::Done | Phase::Handshake { .. } => return,
-        Phase::Keepalive(_) => reason.unwrap_or(if remote { CloseReason::IdlePeerClose } else { CloseReason::LocalClose }),
-        Phase::Claimed(mut session) => {
-            for a in session.tunnel_closed() {
-                if let Action::CloseEgress(ep) = a {
-                    ep.post(Msg::PeerClosed);
-                }
+    if let Some(mut session) = closed.session.take() {
+        for a in session.tunnel_closed() {
+            if let Action::CloseEgress(ep) = a {
+                ep.post(Msg::PeerClosed);
             }
-            reason.unwrap_or(if remote { CloseReason::RemoteClose } else { CloseReason::LocalClose })
         }
-    };
+    }
+    let reason = closed.reason;
     let rt = &conn.runtime;
     // Every accepted tunnel gets its tunnel_closed, admitted to the pool or not (its ping events
     // were logged too).
-    let (log_type, state) = if claimed_at.is_some() { ("UpstreamEnd", "in_use") } else { ("TcpConnectionEnd", "idle") };
+    let (log_type, state) = if closed.was_claimed() { ("UpstreamEnd", "in_use") } else { ("TcpConnectionEnd", "idle") };
     lifecycle(conn, "tunnel_closed", log_type, state, vec![("close_reason", reason.to_string())]);
-    if registered_at.is_some() {
+    if closed.registered_at_ms.is_some() {
         if let Some(rm) = rt.tracker.remove(conn.ep.conn_id) {
-            let lifetime = match (rm.was_idle, claimed_at, registered_at) {
-                (false, Some(c), _) => now.saturating_sub(c),
-                (_, _, Some(r)) => now.saturating_sub(r),
-                _ => 0,
-            };
-            left_tracker(conn, &rm, reason, lifetime);
+            left_tracker(conn, &rm, reason, closed.lifetime_ms(rm.was_idle, now));
         }
     } else {
         rt.stats.closed(reason);

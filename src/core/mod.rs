@@ -9,6 +9,7 @@ pub mod keepalive;
 pub mod relay;
 pub mod reporter;
 pub mod tracker;
+pub mod tunnel;
 pub mod h2mux;
 
 /// Number of cases for the property tests that act as fuzzers (handshake parser, HTTP/2

@@ -6,7 +6,7 @@
 //! per-worker clock registry is a small mutex per worker.
 
 use crate::adapters::endpoint::Endpoint;
-use crate::adapters::lifecycle::LifecycleLog;
+use crate::adapters::lifecycle::{AccessLogError, LifecycleLog};
 use crate::config::bootstrap::BootstrapConfig;
 use crate::core::tracker::Tracker;
 use crate::ffi::envoy::BootstrapConfigHandle;
@@ -66,13 +66,17 @@ pub struct WorkerClock {
 impl Runtime {
     /// Builds the runtime; defines every metric (only possible during bootstrap `config_new`).
     /// Errors (an access log file that cannot be opened) name the field.
-    pub fn new(config: BootstrapConfig, handle: BootstrapConfigHandle, concurrency: u32) -> Result<Runtime, String> {
+    pub fn new(config: BootstrapConfig, handle: BootstrapConfigHandle, concurrency: u32) -> Result<Runtime, AccessLogError> {
         Runtime::with_sink(config, Box::new(handle), concurrency)
     }
 
     /// [`Runtime::new`] with metrics going to `sink` (Envoy in the module, a recording sink in
     /// unit tests).
-    pub fn with_sink(config: BootstrapConfig, sink: Box<dyn MetricSink>, concurrency: u32) -> Result<Runtime, String> {
+    pub fn with_sink(
+        config: BootstrapConfig,
+        sink: Box<dyn MetricSink>,
+        concurrency: u32,
+    ) -> Result<Runtime, AccessLogError> {
         let lifecycle = LifecycleLog::new(&config.access_log)?;
         let max_series = crate::ffi::envoy::runtime_u64(MAX_SERIES_RUNTIME_KEY, DEFAULT_MAX_SERIES as u64);
         let stats = Stats::define(

@@ -6,6 +6,7 @@
 //! `/reverse_tunnels`, and on drain/shutdown refuses new handshakes.
 
 use super::endpoint::Msg;
+use super::error::SetupError;
 use super::reporter::{callout_ok, tracker_snapshot};
 use crate::config::bootstrap::BootstrapConfig;
 use crate::core::tracker::{TunnelState, WorkerName};
@@ -38,11 +39,11 @@ pub struct BootstrapExtension {
 
 /// `config_new`: decodes the config, defines metrics, publishes the runtime and signals init
 /// complete. Errors name the field; the caller logs them and Envoy refuses to start.
-pub fn config_new(handle: BootstrapConfigHandle, name: &str, config: &[u8]) -> Result<BootstrapExtension, String> {
+pub fn config_new(handle: BootstrapConfigHandle, name: &str, config: &[u8]) -> Result<BootstrapExtension, SetupError> {
     if name != "upstream_socket_interface" {
-        return Err(format!("extension_name: unknown bootstrap extension '{name}' (expected 'upstream_socket_interface')"));
+        return Err(SetupError::UnknownExtension(name.to_string()));
     }
-    let cfg = BootstrapConfig::decode(config).map_err(|e| format!("upstream_socket_interface config: {e}"))?;
+    let cfg = BootstrapConfig::decode(config).map_err(SetupError::Bootstrap)?;
     let concurrency = envoy::concurrency();
     rt_log!(
         Info,
@@ -52,7 +53,7 @@ pub fn config_new(handle: BootstrapConfigHandle, name: &str, config: &[u8]) -> R
         cfg.enable_tenant_isolation,
         concurrency
     );
-    let runtime = Arc::new(Runtime::new(cfg, handle, concurrency).map_err(|e| format!("upstream_socket_interface config: {e}"))?);
+    let runtime = Arc::new(Runtime::new(cfg, handle, concurrency)?);
     *RUNTIME.write() = Some(runtime.clone());
     handle.signal_init_complete();
     Ok(BootstrapExtension { handle, runtime, timer: Mutex::new(None) })
@@ -191,9 +192,29 @@ pub struct AdminQuery {
     pub text: bool,
 }
 
+/// A query of the tunnel listing that cannot be answered (400).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminQueryError {
+    /// A parameter other than `node`, `cluster`, `tenant` and `format`.
+    UnknownParameter(String),
+    /// `format` other than `json` or `text`.
+    Format(String),
+}
+
+impl std::fmt::Display for AdminQueryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AdminQueryError::UnknownParameter(p) => {
+                write!(f, "unknown query parameter '{p}' (node, cluster, tenant, format)")
+            }
+            AdminQueryError::Format(v) => write!(f, "format: expected json or text, got '{v}'"),
+        }
+    }
+}
+
 impl AdminQuery {
     /// Parses a query string; unknown parameters are an error naming them.
-    pub fn parse(query: &str) -> Result<AdminQuery, String> {
+    pub fn parse(query: &str) -> Result<AdminQuery, AdminQueryError> {
         let mut q = AdminQuery::default();
         for (k, v) in form_urlencoded::parse(query.as_bytes()) {
             let v = v.into_owned();
@@ -204,9 +225,9 @@ impl AdminQuery {
                 "format" => match v.as_str() {
                     "text" => q.text = true,
                     "json" => q.text = false,
-                    other => return Err(format!("format: expected json or text, got '{other}'")),
+                    other => return Err(AdminQueryError::Format(other.to_string())),
                 },
-                other => return Err(format!("unknown query parameter '{other}' (node, cluster, tenant, format)")),
+                other => return Err(AdminQueryError::UnknownParameter(other.to_string())),
             }
         }
         Ok(q)
@@ -372,8 +393,9 @@ mod tests {
         let q = AdminQuery::parse("node=n%201&tenant=t&format=text").unwrap();
         assert_eq!(q, AdminQuery { node: Some("n 1".into()), cluster: None, tenant: Some("t".into()), text: true });
         assert_eq!(AdminQuery::parse("").unwrap(), AdminQuery::default());
-        assert!(AdminQuery::parse("nod=x").unwrap_err().contains("'nod'"));
-        assert!(AdminQuery::parse("format=xml").unwrap_err().contains("format"));
+        assert_eq!(AdminQuery::parse("nod=x").unwrap_err(), AdminQueryError::UnknownParameter("nod".into()));
+        assert!(AdminQuery::parse("nod=x").unwrap_err().to_string().contains("'nod'"));
+        assert_eq!(AdminQuery::parse("format=xml").unwrap_err(), AdminQueryError::Format("xml".into()));
         let q = AdminQuery::parse("cluster=c%zz%4&node=a+b").unwrap();
         assert_eq!((q.cluster.as_deref(), q.node.as_deref()), (Some("c%zz%4"), Some("a b")), "bad escapes kept as they are");
     }

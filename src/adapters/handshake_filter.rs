@@ -13,6 +13,7 @@
 
 use super::endpoint::{Endpoint, Msg};
 use super::conn::{CloseDetail, Conn, Role};
+use super::error::SetupError;
 use crate::core::close::CloseReason;
 use super::tunnel_session::{Action, TunnelSession};
 use super::worker::{self, deliver};
@@ -48,8 +49,8 @@ pub struct HandshakeSettings {
 
 impl HandshakeSettings {
     /// Decodes the filter config and derives rules; errors name the field.
-    pub fn new(config: &[u8], runtime: &Runtime) -> Result<HandshakeSettings, String> {
-        let filter = FilterConfig::decode(config).map_err(|e| format!("reverse_tunnel filter config: {e}"))?;
+    pub fn new(config: &[u8], runtime: &Runtime) -> Result<HandshakeSettings, SetupError> {
+        let filter = FilterConfig::decode(config).map_err(SetupError::HandshakeFilter)?;
         let mut formats: [Option<IdFormat>; 3] = [None, None, None];
         if let Some(v) = &filter.validation {
             for (i, (field, value)) in [
@@ -61,7 +62,7 @@ impl HandshakeSettings {
             .enumerate()
             {
                 if let Some(fmt) = value {
-                    let parsed = idformat::parse(fmt).map_err(|e| format!("reverse_tunnel filter config: {field}: {e}"))?;
+                    let parsed = idformat::parse(fmt).map_err(|error| SetupError::IdFormat { field, error })?;
                     formats[i] = Some(parsed);
                 }
             }

@@ -19,6 +19,7 @@ pub mod conn;
 pub mod egress_filter;
 pub mod envoy_api;
 pub mod endpoint;
+pub mod error;
 #[cfg(test)]
 pub mod fake;
 pub mod handshake_filter;

@@ -10,6 +10,7 @@ use super::handshake_filter::{HandshakeSettings, TunnelConn};
 use super::worker;
 use crate::config::egress::EgressConfig;
 use super::envoy_api::EnvoyNetworkFilter;
+use super::error::SetupError;
 use crate::ffi::envoy::ConnectionEvent;
 use crate::runtime::Runtime;
 use std::rc::Rc;
@@ -38,28 +39,19 @@ pub enum NetKind {
 
 impl NetConfig {
     /// Decodes the config of filter `name`. Errors name the field (and are logged by the caller).
-    pub fn new(name: &str, config: &[u8]) -> Result<NetConfig, String> {
-        let runtime = crate::runtime::current().ok_or_else(|| {
-            format!(
-                "filter '{name}' needs the bootstrap extension 'upstream_socket_interface' of this module \
-                 (envoy.bootstrap.dynamic_modules) to be configured"
-            )
-        })?;
+    pub fn new(name: &str, config: &[u8]) -> Result<NetConfig, SetupError> {
+        let runtime = crate::runtime::current().ok_or_else(|| SetupError::NoBootstrap { filter: name.to_string() })?;
         NetConfig::with_runtime(runtime, name, config)
     }
 
     /// Decodes the config of filter `name` over `runtime`.
-    pub fn with_runtime(runtime: Arc<Runtime>, name: &str, config: &[u8]) -> Result<NetConfig, String> {
+    pub fn with_runtime(runtime: Arc<Runtime>, name: &str, config: &[u8]) -> Result<NetConfig, SetupError> {
         let kind = match name {
             HANDSHAKE_FILTER_NAME => NetKind::Handshake(Arc::new(HandshakeSettings::new(config, &runtime)?)),
-            EGRESS_FILTER_NAME => NetKind::Egress(Arc::new(
-                EgressConfig::decode(config).map_err(|e| format!("reverse_tunnel_egress config: {e}"))?,
-            )),
-            other => {
-                return Err(format!(
-                    "filter_name: unknown filter '{other}' (expected '{HANDSHAKE_FILTER_NAME}' or '{EGRESS_FILTER_NAME}')"
-                ))
+            EGRESS_FILTER_NAME => {
+                NetKind::Egress(Arc::new(EgressConfig::decode(config).map_err(SetupError::EgressFilter)?))
             }
+            other => return Err(SetupError::UnknownFilter(other.to_string())),
         };
         Ok(NetConfig { runtime, kind })
     }
@@ -159,11 +151,16 @@ mod tests {
     fn unknown_filter_names_and_bad_configs_are_refused_naming_the_field() {
         let (rt, _) = fake::runtime("{}");
         let e = NetConfig::with_runtime(rt.clone(), "other", b"").err().unwrap();
-        assert!(e.starts_with("filter_name: unknown filter 'other'"), "{e}");
+        assert!(matches!(&e, SetupError::UnknownFilter(n) if n == "other"));
+        assert!(e.to_string().starts_with("filter_name: unknown filter 'other'"), "{e}");
         let e = NetConfig::with_runtime(rt.clone(), EGRESS_FILTER_NAME, br#"{"claim_timeout": "x"}"#).err().unwrap();
-        assert!(e.contains("claim_timeout"), "{e}");
-        let e = NetConfig::with_runtime(rt, HANDSHAKE_FILTER_NAME, br#"{"ping_interval": "0.5s"}"#).err().unwrap();
-        assert!(e.contains("ping_interval"), "{e}");
+        assert!(matches!(&e, SetupError::EgressFilter(_)));
+        assert!(e.to_string().starts_with("reverse_tunnel_egress config: claim_timeout"), "{e}");
+        let e = NetConfig::with_runtime(rt.clone(), HANDSHAKE_FILTER_NAME, br#"{"ping_interval": "0.5s"}"#).err().unwrap();
+        assert!(e.to_string().starts_with("reverse_tunnel filter config: ping_interval"), "{e}");
+        let json = br#"{"validation": {"node_id_format": "%FOO%"}}"#;
+        let e = NetConfig::with_runtime(rt, HANDSHAKE_FILTER_NAME, json).err().unwrap();
+        assert!(matches!(&e, SetupError::IdFormat { field: "validation.node_id_format", .. }), "{e}");
     }
 
     #[test]

@@ -38,7 +38,7 @@
 //!
 //! Pure code: no I/O, no clock, no panics on any input.
 
-use crate::core::format_string::{self, Piece};
+use crate::core::format_string::{self, FormatError, Piece};
 use serde_json::{Map, Value};
 
 /// Line format of an access logger.
@@ -258,7 +258,7 @@ enum TimeItem {
 impl Formatter {
     /// Compiles `format`. Errors name the offending operator, e.g.
     /// `unsupported command operator '%BYTES_SENT%'`.
-    pub fn new(format: &LogFormat) -> Result<Formatter, String> {
+    pub fn new(format: &LogFormat) -> Result<Formatter, FormatError> {
         let kind = match format {
             LogFormat::Default => Kind::Text(parse_template(DEFAULT_FORMAT)?),
             LogFormat::Text(s) => Kind::Text(parse_template(s)?),
@@ -287,7 +287,7 @@ impl Formatter {
     }
 }
 
-fn compile_object(map: &Map<String, Value>) -> Result<Vec<(String, JsonNode)>, String> {
+fn compile_object(map: &Map<String, Value>) -> Result<Vec<(String, JsonNode)>, FormatError> {
     let mut out = Vec::with_capacity(map.len());
     for (k, v) in map {
         let node = match v {
@@ -384,7 +384,7 @@ fn typed_value(op: &Operator, ev: &LifecycleEvent) -> Option<Value> {
 }
 
 /// Parses a format string into literal and operator parts.
-fn parse_template(fmt: &str) -> Result<Template, String> {
+fn parse_template(fmt: &str) -> Result<Template, FormatError> {
     let parts = format_string::split(fmt, parse_operator)?
         .into_iter()
         .map(|p| match p {

@@ -17,7 +17,7 @@
 //! Anything else is refused by [`parse`] with an error naming the operator, e.g.
 //! `unsupported command operator '%FOO%'`. Pure code: no panics on any input.
 
-use crate::core::format_string::{self, Piece};
+use crate::core::format_string::{self, FormatError, Piece};
 
 /// A parsed id format string (see the module docs for the grammar).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +63,7 @@ const MISSING: &str = "-";
 /// - `unsupported command operator '%FOO%'` for any operator other than the supported ones;
 /// - `unterminated command operator at byte N` when a `%` has no closing `%`;
 /// - `invalid REQ(...) ...` for an empty header name, a missing `)` or a bad `:N` length.
-pub fn parse(fmt: &str) -> Result<IdFormat, String> {
+pub fn parse(fmt: &str) -> Result<IdFormat, FormatError> {
     let parts = format_string::split(fmt, parse_command)?
         .into_iter()
         .map(|p| match p {
@@ -243,14 +243,14 @@ mod tests {
     #[test]
     fn errors_name_the_operator() {
         assert_eq!(
-            parse("%FOO%").unwrap_err(),
+            parse("%FOO%").unwrap_err().0,
             "unsupported command operator '%FOO%'"
         );
         assert_eq!(
-            parse("x-%DYNAMIC_METADATA(a:b)%").unwrap_err(),
+            parse("x-%DYNAMIC_METADATA(a:b)%").unwrap_err().0,
             "unsupported command operator '%DYNAMIC_METADATA(a:b)%'"
         );
-        assert!(parse("abc%REQ(x").unwrap_err().contains("unterminated"));
+        assert!(parse("abc%REQ(x").unwrap_err().0.contains("unterminated"));
         assert!(parse("%REQ()%").is_err());
         assert!(parse("%REQ(x):y%").is_err());
         assert!(parse("%REQ(x)y%").is_err());

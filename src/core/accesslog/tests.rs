@@ -263,13 +263,13 @@ fn unsupported_operators_are_named() {
         ("%DURATION)%", "'%DURATION)%'"),
     ] {
         let e = Formatter::new(&LogFormat::Text(fmt.into())).unwrap_err();
-        assert!(e.contains(needle), "{fmt}: {e}");
+        assert!(e.0.contains(needle), "{fmt}: {e}");
     }
     let Value::Object(m) = json!({"a": {"b": "%UPSTREAM_HOST%"}}) else {
         unreachable!()
     };
     let e = Formatter::new(&LogFormat::Json(m)).unwrap_err();
-    assert!(e.contains("%UPSTREAM_HOST%"), "{e}");
+    assert!(e.0.contains("%UPSTREAM_HOST%"), "{e}");
 }
 
 #[test]

@@ -10,7 +10,8 @@ use super::error::SetupError;
 use super::reporter::{callout_ok, tracker_snapshot};
 use crate::config::bootstrap::BootstrapConfig;
 use crate::core::tracker::{TunnelState, WorkerName};
-use crate::ffi::envoy::{self, BootstrapConfigHandle, BootstrapTimer, CalloutInitError, CalloutResult};
+use super::envoy_api::{EnvoyBootstrap, EnvoyTimer};
+use crate::ffi::envoy::{self, BootstrapConfigHandle, CalloutInitError, CalloutResult};
 use crate::runtime::{Runtime, RUNTIME};
 use crate::rt_log;
 use parking_lot::Mutex;
@@ -30,11 +31,11 @@ pub const REOPEN_PATH: &str = "/reverse_tunnels/reopen_logs";
 
 /// The module-side object of the bootstrap extension config.
 pub struct BootstrapExtension {
-    /// Envoy's config pointer.
-    pub handle: BootstrapConfigHandle,
+    /// Envoy's side of the extension config.
+    envoy: Box<dyn EnvoyBootstrap>,
     /// The shared runtime.
     pub runtime: Arc<Runtime>,
-    timer: Mutex<Option<BootstrapTimer>>,
+    timer: Mutex<Option<Box<dyn EnvoyTimer>>>,
 }
 
 /// `config_new`: decodes the config, defines metrics, publishes the runtime and signals init
@@ -56,34 +57,41 @@ pub fn config_new(handle: BootstrapConfigHandle, name: &str, config: &[u8]) -> R
     let runtime = Arc::new(Runtime::new(cfg, handle, concurrency)?);
     *RUNTIME.write() = Some(runtime.clone());
     handle.signal_init_complete();
-    Ok(BootstrapExtension { handle, runtime, timer: Mutex::new(None) })
+    Ok(BootstrapExtension::new(Box::new(handle), runtime))
 }
 
 impl BootstrapExtension {
+    /// The extension over `envoy` and `runtime` (already published and initialized).
+    pub fn new(envoy: Box<dyn EnvoyBootstrap>, runtime: Arc<Runtime>) -> BootstrapExtension {
+        BootstrapExtension { envoy, runtime, timer: Mutex::new(None) }
+    }
+
     /// `server_initialized`: starts the worker clock and registers the admin endpoint.
     pub fn server_initialized(&self) {
-        let t = self.handle.timer_new();
+        let t = self.envoy.timer_new();
         t.enable(CLOCK_PERIOD_MS);
         *self.timer.lock() = Some(t);
-        if !self.handle.register_admin_handler(ADMIN_PATH, "reverse_tunnel: list tunnels by tenant, cluster and node (JSON)") {
+        if !self.envoy.register_admin_handler(ADMIN_PATH, "reverse_tunnel: list tunnels by tenant, cluster and node (JSON)") {
             rt_log!(Warn, "reverse_tunnel: could not register admin handler {ADMIN_PATH}");
         }
-        if !self.handle.register_admin_handler(REOPEN_PATH, "reverse_tunnel: reopen the lifecycle access log files") {
+        if !self.envoy.register_admin_handler(REOPEN_PATH, "reverse_tunnel: reopen the lifecycle access log files") {
             rt_log!(Warn, "reverse_tunnel: could not register admin handler {REOPEN_PATH}");
         }
     }
 
     /// `timer_fired`: one clock period elapsed: posts the worker ticks and lets the reporter
     /// send what is due (main thread).
-    pub fn timer_fired(&self, timer: BootstrapTimer) {
+    pub fn timer_fired(&self) {
         self.runtime.post_ticks();
         self.runtime.stats.access_log_dropped(self.runtime.lifecycle.dropped());
         self.runtime.stats.publish_panics(crate::ffi::PANICS_CAUGHT.load(Ordering::Relaxed));
         self.runtime.stats.publish_relayed();
-        timer.enable(CLOCK_PERIOD_MS);
+        if let Some(t) = &*self.timer.lock() {
+            t.enable(CLOCK_PERIOD_MS);
+        }
         // After re-arming, so that nothing in the reporter can stop the clock. It keeps
         // reporting while draining (tunnels closing are news too).
-        reporter_tick(&self.runtime, self.handle);
+        reporter_tick(&self.runtime, &*self.envoy);
         if let Some(r) = &self.runtime.reporter {
             self.runtime.stats.publish_reporter(&r.counters());
         }
@@ -150,12 +158,12 @@ impl BootstrapExtension {
     }
 }
 
-/// Main thread: the clock tick of the runtime's reporter (if any), sending through `handle`.
-fn reporter_tick(rt: &Runtime, handle: BootstrapConfigHandle) {
+/// Main thread: the clock tick of the runtime's reporter (if any), sending through `envoy`.
+fn reporter_tick(rt: &Runtime, envoy: &dyn EnvoyBootstrap) {
     let Some(r) = &rt.reporter else { return };
     r.tick(crate::clock::now_ms(), || tracker_snapshot(&rt.tracker), |headers, body| {
         let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        handle.http_callout(&r.config.cluster, &h, body, r.config.settings.timeout_ms).map_err(|e| match e {
+        envoy.http_callout(&r.config.cluster, &h, body, r.config.settings.timeout_ms).map_err(|e| match e {
             CalloutInitError::MissingRequiredHeaders => "missing required headers".to_string(),
             CalloutInitError::ClusterNotFound => format!("cluster '{}' not found", r.config.cluster),
             CalloutInitError::DuplicateCalloutId => "duplicate callout id".to_string(),
@@ -385,44 +393,4 @@ struct AdminRow<'a> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn admin_query_parses_filters_and_refuses_unknown_parameters() {
-        let q = AdminQuery::parse("node=n%201&tenant=t&format=text").unwrap();
-        assert_eq!(q, AdminQuery { node: Some("n 1".into()), cluster: None, tenant: Some("t".into()), text: true });
-        assert_eq!(AdminQuery::parse("").unwrap(), AdminQuery::default());
-        assert_eq!(AdminQuery::parse("nod=x").unwrap_err(), AdminQueryError::UnknownParameter("nod".into()));
-        assert!(AdminQuery::parse("nod=x").unwrap_err().to_string().contains("'nod'"));
-        assert_eq!(AdminQuery::parse("format=xml").unwrap_err(), AdminQueryError::Format("xml".into()));
-        let q = AdminQuery::parse("cluster=c%zz%4&node=a+b").unwrap();
-        assert_eq!((q.cluster.as_deref(), q.node.as_deref()), (Some("c%zz%4"), Some("a b")), "bad escapes kept as they are");
-    }
-
-    #[test]
-    fn admin_listing_is_json_even_when_empty() {
-        let rt = Runtime::new(BootstrapConfig::default(), crate::ffi::envoy::BootstrapConfigHandle(0), 1).unwrap();
-        let v: serde_json::Value = serde_json::from_str(&admin_listing(&rt, &AdminQuery::default())).unwrap();
-        assert_eq!(v["tunnels"], serde_json::json!([]));
-        assert_eq!(v["idle"], 0);
-        let row = AdminRow {
-            tunnel: 1,
-            worker: WorkerName(3),
-            tenant_id: "t\"",
-            cluster_id: "c",
-            node_id: "n",
-            state: "idle",
-            age_ms: 5,
-            since_last_ping_ack_ms: None,
-            last_ping_rtt_ms: 0,
-            egress_connections: 0,
-            remote_address: "127.0.0.1:1",
-            initiator_worker_id: "worker_0",
-            initiator_connection_id: "7",
-        };
-        let v: serde_json::Value = serde_json::from_str(&serde_json::to_string(&row).unwrap()).unwrap();
-        assert_eq!((v["worker"].as_str(), v["tenant_id"].as_str()), (Some("worker_3"), Some("t\"")));
-        assert!(v["since_last_ping_ack_ms"].is_null());
-    }
-}
+mod tests;

@@ -9,7 +9,7 @@
 //! Threading is the FFI's (docs/envoy-abi.md#threads): a network filter handle may only be used
 //! on the worker that owns its connection, between the filter's `new` and `destroy` hooks.
 
-use crate::ffi::envoy::{CloseType, NetFilter, NetScheduler};
+use crate::ffi::envoy::{BootstrapConfigHandle, BootstrapTimer, CalloutInitError, CloseType, NetFilter, NetScheduler};
 
 /// The Envoy side of one network-filter connection (`envoy_dynamic_module_callback_network_*`,
 /// docs/envoy-abi.md#network-filter-callbacks). Owning worker only.
@@ -82,5 +82,51 @@ impl EnvoyNetworkFilter for NetFilter {
     }
     fn scheduler_new(&self) -> NetScheduler {
         NetFilter::scheduler_new(*self)
+    }
+}
+
+/// The Envoy side of the bootstrap extension config (`envoy_dynamic_module_callback_bootstrap_*`,
+/// docs/envoy-abi.md#bootstrap-callbacks). Main thread only. Metrics go through
+/// [`crate::stats::MetricSink`] instead.
+pub trait EnvoyBootstrap {
+    /// Unblocks Envoy's init manager (once).
+    fn signal_init_complete(&self);
+    /// A new, disarmed one-shot timer firing `timer_fired`.
+    fn timer_new(&self) -> Box<dyn EnvoyTimer>;
+    /// Registers an admin handler for the exact path `path`; false if refused.
+    fn register_admin_handler(&self, path: &str, help: &str) -> bool;
+    /// Starts an HTTP request to cluster `cluster`; its result arrives in `http_callout_done`.
+    fn http_callout(&self, cluster: &str, headers: &[(&str, &str)], body: &[u8], timeout_ms: u64) -> Result<u64, CalloutInitError>;
+}
+
+/// A main-thread one-shot timer of the bootstrap extension.
+pub trait EnvoyTimer {
+    /// Arms the timer to fire after `delay_ms`.
+    fn enable(&self, delay_ms: u64);
+    /// Frees the timer (once).
+    fn delete(&self);
+}
+
+impl EnvoyBootstrap for BootstrapConfigHandle {
+    fn signal_init_complete(&self) {
+        BootstrapConfigHandle::signal_init_complete(*self)
+    }
+    fn timer_new(&self) -> Box<dyn EnvoyTimer> {
+        Box::new(BootstrapConfigHandle::timer_new(*self))
+    }
+    fn register_admin_handler(&self, path: &str, help: &str) -> bool {
+        BootstrapConfigHandle::register_admin_handler(*self, path, help)
+    }
+    fn http_callout(&self, cluster: &str, headers: &[(&str, &str)], body: &[u8], timeout_ms: u64) -> Result<u64, CalloutInitError> {
+        BootstrapConfigHandle::http_callout(*self, cluster, headers, body, timeout_ms)
+    }
+}
+
+impl EnvoyTimer for BootstrapTimer {
+    fn enable(&self, delay_ms: u64) {
+        BootstrapTimer::enable(*self, delay_ms)
+    }
+    fn delete(&self) {
+        BootstrapTimer::delete(*self)
     }
 }

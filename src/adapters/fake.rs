@@ -221,3 +221,82 @@ impl Env {
         Env { rt, sink, handshake, egress }
     }
 }
+
+/// One call the bootstrap adapter made on Envoy, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BootCall {
+    /// `signal_init_complete`.
+    InitComplete,
+    /// `timer_new` (the timer's number, from 0).
+    TimerNew(usize),
+    /// `enable(delay_ms)` on timer `n`.
+    TimerEnable(usize, u64),
+    /// `delete` of timer `n`.
+    TimerDelete(usize),
+    /// `register_admin_handler(path)`.
+    AdminHandler(String),
+    /// `http_callout(cluster, :path, body)`.
+    Callout(String, String, Vec<u8>),
+}
+
+/// The bootstrap extension's Envoy side, recording every call; `callout` decides how callouts
+/// start.
+#[derive(Clone)]
+pub struct FakeBootstrap {
+    /// Every call, in order (shared with the timers it made).
+    pub calls: Rc<RefCell<Vec<BootCall>>>,
+    /// What `http_callout` returns.
+    pub callout: Rc<Cell<Result<u64, crate::ffi::envoy::CalloutInitError>>>,
+}
+
+impl FakeBootstrap {
+    /// A fake whose callouts start with id 1.
+    pub fn new() -> FakeBootstrap {
+        FakeBootstrap { calls: Rc::new(RefCell::new(Vec::new())), callout: Rc::new(Cell::new(Ok(1))) }
+    }
+
+    /// The calls so far.
+    pub fn calls(&self) -> Vec<BootCall> {
+        self.calls.borrow().clone()
+    }
+}
+
+struct FakeTimer {
+    n: usize,
+    calls: Rc<RefCell<Vec<BootCall>>>,
+}
+
+impl super::envoy_api::EnvoyTimer for FakeTimer {
+    fn enable(&self, delay_ms: u64) {
+        self.calls.borrow_mut().push(BootCall::TimerEnable(self.n, delay_ms));
+    }
+    fn delete(&self) {
+        self.calls.borrow_mut().push(BootCall::TimerDelete(self.n));
+    }
+}
+
+impl super::envoy_api::EnvoyBootstrap for FakeBootstrap {
+    fn signal_init_complete(&self) {
+        self.calls.borrow_mut().push(BootCall::InitComplete);
+    }
+    fn timer_new(&self) -> Box<dyn super::envoy_api::EnvoyTimer> {
+        let n = self.calls.borrow().iter().filter(|c| matches!(c, BootCall::TimerNew(_))).count();
+        self.calls.borrow_mut().push(BootCall::TimerNew(n));
+        Box::new(FakeTimer { n, calls: self.calls.clone() })
+    }
+    fn register_admin_handler(&self, path: &str, _help: &str) -> bool {
+        self.calls.borrow_mut().push(BootCall::AdminHandler(path.to_string()));
+        true
+    }
+    fn http_callout(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        _timeout_ms: u64,
+    ) -> Result<u64, crate::ffi::envoy::CalloutInitError> {
+        let path = headers.iter().find(|(k, _)| *k == ":path").map(|(_, v)| v.to_string()).unwrap_or_default();
+        self.calls.borrow_mut().push(BootCall::Callout(cluster.to_string(), path, body.to_vec()));
+        self.callout.get()
+    }
+}

@@ -2,7 +2,7 @@
 //! Every hook runs on the main thread; each converts its arguments and calls
 //! [`crate::adapters::bootstrap`] inside [`guard`].
 
-use super::envoy::{envoy_bytes, BootstrapConfigHandle, BootstrapTimer, CalloutResult, LogLevel};
+use super::envoy::{envoy_bytes, BootstrapConfigHandle, CalloutResult, LogLevel};
 use super::guard;
 use crate::adapters::bootstrap::{self, BootstrapExtension};
 use envoy_abi as abi;
@@ -121,11 +121,11 @@ const _: abi::envoy_dynamic_module_on_bootstrap_extension_config_scheduled_fn =
 pub unsafe extern "C" fn envoy_dynamic_module_on_bootstrap_extension_timer_fired(
     _c: ConfigEnvoy,
     m: ConfigModule,
-    timer: abi::envoy_dynamic_module_type_bootstrap_extension_timer_module_ptr,
+    _timer: abi::envoy_dynamic_module_type_bootstrap_extension_timer_module_ptr,
 ) {
     // SAFETY: m is our config pointer.
     if let Some(x) = unsafe { ext(m) } {
-        guard("bootstrap timer_fired", (), || x.timer_fired(BootstrapTimer(timer as usize)));
+        guard("bootstrap timer_fired", (), || x.timer_fired());
     }
 }
 const _: abi::envoy_dynamic_module_on_bootstrap_extension_timer_fired_fn =

@@ -20,23 +20,7 @@ impl<H: Clone + Send> Tracker<H> {
         meta: TunnelMeta,
         handle: H,
     ) -> Result<Registered, RegisterError> {
-        if id.node_id.is_empty() {
-            return Err(RegisterError::MissingId("node_id"));
-        }
-        if id.cluster_id.is_empty() {
-            return Err(RegisterError::MissingId("cluster_id"));
-        }
-        if self.isolation {
-            for (field, value) in [
-                ("tenant_id", &id.tenant_id),
-                ("node_id", &id.node_id),
-                ("cluster_id", &id.cluster_id),
-            ] {
-                if value.contains(KEY_DELIMITER) {
-                    return Err(RegisterError::Delimiter(field));
-                }
-            }
-        }
+        self.check_identity(id)?;
         let node_key = self.node_key(id);
         let asked_cluster_key = self.cluster_key(id);
 
@@ -48,38 +32,7 @@ impl<H: Clone + Send> Tracker<H> {
         let seq = st.next_seq;
         st.next_seq = st.next_seq.wrapping_add(1);
 
-        // Node (and, for a new node, its cluster membership).
-        let mut node_new = false;
-        let mut cluster_new = false;
-        if !st.nodes.contains_key(node_key.as_str()) {
-            node_new = true;
-            let cluster_arc: Arc<str> = match st.clusters.get_key_value(asked_cluster_key.as_str()) {
-                Some((k, _)) => k.clone(),
-                None => Arc::from(asked_cluster_key.as_str()),
-            };
-            let cluster = st
-                .clusters
-                .entry(cluster_arc.clone())
-                .or_insert_with(ClusterEntry::new);
-            cluster_new = cluster.nodes == 0;
-            let ordinal = cluster.next_ordinal;
-            cluster.next_ordinal = cluster.next_ordinal.wrapping_add(1);
-            cluster.nodes += 1;
-            let key: Arc<str> = Arc::from(node_key.as_str());
-            st.nodes.insert(
-                key.clone(),
-                NodeEntry {
-                    key,
-                    cluster_key: cluster_arc,
-                    cluster_id: id.cluster_id.clone(),
-                    ordinal,
-                    total: 0,
-                    idle: 0,
-                    shareable: 0,
-                    slots: Vec::new(),
-                },
-            );
-        }
+        let (node_new, cluster_new) = st.ensure_node(&node_key, &asked_cluster_key, &id.cluster_id);
         let nodes = &mut st.nodes;
         let clusters = &mut st.clusters;
         let Some(node) = nodes.get_mut(node_key.as_str()) else {
@@ -170,5 +123,62 @@ impl<H: Clone + Send> Tracker<H> {
             },
         );
         Ok(registered)
+    }
+
+    /// Refuses an identity the tracker cannot key (nothing changes): an empty node or cluster
+    /// id, or under tenant isolation an id with the key delimiter.
+    fn check_identity(&self, id: &Identity) -> Result<(), RegisterError> {
+        if id.node_id.is_empty() {
+            return Err(RegisterError::MissingId("node_id"));
+        }
+        if id.cluster_id.is_empty() {
+            return Err(RegisterError::MissingId("cluster_id"));
+        }
+        if self.isolation {
+            for (field, value) in [
+                ("tenant_id", &id.tenant_id),
+                ("node_id", &id.node_id),
+                ("cluster_id", &id.cluster_id),
+            ] {
+                if value.contains(KEY_DELIMITER) {
+                    return Err(RegisterError::Delimiter(field));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<H> State<H> {
+    /// Makes sure node `node_key` exists; a new node joins cluster `asked_cluster_key` (created
+    /// if needed) with bare cluster id `cluster_id`. Returns (node is new, cluster is new).
+    fn ensure_node(&mut self, node_key: &str, asked_cluster_key: &str, cluster_id: &str) -> (bool, bool) {
+        if self.nodes.contains_key(node_key) {
+            return (false, false);
+        }
+        let cluster_arc: Arc<str> = match self.clusters.get_key_value(asked_cluster_key) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(asked_cluster_key),
+        };
+        let cluster = self.clusters.entry(cluster_arc.clone()).or_insert_with(ClusterEntry::new);
+        let cluster_new = cluster.nodes == 0;
+        let ordinal = cluster.next_ordinal;
+        cluster.next_ordinal = cluster.next_ordinal.wrapping_add(1);
+        cluster.nodes += 1;
+        let key: Arc<str> = Arc::from(node_key);
+        self.nodes.insert(
+            key.clone(),
+            NodeEntry {
+                key,
+                cluster_key: cluster_arc,
+                cluster_id: cluster_id.to_string(),
+                ordinal,
+                total: 0,
+                idle: 0,
+                shareable: 0,
+                slots: Vec::new(),
+            },
+        );
+        (true, cluster_new)
     }
 }

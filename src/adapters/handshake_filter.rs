@@ -18,7 +18,7 @@ use crate::core::close::CloseReason;
 use super::tunnel_session::{Action, TunnelSession};
 use super::worker::{self, deliver};
 use crate::config::filter::FilterConfig;
-use crate::core::accesslog::LifecycleEvent;
+use crate::core::accesslog::{EventName, LifecycleEvent, LogType, SocketState};
 use crate::core::handshake::{self, Counter, HandshakeRequest, HandshakeRules, Rejection};
 use crate::core::idformat::{self, FormatContext, IdFormat};
 use crate::core::keepalive::{Event, Keepalive, KeepaliveSettings, RPING};
@@ -290,7 +290,7 @@ fn accept(conn: &Tunnel, req: HandshakeRequest, now: u64) {
 
 /// Emits a lifecycle access-log entry for this tunnel (docs/protocol.md#lifecycle-log); no-op without
 /// configured loggers. `extra` holds `miss_count`, `handoff_kind` or `close_reason`.
-fn lifecycle(conn: &Tunnel, event: &'static str, log_type: &'static str, socket_state: &'static str, extra: Vec<(&'static str, String)>) {
+fn lifecycle(conn: &Tunnel, event: EventName, log_type: LogType, socket_state: SocketState, extra: Vec<(&'static str, String)>) {
     if conn.runtime.lifecycle.enabled() {
         if let Some(ev) = lifecycle_event(conn, event, log_type, socket_state, extra) {
             conn.runtime.lifecycle.emit(ev);
@@ -302,9 +302,9 @@ fn lifecycle(conn: &Tunnel, event: &'static str, log_type: &'static str, socket_
 /// `close_reason` in `extra` is also the termination details.
 fn lifecycle_event(
     conn: &Tunnel,
-    event: &'static str,
-    log_type: &'static str,
-    socket_state: &'static str,
+    event: EventName,
+    log_type: LogType,
+    socket_state: SocketState,
     extra: Vec<(&'static str, String)>,
 ) -> Option<LifecycleEvent> {
     let termination_details = extra.iter().find(|(k, _)| *k == "close_reason").map(|(_, r)| r.clone());
@@ -340,7 +340,7 @@ fn lifecycle_keepalive_timeout(conn: &Tunnel, age_ms: u64) {
         return;
     }
     let extra = vec![("close_reason", CloseReason::Http2PingTimeout.to_string())];
-    if let Some(mut ev) = lifecycle_event(conn, "http2_keepalive_timeout", "UpstreamEnd", "in_use", extra) {
+    if let Some(mut ev) = lifecycle_event(conn, EventName::Http2KeepaliveTimeout, LogType::UpstreamEnd, SocketState::InUse, extra) {
         ev.start_time_unix_ms = ev.start_time_unix_ms.saturating_sub(age_ms);
         ev.duration_ms = age_ms;
         ev.remote_address = "127.0.0.1:0".into();
@@ -355,12 +355,12 @@ fn handle_keepalive_events(conn: &Tunnel, events: Vec<Event>, now: u64) {
             Event::SendPing => {
                 conn.write(RPING);
                 if conn.runtime.log_ping_events {
-                    lifecycle(conn, "idle_ping_sent", "TcpUpstreamConnected", "idle", Vec::new());
+                    lifecycle(conn, EventName::IdlePingSent, LogType::TcpUpstreamConnected, SocketState::Idle, Vec::new());
                 }
             }
             Event::Ack { rtt_ms } => {
                 if conn.runtime.log_ping_events {
-                    lifecycle(conn, "idle_ping_ack", "TcpUpstreamConnected", "idle", Vec::new());
+                    lifecycle(conn, EventName::IdlePingAck, LogType::TcpUpstreamConnected, SocketState::Idle, Vec::new());
                 }
                 conn.runtime.stats.ping_rtt(rtt_ms);
                 conn.ep.live.last_rtt_ms.store(rtt_ms, std::sync::atomic::Ordering::Relaxed);
@@ -370,12 +370,12 @@ fn handle_keepalive_events(conn: &Tunnel, events: Vec<Event>, now: u64) {
             Event::Unsolicited { count } => conn.runtime.stats.unsolicited_rping(count),
             Event::Miss { count } => {
                 rt_log!(Debug, "reverse_tunnel: idle_ping_miss conn={} miss_count={}", conn.ep.conn_id, count);
-                lifecycle(conn, "idle_ping_miss", "TcpUpstreamConnected", "idle", vec![("miss_count", count.to_string())]);
+                lifecycle(conn, EventName::IdlePingMiss, LogType::TcpUpstreamConnected, SocketState::Idle, vec![("miss_count", count.to_string())]);
             }
             Event::Dead(reason) => {
                 if reason == CloseReason::IdlePingTimeout {
                     let n = conn.runtime.config.ping_failure_threshold.to_string();
-                    lifecycle(conn, "idle_ping_timeout", "TcpUpstreamConnected", "idle", vec![("miss_count", n)]);
+                    lifecycle(conn, EventName::IdlePingTimeout, LogType::TcpUpstreamConnected, SocketState::Idle, vec![("miss_count", n)]);
                 }
                 with_tunnel(conn, |t| t.phases.set_close_reason(reason));
                 conn.close(CloseType::NoFlush, CloseDetail::Tunnel(reason));
@@ -464,7 +464,7 @@ fn admit(conn: &Tunnel, now: u64) {
                 );
             }
             with_tunnel(conn, |t| t.phases.registered(now));
-            lifecycle(conn, "tunnel_setup", "TcpUpstreamConnected", "idle", Vec::new());
+            lifecycle(conn, EventName::TunnelSetup, LogType::TcpUpstreamConnected, SocketState::Idle, Vec::new());
             if let Some(r) = &rt.reporter {
                 r.connected(conn.ep.conn_id, conn.ep.worker, &identity, initiation_time_ms);
             }
@@ -519,7 +519,7 @@ pub fn on_attach(conn: &Tunnel, peer: Arc<Endpoint>) {
     match claim {
         (Claim::Started, _) if !conn.closed.get() => {
             worker::set_deadline(conn.ep.conn_id, None);
-            lifecycle(conn, "socket_handoff", "UpstreamPoolReady", "handed_off", vec![("handoff_kind", "pool_to_upstream".into())]);
+            lifecycle(conn, EventName::SocketHandoff, LogType::UpstreamPoolReady, SocketState::HandedOff, vec![("handoff_kind", "pool_to_upstream".into())]);
         }
         (Claim::Started, _) | (Claim::Refused, _) => {
             peer.post(Msg::PeerClosed);
@@ -611,8 +611,9 @@ pub fn on_closed(conn: &Tunnel, remote: bool) {
     let rt = &conn.runtime;
     // Every accepted tunnel gets its tunnel_closed, admitted to the pool or not (its ping events
     // were logged too).
-    let (log_type, state) = if closed.was_claimed() { ("UpstreamEnd", "in_use") } else { ("TcpConnectionEnd", "idle") };
-    lifecycle(conn, "tunnel_closed", log_type, state, vec![("close_reason", reason.to_string())]);
+    let (log_type, state) =
+        if closed.was_claimed() { (LogType::UpstreamEnd, SocketState::InUse) } else { (LogType::TcpConnectionEnd, SocketState::Idle) };
+    lifecycle(conn, EventName::TunnelClosed, log_type, state, vec![("close_reason", reason.to_string())]);
     if closed.registered_at_ms.is_some() {
         if let Some(rm) = rt.tracker.remove(conn.ep.conn_id) {
             left_tracker(conn, &rm, reason, closed.lifetime_ms(rm.was_idle, now));

@@ -348,6 +348,7 @@ fn flush_all(sinks: &mut [Sink], shared: &Shared) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::accesslog::{EventName, LogType, SocketState};
     use crate::config::bootstrap::LogFormat;
 
     /// A fresh directory under the system temp dir, removed on drop.
@@ -384,11 +385,11 @@ mod tests {
 
     fn ev(n: u64) -> LifecycleEvent {
         LifecycleEvent {
-            event: "idle_ping_sent",
-            log_type: "TcpUpstreamConnected",
+            event: EventName::IdlePingSent,
+            log_type: LogType::TcpUpstreamConnected,
             node_id: "n".into(),
             worker: "worker_0".into(),
-            socket_state: "idle",
+            socket_state: SocketState::Idle,
             fd: n,
             connection_id: n,
             ..Default::default()

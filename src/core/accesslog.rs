@@ -67,15 +67,100 @@ pub const DEFAULT_FORMAT: &str = "[%START_TIME%] %ACCESS_LOG_TYPE% \
 %DYNAMIC_METADATA(envoy.reverse_tunnel.lifecycle)% %DOWNSTREAM_LOCAL_ADDRESS% \
 %DOWNSTREAM_REMOTE_ADDRESS% %DURATION% %CONNECTION_TERMINATION_DETAILS%\n";
 
+/// The lifecycle log's `event` (docs/protocol.md#lifecycle-log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EventName {
+    #[default]
+    TunnelSetup,
+    IdlePingSent,
+    IdlePingAck,
+    IdlePingMiss,
+    IdlePingTimeout,
+    SocketHandoff,
+    Http2KeepaliveTimeout,
+    TunnelClosed,
+}
+
+impl EventName {
+    /// Every event, in the order of the protocol's table.
+    pub const ALL: [EventName; 8] = [
+        EventName::TunnelSetup,
+        EventName::IdlePingSent,
+        EventName::IdlePingAck,
+        EventName::IdlePingMiss,
+        EventName::IdlePingTimeout,
+        EventName::SocketHandoff,
+        EventName::Http2KeepaliveTimeout,
+        EventName::TunnelClosed,
+    ];
+
+    /// The `event` text, e.g. `tunnel_setup`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventName::TunnelSetup => "tunnel_setup",
+            EventName::IdlePingSent => "idle_ping_sent",
+            EventName::IdlePingAck => "idle_ping_ack",
+            EventName::IdlePingMiss => "idle_ping_miss",
+            EventName::IdlePingTimeout => "idle_ping_timeout",
+            EventName::SocketHandoff => "socket_handoff",
+            EventName::Http2KeepaliveTimeout => "http2_keepalive_timeout",
+            EventName::TunnelClosed => "tunnel_closed",
+        }
+    }
+}
+
+/// `%ACCESS_LOG_TYPE%` of a lifecycle entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogType {
+    #[default]
+    TcpUpstreamConnected,
+    UpstreamPoolReady,
+    TcpConnectionEnd,
+    UpstreamEnd,
+}
+
+impl LogType {
+    /// The text Envoy prints, e.g. `TcpUpstreamConnected`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogType::TcpUpstreamConnected => "TcpUpstreamConnected",
+            LogType::UpstreamPoolReady => "UpstreamPoolReady",
+            LogType::TcpConnectionEnd => "TcpConnectionEnd",
+            LogType::UpstreamEnd => "UpstreamEnd",
+        }
+    }
+}
+
+/// The lifecycle log's `socket_state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SocketState {
+    /// Not claimed.
+    #[default]
+    Idle,
+    /// On the handoff event itself.
+    HandedOff,
+    /// Claimed.
+    InUse,
+}
+
+impl SocketState {
+    /// `idle`, `handed_off` or `in_use`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SocketState::Idle => "idle",
+            SocketState::HandedOff => "handed_off",
+            SocketState::InUse => "in_use",
+        }
+    }
+}
+
 /// One lifecycle event (docs/protocol.md#lifecycle-log table), as handed to every configured logger.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct LifecycleEvent {
-    /// `tunnel_setup | idle_ping_sent | idle_ping_ack | idle_ping_miss | idle_ping_timeout |
-    /// socket_handoff | http2_keepalive_timeout | tunnel_closed`.
-    pub event: &'static str,
-    /// `%ACCESS_LOG_TYPE%`: `TcpUpstreamConnected`, `UpstreamPoolReady`, `TcpConnectionEnd` or
-    /// `UpstreamEnd`.
-    pub log_type: &'static str,
+    /// `event`.
+    pub event: EventName,
+    /// `%ACCESS_LOG_TYPE%`.
+    pub log_type: LogType,
     /// Bare node id.
     pub node_id: String,
     /// Bare cluster id.
@@ -84,8 +169,8 @@ pub struct LifecycleEvent {
     pub tenant_id: String,
     /// Worker owning the tunnel, e.g. `worker_0`.
     pub worker: String,
-    /// `idle | handed_off | in_use`.
-    pub socket_state: &'static str,
+    /// `socket_state`.
+    pub socket_state: SocketState,
     /// The built-in's socket fd; we use the Envoy connection id.
     pub fd: u64,
     /// Initiator's worker id header (`""` when not sent).
@@ -115,7 +200,7 @@ impl LifecycleEvent {
         // Inserted in sorted order so the output is sorted whatever the map's ordering.
         let mut pairs: Vec<(&str, Value)> = vec![
             ("cluster_id", Value::from(self.cluster_id.as_str())),
-            ("event", Value::from(self.event)),
+            ("event", Value::from(self.event.as_str())),
             ("fd", Value::from(self.fd)),
             (
                 "initiator_connection_id",
@@ -126,7 +211,7 @@ impl LifecycleEvent {
                 Value::from(self.initiator_worker_id.as_str()),
             ),
             ("node_id", Value::from(self.node_id.as_str())),
-            ("socket_state", Value::from(self.socket_state)),
+            ("socket_state", Value::from(self.socket_state.as_str())),
             ("tenant_id", Value::from(self.tenant_id.as_str())),
             ("worker", Value::from(self.worker.as_str())),
         ];
@@ -148,12 +233,12 @@ impl LifecycleEvent {
         }
         Some(match key {
             "cluster_id" => Value::from(self.cluster_id.as_str()),
-            "event" => Value::from(self.event),
+            "event" => Value::from(self.event.as_str()),
             "fd" => Value::from(self.fd),
             "initiator_connection_id" => Value::from(self.initiator_connection_id.as_str()),
             "initiator_worker_id" => Value::from(self.initiator_worker_id.as_str()),
             "node_id" => Value::from(self.node_id.as_str()),
-            "socket_state" => Value::from(self.socket_state),
+            "socket_state" => Value::from(self.socket_state.as_str()),
             "tenant_id" => Value::from(self.tenant_id.as_str()),
             "worker" => Value::from(self.worker.as_str()),
             _ => return None,
@@ -358,7 +443,7 @@ fn typed_value(op: &Operator, ev: &LifecycleEvent) -> Option<Value> {
             Some(Value::String(render_time(items, ev.start_time_unix_ms)))
         }
         Field::Duration => Some(Value::from(ev.duration_ms)),
-        Field::AccessLogType => non_empty(ev.log_type),
+        Field::AccessLogType => non_empty(ev.log_type.as_str()),
         Field::Metadata(None) => Some(Value::Object(ev.metadata())),
         Field::Metadata(Some(key)) => ev.metadata_key(key),
         Field::MetadataOtherNamespace | Field::FilterStateUnknown => None,

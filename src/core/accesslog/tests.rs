@@ -25,13 +25,13 @@ const SAMPLES: &str = r#"{"duration_ms":0,"fs_cluster":"downstream-cluster","fs_
 /// The first sample of `upstream_lifecycle_samples.jsonl` (tunnel_setup).
 fn setup_event() -> LifecycleEvent {
     LifecycleEvent {
-        event: "tunnel_setup",
-        log_type: "TcpUpstreamConnected",
+        event: EventName::TunnelSetup,
+        log_type: LogType::TcpUpstreamConnected,
         node_id: "downstream-node".into(),
         cluster_id: "downstream-cluster".into(),
         tenant_id: "downstream-tenant".into(),
         worker: "worker_1".into(),
-        socket_state: "idle",
+        socket_state: SocketState::Idle,
         fd: 36,
         initiator_worker_id: "worker_1".into(),
         initiator_connection_id: "0".into(),
@@ -96,8 +96,8 @@ fn json_matches_first_sample_exactly() {
 fn json_close_without_initiator_ids_matches_sample_shape() {
     // Sample 5: tunnel_closed / idle_peer_close, initiator headers absent.
     let mut ev = setup_event();
-    ev.event = "tunnel_closed";
-    ev.log_type = "TcpConnectionEnd";
+    ev.event = EventName::TunnelClosed;
+    ev.log_type = LogType::TcpConnectionEnd;
     ev.initiator_worker_id.clear();
     ev.initiator_connection_id.clear();
     ev.extra = vec![("close_reason", "idle_peer_close".into())];
@@ -127,17 +127,8 @@ fn every_sample_line_has_the_same_keys_and_types_as_ours() {
         let s: Value = serde_json::from_str(line).unwrap();
         let lc = s["lifecycle"].as_object().unwrap();
         let mut ev = setup_event();
-        ev.event = match lc["event"].as_str().unwrap() {
-            "tunnel_setup" => "tunnel_setup",
-            "idle_ping_sent" => "idle_ping_sent",
-            "idle_ping_ack" => "idle_ping_ack",
-            "idle_ping_miss" => "idle_ping_miss",
-            "idle_ping_timeout" => "idle_ping_timeout",
-            "socket_handoff" => "socket_handoff",
-            "http2_keepalive_timeout" => "http2_keepalive_timeout",
-            "tunnel_closed" => "tunnel_closed",
-            other => panic!("unknown event {other}"),
-        };
+        let name = lc["event"].as_str().unwrap();
+        ev.event = EventName::ALL.into_iter().find(|e| e.as_str() == name).unwrap_or_else(|| panic!("unknown event {name}"));
         ev.initiator_worker_id = lc["initiator_worker_id"].as_str().unwrap().into();
         ev.initiator_connection_id = lc["initiator_connection_id"].as_str().unwrap().into();
         ev.extra.clear();

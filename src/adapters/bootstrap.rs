@@ -272,14 +272,12 @@ pub fn admin_listing(rt: &Runtime, q: &AdminQuery) -> String {
             .as_bytes(),
         );
     } else {
-        // JSON: one compact object per tunnel and line.
-        out.extend_from_slice(
-            format!(
-                "{{\"idle\":{},\"in_use\":{},\"nodes\":{},\"clusters\":{},\"tunnels\":[",
-                counts.idle, counts.in_use, counts.nodes, counts.clusters
-            )
-            .as_bytes(),
-        );
+        // JSON: the totals, then one compact object per tunnel and line. The totals are written by
+        // serde like every row; the object is left open for the `tunnels` array.
+        let totals = AdminTotals { idle: counts.idle, in_use: counts.in_use, nodes: counts.nodes, clusters: counts.clusters };
+        let _ = serde_json::to_writer(&mut out, &totals);
+        out.pop(); // the closing `}`
+        out.extend_from_slice(b",\"tunnels\":[");
     }
     rt.tracker.walk_batched(|v| {
         let id = v.identity;
@@ -361,6 +359,15 @@ struct NodeRow {
     idle: u64,
     in_use: u64,
     tunnels: Vec<u64>,
+}
+
+/// The totals opening the JSON listing (field order = output order).
+#[derive(serde::Serialize)]
+struct AdminTotals {
+    idle: usize,
+    in_use: usize,
+    nodes: usize,
+    clusters: usize,
 }
 
 /// One entry of `by_node` (field order = output order).

@@ -17,7 +17,9 @@ fn admin_query_parses_filters_and_refuses_unknown_parameters() {
 #[test]
 fn admin_listing_is_json_even_when_empty() {
     let rt = Runtime::new(BootstrapConfig::default(), crate::ffi::envoy::BootstrapConfigHandle(0), 1).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&admin_listing(&rt, &AdminQuery::default())).unwrap();
+    let listing = admin_listing(&rt, &AdminQuery::default());
+    assert!(listing.starts_with("{\"idle\":0,\"in_use\":0,\"nodes\":0,\"clusters\":0,\"tunnels\":["), "{listing}");
+    let v: serde_json::Value = serde_json::from_str(&listing).unwrap();
     assert_eq!(v["tunnels"], serde_json::json!([]));
     assert_eq!(v["idle"], 0);
     let row = AdminRow {

@@ -249,6 +249,12 @@ pub struct FakeBootstrap {
     pub callout: Rc<Cell<Result<u64, crate::ffi::envoy::CalloutInitError>>>,
 }
 
+impl Default for FakeBootstrap {
+    fn default() -> FakeBootstrap {
+        FakeBootstrap::new()
+    }
+}
+
 impl FakeBootstrap {
     /// A fake whose callouts start with id 1.
     pub fn new() -> FakeBootstrap {

@@ -16,8 +16,8 @@ pub enum SetupError {
     AccessLog(AccessLogError),
     /// A network filter configured without our bootstrap extension.
     NoBootstrap { filter: String },
-    /// `filter_name` other than ours.
-    UnknownFilter(String),
+    /// `filter_name` other than ours (`expected`: our filter names).
+    UnknownFilter { name: String, expected: [&'static str; 2] },
     /// The `reverse_tunnel` filter's config.
     HandshakeFilter(ConfigError),
     /// A `validation.*_id_format` of the `reverse_tunnel` filter.
@@ -39,12 +39,9 @@ impl std::fmt::Display for SetupError {
                 "filter '{filter}' needs the bootstrap extension 'upstream_socket_interface' of this module \
                  (envoy.bootstrap.dynamic_modules) to be configured"
             ),
-            SetupError::UnknownFilter(name) => write!(
-                f,
-                "filter_name: unknown filter '{name}' (expected '{}' or '{}')",
-                super::network::HANDSHAKE_FILTER_NAME,
-                super::network::EGRESS_FILTER_NAME
-            ),
+            SetupError::UnknownFilter { name, expected: [a, b] } => {
+                write!(f, "filter_name: unknown filter '{name}' (expected '{a}' or '{b}')")
+            }
             SetupError::HandshakeFilter(e) => write!(f, "reverse_tunnel filter config: {e}"),
             SetupError::IdFormat { field, error } => write!(f, "reverse_tunnel filter config: {field}: {error}"),
             SetupError::EgressFilter(e) => write!(f, "reverse_tunnel_egress config: {e}"),

@@ -51,7 +51,12 @@ impl NetConfig {
             EGRESS_FILTER_NAME => {
                 NetKind::Egress(Arc::new(EgressConfig::decode(config).map_err(SetupError::EgressFilter)?))
             }
-            other => return Err(SetupError::UnknownFilter(other.to_string())),
+            other => {
+                return Err(SetupError::UnknownFilter {
+                    name: other.to_string(),
+                    expected: [HANDSHAKE_FILTER_NAME, EGRESS_FILTER_NAME],
+                })
+            }
         };
         Ok(NetConfig { runtime, kind })
     }
@@ -151,7 +156,7 @@ mod tests {
     fn unknown_filter_names_and_bad_configs_are_refused_naming_the_field() {
         let (rt, _) = fake::runtime("{}");
         let e = NetConfig::with_runtime(rt.clone(), "other", b"").err().unwrap();
-        assert!(matches!(&e, SetupError::UnknownFilter(n) if n == "other"));
+        assert!(matches!(&e, SetupError::UnknownFilter { name, .. } if name == "other"));
         assert!(e.to_string().starts_with("filter_name: unknown filter 'other'"), "{e}");
         let e = NetConfig::with_runtime(rt.clone(), EGRESS_FILTER_NAME, br#"{"claim_timeout": "x"}"#).err().unwrap();
         assert!(matches!(&e, SetupError::EgressFilter(_)));

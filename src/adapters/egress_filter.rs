@@ -50,8 +50,9 @@ impl EgressConn {
 /// An egress connection.
 pub type Egress = Conn<EgressConn>;
 
-fn with_egress<R>(conn: &Egress, f: impl FnOnce(&mut EgressConn) -> R) -> Option<R> {
-    Some(f(&mut conn.state.borrow_mut()))
+/// Runs `f` on the egress state. The borrow ends with `f`: never call Envoy inside it.
+fn with_egress<R>(conn: &Egress, f: impl FnOnce(&mut EgressConn) -> R) -> R {
+    f(&mut conn.state.borrow_mut())
 }
 
 impl Role for EgressConn {
@@ -77,10 +78,7 @@ impl Role for EgressConn {
 /// Reads the target and claims a tunnel, waits for one, or closes the connection.
 pub fn on_new_connection(conn: &Egress, f: &dyn EnvoyNetworkFilter) {
     let rt = &conn.runtime;
-    let Some((key, timeout)) = with_egress(conn, |e| (e.cfg.target_filter_state_key.clone(), e.cfg.claim_timeout))
-    else {
-        return;
-    };
+    let (key, timeout) = with_egress(conn, |e| (e.cfg.target_filter_state_key.clone(), e.cfg.claim_timeout));
     let target = f.filter_state(&key).map(|v| String::from_utf8_lossy(&v).trim().to_string()).unwrap_or_default();
     if target.is_empty() || target == "-" {
         rt.stats.no_tunnel();
@@ -134,12 +132,11 @@ fn give_up(conn: &Egress, target: &str) {
 
 /// Worker clock: a waiting connection retries its claim, or gives up at its deadline.
 pub fn on_deadline(conn: &Egress, now: u64) {
-    let Some(Some((target, until))) = with_egress(conn, |e| e.waiting.as_ref().map(|w| (w.target.clone(), w.until_ms)))
-    else {
+    let Some((target, until)) = with_egress(conn, |e| e.waiting.as_ref().map(|w| (w.target.clone(), w.until_ms))) else {
         return;
     };
     if try_claim(conn, &target) {
-        let w = with_egress(conn, |e| e.waiting.take()).flatten();
+        let w = with_egress(conn, |e| e.waiting.take());
         conn.runtime.clock_unregister(conn.ep.worker, conn.ep.conn_id);
         if let Some(w) = w {
             forward(conn, w.held, w.end_stream);
@@ -161,8 +158,7 @@ pub fn on_read(conn: &Egress, data: Vec<u8>, end_stream: bool) {
             Some(w.held.len() > MAX_WAITING_BYTES)
         }
         None => None,
-    })
-    .flatten();
+    });
     match held {
         Some(true) => conn.close(CloseType::NoFlush, CloseDetail::WaitingOverflow),
         Some(false) => {}
@@ -171,7 +167,7 @@ pub fn on_read(conn: &Egress, data: Vec<u8>, end_stream: bool) {
 }
 
 fn forward(conn: &Egress, data: Vec<u8>, end_stream: bool) {
-    let peer = with_egress(conn, |e| e.peer.clone()).flatten();
+    let peer = with_egress(conn, |e| e.peer.clone());
     let Some(peer) = peer else {
         conn.close(CloseType::NoFlush, CloseDetail::NoTunnel);
         return;
@@ -187,8 +183,7 @@ fn forward(conn: &Egress, data: Vec<u8>, end_stream: bool) {
 
 /// The egress connection closed: detach from its tunnel.
 pub fn on_closed(conn: &Egress) {
-    let (peer, was_waiting) =
-        with_egress(conn, |e| (e.peer.take(), e.waiting.take().is_some())).unwrap_or((None, false));
+    let (peer, was_waiting) = with_egress(conn, |e| (e.peer.take(), e.waiting.take().is_some()));
     if was_waiting {
         conn.runtime.clock_unregister(conn.ep.worker, conn.ep.conn_id);
     }

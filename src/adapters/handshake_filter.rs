@@ -138,10 +138,9 @@ impl TunnelConn {
 /// A handshake-listener connection.
 pub type Tunnel = Conn<TunnelConn>;
 
-/// Runs `f` on the tunnel state (always `Some`: kept as an `Option` so that callers read the
-/// same whatever the state's shape).
-fn with_tunnel<R>(conn: &Tunnel, f: impl FnOnce(&mut TunnelConn) -> R) -> Option<R> {
-    Some(f(&mut conn.state.borrow_mut()))
+/// Runs `f` on the tunnel state. The borrow ends with `f`: never call Envoy inside it.
+fn with_tunnel<R>(conn: &Tunnel, f: impl FnOnce(&mut TunnelConn) -> R) -> R {
+    f(&mut conn.state.borrow_mut())
 }
 
 impl Role for TunnelConn {
@@ -172,13 +171,13 @@ impl Role for TunnelConn {
 /// Arms the handshake deadline.
 pub fn on_new_connection(conn: &Tunnel) {
     let deadline = with_tunnel(conn, |t| t.phases.handshake_deadline());
-    worker::set_deadline(conn.ep.conn_id, deadline);
+    worker::set_deadline(conn.ep.conn_id, Some(deadline));
 }
 
 /// Bytes from the initiator.
 pub fn on_read(conn: &Tunnel, data: Vec<u8>, end_stream: bool) {
     let now = now_ms();
-    let read = with_tunnel(conn, |t| t.phases.on_read(&data, end_stream, now, &t.settings.rules)).unwrap_or(Read::Nothing);
+    let read = with_tunnel(conn, |t| t.phases.on_read(&data, end_stream, now, &t.settings.rules));
     match read {
         Read::Nothing => {}
         Read::HandshakeIncomplete => conn.close(CloseType::NoFlush, CloseDetail::HandshakeIncomplete),
@@ -216,7 +215,6 @@ fn accept(conn: &Tunnel, req: HandshakeRequest, now: u64) {
         tenant_id: req.tenant_id.clone(),
     };
     let settings = with_tunnel(conn, |t| t.settings.clone());
-    let Some(settings) = settings else { return };
     let Some(f) = conn.envoy() else { return };
     if f.is_ssl() {
         // docs/architecture.md#known-limits: after a TLS-protected handshake a 1.40.0 initiator speaks cleartext on the
@@ -292,9 +290,7 @@ fn accept(conn: &Tunnel, req: HandshakeRequest, now: u64) {
 /// configured loggers. `extra` holds `miss_count`, `handoff_kind` or `close_reason`.
 fn lifecycle(conn: &Tunnel, event: EventName, log_type: LogType, socket_state: SocketState, extra: Vec<(&'static str, String)>) {
     if conn.runtime.lifecycle.enabled() {
-        if let Some(ev) = lifecycle_event(conn, event, log_type, socket_state, extra) {
-            conn.runtime.lifecycle.emit(ev);
-        }
+        conn.runtime.lifecycle.emit(lifecycle_event(conn, event, log_type, socket_state, extra));
     }
 }
 
@@ -306,7 +302,7 @@ fn lifecycle_event(
     log_type: LogType,
     socket_state: SocketState,
     extra: Vec<(&'static str, String)>,
-) -> Option<LifecycleEvent> {
+) -> LifecycleEvent {
     let termination_details = extra.iter().find(|(k, _)| *k == "close_reason").map(|(_, r)| r.clone());
     with_tunnel(conn, |t| {
         let id = t.identity.clone().unwrap_or_default();
@@ -340,12 +336,11 @@ fn lifecycle_keepalive_timeout(conn: &Tunnel, age_ms: u64) {
         return;
     }
     let extra = vec![("close_reason", CloseReason::Http2PingTimeout.to_string())];
-    if let Some(mut ev) = lifecycle_event(conn, EventName::Http2KeepaliveTimeout, LogType::UpstreamEnd, SocketState::InUse, extra) {
-        ev.start_time_unix_ms = ev.start_time_unix_ms.saturating_sub(age_ms);
-        ev.duration_ms = age_ms;
-        ev.remote_address = "127.0.0.1:0".into();
-        log.emit(ev);
-    }
+    let mut ev = lifecycle_event(conn, EventName::Http2KeepaliveTimeout, LogType::UpstreamEnd, SocketState::InUse, extra);
+    ev.start_time_unix_ms = ev.start_time_unix_ms.saturating_sub(age_ms);
+    ev.duration_ms = age_ms;
+    ev.remote_address = "127.0.0.1:0".into();
+    log.emit(ev);
 }
 
 /// Acts on keepalive events (never holding a state borrow across an Envoy call).
@@ -383,7 +378,7 @@ fn handle_keepalive_events(conn: &Tunnel, events: Vec<Event>, now: u64) {
             }
         }
     }
-    let next = with_tunnel(conn, |t| t.phases.next_deadline()).flatten();
+    let next = with_tunnel(conn, |t| t.phases.next_deadline());
     if !conn.closed.get() {
         worker::set_deadline(conn.ep.conn_id, next);
     }
@@ -403,7 +398,7 @@ pub fn on_drain(conn: &Tunnel) {
     if conn.closed.get() {
         return;
     }
-    let drain = with_tunnel(conn, |t| t.phases.drain()).unwrap_or(Drain::Keep);
+    let drain = with_tunnel(conn, |t| t.phases.drain());
     let rt = &conn.runtime;
     match drain {
         Drain::Keep => return,
@@ -438,11 +433,8 @@ fn admit(conn: &Tunnel, now: u64) {
     if draining(rt) {
         return on_drain(conn);
     }
-    let Some((identity, remote, (iw, ic), initiation_time_ms)) =
-        with_tunnel(conn, |t| (t.identity.clone(), t.remote.clone(), t.initiator.clone(), t.initiation_time_ms))
-    else {
-        return;
-    };
+    let (identity, remote, (iw, ic), initiation_time_ms) =
+        with_tunnel(conn, |t| (t.identity.clone(), t.remote.clone(), t.initiator.clone(), t.initiation_time_ms));
     let Some(identity) = identity else { return };
     let meta = TunnelMeta {
         remote_address: remote,
@@ -485,7 +477,7 @@ fn admit(conn: &Tunnel, now: u64) {
 
 /// The worker clock reached this connection's deadline.
 pub fn on_deadline(conn: &Tunnel, now: u64) {
-    let timer = with_tunnel(conn, |t| t.phases.on_timer(now, &mut worker::jitter)).unwrap_or(Timer::Nothing);
+    let timer = with_tunnel(conn, |t| t.phases.on_timer(now, &mut worker::jitter));
     match timer {
         Timer::HandshakeTimeout => {
             conn.runtime.stats.handshake(Counter::Timeout);
@@ -514,8 +506,7 @@ pub fn on_attach(conn: &Tunnel, peer: Arc<Endpoint>) {
             Claim::Join => (claim, t.phases.session_mut().map(|s| s.attach(peer.clone())).unwrap_or_default()),
             other => (other, Vec::new()),
         }
-    })
-    .unwrap_or((Claim::Refused, Vec::new()));
+    });
     match claim {
         (Claim::Started, _) if !conn.closed.get() => {
             worker::set_deadline(conn.ep.conn_id, None);
@@ -539,7 +530,7 @@ pub fn on_egress_data(conn: &Tunnel, from: u64, bytes: Vec<u8>) {
         }
         None => Vec::new(),
     });
-    run_actions(conn, acts.unwrap_or_default());
+    run_actions(conn, acts);
     reschedule(conn);
 }
 
@@ -548,14 +539,14 @@ fn reschedule(conn: &Tunnel) {
     if conn.closed.get() {
         return;
     }
-    let next = with_tunnel(conn, |t| t.phases.next_deadline()).flatten();
+    let next = with_tunnel(conn, |t| t.phases.next_deadline());
     worker::set_deadline(conn.ep.conn_id, next);
 }
 
 /// Egress connection `from` closed.
 pub fn on_egress_closed(conn: &Tunnel, from: u64) {
     let acts = with_tunnel(conn, |t| t.phases.session_mut().map(|s| s.egress_closed(from)).unwrap_or_default());
-    run_actions(conn, acts.unwrap_or_default());
+    run_actions(conn, acts);
 }
 
 /// Carries out relay actions, in order, with no state borrowed.
@@ -576,7 +567,7 @@ fn run_actions(conn: &Tunnel, actions: Vec<Action>) {
             }
             Action::CloseTunnel(reason) => {
                 if reason == CloseReason::Http2PingTimeout {
-                    let claimed = with_tunnel(conn, |t| t.phases.claimed_at_ms()).flatten().unwrap_or(0);
+                    let claimed = with_tunnel(conn, |t| t.phases.claimed_at_ms()).unwrap_or(0);
                     let age = now_ms().saturating_sub(claimed);
                     lifecycle_keepalive_timeout(conn, age);
                 }
@@ -598,7 +589,7 @@ fn run_actions(conn: &Tunnel, actions: Vec<Action>) {
 
 /// The connection closed (event or destroy); idempotent.
 pub fn on_closed(conn: &Tunnel, remote: bool) {
-    let Some(Some(mut closed)) = with_tunnel(conn, |t| t.phases.closed(remote)) else { return };
+    let Some(mut closed) = with_tunnel(conn, |t| t.phases.closed(remote)) else { return };
     let now = now_ms();
     if let Some(mut session) = closed.session.take() {
         for a in session.tunnel_closed() {

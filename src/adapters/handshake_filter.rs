@@ -18,7 +18,7 @@ use crate::core::close::CloseReason;
 use super::tunnel_session::{Action, TunnelSession};
 use super::worker::{self, deliver};
 use crate::config::filter::FilterConfig;
-use crate::core::accesslog::{EventName, LifecycleEvent, LogType, SocketState};
+use crate::core::accesslog::{EventName, ExtraKey, LifecycleEvent, LogType, SocketState};
 use crate::core::handshake::{self, Counter, HandshakeRequest, HandshakeRules, Rejection};
 use crate::core::idformat::{self, FormatContext, IdFormat};
 use crate::core::keepalive::{Event, Keepalive, KeepaliveSettings, RPING};
@@ -288,7 +288,7 @@ fn accept(conn: &Tunnel, req: HandshakeRequest, now: u64) {
 
 /// Emits a lifecycle access-log entry for this tunnel (docs/protocol.md#lifecycle-log); no-op without
 /// configured loggers. `extra` holds `miss_count`, `handoff_kind` or `close_reason`.
-fn lifecycle(conn: &Tunnel, event: EventName, log_type: LogType, socket_state: SocketState, extra: Vec<(&'static str, String)>) {
+fn lifecycle(conn: &Tunnel, event: EventName, log_type: LogType, socket_state: SocketState, extra: Vec<(ExtraKey, String)>) {
     if conn.runtime.lifecycle.enabled() {
         conn.runtime.lifecycle.emit(lifecycle_event(conn, event, log_type, socket_state, extra));
     }
@@ -301,9 +301,9 @@ fn lifecycle_event(
     event: EventName,
     log_type: LogType,
     socket_state: SocketState,
-    extra: Vec<(&'static str, String)>,
+    extra: Vec<(ExtraKey, String)>,
 ) -> LifecycleEvent {
-    let termination_details = extra.iter().find(|(k, _)| *k == "close_reason").map(|(_, r)| r.clone());
+    let termination_details = extra.iter().find(|(k, _)| *k == ExtraKey::CloseReason).map(|(_, r)| r.clone());
     with_tunnel(conn, |t| {
         let id = t.identity.clone().unwrap_or_default();
         LifecycleEvent {
@@ -335,7 +335,7 @@ fn lifecycle_keepalive_timeout(conn: &Tunnel, age_ms: u64) {
     if !log.enabled() {
         return;
     }
-    let extra = vec![("close_reason", CloseReason::Http2PingTimeout.to_string())];
+    let extra = vec![(ExtraKey::CloseReason, CloseReason::Http2PingTimeout.to_string())];
     let mut ev = lifecycle_event(conn, EventName::Http2KeepaliveTimeout, LogType::UpstreamEnd, SocketState::InUse, extra);
     ev.start_time_unix_ms = ev.start_time_unix_ms.saturating_sub(age_ms);
     ev.duration_ms = age_ms;
@@ -365,12 +365,12 @@ fn handle_keepalive_events(conn: &Tunnel, events: Vec<Event>, now: u64) {
             Event::Unsolicited { count } => conn.runtime.stats.unsolicited_rping(count),
             Event::Miss { count } => {
                 rt_log!(Debug, "reverse_tunnel: idle_ping_miss conn={} miss_count={}", conn.ep.conn_id, count);
-                lifecycle(conn, EventName::IdlePingMiss, LogType::TcpUpstreamConnected, SocketState::Idle, vec![("miss_count", count.to_string())]);
+                lifecycle(conn, EventName::IdlePingMiss, LogType::TcpUpstreamConnected, SocketState::Idle, vec![(ExtraKey::MissCount, count.to_string())]);
             }
             Event::Dead(reason) => {
                 if reason == CloseReason::IdlePingTimeout {
                     let n = conn.runtime.config.ping_failure_threshold.to_string();
-                    lifecycle(conn, EventName::IdlePingTimeout, LogType::TcpUpstreamConnected, SocketState::Idle, vec![("miss_count", n)]);
+                    lifecycle(conn, EventName::IdlePingTimeout, LogType::TcpUpstreamConnected, SocketState::Idle, vec![(ExtraKey::MissCount, n)]);
                 }
                 with_tunnel(conn, |t| t.phases.set_close_reason(reason));
                 conn.close(CloseType::NoFlush, CloseDetail::Tunnel(reason));
@@ -510,7 +510,7 @@ pub fn on_attach(conn: &Tunnel, peer: Arc<Endpoint>) {
     match claim {
         (Claim::Started, _) if !conn.closed.get() => {
             worker::set_deadline(conn.ep.conn_id, None);
-            lifecycle(conn, EventName::SocketHandoff, LogType::UpstreamPoolReady, SocketState::HandedOff, vec![("handoff_kind", "pool_to_upstream".into())]);
+            lifecycle(conn, EventName::SocketHandoff, LogType::UpstreamPoolReady, SocketState::HandedOff, vec![(ExtraKey::HandoffKind, "pool_to_upstream".into())]);
         }
         (Claim::Started, _) | (Claim::Refused, _) => {
             peer.post(Msg::PeerClosed);
@@ -604,7 +604,7 @@ pub fn on_closed(conn: &Tunnel, remote: bool) {
     // were logged too).
     let (log_type, state) =
         if closed.was_claimed() { (LogType::UpstreamEnd, SocketState::InUse) } else { (LogType::TcpConnectionEnd, SocketState::Idle) };
-    lifecycle(conn, EventName::TunnelClosed, log_type, state, vec![("close_reason", reason.to_string())]);
+    lifecycle(conn, EventName::TunnelClosed, log_type, state, vec![(ExtraKey::CloseReason, reason.to_string())]);
     if closed.registered_at_ms.is_some() {
         if let Some(rm) = rt.tracker.remove(conn.ep.conn_id) {
             left_tracker(conn, &rm, reason, closed.lifetime_ms(rm.was_idle, now));

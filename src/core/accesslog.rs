@@ -154,6 +154,31 @@ impl SocketState {
     }
 }
 
+/// An optional key of the lifecycle struct, present on some events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExtraKey {
+    /// `handoff_kind` (on `socket_handoff`).
+    HandoffKind,
+    /// `close_reason` (on `tunnel_closed` and `http2_keepalive_timeout`).
+    CloseReason,
+    /// `miss_count` (on `idle_ping_miss` and `idle_ping_timeout`).
+    MissCount,
+}
+
+impl ExtraKey {
+    /// Every optional key.
+    pub const ALL: [ExtraKey; 3] = [ExtraKey::HandoffKind, ExtraKey::CloseReason, ExtraKey::MissCount];
+
+    /// The key's name in the struct.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExtraKey::HandoffKind => "handoff_kind",
+            ExtraKey::CloseReason => "close_reason",
+            ExtraKey::MissCount => "miss_count",
+        }
+    }
+}
+
 /// One lifecycle event (docs/protocol.md#lifecycle-log table), as handed to every configured logger.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct LifecycleEvent {
@@ -177,8 +202,8 @@ pub struct LifecycleEvent {
     pub initiator_worker_id: String,
     /// Initiator's connection id header (`""` when not sent).
     pub initiator_connection_id: String,
-    /// Optional extra keys of the struct: `handoff_kind`, `close_reason`, `miss_count`.
-    pub extra: Vec<(&'static str, String)>,
+    /// Optional keys of the struct, with their values.
+    pub extra: Vec<(ExtraKey, String)>,
     /// `%START_TIME%`, Unix epoch milliseconds.
     pub start_time_unix_ms: u64,
     /// `%DURATION%`, milliseconds.
@@ -216,10 +241,10 @@ impl LifecycleEvent {
             ("worker", Value::from(self.worker.as_str())),
         ];
         for (k, v) in &self.extra {
-            if let Some(slot) = pairs.iter_mut().find(|(pk, _)| pk == k) {
+            if let Some(slot) = pairs.iter_mut().find(|(pk, _)| *pk == k.as_str()) {
                 slot.1 = Value::from(v.as_str());
             } else {
-                pairs.push((k, Value::from(v.as_str())));
+                pairs.push((k.as_str(), Value::from(v.as_str())));
             }
         }
         pairs.sort_by(|a, b| a.0.cmp(b.0));
@@ -228,7 +253,7 @@ impl LifecycleEvent {
 
     /// One key of the lifecycle struct, if present.
     fn metadata_key(&self, key: &str) -> Option<Value> {
-        if let Some((_, v)) = self.extra.iter().find(|(k, _)| *k == key) {
+        if let Some((_, v)) = self.extra.iter().find(|(k, _)| k.as_str() == key) {
             return Some(Value::from(v.as_str()));
         }
         Some(match key {

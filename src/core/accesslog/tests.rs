@@ -100,7 +100,7 @@ fn json_close_without_initiator_ids_matches_sample_shape() {
     ev.log_type = LogType::TcpConnectionEnd;
     ev.initiator_worker_id.clear();
     ev.initiator_connection_id.clear();
-    ev.extra = vec![("close_reason", "idle_peer_close".into())];
+    ev.extra = vec![(ExtraKey::CloseReason, "idle_peer_close".into())];
     ev.termination_details = Some("idle_peer_close".into());
     let got = parse_line(&Formatter::new(&up4_format()).unwrap().format(&ev));
     assert_eq!(got["fs_init_conn"], Value::Null);
@@ -132,8 +132,8 @@ fn every_sample_line_has_the_same_keys_and_types_as_ours() {
         ev.initiator_worker_id = lc["initiator_worker_id"].as_str().unwrap().into();
         ev.initiator_connection_id = lc["initiator_connection_id"].as_str().unwrap().into();
         ev.extra.clear();
-        for k in ["handoff_kind", "close_reason", "miss_count"] {
-            if let Some(v) = lc.get(k) {
+        for k in ExtraKey::ALL {
+            if let Some(v) = lc.get(k.as_str()) {
                 ev.extra.push((k, v.as_str().unwrap().to_string()));
             }
         }
@@ -303,8 +303,8 @@ fn civil_dates() {
 fn extra_keys_override_and_sort() {
     let mut ev = setup_event();
     ev.extra = vec![
-        ("miss_count", "3".into()),
-        ("handoff_kind", "pool_to_upstream".into()),
+        (ExtraKey::MissCount, "3".into()),
+        (ExtraKey::HandoffKind, "pool_to_upstream".into()),
     ];
     let keys: Vec<String> = ev.metadata().keys().cloned().collect();
     let mut sorted = keys.clone();

@@ -257,3 +257,37 @@ fn a_claimed_tunnel_ignores_drain() {
     assert!(tf.closes().is_empty());
     assert!(!tf.calls.borrow().iter().any(|c| matches!(c, Call::Close(..))));
 }
+
+#[test]
+fn http2_session_is_shared_then_closed_by_unanswered_pings() {
+    let env = fake::Env::new(r#"{"ping_failure_threshold": 1}"#, "{}");
+    let (tf, tc) = env.admitted(60, "n1");
+    let egress = |id: u64| {
+        let ef = FakeNetworkFilter::new(id);
+        ef.filter_state.borrow_mut().insert("envoy.network.upstream_server_name".into(), b"n1".to_vec());
+        let ec = fake::open(&env.egress, &ef);
+        (ef, ec)
+    };
+    let (ef1, ec1) = egress(61);
+    // Envoy's HTTP/2 client preface and SETTINGS: the tunnel becomes a shareable HTTP/2 session.
+    let mut first = crate::core::h2mux::frame::PREFACE.to_vec();
+    first.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    fake::read(&ec1, &ef1, &first, false);
+    assert!(tf.written().starts_with(crate::core::h2mux::frame::PREFACE), "the session speaks HTTP/2 to the initiator");
+    let (ef2, ec2) = egress(62);
+    assert!(ef2.closes().is_empty());
+    assert_eq!(env.sink.get(&format!("{PREFIX}.claims_shared"), &[]), 1, "the second egress joined the session");
+    assert_eq!(env.rt.tracker.counts().in_use, 1, "one tunnel serves both");
+    // The initiator never answers the session's PING: closed with http2_ping_timeout.
+    tf.clear_writes();
+    fake::tick(now_ms() + 2_100);
+    assert!(tf.written().get(3) == Some(&6), "a PING frame went out");
+    fake::tick(now_ms() + 3_300);
+    assert_eq!(tf.closes(), vec![(CloseType::FlushWrite, "http2_ping_timeout".to_string())]);
+    crate::adapters::network::on_event(&tc, ConnectionEvent::LocalClose);
+    fake::deliver_mail(&[&tc, &ec1, &ec2]);
+    assert_eq!(env.sink.get(&format!("{PREFIX}.tunnels_closed"), &["http2_ping_timeout"]), 1);
+    assert_eq!(ef1.closes().len(), 1, "every egress connection of the session is closed");
+    assert_eq!(ef2.closes().len(), 1);
+    assert_eq!(env.rt.tracker.counts().in_use, 0);
+}

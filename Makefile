@@ -34,7 +34,7 @@ test: check-symbols
 	@set -o pipefail; { $(MAKE) --no-print-directory unit && $(MAKE) --no-print-directory integration; } 2>&1 | tee target/test-output.log; \
 	  rc=$$?; scripts/test-summary.sh target/test-output.log; exit $$rc
 
-# Issue 9 soak, NOT part of `make test` (its short versions are): the hostile-input test with
+# Soak, NOT part of `make test` (its short versions are): the hostile-input test with
 # 10,000 half-open connections (needs RLIMIT_NOFILE > ~10,300; the test lowers the count and says
 # so otherwise), then the ignored 5-minute churn test (RT_SOAK_SECS to change). Prints figures.
 soak: build
@@ -59,7 +59,7 @@ fuzz: setup
 clean:
 	$(CARGO) clean
 
-# Benchmarks of issue 8 (ours vs Envoy's built-in responder), one run, writes BENCHMARKS.md (~2-4 min).
+# Benchmarks (ours vs Envoy's built-in responder), one run, writes BENCHMARKS.md (~2-4 min).
 # Needs h2load (Debian nghttp2-client), installed here if missing; `make test` never needs it.
 .PHONY: bench
 bench: build

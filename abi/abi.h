@@ -8,14 +8,14 @@
  * Hooks (functions Envoy looks up in the module) are declared as function-pointer typedefs
  * ending in `_fn`; the Rust side asserts each exported hook against its typedef at compile time.
  *
- * ABI version string expected by 1.40.0: "v0.2.0" (ABI doc §1.2).
+ * ABI version string expected by 1.40.0: "v0.2.0" (docs/envoy-abi.md#loading-and-version).
  */
 #pragma once
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-/* ---- §2 common types ---------------------------------------------------------------------- */
+/* ---- common types (docs/envoy-abi.md#buffers-pointers-and-enums) ----------------------------- */
 typedef const char* envoy_dynamic_module_type_abi_version_module_ptr;
 typedef const char* envoy_dynamic_module_type_buffer_module_ptr;
 typedef const char* envoy_dynamic_module_type_buffer_envoy_ptr;
@@ -77,10 +77,10 @@ typedef enum envoy_dynamic_module_type_http_callout_result {
 
 typedef void (*envoy_dynamic_module_type_event_cb)(void* context);
 
-/* ---- §1.2 program init -------------------------------------------------------------------- */
+/* ---- program init (docs/envoy-abi.md#loading-and-version) ------------------------------------ */
 typedef envoy_dynamic_module_type_abi_version_module_ptr (*envoy_dynamic_module_on_program_init_fn)(void);
 
-/* ---- §2 common callbacks ------------------------------------------------------------------ */
+/* ---- common callbacks (docs/envoy-abi.md#buffers-pointers-and-enums) ------------------------- */
 void envoy_dynamic_module_callback_log_v2(envoy_dynamic_module_type_log_level level,
                                           envoy_dynamic_module_type_module_buffer message,
                                           envoy_dynamic_module_type_module_buffer source_file,
@@ -88,13 +88,13 @@ void envoy_dynamic_module_callback_log_v2(envoy_dynamic_module_type_log_level le
 bool envoy_dynamic_module_callback_log_enabled(envoy_dynamic_module_type_log_level level);
 uint32_t envoy_dynamic_module_callback_get_concurrency(void);  /* main thread only */
 bool envoy_dynamic_module_callback_is_validation_mode(void);   /* main thread only */
-/* Envoy runtime (layered_runtime) lookup; signature from the implementation (ABI doc §2 [I]). */
+/* Envoy runtime (layered_runtime) lookup; signature from the implementation (docs/envoy-abi.md#buffers-pointers-and-enums). */
 bool envoy_dynamic_module_callback_get_runtime_bool(envoy_dynamic_module_type_module_buffer key,
                                                    bool default_value);
 uint64_t envoy_dynamic_module_callback_get_runtime_int(envoy_dynamic_module_type_module_buffer key,
                                                       uint64_t default_value);
 
-/* ---- §3 bootstrap extension --------------------------------------------------------------- */
+/* ---- bootstrap extension (docs/envoy-abi.md#bootstrap-extension) ----------------------------- */
 typedef void* envoy_dynamic_module_type_bootstrap_extension_config_envoy_ptr;
 typedef const void* envoy_dynamic_module_type_bootstrap_extension_config_module_ptr;
 typedef void* envoy_dynamic_module_type_bootstrap_extension_envoy_ptr;
@@ -102,7 +102,7 @@ typedef const void* envoy_dynamic_module_type_bootstrap_extension_module_ptr;
 typedef void* envoy_dynamic_module_type_bootstrap_extension_config_scheduler_module_ptr;
 typedef void* envoy_dynamic_module_type_bootstrap_extension_timer_module_ptr;
 
-/* hooks (all 17 are required by 1.40.0, ABI doc §3.2) */
+/* hooks (all 17 are required by 1.40.0, docs/envoy-abi.md#bootstrap-hooks) */
 typedef envoy_dynamic_module_type_bootstrap_extension_config_module_ptr (
     *envoy_dynamic_module_on_bootstrap_extension_config_new_fn)(
     envoy_dynamic_module_type_bootstrap_extension_config_envoy_ptr extension_config_envoy_ptr,
@@ -230,7 +230,7 @@ envoy_dynamic_module_callback_bootstrap_extension_http_callout(
     envoy_dynamic_module_type_module_http_header* headers, size_t headers_size,
     envoy_dynamic_module_type_module_buffer body, uint64_t timeout_milliseconds);
 
-/* ---- §4 network filter -------------------------------------------------------------------- */
+/* ---- network filter (docs/envoy-abi.md#network-filter) --------------------------------------- */
 typedef void* envoy_dynamic_module_type_network_filter_config_envoy_ptr;
 typedef const void* envoy_dynamic_module_type_network_filter_config_module_ptr;
 typedef void* envoy_dynamic_module_type_network_filter_envoy_ptr;
@@ -265,7 +265,7 @@ typedef enum envoy_dynamic_module_type_network_read_disable_status {
 } envoy_dynamic_module_type_network_read_disable_status;
 
 /* hooks: required config_new, config_destroy, new, new_connection, read, write, event, destroy;
- * optional scheduled, above/below watermark (ABI doc §4.2) */
+ * optional scheduled, above/below watermark (docs/envoy-abi.md#network-filter-hooks) */
 typedef envoy_dynamic_module_type_network_filter_config_module_ptr (
     *envoy_dynamic_module_on_network_filter_config_new_fn)(
     envoy_dynamic_module_type_network_filter_config_envoy_ptr filter_config_envoy_ptr,

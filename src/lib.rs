@@ -9,11 +9,13 @@
 //! - [`config`]: decoding and validation of the typed configs (protobuf from `proto/`, or JSON).
 //! - [`adapters`]: one thin adapter per extension point (bootstrap extension, handshake network
 //!   filter, egress network filter) that wires the core to Envoy through `ffi`.
+//! - [`clock`]: monotonic and Unix milliseconds.
 //! - [`runtime`]: process-wide state shared by all extension points and workers.
 //! - [`stats`]: metric names and ids, and the accounting from tracker transitions to gauges.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod adapters;
+pub mod clock;
 pub mod config;
 pub mod core;
 pub mod ffi;

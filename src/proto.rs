@@ -7,7 +7,7 @@
 //! | module | proto package | messages |
 //! |---|---|---|
 //! | [`upstream_reverse_connection_socket_interface`] | `envoy.extensions.bootstrap.reverse_tunnel.upstream_socket_interface.v3` | `UpstreamReverseConnectionSocketInterface` (bootstrap extension config) |
-//! | [`reverse_tunnel`] | `envoy.extensions.filters.network.reverse_tunnel.v3` | `ReverseTunnel`, `Validation` (handshake filter config, protocol doc §2.1) |
+//! | [`reverse_tunnel`] | `envoy.extensions.filters.network.reverse_tunnel.v3` | `ReverseTunnel`, `Validation` (handshake filter config, docs/protocol.md#filter-config) |
 //! | [`jwks`] | `envoy.extensions.filters.common.jwks.v3` | `JwtHandshakeValidator` (empty placeholder) |
 //! | [`base`] | `envoy.config.core.v3` | `RequestMethod`, `DataSource` |
 //! | [`extension`] | `envoy.config.core.v3` | `TypedExtensionConfig` |

@@ -6,17 +6,15 @@
 //! per-worker clock registry is a small mutex per worker.
 
 use crate::adapters::endpoint::Endpoint;
-use crate::adapters::lifecycle::LifecycleLog;
+use crate::adapters::lifecycle::{AccessLogError, LifecycleLog};
 use crate::config::bootstrap::BootstrapConfig;
 use crate::core::tracker::Tracker;
 use crate::ffi::envoy::BootstrapConfigHandle;
-use crate::stats::{Stats, StatsOptions, DEFAULT_MAX_SERIES, MAX_SERIES_RUNTIME_KEY};
-use once_cell::sync::Lazy;
+use crate::stats::{MetricSink, Stats, StatsOptions, DEFAULT_MAX_SERIES, MAX_SERIES_RUNTIME_KEY};
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 /// The runtime of the loaded bootstrap extension, if any.
 pub static RUNTIME: RwLock<Option<Arc<Runtime>>> = RwLock::new(None);
@@ -26,20 +24,7 @@ pub fn current() -> Option<Arc<Runtime>> {
     RUNTIME.read().clone()
 }
 
-static EPOCH: Lazy<Instant> = Lazy::new(Instant::now);
-
-/// Monotonic milliseconds since the module was first used. Any thread.
-pub fn now_ms() -> u64 {
-    EPOCH.elapsed().as_millis() as u64
-}
-
-/// Milliseconds since the Unix epoch (for reports and admin output).
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use crate::clock::{now_ms, unix_ms};
 
 /// Shared state of the responder.
 pub struct Runtime {
@@ -52,7 +37,7 @@ pub struct Runtime {
     /// Worker count (`--concurrency`).
     pub concurrency: u32,
     /// Per worker: endpoints of live handshake/tunnel connections, used to post the clock tick
-    /// to that worker (design §6).
+    /// to that worker (docs/architecture.md#threads-and-the-clock).
     pub clocks: Vec<Mutex<WorkerClock>>,
     /// Set when Envoy starts draining or shutting down: new handshakes get 503.
     pub draining: AtomicBool,
@@ -81,11 +66,21 @@ pub struct WorkerClock {
 impl Runtime {
     /// Builds the runtime; defines every metric (only possible during bootstrap `config_new`).
     /// Errors (an access log file that cannot be opened) name the field.
-    pub fn new(config: BootstrapConfig, handle: BootstrapConfigHandle, concurrency: u32) -> Result<Runtime, String> {
+    pub fn new(config: BootstrapConfig, handle: BootstrapConfigHandle, concurrency: u32) -> Result<Runtime, AccessLogError> {
+        Runtime::with_sink(config, Box::new(handle), concurrency)
+    }
+
+    /// [`Runtime::new`] with metrics going to `sink` (Envoy in the module, a recording sink in
+    /// unit tests).
+    pub fn with_sink(
+        config: BootstrapConfig,
+        sink: Box<dyn MetricSink>,
+        concurrency: u32,
+    ) -> Result<Runtime, AccessLogError> {
         let lifecycle = LifecycleLog::new(&config.access_log)?;
         let max_series = crate::ffi::envoy::runtime_u64(MAX_SERIES_RUNTIME_KEY, DEFAULT_MAX_SERIES as u64);
         let stats = Stats::define(
-            Box::new(handle),
+            sink,
             &StatsOptions {
                 prefix: config.stat_prefix.clone(),
                 concurrency,

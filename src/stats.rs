@@ -4,8 +4,8 @@
 //! # Names (README "Stats" has the table built-in → ours)
 //!
 //! Everything sits under `<metrics_namespace>.` of the bootstrap's `dynamic_module_config`
-//! (ABI doc §3.3): `reverse_tunnel.handshake.*` (protocol doc §4.2) and `<stat_prefix>.*`
-//! (protocol doc §4.1). Labels become Envoy tags: text `/stats` prints
+//! (docs/envoy-abi.md#bootstrap-callbacks): `reverse_tunnel.handshake.*` (docs/protocol.md#handshake-counters) and `<stat_prefix>.*`
+//! (docs/protocol.md#socket-interface-stats). Labels become Envoy tags: text `/stats` prints
 //! `rt.upstream_rc.total_nodes.worker.worker_0: 1`, `/stats/prometheus` prints
 //! `envoy_rt_upstream_rc_total_nodes{worker="worker_0"} 1`.
 //!
@@ -20,7 +20,7 @@
 //!
 //! One labelled gauge family `<stat_prefix>.tunnels` with tags `tenant_id` (only under tenant
 //! isolation), `cluster_id`, `node_id`: registered tunnels (idle + in use) per node, the built-in's
-//! `<p>.tunnels.<cluster>:<node>` (protocol doc §4.1) as labels instead of one metric name per
+//! `<p>.tunnels.<cluster>:<node>` (docs/protocol.md#socket-interface-stats) as labels instead of one metric name per
 //! node. Per node and per cluster totals are sums over the labels.
 //!
 //! Cardinality: Envoy 1.40.0 gives a module no way to delete a metric (the module's stats scope
@@ -40,7 +40,9 @@
 //! when a tunnel registers or closes. Detailed stats take one of
 //! [`DETAILED_SHARDS`] shard locks to look up the label set, on registration and close only.
 
-use crate::core::tracker::{Claimed, Identity, Registered, Removed};
+use crate::core::close::CloseReason;
+use crate::core::handshake::Counter;
+use crate::core::tracker::{Claimed, Identity, Registered, Removed, WorkerName};
 use crate::ffi::envoy::{BootstrapConfigHandle, MetricKind, MetricOp};
 use parking_lot::Mutex;
 use std::collections::hash_map::DefaultHasher;
@@ -48,12 +50,27 @@ use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-/// Names of the handshake counters, protocol doc §4.2 (`reverse_tunnel.handshake.<name>`).
-pub const HANDSHAKE_COUNTERS: [&str; 7] =
-    ["accepted", "parse_error", "validation_failed", "rejected", "timeout", "body_rejected", "registration_failed"];
+/// Which way relayed bytes went: the tag of `relay_bytes{direction}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// From an egress connection into the tunnel.
+    ToInitiator = 0,
+    /// From the tunnel to an egress connection.
+    FromInitiator = 1,
+}
 
-/// Tag values of `relay_bytes{direction}`.
-pub const RELAY_DIRECTIONS: [&str; 2] = ["to_initiator", "from_initiator"];
+impl Direction {
+    /// Both directions, in tag order.
+    pub const ALL: [Direction; 2] = [Direction::ToInitiator, Direction::FromInitiator];
+
+    /// The tag value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::ToInitiator => "to_initiator",
+            Direction::FromInitiator => "from_initiator",
+        }
+    }
+}
 
 /// Envoy runtime key: the most label sets the detailed `tunnels` family may ever create.
 pub const MAX_SERIES_RUNTIME_KEY: &str = "reverse_tunnel.detailed_stats.max_series";
@@ -71,7 +88,7 @@ pub const DETAILED_SHARDS: usize = 16;
 /// a recording sink in tests.
 pub trait MetricSink: Send + Sync {
     /// Defines `name` with tag names `labels`; returns its id or Envoy's `metrics_result`.
-    /// Main thread during bootstrap `config_new` only (ABI doc §3.3).
+    /// Main thread during bootstrap `config_new` only (docs/envoy-abi.md#bootstrap-callbacks).
     fn define(&self, kind: MetricKind, name: &str, labels: &[&str]) -> Result<usize, u32>;
     /// Applies `op` with `value` to metric `id` with `labels` (as many as defined). Any thread.
     fn update(&self, op: MetricOp, id: usize, labels: &[&str], value: u64);
@@ -106,9 +123,9 @@ pub struct Stats {
     cx_post_upgrade_lifetime: Option<usize>,
     cx_idle_expire_time: Option<usize>,
     ping_rtt: Option<usize>,
-    /// `relay_bytes{direction}` per [`RELAY_DIRECTIONS`] entry, published by the clock.
+    /// `relay_bytes{direction}` per [`Direction`], published by the clock.
     relay_bytes: [Published; 2],
-    /// Bytes relayed so far per [`RELAY_DIRECTIONS`] entry (see [`Stats::relayed`]).
+    /// Bytes relayed so far per [`Direction`] (see [`Stats::relayed`]).
     relay_totals: [AtomicU64; 2],
     access_log_dropped: Option<usize>,
     draining: Option<usize>,
@@ -125,7 +142,7 @@ pub struct Stats {
 /// What [`Stats::define`] needs besides the sink.
 #[derive(Clone, Debug)]
 pub struct StatsOptions {
-    /// `stat_prefix` of the bootstrap config (protocol doc §4.1).
+    /// `stat_prefix` of the bootstrap config (docs/protocol.md#socket-interface-stats).
     pub prefix: String,
     /// Worker count; per-worker gauges are tagged `worker_0` … `worker_{n-1}`.
     pub concurrency: u32,
@@ -149,10 +166,7 @@ impl Stats {
             }
         };
         let p = |s: &str| format!("{}.{s}", o.prefix);
-        let mut handshake = [None; 7];
-        for (i, n) in HANDSHAKE_COUNTERS.iter().enumerate() {
-            handshake[i] = d(MetricKind::Counter, format!("reverse_tunnel.handshake.{n}"), &[]);
-        }
+        let handshake = Counter::ALL.map(|c| d(MetricKind::Counter, c.stat_name(), &[]));
         let detailed = o.detailed.then(|| {
             let labels: &[&str] =
                 if o.tenant_isolation { &["tenant_id", "cluster_id", "node_id"] } else { &["cluster_id", "node_id"] };
@@ -185,7 +199,7 @@ impl Stats {
             ping_rtt: d(MetricKind::Histogram, p("ping_rtt"), &[]),
             relay_bytes: {
                 let id = d(MetricKind::Counter, p("relay_bytes"), &["direction"]);
-                RELAY_DIRECTIONS.map(|dir| Published::labelled(id, dir))
+                Direction::ALL.map(|dir| Published::labelled(id, dir.as_str()))
             },
             relay_totals: [AtomicU64::new(0), AtomicU64::new(0)],
             access_log_dropped: d(MetricKind::Gauge, p("access_log_dropped"), &[]),
@@ -196,7 +210,7 @@ impl Stats {
             reporter_failed: Published::new(d(MetricKind::Counter, p("reporter.failed"), &[])),
             reporter_snapshots: Published::new(d(MetricKind::Counter, p("reporter.snapshots"), &[])),
             reporter_dropped_events: Published::new(d(MetricKind::Counter, p("reporter.dropped_events"), &[])),
-            worker_names: (0..o.concurrency.max(1)).map(|w| format!("worker_{w}")).collect(),
+            worker_names: (0..o.concurrency.max(1)).map(|w| WorkerName(w).to_string()).collect(),
             detailed,
             sink,
         }
@@ -212,17 +226,16 @@ impl Stats {
         self.worker_names.get(w as usize).map(|s| s.as_str()).unwrap_or("worker_unknown")
     }
 
-    /// Counts a handshake outcome by counter name (one of [`HANDSHAKE_COUNTERS`]; others ignored).
-    pub fn handshake(&self, name: &str) {
-        if let Some(i) = HANDSHAKE_COUNTERS.iter().position(|n| *n == name) {
-            self.up(MetricOp::IncCounter, self.handshake[i], &[], 1);
-        }
+    /// Counts a handshake outcome.
+    pub fn handshake(&self, c: Counter) {
+        let i = Counter::ALL.iter().position(|x| *x == c).unwrap_or(0);
+        self.up(MetricOp::IncCounter, self.handshake[i], &[], 1);
     }
     /// A request found no tunnel (built-in `fallback_no_reverse_socket`).
     pub fn no_tunnel(&self) {
         self.up(MetricOp::IncCounter, self.fallback_no_reverse_socket, &[], 1);
     }
-    /// A handshake arrived on a TLS listener and was refused (design §8).
+    /// A handshake arrived on a TLS listener and was refused (docs/architecture.md#known-limits).
     pub fn outer_tls_refused(&self) {
         self.up(MetricOp::IncCounter, self.outer_tls_refused, &[], 1);
     }
@@ -265,7 +278,7 @@ impl Stats {
     /// A registered tunnel left the tracker (after [`crate::core::tracker::Tracker::remove`])
     /// with close reason `reason`; `lifetime_ms` is its time since registration (idle) or since
     /// handoff (in use), recorded in `cx_idle_expire_time` / `cx_post_upgrade_lifetime`.
-    pub fn on_removed(&self, rm: &Removed, reason: &str, lifetime_ms: u64) {
+    pub fn on_removed(&self, rm: &Removed, reason: CloseReason, lifetime_ms: u64) {
         if rm.was_idle {
             self.up(MetricOp::DecGauge, self.tunnels_idle, &[], 1);
             self.up(MetricOp::Record, self.cx_idle_expire_time, &[], lifetime_ms);
@@ -287,8 +300,8 @@ impl Stats {
     }
 
     /// Counts a closed tunnel (registered or not) by close reason.
-    pub fn closed(&self, reason: &str) {
-        self.up(MetricOp::IncCounter, self.tunnels_closed, &[reason], 1);
+    pub fn closed(&self, reason: CloseReason) {
+        self.up(MetricOp::IncCounter, self.tunnels_closed, &[reason.as_str()], 1);
     }
     /// Records an RPING round trip in ms.
     pub fn ping_rtt(&self, ms: u64) {
@@ -306,14 +319,13 @@ impl Stats {
     pub fn unsolicited_rping(&self, n: u64) {
         self.up(MetricOp::IncCounter, self.unsolicited_rping, &[], n);
     }
-    /// Counts relayed bytes; `direction` is `to_initiator` or `from_initiator`.
+    /// Counts `n` bytes relayed in `direction`.
     ///
     /// This runs for every relayed chunk, so it only adds to an atomic total: a labelled update
     /// makes Envoy resolve the tags in its symbol table, which takes a process-wide lock. The
     /// clock publishes the totals ([`Stats::publish_relayed`]); `/stats` lags by one clock period.
-    pub fn relayed(&self, direction: &str, n: usize) {
-        let i = usize::from(direction != RELAY_DIRECTIONS[0]);
-        self.relay_totals[i].fetch_add(n as u64, Ordering::Relaxed);
+    pub fn relayed(&self, direction: Direction, n: usize) {
+        self.relay_totals[direction as usize].fetch_add(n as u64, Ordering::Relaxed);
     }
     /// Brings `relay_bytes{direction}` up to the totals counted by [`Stats::relayed`]. Main thread,
     /// from the clock timer.
@@ -602,7 +614,7 @@ mod tests {
                     if !self.live.is_empty() {
                         let t = self.live.swap_remove(pick as usize % self.live.len());
                         let rm = self.tracker.remove(t).unwrap();
-                        self.stats.on_removed(&rm, "remote_close", 1);
+                        self.stats.on_removed(&rm, CloseReason::RemoteClose, 1);
                     }
                 }
             }
@@ -704,7 +716,7 @@ mod tests {
                                 // tunnel happens on its worker, as in Envoy.
                                 if let Some(t) = mine.pop() {
                                     if let Some(rm) = tracker.remove(t) {
-                                        st.on_removed(&rm, "local_close", 1);
+                                        st.on_removed(&rm, CloseReason::LocalClose, 1);
                                     }
                                 }
                             }
@@ -739,7 +751,7 @@ mod tests {
             let reg = tracker.register(i, (i % 2) as u32, &id, TunnelMeta::default(), i).unwrap();
             st.on_registered((i % 2) as u32, &reg);
             let rm = tracker.remove(i).unwrap();
-            st.on_removed(&rm, "remote_close", 1);
+            st.on_removed(&rm, CloseReason::RemoteClose, 1);
         }
         // node-0 comes back: it reuses its label set.
         let id = Identity { node_id: "node-0".into(), cluster_id: "c".into(), tenant_id: String::new() };
@@ -757,9 +769,9 @@ mod tests {
     fn relayed_bytes_are_published_by_the_clock() {
         let sink = RecordingSink::default();
         let st = stats(&sink, false, 1);
-        st.relayed("to_initiator", 100);
-        st.relayed("from_initiator", 7);
-        st.relayed("to_initiator", 1);
+        st.relayed(Direction::ToInitiator, 100);
+        st.relayed(Direction::FromInitiator, 7);
+        st.relayed(Direction::ToInitiator, 1);
         assert_eq!(sink.get("up.relay_bytes", &["to_initiator"]), 0, "nothing before the clock");
         st.publish_relayed();
         st.publish_relayed();

@@ -11,5 +11,5 @@
 include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
 
 /// The ABI version string Envoy 1.40.0 expects from `envoy_dynamic_module_on_program_init`
-/// (ABI doc §1.2), NUL-terminated.
+/// (docs/envoy-abi.md#loading-and-version), NUL-terminated.
 pub const ABI_VERSION: &[u8] = b"v0.2.0\0";

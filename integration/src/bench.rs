@@ -1,11 +1,11 @@
-//! Building blocks of the benchmark tool `rt-bench` (issue 8): our responder vs Envoy's built-in.
+//! Building blocks of the benchmark tool `rt-bench`: our responder vs Envoy's built-in.
 //!
 //! - [`run_h2load`]: runs `h2load` (Debian `nghttp2-client`) against a responder's HTTP listener and
 //!   parses its summary and its per-request log (latency percentiles of the 2xx responses).
 //! - [`cpu_ticks`], [`clk_tck`]: process CPU time from `/proc` (resident memory:
 //!   [`crate::process::proc_rss_kib`]).
 //! - [`RawTunnels`]: a raw-socket initiator that opens many tunnels with the
-//!   exact handshake bytes of protocol doc §1.4 and echoes `RPING` on them (protocol doc §2.4.3).
+//!   exact handshake bytes of docs/protocol.md#handshake-request and echoes `RPING` on them (docs/protocol.md#rping-keepalive).
 //! - [`median`], [`percentile`]: small statistics helpers.
 
 use std::io::{ErrorKind, Read, Write};

@@ -1,9 +1,9 @@
 //! Load generator: many fake initiator tunnels against a responder's handshake listener.
 //!
 //! Each tunnel opens a TCP connection to `127.0.0.1:<port>`, sends the exact handshake request of
-//! protocol doc §1.4 (`GET /reverse_connections/request`, header order as captured from a 1.40.0
-//! initiator), expects a `200` status line (protocol doc §1.5), and then behaves as one
-//! [`Behavior`] towards the responder's `RPING` keepalive (protocol doc §0: 5 raw bytes every
+//! docs/protocol.md#handshake-request (`GET /reverse_connections/request`, header order as captured from a 1.40.0
+//! initiator), expects a `200` status line (docs/protocol.md#handshake-response), and then behaves as one
+//! [`Behavior`] towards the responder's `RPING` keepalive (docs/protocol.md#summary: 5 raw bytes every
 //! `ping_interval` + up to 15% jitter, echoed by the initiator).
 //!
 //! Implementation: std only. The tunnels are spread round-robin over a few threads; each thread
@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::{bail, Result};
 
-/// The keepalive probe and its echo (protocol doc §0).
+/// The keepalive probe and its echo (docs/protocol.md#summary).
 pub const RPING: &[u8; 5] = b"RPING";
 
 /// What [`Behavior::Garbage`] answers to each `RPING`: 5 bytes that are not `RPING`.
@@ -80,7 +80,7 @@ pub struct LoadConfig {
     pub node_pattern: String,
     /// Cluster id pattern; `{i}` is replaced by the tunnel index.
     pub cluster_pattern: String,
-    /// Tenant id pattern (non-empty, protocol doc §1.4); `{i}` is replaced by the tunnel index.
+    /// Tenant id pattern (non-empty, docs/protocol.md#handshake-request); `{i}` is replaced by the tunnel index.
     pub tenant_pattern: String,
     /// Keepalive behavior of every tunnel.
     pub behavior: Behavior,
@@ -120,7 +120,7 @@ pub fn expand(pattern: &str, i: usize) -> String {
     pattern.replace("{i}", &i.to_string())
 }
 
-/// The handshake request bytes of protocol doc §1.4 (same header order, lower-case names,
+/// The handshake request bytes of docs/protocol.md#handshake-request (same header order, lower-case names,
 /// `content-length: 0`, no body). `initiation_ms` is epoch milliseconds.
 pub fn handshake_request(
     port: u16,

@@ -1,4 +1,4 @@
-//! Admin `GET /reverse_tunnels` at scale (issue 7): a live responder holding 10,000 echoing
+//! Admin `GET /reverse_tunnels` at scale: a live responder holding 10,000 echoing
 //! tunnels from the load tool ([`rt_integration::load`]) plus a real Envoy 1.40.0 initiator's
 //! tunnel. Checks the JSON (totals and every field of every tunnel), the `node`, `cluster`,
 //! `tenant` filters and `format=text`, that the median response time of the full listing is under

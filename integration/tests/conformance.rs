@@ -1,5 +1,6 @@
 //! Handshake conformance: our module against Envoy 1.40.0's built-in responder, byte by byte
-//! (protocol doc §1.4–§1.6, §2.1–§2.2, §4.2).
+//! (docs/protocol.md#handshake-request, #handshake-response, #after-the-accept, #filter-config,
+//! #handshake-checks, #handshake-counters).
 //!
 //! Both responders run side by side (no initiators). Every case is sent as raw bytes on a fresh
 //! TCP connection to each handshake port; the answer is read until the close (or, for an accepted
@@ -36,7 +37,7 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(3);
 const HOLD: Duration = Duration::from_millis(200);
 /// How long we wait for a counter to move after a case.
 const COUNTER_SETTLE: Duration = Duration::from_millis(600);
-/// The exact accept response in plain mode (protocol doc §1.5).
+/// The exact accept response in plain mode (docs/protocol.md#handshake-response).
 const ACCEPT_200: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
 
 // ---------------------------------------------------------------------------------------------
@@ -98,7 +99,7 @@ impl Side {
             text
         };
         // Envoy's own listener access log on the handshake listener prints the validation
-        // metadata the filter emits (protocol doc §5.2).
+        // metadata the filter emits (docs/protocol.md#handshake-metadata).
         let listener_log = dir.file(&format!("{tag}-{}-listener.log", side_name(kind)));
         let access_log = format!(
             "  access_log: [{{name: envoy.access_loggers.file, typed_config: {{\"@type\": \
@@ -122,7 +123,7 @@ impl Side {
         })
     }
 
-    /// Prefix of the handshake counters (protocol doc §4.2; ours under namespace `rt`).
+    /// Prefix of the handshake counters (docs/protocol.md#handshake-counters; ours under namespace `rt`).
     fn counter_prefix(&self) -> &'static str {
         match self.kind {
             Responder::Module | Responder::Direct => "rt.reverse_tunnel.handshake.",
@@ -164,7 +165,7 @@ fn moved(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> Vec<S
 // ---------------------------------------------------------------------------------------------
 // Requests
 
-/// The handshake request of protocol doc §1.4 as (name, value) headers, `host` adjusted.
+/// The handshake request of docs/protocol.md#handshake-request as (name, value) headers, `host` adjusted.
 fn base_headers(port: u16) -> Vec<(String, String)> {
     [
         ("host", format!("127.0.0.1:{port}")),
@@ -222,7 +223,7 @@ fn remove(h: &mut Vec<(String, String)>, name: &str) {
     h.retain(|(n, _)| n != name);
 }
 
-/// Inserts `(name, value)` right after `host` (where the upgrade headers sit, protocol doc §1.4).
+/// Inserts `(name, value)` right after `host` (where the upgrade headers sit, docs/protocol.md#handshake-request).
 fn after_host(h: &mut Vec<(String, String)>, name: &str, value: &str) {
     let at = h
         .iter()
@@ -239,7 +240,7 @@ fn with_node(port: u16, node: &str) -> Vec<(String, String)> {
     h
 }
 
-/// The upgrade-mode request (protocol doc §1.4: `connection`/`upgrade` after `host`).
+/// The upgrade-mode request (docs/protocol.md#handshake-request: `connection`/`upgrade` after `host`).
 fn upgrade_headers(port: u16, node: &str) -> Vec<(String, String)> {
     let mut h = with_node(port, node);
     after_host(&mut h, "connection", "upgrade");
@@ -552,12 +553,12 @@ fn case(name: &'static str, expect: Expect, bytes: impl Fn(u16) -> Vec<u8> + 'st
     }
 }
 
-/// Cases with the default `ReverseTunnel` config (protocol doc §1.5 rows reachable without
+/// Cases with the default `ReverseTunnel` config (docs/protocol.md#handshake-response rows reachable without
 /// extra config, plus the parser edge cases of the brief).
 fn default_cases() -> Vec<Case> {
     use Expect::*;
     let mut v = vec![
-        case("valid request (§1.4 bytes)", Same, |p| head(LINE, &base_headers(p))),
+        case("valid request (captured 1.40.0 bytes)", Same, |p| head(LINE, &base_headers(p))),
         case("upper-case header names", Same, |p| {
             let h: Vec<(String, String)> = with_node(p, "upper-node")
                 .into_iter()
@@ -688,7 +689,7 @@ fn default_cases() -> Vec<Case> {
 }
 
 /// Config of the "strict" pair: upgrade mode, required cluster name, tenant isolation and a
-/// connection cap of 1 per node (protocol doc §1.5 rows that need config).
+/// connection cap of 1 per node (docs/protocol.md#handshake-response rows that need config).
 fn strict_extra() -> Extra {
     Extra {
         filter: vec![
@@ -1097,7 +1098,7 @@ fn metadata_rows(path: &std::path::Path) -> Vec<String> {
 }
 
 /// A raw-socket fake initiator handshakes with OUR responder: the first bytes it reads must be
-/// exactly the 38-byte 200 (never coalesced with tunnel bytes, protocol doc §1.6 "Coalescing
+/// exactly the 38-byte 200 (never coalesced with tunnel bytes, docs/protocol.md#after-the-accept "Coalescing
 /// hazard"), and the first `RPING` must come as a separate segment ≥ 20 ms later. After the echo
 /// the tunnel joins the pool (`rt.upstream_rc.tunnels_idle` = 1).
 #[test]
@@ -1176,7 +1177,7 @@ fn tunnel_bytes_never_coalesced_with_the_200() -> Result<()> {
 }
 
 /// A real built-in 1.40.0 initiator in upgrade mode (`http_handshake.use_http_upgrade: true`,
-/// plus `additional_headers`, protocol doc §1.2, as in the reference `upg_ds.yaml`) against our
+/// plus `additional_headers`, docs/protocol.md#initiator, as in the reference `upg_ds.yaml`) against our
 /// responder with `use_http_upgrade: true`: the tunnel comes up (the initiator requires the 101)
 /// and a request through it succeeds. Both configs are derived from the usual templates.
 #[test]
@@ -1242,7 +1243,7 @@ fn upgrade_mode_with_additional_headers() -> Result<()> {
         ours.envoy.log_excerpt(20)
     );
     // The initiator saw its handshake succeed (it requires the 101) and counted no failure
-    // (protocol doc §4.4; its detailed stats are on).
+    // (docs/protocol.md#initiator-stats; its detailed stats are on).
     let hs = initiator.stats_with_prefix("downstream_rc.handshake.")?;
     println!("initiator handshake stats: {hs:?}");
     let count = |pat: &str| -> u64 {
@@ -1263,7 +1264,7 @@ fn upgrade_mode_with_additional_headers() -> Result<()> {
     Ok(())
 }
 
-/// Outer TLS (TLS on the handshake listener, design §8): a 1.40.0 initiator would continue in
+/// Outer TLS (TLS on the handshake listener, docs/architecture.md#known-limits): a 1.40.0 initiator would continue in
 /// cleartext after the TLS-protected 200, which the module cannot follow; the module refuses the
 /// handshake at once with a 400 and counts `outer_tls_refused`, instead of a tunnel that hangs.
 #[test]

@@ -13,7 +13,7 @@
 //!
 //! Env `RT_E2E_RESPONDER=builtin` points the module tests at Envoy's built-in responder instead
 //! (harness check; the built-in is expected to fail `one_tunnel_four_workers_every_request_succeeds`
-//! because of its per-worker tunnel pools, bug #41536). `builtin_reference_smoke` always runs against
+//! because of its per-worker tunnel pools, envoyproxy/envoy#41536). `builtin_reference_smoke` always runs against
 //! the built-in. Other env overrides: see the `rt_integration` crate docs.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -368,7 +368,7 @@ fn frozen_initiator_is_detected_idle_and_in_use() -> Result<()> {
     };
     assert!(closed("idle_ping_timeout") >= 1, "idle tunnel not closed by RPING keepalive: {stats:?}");
     assert!(closed("http2_ping_timeout") >= 1, "in-use tunnel not closed by HTTP/2 PING keepalive");
-    // ... and the lifecycle log says so (protocol doc §5.1: http2_keepalive_timeout, UpstreamEnd).
+    // ... and the lifecycle log says so (docs/protocol.md#lifecycle-log: http2_keepalive_timeout, UpstreamEnd).
     let path = topo.lifecycle_log();
     wait_for("lifecycle log has http2_keepalive_timeout", Duration::from_secs(5), || {
         let text = std::fs::read_to_string(&path).unwrap_or_default();
@@ -466,7 +466,7 @@ fn lifecycle_access_log_matches_the_builtin() -> Result<()> {
     Ok(())
 }
 
-/// Tenant isolation (protocol doc §2.4.1): two initiators with the SAME node and cluster ids but
+/// Tenant isolation (docs/protocol.md#keys): two initiators with the SAME node and cluster ids but
 /// different tenants. A request keyed `tenant:node` (or `tenant:cluster`) only ever reaches its
 /// own tenant's initiator, under concurrent requests; an unknown tenant gets 503.
 #[test]

@@ -1,6 +1,6 @@
 //! Keepalive and scale tests against our responder module, with fake initiator tunnels from the
-//! load tool ([`rt_integration::load`]) speaking the real handshake (protocol doc §1.4) and RPING
-//! keepalive (protocol doc §0).
+//! load tool ([`rt_integration::load`]) speaking the real handshake (docs/protocol.md#handshake-request) and RPING
+//! keepalive (docs/protocol.md#summary).
 //!
 //! Env: `RT_SCALE_TUNNELS` (default 10000) and `RT_SCALE_HOLD_SECS` (default 60) size the scale
 //! test.
@@ -12,7 +12,7 @@ use rt_integration::envoy::allocated_kib;
 use rt_integration::process::{proc_fds, proc_rss_kib};
 use rt_integration::{env_num, wait_for, Check, Envoy, InitiatorSpec, Responder, Result, Topology};
 
-/// `ping_interval` in `upstream.yaml` (the config default, protocol doc §0).
+/// `ping_interval` in `upstream.yaml` (the config default, docs/protocol.md#summary).
 const INTERVAL: Duration = Duration::from_secs(2);
 /// `ping_failure_threshold` the harness configures.
 const THRESHOLD: u32 = 3;

@@ -1,4 +1,4 @@
-//! The HTTP reporter (issue 7, `docs/reporter.md`) against real Envoy 1.40.0 processes: our
+//! The HTTP reporter (`docs/reporter.md`) against real Envoy 1.40.0 processes: our
 //! responder with `reporter_config` POSTs tunnel events to a control plane written here (a tiny
 //! HTTP/1.1 server recording every request), through the bootstrap extension's HTTP callout to a
 //! STATIC cluster pointing at it. Initiators are real, built-in 1.40.0 initiators.

@@ -1,4 +1,4 @@
-//! Faults (issue 9): an initiator killed with requests in flight, and responder restarts.
+//! Faults: an initiator killed with requests in flight, and responder restarts.
 //!
 //! Responder restarts: after a crash (SIGKILL) or a graceful stop of our
 //! responder, real Envoy 1.40.0 initiators re-dial by themselves, requests succeed again, and no

@@ -1,4 +1,4 @@
-//! Reliability and security tests (issue 9) against our responder module: graceful drain, hostile
+//! Reliability and security tests against our responder module: graceful drain, hostile
 //! handshake bytes, misbehaving tunnels, hostile egress targets, bad configs, tunnel churn.
 //!
 //! Everything runs real processes on 127.0.0.1 with free ports: the Envoy 1.40.0 binary with our
@@ -37,7 +37,7 @@ use rt_integration::{
 const TUNNELS_UP: Duration = Duration::from_secs(20);
 /// `handshake_timeout` these tests configure (the default 10 s would make them slow).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
-/// The responder's clock tick: deadlines are met within one tick (README, design §6).
+/// The responder's clock tick: deadlines are met within one tick (README, docs/architecture.md#threads-and-the-clock).
 const TICK: Duration = Duration::from_millis(100);
 /// Room for a loaded 2-core machine (other engineers build at the same time) to run the tick and
 /// deliver a close late. Bounds below are "what the config promises + this".
@@ -304,7 +304,7 @@ fn drain_closes_idle_tunnels_keeps_in_flight_requests_and_exits_cleanly() -> Res
     ensure!(gauge(topo.responder(), "tunnels_in_use")? == 1, "the claimed tunnel must stay");
     let logged = wait_lifecycle(&topo.lifecycle_log(), "tunnel_closed", "drain", idle_before as usize)?;
 
-    // A new handshake during the drain: the protocol doc's 503 for a draining responder.
+    // A new handshake during the drain: the 503 for a draining responder (docs/protocol.md#handshake-response).
     let hs = topo.handshake_port;
     let (answer, closed) = exchange(hs, &handshake_request(hs, "late-node", "late-cluster", "tenant-a", "worker_0", 7, 0), Duration::from_secs(5))?;
     let text = String::from_utf8_lossy(&answer);

@@ -2,13 +2,16 @@
 //! `UpstreamReverseConnectionSocketInterface`). All functions run on the main thread.
 //!
 //! It owns the [`Runtime`] (tracker, stats), signals init complete, runs the worker clock (one
-//! main-thread timer that posts a tick to each worker, design §6), serves the admin endpoint
+//! main-thread timer that posts a tick to each worker, docs/architecture.md#threads-and-the-clock), serves the admin endpoint
 //! `/reverse_tunnels`, and on drain/shutdown refuses new handshakes.
 
 use super::endpoint::Msg;
+use super::error::SetupError;
+use super::reporter::{callout_ok, tracker_snapshot};
 use crate::config::bootstrap::BootstrapConfig;
-use crate::core::tracker::TunnelState;
-use crate::ffi::envoy::{self, BootstrapConfigHandle, BootstrapTimer};
+use crate::core::tracker::{TunnelState, WorkerName};
+use super::envoy_api::{EnvoyBootstrap, EnvoyTimer};
+use crate::ffi::envoy::{self, BootstrapConfigHandle, CalloutInitError, CalloutResult};
 use crate::runtime::{Runtime, RUNTIME};
 use crate::rt_log;
 use parking_lot::Mutex;
@@ -28,20 +31,20 @@ pub const REOPEN_PATH: &str = "/reverse_tunnels/reopen_logs";
 
 /// The module-side object of the bootstrap extension config.
 pub struct BootstrapExtension {
-    /// Envoy's config pointer.
-    pub handle: BootstrapConfigHandle,
+    /// Envoy's side of the extension config.
+    envoy: Box<dyn EnvoyBootstrap>,
     /// The shared runtime.
     pub runtime: Arc<Runtime>,
-    timer: Mutex<Option<BootstrapTimer>>,
+    timer: Mutex<Option<Box<dyn EnvoyTimer>>>,
 }
 
 /// `config_new`: decodes the config, defines metrics, publishes the runtime and signals init
 /// complete. Errors name the field; the caller logs them and Envoy refuses to start.
-pub fn config_new(handle: BootstrapConfigHandle, name: &str, config: &[u8]) -> Result<BootstrapExtension, String> {
+pub fn config_new(handle: BootstrapConfigHandle, name: &str, config: &[u8]) -> Result<BootstrapExtension, SetupError> {
     if name != "upstream_socket_interface" {
-        return Err(format!("extension_name: unknown bootstrap extension '{name}' (expected 'upstream_socket_interface')"));
+        return Err(SetupError::UnknownExtension(name.to_string()));
     }
-    let cfg = BootstrapConfig::decode(config).map_err(|e| format!("upstream_socket_interface config: {e}"))?;
+    let cfg = BootstrapConfig::decode(config).map_err(SetupError::Bootstrap)?;
     let concurrency = envoy::concurrency();
     rt_log!(
         Info,
@@ -51,60 +54,66 @@ pub fn config_new(handle: BootstrapConfigHandle, name: &str, config: &[u8]) -> R
         cfg.enable_tenant_isolation,
         concurrency
     );
-    let runtime = Arc::new(Runtime::new(cfg, handle, concurrency).map_err(|e| format!("upstream_socket_interface config: {e}"))?);
+    let runtime = Arc::new(Runtime::new(cfg, handle, concurrency)?);
     *RUNTIME.write() = Some(runtime.clone());
     handle.signal_init_complete();
-    Ok(BootstrapExtension { handle, runtime, timer: Mutex::new(None) })
+    Ok(BootstrapExtension::new(Box::new(handle), runtime))
 }
 
 impl BootstrapExtension {
+    /// The extension over `envoy` and `runtime` (already published and initialized).
+    pub fn new(envoy: Box<dyn EnvoyBootstrap>, runtime: Arc<Runtime>) -> BootstrapExtension {
+        BootstrapExtension { envoy, runtime, timer: Mutex::new(None) }
+    }
+
     /// `server_initialized`: starts the worker clock and registers the admin endpoint.
     pub fn server_initialized(&self) {
-        let t = self.handle.timer_new();
+        let t = self.envoy.timer_new();
         t.enable(CLOCK_PERIOD_MS);
         *self.timer.lock() = Some(t);
-        if !self.handle.register_admin_handler(ADMIN_PATH, "reverse_tunnel: list tunnels by tenant, cluster and node (JSON)") {
+        if !self.envoy.register_admin_handler(ADMIN_PATH, "reverse_tunnel: list tunnels by tenant, cluster and node (JSON)") {
             rt_log!(Warn, "reverse_tunnel: could not register admin handler {ADMIN_PATH}");
         }
-        if !self.handle.register_admin_handler(REOPEN_PATH, "reverse_tunnel: reopen the lifecycle access log files") {
+        if !self.envoy.register_admin_handler(REOPEN_PATH, "reverse_tunnel: reopen the lifecycle access log files") {
             rt_log!(Warn, "reverse_tunnel: could not register admin handler {REOPEN_PATH}");
         }
     }
 
     /// `timer_fired`: one clock period elapsed: posts the worker ticks and lets the reporter
     /// send what is due (main thread).
-    pub fn timer_fired(&self, timer: BootstrapTimer) {
+    pub fn timer_fired(&self) {
         self.runtime.post_ticks();
         self.runtime.stats.access_log_dropped(self.runtime.lifecycle.dropped());
         self.runtime.stats.publish_panics(crate::ffi::PANICS_CAUGHT.load(Ordering::Relaxed));
         self.runtime.stats.publish_relayed();
-        timer.enable(CLOCK_PERIOD_MS);
+        if let Some(t) = &*self.timer.lock() {
+            t.enable(CLOCK_PERIOD_MS);
+        }
         // After re-arming, so that nothing in the reporter can stop the clock. It keeps
         // reporting while draining (tunnels closing are news too).
-        crate::adapters::reporter::tick(&self.runtime, self.handle);
+        reporter_tick(&self.runtime, &*self.envoy);
         if let Some(r) = &self.runtime.reporter {
             self.runtime.stats.publish_reporter(&r.counters());
         }
     }
 
-    /// `http_callout_done` (ABI doc §3.2): the result of the reporter's callout `id`; `result`
-    /// is the raw `envoy_dynamic_module_type_http_callout_result` (0 Success), `status` the
-    /// response's `:status` header if any.
-    pub fn http_callout_done(&self, id: u64, result: u32, status: Option<&str>) {
+    /// `http_callout_done` (docs/envoy-abi.md#bootstrap-hooks): the result of the reporter's
+    /// callout `id`, `status` the response's `:status` header if any.
+    pub fn http_callout_done(&self, id: u64, result: CalloutResult, status: Option<&str>) {
         if let Some(r) = &self.runtime.reporter {
-            let ok = crate::adapters::reporter::callout_ok(result, status);
+            let ok = callout_ok(result, status);
             let detail = match (result, status) {
-                (0, Some(s)) => format!("HTTP status {s}"),
-                (0, None) => "no :status".to_string(),
-                (1, _) => "reset (connection failure or timeout)".to_string(),
-                (2, _) => "response too large".to_string(),
-                (other, _) => format!("callout result {other}"),
+                (CalloutResult::Success, Some(s)) => format!("HTTP status {s}"),
+                (CalloutResult::Success, None) => "no :status".to_string(),
+                (CalloutResult::Reset, _) => "reset (connection failure or timeout)".to_string(),
+                (CalloutResult::ExceedResponseBufferLimit, _) => "response too large".to_string(),
+                (CalloutResult::Other(rc), _) => format!("callout result {rc}"),
             };
             r.on_callout_done(id, ok, &detail, crate::runtime::now_ms());
         }
     }
 
-    /// `drain_started` (`POST /drain_listeners?graceful`; not called on `/quitquitquit`, ABI doc):
+    /// `drain_started` (`POST /drain_listeners?graceful`; not called on `/quitquitquit`, docs/envoy-abi.md#drain-and-shutdown):
     /// new handshakes get 503 from now on, and every idle tunnel is closed on its own worker
     /// (`Msg::Drain`, close reason `drain`) so that initiators dial another responder. Claimed
     /// tunnels keep serving. Idempotent. Cost: one tracker snapshot, O(tunnels), main thread.
@@ -149,6 +158,21 @@ impl BootstrapExtension {
     }
 }
 
+/// Main thread: the clock tick of the runtime's reporter (if any), sending through `envoy`.
+fn reporter_tick(rt: &Runtime, envoy: &dyn EnvoyBootstrap) {
+    let Some(r) = &rt.reporter else { return };
+    r.tick(crate::clock::now_ms(), || tracker_snapshot(&rt.tracker), |headers, body| {
+        let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        envoy.http_callout(&r.config.cluster, &h, body, r.config.settings.timeout_ms).map_err(|e| match e {
+            CalloutInitError::MissingRequiredHeaders => "missing required headers".to_string(),
+            CalloutInitError::ClusterNotFound => format!("cluster '{}' not found", r.config.cluster),
+            CalloutInitError::DuplicateCalloutId => "duplicate callout id".to_string(),
+            CalloutInitError::CannotCreateRequest => "cannot create the request".to_string(),
+            CalloutInitError::Other(rc) => format!("init result {rc}"),
+        })
+    });
+}
+
 /// Sets the draining flag, then posts [`Msg::Drain`] to every tunnel the tracker lists as idle;
 /// returns how many were posted. The flag is stored (SeqCst) before the snapshot, so a tunnel
 /// registered after the snapshot sees it and closes itself (handshake adapter `admit`).
@@ -176,67 +200,51 @@ pub struct AdminQuery {
     pub text: bool,
 }
 
+/// A query of the tunnel listing that cannot be answered (400).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminQueryError {
+    /// A parameter other than `node`, `cluster`, `tenant` and `format`.
+    UnknownParameter(String),
+    /// `format` other than `json` or `text`.
+    Format(String),
+}
+
+impl std::fmt::Display for AdminQueryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AdminQueryError::UnknownParameter(p) => {
+                write!(f, "unknown query parameter '{p}' (node, cluster, tenant, format)")
+            }
+            AdminQueryError::Format(v) => write!(f, "format: expected json or text, got '{v}'"),
+        }
+    }
+}
+
 impl AdminQuery {
     /// Parses a query string; unknown parameters are an error naming them.
-    pub fn parse(query: &str) -> Result<AdminQuery, String> {
+    pub fn parse(query: &str) -> Result<AdminQuery, AdminQueryError> {
         let mut q = AdminQuery::default();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let v = percent_decode(v);
-            match k {
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            let v = v.into_owned();
+            match k.as_ref() {
                 "node" => q.node = Some(v),
                 "cluster" => q.cluster = Some(v),
                 "tenant" => q.tenant = Some(v),
                 "format" => match v.as_str() {
                     "text" => q.text = true,
                     "json" => q.text = false,
-                    other => return Err(format!("format: expected json or text, got '{other}'")),
+                    other => return Err(AdminQueryError::Format(other.to_string())),
                 },
-                other => return Err(format!("unknown query parameter '{other}' (node, cluster, tenant, format)")),
+                other => return Err(AdminQueryError::UnknownParameter(other.to_string())),
             }
         }
         Ok(q)
     }
 }
 
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
-                match hex {
-                    Some(v) => {
-                        out.push(v);
-                        i += 3;
-                    }
-                    None => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Rows read per hold of the tracker's lock while listing (about 0.1 ms of work each).
-pub const ADMIN_BATCH: usize = 256;
-
 /// The tunnel listing: totals, one entry per tunnel, and (JSON only) `by_node`: per tenant,
 /// cluster and node, its idle and in-use counts and tunnel ids (JSON, or one line per tunnel with
-/// `format=text`). Main thread. The tracker is read in batches of [`ADMIN_BATCH`] tunnels, each
+/// `format=text`). Main thread. The tracker is read with [`Tracker::walk_batched`](crate::core::tracker::Tracker::walk_batched), each batch
 /// under one short hold of its lock, and rows are written straight from borrowed fields (no copy
 /// of the table): with 10,000 tunnels this stays well within the 100 ms the issue allows and no
 /// worker waits on the lock for more than one batch (integration test `admin_scale`). A tunnel
@@ -249,8 +257,8 @@ pub fn admin_listing(rt: &Runtime, q: &AdminQuery) -> String {
             && q.tenant.as_ref().is_none_or(|t| *t == i.tenant_id)
     };
     let counts = rt.tracker.counts();
-    let ids = rt.tracker.tunnel_ids();
-    let mut out: Vec<u8> = Vec::with_capacity(128 + if q.text { ids.len() * 200 } else { ids.len() * 320 });
+    let total = counts.idle + counts.in_use;
+    let mut out: Vec<u8> = Vec::with_capacity(128 + if q.text { total * 200 } else { total * 320 });
     let mut first = true;
     // Per tenant, cluster and node (JSON `by_node`): tunnel counts and ids, sorted by the three ids.
     // Keyed by `tenant \0 cluster \0 node` (one allocation per node; `\0` sorts before any id byte).
@@ -272,77 +280,75 @@ pub fn admin_listing(rt: &Runtime, q: &AdminQuery) -> String {
             .as_bytes(),
         );
     } else {
-        // JSON: one compact object per tunnel and line.
-        out.extend_from_slice(b"{\"responder\":");
-        // Serializing a string into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut out, &responder);
-        out.extend_from_slice(
-            format!(
-                ",\"draining\":{},\"idle\":{},\"in_use\":{},\"nodes\":{},\"clusters\":{},\"tunnels\":[",
-                draining, counts.idle, counts.in_use, counts.nodes, counts.clusters
-            )
-            .as_bytes(),
-        );
+        // JSON: the totals (which responder, draining, counts), then one compact object per tunnel
+        // and line. The totals are written by serde like every row; the object is left open for
+        // the `tunnels` array.
+        let totals = AdminTotals {
+            responder,
+            draining,
+            idle: counts.idle,
+            in_use: counts.in_use,
+            nodes: counts.nodes,
+            clusters: counts.clusters,
+        };
+        let _ = serde_json::to_writer(&mut out, &totals);
+        out.pop(); // the closing `}`
+        out.extend_from_slice(b",\"tunnels\":[");
     }
-    for batch in ids.chunks(ADMIN_BATCH) {
-        rt.tracker.visit(batch, |v| {
-            let id = v.identity;
-            if !keep(id) {
-                return;
+    rt.tracker.walk_batched(|v| {
+        let id = v.identity;
+        if !keep(id) {
+            return;
+        }
+        let ack = v.handle.live.last_ack_unix_ms.load(Ordering::Relaxed);
+        let rtt = v.handle.live.last_rtt_ms.load(Ordering::Relaxed);
+        let egress = v.handle.live.egress.load(Ordering::Relaxed);
+        let state = v.state.as_str();
+        if q.text {
+            use std::io::Write;
+            let since_ack = if ack == 0 { "-".to_string() } else { format!("{}ms", now.saturating_sub(ack)) };
+            let _ = writeln!(
+                out,
+                "tenant={} cluster={} node={} tunnel={} worker={} state={} age={}ms last_ack={} rtt={}ms egress={} remote={} initiator={}/{}",
+                id.tenant_id, id.cluster_id, id.node_id, v.tunnel, WorkerName(v.worker), state,
+                now.saturating_sub(v.meta.registered_at_ms), since_ack, rtt, egress, v.meta.remote_address,
+                v.meta.initiator_worker_id, v.meta.initiator_connection_id
+            );
+            return;
+        }
+        let mut key = String::with_capacity(id.tenant_id.len() + id.cluster_id.len() + id.node_id.len() + 2);
+        for (i, part) in [&id.tenant_id, &id.cluster_id, &id.node_id].into_iter().enumerate() {
+            if i > 0 {
+                key.push('\0');
             }
-            let ack = v.handle.live.last_ack_unix_ms.load(Ordering::Relaxed);
-            let rtt = v.handle.live.last_rtt_ms.load(Ordering::Relaxed);
-            let egress = v.handle.live.egress.load(Ordering::Relaxed);
-            let state = match v.state {
-                TunnelState::Idle => "idle",
-                TunnelState::InUse => "in_use",
-            };
-            if q.text {
-                use std::io::Write;
-                let since_ack = if ack == 0 { "-".to_string() } else { format!("{}ms", now.saturating_sub(ack)) };
-                let _ = writeln!(
-                    out,
-                    "tenant={} cluster={} node={} tunnel={} worker=worker_{} state={} age={}ms last_ack={} rtt={}ms egress={} remote={} initiator={}/{}",
-                    id.tenant_id, id.cluster_id, id.node_id, v.tunnel, v.worker, state,
-                    now.saturating_sub(v.meta.registered_at_ms), since_ack, rtt, egress, v.meta.remote_address,
-                    v.meta.initiator_worker_id, v.meta.initiator_connection_id
-                );
-                return;
-            }
-            let mut key = String::with_capacity(id.tenant_id.len() + id.cluster_id.len() + id.node_id.len() + 2);
-            for (i, part) in [&id.tenant_id, &id.cluster_id, &id.node_id].into_iter().enumerate() {
-                if i > 0 {
-                    key.push('\0');
-                }
-                key.push_str(part);
-            }
-            let entry = by_node.entry(key).or_default();
-            match v.state {
-                TunnelState::Idle => entry.idle += 1,
-                TunnelState::InUse => entry.in_use += 1,
-            }
-            entry.tunnels.push(v.tunnel);
-            out.extend_from_slice(if first { b"\n" } else { b",\n" });
-            first = false;
-            let row = AdminRow {
-                tunnel: v.tunnel,
-                worker: WorkerName(v.worker),
-                tenant_id: &id.tenant_id,
-                cluster_id: &id.cluster_id,
-                node_id: &id.node_id,
-                state,
-                age_ms: now.saturating_sub(v.meta.registered_at_ms),
-                since_last_ping_ack_ms: (ack != 0).then(|| now.saturating_sub(ack)),
-                last_ping_rtt_ms: rtt,
-                egress_connections: egress,
-                remote_address: &v.meta.remote_address,
-                initiator_worker_id: &v.meta.initiator_worker_id,
-                initiator_connection_id: &v.meta.initiator_connection_id,
-            };
-            // Writing into a Vec cannot fail; a row that could not be serialized is left out.
-            let _ = serde_json::to_writer(&mut out, &row);
-        });
-    }
+            key.push_str(part);
+        }
+        let entry = by_node.entry(key).or_default();
+        match v.state {
+            TunnelState::Idle => entry.idle += 1,
+            TunnelState::InUse => entry.in_use += 1,
+        }
+        entry.tunnels.push(v.tunnel);
+        out.extend_from_slice(if first { b"\n" } else { b",\n" });
+        first = false;
+        let row = AdminRow {
+            tunnel: v.tunnel,
+            worker: WorkerName(v.worker),
+            tenant_id: &id.tenant_id,
+            cluster_id: &id.cluster_id,
+            node_id: &id.node_id,
+            state,
+            age_ms: now.saturating_sub(v.meta.registered_at_ms),
+            since_last_ping_ack_ms: (ack != 0).then(|| now.saturating_sub(ack)),
+            last_ping_rtt_ms: rtt,
+            egress_connections: egress,
+            remote_address: &v.meta.remote_address,
+            initiator_worker_id: &v.meta.initiator_worker_id,
+            initiator_connection_id: &v.meta.initiator_connection_id,
+        };
+        // Writing into a Vec cannot fail; a row that could not be serialized is left out.
+        let _ = serde_json::to_writer(&mut out, &row);
+    });
     if !q.text {
         out.extend_from_slice(b"\n],\"by_node\":[");
         for (i, (key, n)) in by_node.iter().enumerate() {
@@ -369,6 +375,19 @@ struct NodeRow {
     idle: u64,
     in_use: u64,
     tunnels: Vec<u64>,
+}
+
+/// The totals opening the JSON listing (field order = output order).
+#[derive(serde::Serialize)]
+struct AdminTotals<'a> {
+    /// The responder's name (bootstrap `responder`, else the reporter's), null if none.
+    responder: Option<&'a str>,
+    /// True once Envoy started draining.
+    draining: bool,
+    idle: usize,
+    in_use: usize,
+    nodes: usize,
+    clusters: usize,
 }
 
 /// One entry of `by_node` (field order = output order).
@@ -400,68 +419,5 @@ struct AdminRow<'a> {
     initiator_connection_id: &'a str,
 }
 
-/// Serializes as the string `worker_<n>` without building it first.
-struct WorkerName(u32);
-
-impl serde::Serialize for WorkerName {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&format_args!("worker_{}", self.0))
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn admin_query_parses_filters_and_refuses_unknown_parameters() {
-        let q = AdminQuery::parse("node=n%201&tenant=t&format=text").unwrap();
-        assert_eq!(q, AdminQuery { node: Some("n 1".into()), cluster: None, tenant: Some("t".into()), text: true });
-        assert_eq!(AdminQuery::parse("").unwrap(), AdminQuery::default());
-        assert!(AdminQuery::parse("nod=x").unwrap_err().contains("'nod'"));
-        assert!(AdminQuery::parse("format=xml").unwrap_err().contains("format"));
-        assert_eq!(percent_decode("%zz%4"), "%zz%4");
-    }
-
-    #[test]
-    fn admin_listing_names_the_responder_and_its_drain() {
-        let cfg = BootstrapConfig::decode(br#"{"responder": "responder-\"b\""}"#).unwrap();
-        let rt = Runtime::new(cfg, crate::ffi::envoy::BootstrapConfigHandle(0), 1).unwrap();
-        let v: serde_json::Value = serde_json::from_str(&admin_listing(&rt, &AdminQuery::default())).unwrap();
-        assert_eq!((v["responder"].as_str(), v["draining"].as_bool()), (Some("responder-\"b\""), Some(false)));
-        let text = admin_listing(&rt, &AdminQuery { text: true, ..Default::default() });
-        assert_eq!(text, "tunnels: 0 idle, 0 in use, 0 nodes, 0 clusters; responder responder-\"b\"\n");
-        drain_idle_tunnels(&rt);
-        let v: serde_json::Value = serde_json::from_str(&admin_listing(&rt, &AdminQuery::default())).unwrap();
-        assert_eq!(v["draining"], true);
-        assert!(admin_listing(&rt, &AdminQuery { text: true, ..Default::default() }).ends_with("; draining\n"));
-    }
-
-    #[test]
-    fn admin_listing_is_json_even_when_empty() {
-        let rt = Runtime::new(BootstrapConfig::default(), crate::ffi::envoy::BootstrapConfigHandle(0), 1).unwrap();
-        let v: serde_json::Value = serde_json::from_str(&admin_listing(&rt, &AdminQuery::default())).unwrap();
-        assert_eq!(v["tunnels"], serde_json::json!([]));
-        assert_eq!(v["idle"], 0);
-        assert!(v["responder"].is_null(), "no name configured: {v}");
-        assert_eq!(v["draining"], false);
-        let row = AdminRow {
-            tunnel: 1,
-            worker: WorkerName(3),
-            tenant_id: "t\"",
-            cluster_id: "c",
-            node_id: "n",
-            state: "idle",
-            age_ms: 5,
-            since_last_ping_ack_ms: None,
-            last_ping_rtt_ms: 0,
-            egress_connections: 0,
-            remote_address: "127.0.0.1:1",
-            initiator_worker_id: "worker_0",
-            initiator_connection_id: "7",
-        };
-        let v: serde_json::Value = serde_json::from_str(&serde_json::to_string(&row).unwrap()).unwrap();
-        assert_eq!((v["worker"].as_str(), v["tenant_id"].as_str()), (Some("worker_3"), Some("t\"")));
-        assert!(v["since_last_ping_ack_ms"].is_null());
-    }
-}
+mod tests;

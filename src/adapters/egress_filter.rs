@@ -1,5 +1,5 @@
 //! Adapter for the egress network filter `reverse_tunnel_egress`, used on an internal listener
-//! behind an HTTP/2 cluster (design §3, `envoy-config/upstream.yaml`).
+//! behind an HTTP/2 cluster (docs/architecture.md#extension-points, `envoy-config/upstream.yaml`).
 //!
 //! On a new connection it reads the target (a node key, or a cluster key that resolves
 //! round-robin to a node; under tenant isolation `tenant:node` / `tenant:cluster`) from the
@@ -14,13 +14,13 @@
 //! covers an initiator's reconnect window and a tunnel still being admitted.
 
 use super::endpoint::{Endpoint, Msg};
-use super::network::{deliver, Conn, Role};
-use super::worker;
+use super::conn::{CloseDetail, Conn, Role};
+use super::worker::{self, deliver};
 use crate::config::egress::EgressConfig;
-use crate::ffi::envoy::{CloseType, NetFilter};
+use super::envoy_api::EnvoyNetworkFilter;
+use crate::ffi::envoy::CloseType;
 use crate::runtime::now_ms;
 use crate::rt_log;
-use std::rc::Rc;
 use std::sync::Arc;
 
 /// Most bytes an egress connection may send while it waits for a tunnel.
@@ -47,25 +47,43 @@ impl EgressConn {
     }
 }
 
-fn with_egress<R>(conn: &Conn, f: impl FnOnce(&mut EgressConn) -> R) -> Option<R> {
-    match &mut *conn.role.borrow_mut() {
-        Role::Egress(e) => Some(f(e)),
-        Role::Tunnel(_) => None,
+/// An egress connection.
+pub type Egress = Conn<EgressConn>;
+
+/// Runs `f` on the egress state. The borrow ends with `f`: never call Envoy inside it.
+fn with_egress<R>(conn: &Egress, f: impl FnOnce(&mut EgressConn) -> R) -> R {
+    f(&mut conn.state.borrow_mut())
+}
+
+impl Role for EgressConn {
+    /// Only a waiting connection needs the clock; it registers itself.
+    const USES_CLOCK: bool = false;
+    fn on_new_connection(conn: &Egress) {
+        if let Some(f) = conn.envoy() {
+            on_new_connection(conn, &*f)
+        }
+    }
+    fn on_read(conn: &Egress, data: Vec<u8>, end_stream: bool) {
+        on_read(conn, data, end_stream)
+    }
+    fn on_deadline(conn: &Egress, now_ms: u64) {
+        on_deadline(conn, now_ms)
+    }
+    fn on_message(_conn: &Egress, _msg: Msg) {}
+    fn on_closed(conn: &Egress, _remote: bool) {
+        on_closed(conn)
     }
 }
 
 /// Reads the target and claims a tunnel, waits for one, or closes the connection.
-pub fn on_new_connection(conn: &Rc<Conn>, f: NetFilter) {
+pub fn on_new_connection(conn: &Egress, f: &dyn EnvoyNetworkFilter) {
     let rt = &conn.runtime;
-    let Some((key, timeout)) = with_egress(conn, |e| (e.cfg.target_filter_state_key.clone(), e.cfg.claim_timeout))
-    else {
-        return;
-    };
+    let (key, timeout) = with_egress(conn, |e| (e.cfg.target_filter_state_key.clone(), e.cfg.claim_timeout));
     let target = f.filter_state(&key).map(|v| String::from_utf8_lossy(&v).trim().to_string()).unwrap_or_default();
     if target.is_empty() || target == "-" {
         rt.stats.no_tunnel();
         rt_log!(Debug, "reverse_tunnel: egress conn={} has no target in filter state '{}'", conn.ep.conn_id, key);
-        conn.close(CloseType::NoFlush, "reverse_tunnel_no_target");
+        conn.close(CloseType::NoFlush, CloseDetail::NoTarget);
         return;
     }
     if try_claim(conn, &target) {
@@ -83,7 +101,7 @@ pub fn on_new_connection(conn: &Rc<Conn>, f: NetFilter) {
 }
 
 /// Claims a tunnel for `target` and attaches to it. False if none is available.
-fn try_claim(conn: &Rc<Conn>, target: &str) -> bool {
+fn try_claim(conn: &Egress, target: &str) -> bool {
     let rt = &conn.runtime;
     let Some(claim) = rt.tracker.claim(target, conn.ep.worker) else { return false };
     let idle_ms = crate::runtime::unix_ms().saturating_sub(claim.meta.registered_at_ms);
@@ -101,25 +119,24 @@ fn try_claim(conn: &Rc<Conn>, target: &str) -> bool {
     let peer = claim.handle;
     with_egress(conn, |e| e.peer = Some(peer.clone()));
     if !deliver(&peer, conn.ep.worker, Msg::Attach { peer: conn.ep.clone() }) {
-        conn.close(CloseType::NoFlush, "reverse_tunnel_tunnel_gone");
+        conn.close(CloseType::NoFlush, CloseDetail::TunnelGone);
     }
     true
 }
 
-fn give_up(conn: &Rc<Conn>, target: &str) {
+fn give_up(conn: &Egress, target: &str) {
     conn.runtime.stats.no_tunnel();
     rt_log!(Debug, "reverse_tunnel: no tunnel for '{}' (egress conn={})", target, conn.ep.conn_id);
-    conn.close(CloseType::NoFlush, "reverse_tunnel_no_tunnel");
+    conn.close(CloseType::NoFlush, CloseDetail::NoTunnel);
 }
 
 /// Worker clock: a waiting connection retries its claim, or gives up at its deadline.
-pub fn on_deadline(conn: &Rc<Conn>, now: u64) {
-    let Some(Some((target, until))) = with_egress(conn, |e| e.waiting.as_ref().map(|w| (w.target.clone(), w.until_ms)))
-    else {
+pub fn on_deadline(conn: &Egress, now: u64) {
+    let Some((target, until)) = with_egress(conn, |e| e.waiting.as_ref().map(|w| (w.target.clone(), w.until_ms))) else {
         return;
     };
     if try_claim(conn, &target) {
-        let w = with_egress(conn, |e| e.waiting.take()).flatten();
+        let w = with_egress(conn, |e| e.waiting.take());
         conn.runtime.clock_unregister(conn.ep.worker, conn.ep.conn_id);
         if let Some(w) = w {
             forward(conn, w.held, w.end_stream);
@@ -133,7 +150,7 @@ pub fn on_deadline(conn: &Rc<Conn>, now: u64) {
 }
 
 /// Bytes from Envoy's HTTP/2 client: relay them to the tunnel (or hold them while waiting).
-pub fn on_read(conn: &Rc<Conn>, data: Vec<u8>, end_stream: bool) {
+pub fn on_read(conn: &Egress, data: Vec<u8>, end_stream: bool) {
     let held = with_egress(conn, |e| match &mut e.waiting {
         Some(w) => {
             w.held.extend_from_slice(&data);
@@ -141,34 +158,32 @@ pub fn on_read(conn: &Rc<Conn>, data: Vec<u8>, end_stream: bool) {
             Some(w.held.len() > MAX_WAITING_BYTES)
         }
         None => None,
-    })
-    .flatten();
+    });
     match held {
-        Some(true) => conn.close(CloseType::NoFlush, "reverse_tunnel_waiting_overflow"),
+        Some(true) => conn.close(CloseType::NoFlush, CloseDetail::WaitingOverflow),
         Some(false) => {}
         None => forward(conn, data, end_stream),
     }
 }
 
-fn forward(conn: &Rc<Conn>, data: Vec<u8>, end_stream: bool) {
-    let peer = with_egress(conn, |e| e.peer.clone()).flatten();
+fn forward(conn: &Egress, data: Vec<u8>, end_stream: bool) {
+    let peer = with_egress(conn, |e| e.peer.clone());
     let Some(peer) = peer else {
-        conn.close(CloseType::NoFlush, "reverse_tunnel_no_tunnel");
+        conn.close(CloseType::NoFlush, CloseDetail::NoTunnel);
         return;
     };
     if !data.is_empty() && !deliver(&peer, conn.ep.worker, Msg::EgressData { from: conn.ep.conn_id, bytes: data }) {
-        conn.close(CloseType::NoFlush, "reverse_tunnel_tunnel_gone");
+        conn.close(CloseType::NoFlush, CloseDetail::TunnelGone);
         return;
     }
     if end_stream {
-        conn.close(CloseType::FlushWrite, "reverse_tunnel_egress_closed");
+        conn.close(CloseType::FlushWrite, CloseDetail::EgressClosed);
     }
 }
 
 /// The egress connection closed: detach from its tunnel.
-pub fn on_closed(conn: &Rc<Conn>) {
-    let (peer, was_waiting) =
-        with_egress(conn, |e| (e.peer.take(), e.waiting.take().is_some())).unwrap_or((None, false));
+pub fn on_closed(conn: &Egress) {
+    let (peer, was_waiting) = with_egress(conn, |e| (e.peer.take(), e.waiting.take().is_some()));
     if was_waiting {
         conn.runtime.clock_unregister(conn.ep.worker, conn.ep.conn_id);
     }
@@ -176,3 +191,6 @@ pub fn on_closed(conn: &Rc<Conn>) {
         peer.post(Msg::EgressClosed { from: conn.ep.conn_id });
     }
 }
+
+#[cfg(test)]
+mod tests;

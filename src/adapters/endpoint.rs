@@ -4,7 +4,7 @@
 //! Any thread may [`Endpoint::post`] a message; the owning worker receives it in its
 //! `on_network_filter_scheduled` hook and drains the mailbox with [`Endpoint::take`]. The
 //! scheduler is committed and deleted under the endpoint's own lock, so no thread can commit a
-//! scheduler that was already deleted (ABI doc §9); that lock is per connection and is held only
+//! scheduler that was already deleted (docs/envoy-abi.md#threads); that lock is per connection and is held only
 //! for the commit/delete call itself.
 
 use crate::core::h2mux::hpack::HeaderField;
@@ -25,7 +25,7 @@ pub enum Msg {
     Data(Vec<u8>),
     /// The peer closed: close this connection too (after flushing what was written).
     PeerClosed,
-    /// The worker's clock tick: run all due deadlines of this worker (design §6).
+    /// The worker's clock tick: run all due deadlines of this worker (docs/architecture.md#threads-and-the-clock).
     Tick,
     /// Sent to a tunnel: the egress connection `peer` claimed it (fresh) or joins its HTTP/2
     /// session (shared).
@@ -194,5 +194,38 @@ impl Endpoint {
             s.delete();
         }
         std::mem::take(&mut g.queue)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep() -> Arc<Endpoint> {
+        Endpoint::new(7, 0, NetScheduler(0))
+    }
+
+    #[test]
+    fn posted_messages_are_taken_in_order_and_the_mailbox_is_quiet_again() {
+        let e = ep();
+        assert!(e.is_quiet());
+        assert!(e.post(Msg::Data(b"a".to_vec())));
+        assert!(e.post(Msg::Tick));
+        assert!(!e.is_quiet());
+        let got: Vec<_> = e.take().0.into_iter().collect();
+        assert!(matches!(&got[..], [Msg::Data(d), Msg::Tick] if d == b"a"));
+        assert!(e.is_quiet());
+    }
+
+    #[test]
+    fn shut_returns_undelivered_messages_and_refuses_later_posts() {
+        let e = ep();
+        e.post(Msg::Drain);
+        assert!(e.is_open());
+        let left = e.shut();
+        assert!(matches!(left.front(), Some(Msg::Drain)));
+        assert!(!e.is_open());
+        assert!(!e.post(Msg::Tick), "a closed mailbox drops messages");
+        assert!(e.shut().is_empty(), "idempotent");
     }
 }

@@ -4,33 +4,35 @@
 //! Life of a handshake-listener connection, all on its worker:
 //! 1. Handshake: bytes accumulate (bounded) until [`handshake::evaluate`] decides; a rejection is
 //!    written and the connection closed (FlushWrite); a success writes exactly the 200/101
-//!    (protocol doc §1.5).
+//!    (docs/protocol.md#handshake-response).
 //! 2. Admission: the first RPING goes out ~50 ms later, never in the same write as the 200
-//!    (protocol doc §1.6); its echo admits the tunnel to the tracker's idle pool.
+//!    (docs/protocol.md#after-the-accept); its echo admits the tunnel to the tracker's idle pool.
 //! 3. Idle: RPING keepalive driven by the worker clock ([`Keepalive`]).
 //! 4. Claimed: an egress connection took the tunnel; RPING echoes still in flight are stripped,
 //!    everything else is relayed to the egress connection. A used tunnel never returns to the pool.
 
 use crate::core::h2mux::hpack::HeaderField;
 use super::endpoint::{Endpoint, Msg};
-use super::network::{deliver, Conn, Role};
+use super::conn::{CloseDetail, Conn, Role};
+use super::error::SetupError;
+use crate::core::close::CloseReason;
 use super::tunnel_session::{Action, TunnelSession};
-use super::worker;
+use super::worker::{self, deliver};
 use crate::config::filter::FilterConfig;
-use crate::core::accesslog::LifecycleEvent;
-use crate::core::handshake::{self, HandshakeRequest, HandshakeRules, Outcome, Rejection};
+use crate::core::accesslog::{EventName, ExtraKey, LifecycleEvent, LogType, SocketState};
+use crate::core::handshake::{self, Counter, HandshakeRequest, HandshakeRules, Rejection};
 use crate::core::idformat::{self, FormatContext, IdFormat};
 use crate::core::keepalive::{Event, Keepalive, KeepaliveSettings, RPING};
-use crate::core::relay::EchoStripper;
-use crate::core::tracker::{Identity, TunnelMeta};
+use crate::core::tunnel::{Claim, Drain, Read, Session, Timer, Tunnel as Phases};
+use crate::core::tracker::{Identity, TunnelMeta, WorkerName};
 use crate::ffi::envoy::CloseType;
 use crate::runtime::{now_ms, Runtime};
 use crate::rt_log;
-use std::rc::Rc;
+use crate::stats::Direction;
 use std::sync::Arc;
 
 /// Delay between the 200/101 and the first RPING (ms). Large enough that the two can never
-/// share a TCP segment (protocol doc §1.6), small enough that a new tunnel is usable quickly.
+/// share a TCP segment (docs/protocol.md#after-the-accept), small enough that a new tunnel is usable quickly.
 pub const FIRST_PING_DELAY_MS: u64 = 50;
 
 /// Everything a handshake connection needs from its filter config.
@@ -42,14 +44,14 @@ pub struct HandshakeSettings {
     /// Keepalive settings: `ping_interval` from the filter, `ping_failure_threshold` from the
     /// bootstrap extension.
     pub keepalive: KeepaliveSettings,
-    /// `validation.{node,cluster,tenant}_id_format`, parsed (protocol doc §2.1).
+    /// `validation.{node,cluster,tenant}_id_format`, parsed (docs/protocol.md#filter-config).
     pub id_formats: [Option<IdFormat>; 3],
 }
 
 impl HandshakeSettings {
     /// Decodes the filter config and derives rules; errors name the field.
-    pub fn new(config: &[u8], runtime: &Runtime) -> Result<HandshakeSettings, String> {
-        let filter = FilterConfig::decode(config).map_err(|e| format!("reverse_tunnel filter config: {e}"))?;
+    pub fn new(config: &[u8], runtime: &Runtime) -> Result<HandshakeSettings, SetupError> {
+        let filter = FilterConfig::decode(config).map_err(SetupError::HandshakeFilter)?;
         let mut formats: [Option<IdFormat>; 3] = [None, None, None];
         if let Some(v) = &filter.validation {
             for (i, (field, value)) in [
@@ -61,7 +63,7 @@ impl HandshakeSettings {
             .enumerate()
             {
                 if let Some(fmt) = value {
-                    let parsed = idformat::parse(fmt).map_err(|e| format!("reverse_tunnel filter config: {field}: {e}"))?;
+                    let parsed = idformat::parse(fmt).map_err(|error| SetupError::IdFormat { field, error })?;
                     formats[i] = Some(parsed);
                 }
             }
@@ -89,18 +91,26 @@ impl HandshakeSettings {
     }
 }
 
-enum Phase {
-    Handshake { buf: Vec<u8> },
-    Keepalive(Keepalive),
-    Claimed(TunnelSession),
-    Done,
+/// The claimed phase of [`core::tunnel::Tunnel`](crate::core::tunnel::Tunnel) runs a
+/// [`TunnelSession`].
+impl Session for TunnelSession {
+    type Action = Action;
+    fn tunnel_data(&mut self, data: &[u8]) -> Vec<Action> {
+        TunnelSession::tunnel_data(self, data)
+    }
+    fn on_timer(&mut self, now_ms: u64) -> Vec<Action> {
+        TunnelSession::on_timer(self, now_ms)
+    }
+    fn next_deadline(&self) -> Option<u64> {
+        TunnelSession::next_deadline(self)
+    }
 }
 
-/// State of one handshake-listener connection.
+/// State of one handshake-listener connection: its phase machine plus what the adapter learned
+/// from the handshake.
 pub struct TunnelConn {
     settings: Arc<HandshakeSettings>,
-    phase: Phase,
-    started_ms: u64,
+    phases: Phases<TunnelSession>,
     identity: Option<Identity>,
     remote: String,
     local: String,
@@ -108,111 +118,98 @@ pub struct TunnelConn {
     initiator: (String, String),
     /// The handshake's initiation time (epoch ms, 0 if absent), for the reporter.
     initiation_time_ms: i64,
-    registered_at_ms: Option<u64>,
-    claimed_at_ms: Option<u64>,
-    close_reason: Option<&'static str>,
 }
 
 impl TunnelConn {
     /// A new connection accepted at `now_ms`.
     pub fn new(settings: Arc<HandshakeSettings>, now_ms: u64) -> TunnelConn {
+        let timeout_ms = settings.filter.handshake_timeout.as_millis() as u64;
         TunnelConn {
             settings,
-            phase: Phase::Handshake { buf: Vec::new() },
-            started_ms: now_ms,
+            phases: Phases::new(now_ms, timeout_ms),
             identity: None,
             remote: String::new(),
             local: String::new(),
             initiator: (String::new(), String::new()),
             initiation_time_ms: 0,
-            registered_at_ms: None,
-            claimed_at_ms: None,
-            close_reason: None,
         }
     }
 }
 
-/// Runs `f` on the tunnel state; None if the connection is not a tunnel.
-fn with_tunnel<R>(conn: &Conn, f: impl FnOnce(&mut TunnelConn) -> R) -> Option<R> {
-    match &mut *conn.role.borrow_mut() {
-        Role::Tunnel(t) => Some(f(t)),
-        Role::Egress(_) => None,
+/// A handshake-listener connection.
+pub type Tunnel = Conn<TunnelConn>;
+
+/// Runs `f` on the tunnel state. The borrow ends with `f`: never call Envoy inside it.
+fn with_tunnel<R>(conn: &Tunnel, f: impl FnOnce(&mut TunnelConn) -> R) -> R {
+    f(&mut conn.state.borrow_mut())
+}
+
+impl Role for TunnelConn {
+    const USES_CLOCK: bool = true;
+    fn on_new_connection(conn: &Tunnel) {
+        on_new_connection(conn)
+    }
+    fn on_read(conn: &Tunnel, data: Vec<u8>, end_stream: bool) {
+        on_read(conn, data, end_stream)
+    }
+    fn on_deadline(conn: &Tunnel, now_ms: u64) {
+        on_deadline(conn, now_ms)
+    }
+    fn on_message(conn: &Tunnel, msg: Msg) {
+        match msg {
+            Msg::Attach { peer } => on_attach(conn, peer),
+            Msg::EgressData { from, bytes } => on_egress_data(conn, from, bytes),
+            Msg::EgressClosed { from } => on_egress_closed(conn, from),
+            Msg::Drain => on_drain(conn),
+            Msg::LocalOpen { peer, fields, end } => on_local_open(conn, peer, fields, end),
+            m @ (Msg::LocalData { .. } | Msg::LocalTrailers { .. } | Msg::LocalCredit { .. } | Msg::LocalCancel { .. }) => {
+                on_local_msg(conn, m)
+            }
+            Msg::Tick | Msg::Data(_) | Msg::PeerClosed | Msg::LocalFrames { .. } => {}
+        }
+    }
+    fn on_closed(conn: &Tunnel, remote: bool) {
+        on_closed(conn, remote)
     }
 }
 
 /// Arms the handshake deadline.
-pub fn on_new_connection(conn: &Rc<Conn>) {
-    let deadline = with_tunnel(conn, |t| t.started_ms + t.settings.filter.handshake_timeout.as_millis() as u64);
-    worker::set_deadline(conn.ep.conn_id, deadline);
+pub fn on_new_connection(conn: &Tunnel) {
+    let deadline = with_tunnel(conn, |t| t.phases.handshake_deadline());
+    worker::set_deadline(conn.ep.conn_id, Some(deadline));
 }
 
 /// Bytes from the initiator.
-pub fn on_read(conn: &Rc<Conn>, data: Vec<u8>, end_stream: bool) {
-    enum Next {
-        Nothing,
-        Reject(Rejection),
-        Accept(HandshakeRequest),
-        Keepalive(Vec<Event>),
-        Relay(Vec<Action>),
-        CloseSelf(&'static str),
-    }
+pub fn on_read(conn: &Tunnel, data: Vec<u8>, end_stream: bool) {
     let now = now_ms();
-    let next = with_tunnel(conn, |t| match &mut t.phase {
-        Phase::Handshake { buf } => {
-            let cap = t.settings.rules.max_header_bytes + 4096;
-            let room = cap.saturating_sub(buf.len());
-            buf.extend_from_slice(&data[..data.len().min(room)]);
-            match handshake::evaluate(buf, &t.settings.rules) {
-                Outcome::NeedMore if end_stream => Next::CloseSelf("reverse_tunnel_handshake_incomplete"),
-                Outcome::NeedMore => Next::Nothing,
-                Outcome::Reject(r) => Next::Reject(r),
-                Outcome::Accept(req) => Next::Accept(req),
-            }
-        }
-        Phase::Keepalive(ka) => {
-            let mut ev = ka.on_data(&data, now);
-            if end_stream {
-                ev.extend(ka.on_peer_closed());
-            }
-            Next::Keepalive(ev)
-        }
-        Phase::Claimed(session) => {
-            if end_stream {
-                t.close_reason = Some("remote_close");
-            }
-            Next::Relay(session.tunnel_data(&data))
-        }
-        Phase::Done => Next::Nothing,
-    })
-    .unwrap_or(Next::Nothing);
-
-    match next {
-        Next::Nothing => {}
-        Next::CloseSelf(why) => conn.close(CloseType::NoFlush, why),
-        Next::Reject(r) => reject(conn, &r),
-        Next::Accept(req) => accept(conn, req, now),
-        Next::Keepalive(events) => handle_keepalive_events(conn, events, now),
-        Next::Relay(actions) => {
+    let read = with_tunnel(conn, |t| t.phases.on_read(&data, end_stream, now, &t.settings.rules));
+    match read {
+        Read::Nothing => {}
+        Read::HandshakeIncomplete => conn.close(CloseType::NoFlush, CloseDetail::HandshakeIncomplete),
+        Read::Reject(r) => reject(conn, &r),
+        Read::Accept(req) => accept(conn, req, now),
+        Read::Keepalive(events) => handle_keepalive_events(conn, events, now),
+        Read::Relay { actions, end_stream } => {
             run_actions(conn, actions);
             if end_stream {
-                conn.close(CloseType::FlushWrite, "remote_close");
+                conn.close(CloseType::FlushWrite, CloseDetail::Tunnel(CloseReason::RemoteClose));
             }
         }
     }
 }
 
-fn reject(conn: &Rc<Conn>, r: &Rejection) {
+fn reject(conn: &Tunnel, r: &Rejection) {
     if let Some(c) = r.counter {
-        conn.runtime.stats.handshake(c.name());
+        conn.runtime.stats.handshake(c);
     }
     rt_log!(Debug, "reverse_tunnel: handshake rejected with {} ({})", r.status, r.body);
-    with_tunnel(conn, |t| t.phase = Phase::Done);
+    with_tunnel(conn, |t| t.phases.rejected());
     worker::set_deadline(conn.ep.conn_id, None);
     conn.write(&r.to_wire());
-    conn.close(CloseType::FlushWrite, "reverse_tunnel_handshake_rejected");
+    conn.close(CloseType::FlushWrite, CloseDetail::HandshakeRejected);
 }
 
-fn accept(conn: &Rc<Conn>, req: HandshakeRequest, now: u64) {
+fn accept(conn: &Tunnel, req: HandshakeRequest, now: u64) {
     let rt = &conn.runtime;
     if draining(rt) {
         return reject(conn, &Rejection::draining());
@@ -223,10 +220,9 @@ fn accept(conn: &Rc<Conn>, req: HandshakeRequest, now: u64) {
         tenant_id: req.tenant_id.clone(),
     };
     let settings = with_tunnel(conn, |t| t.settings.clone());
-    let Some(settings) = settings else { return };
-    let Some(f) = conn.filter.get() else { return };
+    let Some(f) = conn.envoy() else { return };
     if f.is_ssl() {
-        // Design §8: after a TLS-protected handshake a 1.40.0 initiator speaks cleartext on the
+        // docs/architecture.md#known-limits: after a TLS-protected handshake a 1.40.0 initiator speaks cleartext on the
         // raw socket while Envoy keeps TLS on this connection; the tunnel could never work.
         rt.stats.outer_tls_refused();
         rt_log!(
@@ -238,7 +234,7 @@ fn accept(conn: &Rc<Conn>, req: HandshakeRequest, now: u64) {
         );
         return reject(conn, &Rejection::outer_tls());
     }
-    // Validation metadata is written once the request reaches these checks (protocol doc §2.1).
+    // Validation metadata is written once the request reaches these checks (docs/protocol.md#filter-config).
     let emit = settings.filter.validation.as_ref().filter(|v| v.emit_dynamic_metadata).map(|v| v.dynamic_metadata_namespace.clone());
     let set_result = |result: &str| {
         if let Some(ns) = &emit {
@@ -257,7 +253,7 @@ fn accept(conn: &Rc<Conn>, req: HandshakeRequest, now: u64) {
         }
     }
     // Id formats: each must render exactly the id the initiator sent; empty or `-` fails closed.
-    // SAN operators render `-` here: TLS on the handshake listener is refused (design §8).
+    // SAN operators render `-` here: TLS on the handshake listener is refused (docs/architecture.md#known-limits).
     let ctx = FormatContext { headers: &req.headers, peer_uri_sans: &[], peer_dns_sans: &[] };
     let ids = [&req.node_id, &req.cluster_id, &req.tenant_id];
     for (fmt, id) in settings.id_formats.iter().zip(ids) {
@@ -279,10 +275,10 @@ fn accept(conn: &Rc<Conn>, req: HandshakeRequest, now: u64) {
         t.local = local;
         t.initiator = (req.initiator_worker_id.clone(), req.initiator_connection_id.clone());
         t.initiation_time_ms = req.initiation_time_ms;
-        t.phase = Phase::Keepalive(ka);
+        t.phases.accepted(ka);
     });
     worker::set_deadline(conn.ep.conn_id, deadline);
-    rt.stats.handshake("accepted");
+    rt.stats.handshake(Counter::Accepted);
     rt_log!(
         Debug,
         "reverse_tunnel: handshake accepted node={} cluster={} tenant={} conn={} worker={}",
@@ -295,26 +291,24 @@ fn accept(conn: &Rc<Conn>, req: HandshakeRequest, now: u64) {
     conn.write(handshake::accept_response(req.upgrade));
 }
 
-/// Emits a lifecycle access-log entry for this tunnel (protocol doc §5.1); no-op without
+/// Emits a lifecycle access-log entry for this tunnel (docs/protocol.md#lifecycle-log); no-op without
 /// configured loggers. `extra` holds `miss_count`, `handoff_kind` or `close_reason`.
-fn lifecycle(conn: &Conn, event: &'static str, log_type: &'static str, socket_state: &'static str, extra: Vec<(&'static str, String)>) {
+fn lifecycle(conn: &Tunnel, event: EventName, log_type: LogType, socket_state: SocketState, extra: Vec<(ExtraKey, String)>) {
     if conn.runtime.lifecycle.enabled() {
-        if let Some(ev) = lifecycle_event(conn, event, log_type, socket_state, extra) {
-            conn.runtime.lifecycle.emit(ev);
-        }
+        conn.runtime.lifecycle.emit(lifecycle_event(conn, event, log_type, socket_state, extra));
     }
 }
 
 /// The lifecycle entry for this tunnel now: its ids, addresses and initiator ids; a
 /// `close_reason` in `extra` is also the termination details.
 fn lifecycle_event(
-    conn: &Conn,
-    event: &'static str,
-    log_type: &'static str,
-    socket_state: &'static str,
-    extra: Vec<(&'static str, String)>,
-) -> Option<LifecycleEvent> {
-    let termination_details = extra.iter().find(|(k, _)| *k == "close_reason").map(|(_, r)| r.clone());
+    conn: &Tunnel,
+    event: EventName,
+    log_type: LogType,
+    socket_state: SocketState,
+    extra: Vec<(ExtraKey, String)>,
+) -> LifecycleEvent {
+    let termination_details = extra.iter().find(|(k, _)| *k == ExtraKey::CloseReason).map(|(_, r)| r.clone());
     with_tunnel(conn, |t| {
         let id = t.identity.clone().unwrap_or_default();
         LifecycleEvent {
@@ -323,7 +317,7 @@ fn lifecycle_event(
             node_id: id.node_id,
             cluster_id: id.cluster_id,
             tenant_id: id.tenant_id,
-            worker: format!("worker_{}", conn.ep.worker),
+            worker: WorkerName(conn.ep.worker).to_string(),
             socket_state,
             fd: conn.ep.conn_id,
             initiator_worker_id: t.initiator.0.clone(),
@@ -339,35 +333,34 @@ fn lifecycle_event(
     })
 }
 
-/// `http2_keepalive_timeout` (protocol doc §3.4, §5.1): start time is the handoff, duration its
+/// `http2_keepalive_timeout` (docs/protocol.md#http2-keepalive-after-handoff, #lifecycle-log): start time is the handoff, duration its
 /// age, remote the built-in's synthetic `127.0.0.1:0`.
-fn lifecycle_keepalive_timeout(conn: &Conn, age_ms: u64) {
+fn lifecycle_keepalive_timeout(conn: &Tunnel, age_ms: u64) {
     let log = &conn.runtime.lifecycle;
     if !log.enabled() {
         return;
     }
-    let extra = vec![("close_reason", "http2_ping_timeout".to_string())];
-    if let Some(mut ev) = lifecycle_event(conn, "http2_keepalive_timeout", "UpstreamEnd", "in_use", extra) {
-        ev.start_time_unix_ms = ev.start_time_unix_ms.saturating_sub(age_ms);
-        ev.duration_ms = age_ms;
-        ev.remote_address = "127.0.0.1:0".into();
-        log.emit(ev);
-    }
+    let extra = vec![(ExtraKey::CloseReason, CloseReason::Http2PingTimeout.to_string())];
+    let mut ev = lifecycle_event(conn, EventName::Http2KeepaliveTimeout, LogType::UpstreamEnd, SocketState::InUse, extra);
+    ev.start_time_unix_ms = ev.start_time_unix_ms.saturating_sub(age_ms);
+    ev.duration_ms = age_ms;
+    ev.remote_address = "127.0.0.1:0".into();
+    log.emit(ev);
 }
 
 /// Acts on keepalive events (never holding a state borrow across an Envoy call).
-fn handle_keepalive_events(conn: &Rc<Conn>, events: Vec<Event>, now: u64) {
+fn handle_keepalive_events(conn: &Tunnel, events: Vec<Event>, now: u64) {
     for ev in events {
         match ev {
             Event::SendPing => {
                 conn.write(RPING);
                 if conn.runtime.log_ping_events {
-                    lifecycle(conn, "idle_ping_sent", "TcpUpstreamConnected", "idle", Vec::new());
+                    lifecycle(conn, EventName::IdlePingSent, LogType::TcpUpstreamConnected, SocketState::Idle, Vec::new());
                 }
             }
             Event::Ack { rtt_ms } => {
                 if conn.runtime.log_ping_events {
-                    lifecycle(conn, "idle_ping_ack", "TcpUpstreamConnected", "idle", Vec::new());
+                    lifecycle(conn, EventName::IdlePingAck, LogType::TcpUpstreamConnected, SocketState::Idle, Vec::new());
                 }
                 conn.runtime.stats.ping_rtt(rtt_ms);
                 conn.ep.live.last_rtt_ms.store(rtt_ms, std::sync::atomic::Ordering::Relaxed);
@@ -377,32 +370,24 @@ fn handle_keepalive_events(conn: &Rc<Conn>, events: Vec<Event>, now: u64) {
             Event::Unsolicited { count } => conn.runtime.stats.unsolicited_rping(count),
             Event::Miss { count } => {
                 rt_log!(Debug, "reverse_tunnel: idle_ping_miss conn={} miss_count={}", conn.ep.conn_id, count);
-                lifecycle(conn, "idle_ping_miss", "TcpUpstreamConnected", "idle", vec![("miss_count", count.to_string())]);
+                lifecycle(conn, EventName::IdlePingMiss, LogType::TcpUpstreamConnected, SocketState::Idle, vec![(ExtraKey::MissCount, count.to_string())]);
             }
             Event::Dead(reason) => {
-                if reason.as_str() == "idle_ping_timeout" {
+                if reason == CloseReason::IdlePingTimeout {
                     let n = conn.runtime.config.ping_failure_threshold.to_string();
-                    lifecycle(conn, "idle_ping_timeout", "TcpUpstreamConnected", "idle", vec![("miss_count", n)]);
+                    lifecycle(conn, EventName::IdlePingTimeout, LogType::TcpUpstreamConnected, SocketState::Idle, vec![(ExtraKey::MissCount, n)]);
                 }
-                with_tunnel(conn, |t| t.close_reason = Some(reason.as_str()));
-                conn.close(CloseType::NoFlush, reason.as_str());
+                with_tunnel(conn, |t| t.phases.set_close_reason(reason));
+                conn.close(CloseType::NoFlush, CloseDetail::Tunnel(reason));
                 return;
             }
         }
     }
-    let next = with_tunnel(conn, |t| match &t.phase {
-        Phase::Keepalive(ka) => ka.next_deadline(),
-        _ => None,
-    })
-    .flatten();
+    let next = with_tunnel(conn, |t| t.phases.next_deadline());
     if !conn.closed.get() {
         worker::set_deadline(conn.ep.conn_id, next);
     }
 }
-
-/// Close reason (`tunnels_closed{close_reason}`, lifecycle `tunnel_closed`) of an idle tunnel
-/// closed because Envoy started draining.
-pub const DRAIN_CLOSE_REASON: &str = "drain";
 
 /// True once drain (or shutdown) started. SeqCst, paired with the store in
 /// [`crate::adapters::bootstrap`]: a tunnel registered after the drain's snapshot of idle tunnels
@@ -412,60 +397,49 @@ fn draining(rt: &Runtime) -> bool {
 }
 
 /// Envoy started draining (`Msg::Drain`, from the main thread): an idle tunnel (admitted or still
-/// waiting for its first echo) is closed with reason [`DRAIN_CLOSE_REASON`] so that its initiator
+/// waiting for its first echo) is closed with reason [`CloseReason::Drain`] so that its initiator
 /// dials elsewhere; a claimed tunnel keeps serving its requests. Owning worker.
-pub fn on_drain(conn: &Rc<Conn>) {
-    enum Kind {
-        Unadmitted,
-        Registered(u64),
-        Other,
-    }
+pub fn on_drain(conn: &Tunnel) {
     if conn.closed.get() {
         return;
     }
-    let kind = with_tunnel(conn, |t| match (&t.phase, t.registered_at_ms) {
-        (Phase::Keepalive(_), None) => Kind::Unadmitted,
-        (Phase::Keepalive(_), Some(at)) => Kind::Registered(at),
-        _ => Kind::Other,
-    })
-    .unwrap_or(Kind::Other);
+    let drain = with_tunnel(conn, |t| t.phases.drain());
     let rt = &conn.runtime;
-    match kind {
-        Kind::Other => return,
-        Kind::Unadmitted => {}
-        Kind::Registered(at) => {
+    match drain {
+        Drain::Keep => return,
+        Drain::Unadmitted => {}
+        Drain::Registered(at) => {
             // Atomic against a claim from another worker: if a claim won, its Attach is on its
             // way and the tunnel serves it.
             let Some(rm) = rt.tracker.remove_if_idle(conn.ep.conn_id) else { return };
-            left_tracker(conn, &rm, DRAIN_CLOSE_REASON, now_ms().saturating_sub(at));
+            left_tracker(conn, &rm, CloseReason::Drain, now_ms().saturating_sub(at));
         }
     }
-    with_tunnel(conn, |t| t.close_reason = Some(DRAIN_CLOSE_REASON));
+    with_tunnel(conn, |t| t.phases.set_close_reason(CloseReason::Drain));
     rt_log!(Debug, "reverse_tunnel: closing idle tunnel conn={} (drain)", conn.ep.conn_id);
     // on_closed logs tunnel_closed; for a registered tunnel the tracker entry is already gone, so
     // it counts nothing twice; an unadmitted one is counted there.
-    conn.close(CloseType::NoFlush, DRAIN_CLOSE_REASON);
+    conn.close(CloseType::NoFlush, CloseDetail::Tunnel(CloseReason::Drain));
 }
 
 /// A registered tunnel was taken out of the tracker (closed, or drained): tells the reporter and
 /// the stats, with its close `reason` and `lifetime_ms` (since registration when idle, since
 /// handoff when in use).
-fn left_tracker(conn: &Rc<Conn>, rm: &crate::core::tracker::Removed, reason: &str, lifetime_ms: u64) {
-    crate::adapters::reporter::disconnected(&conn.runtime, conn.ep.conn_id, rm, reason);
+fn left_tracker(conn: &Tunnel, rm: &crate::core::tracker::Removed, reason: CloseReason, lifetime_ms: u64) {
+    if let Some(r) = &conn.runtime.reporter {
+        r.disconnected(conn.ep.conn_id, rm, reason);
+    }
     conn.runtime.stats.on_removed(rm, reason, lifetime_ms);
 }
 
 /// The first RPING echo arrived: the tunnel joins the idle pool (or, while draining, is closed).
-fn admit(conn: &Rc<Conn>, now: u64) {
+fn admit(conn: &Tunnel, now: u64) {
     let rt = &conn.runtime;
     if draining(rt) {
         return on_drain(conn);
     }
-    let Some((identity, remote, (iw, ic), initiation_time_ms)) =
-        with_tunnel(conn, |t| (t.identity.clone(), t.remote.clone(), t.initiator.clone(), t.initiation_time_ms))
-    else {
-        return;
-    };
+    let (identity, remote, (iw, ic), initiation_time_ms) =
+        with_tunnel(conn, |t| (t.identity.clone(), t.remote.clone(), t.initiator.clone(), t.initiation_time_ms));
     let Some(identity) = identity else { return };
     let meta = TunnelMeta {
         remote_address: remote,
@@ -486,9 +460,11 @@ fn admit(conn: &Rc<Conn>, now: u64) {
                     reg.cluster_key
                 );
             }
-            with_tunnel(conn, |t| t.registered_at_ms = Some(now));
-            lifecycle(conn, "tunnel_setup", "TcpUpstreamConnected", "idle", Vec::new());
-            crate::adapters::reporter::connected(rt, conn.ep.conn_id, conn.ep.worker, &identity, initiation_time_ms);
+            with_tunnel(conn, |t| t.phases.registered(now));
+            lifecycle(conn, EventName::TunnelSetup, LogType::TcpUpstreamConnected, SocketState::Idle, Vec::new());
+            if let Some(r) = &rt.reporter {
+                r.connected(conn.ep.conn_id, conn.ep.worker, &identity, initiation_time_ms);
+            }
             rt_log!(Debug, "reverse_tunnel: tunnel_setup node={} conn={}", identity.node_id, conn.ep.conn_id);
             // Drain may have started between the check above and the registration, after the
             // main thread took its snapshot of idle tunnels: then this tunnel closes itself.
@@ -497,203 +473,165 @@ fn admit(conn: &Rc<Conn>, now: u64) {
             }
         }
         Err(e) => {
-            rt.stats.handshake("registration_failed");
+            rt.stats.handshake(Counter::RegistrationFailed);
             rt_log!(Error, "reverse_tunnel: could not register tunnel {}: {:?}", conn.ep.conn_id, e);
-            conn.close(CloseType::NoFlush, "reverse_tunnel_registration_failed");
+            conn.close(CloseType::NoFlush, CloseDetail::RegistrationFailed);
         }
     }
 }
 
 /// The worker clock reached this connection's deadline.
-pub fn on_deadline(conn: &Rc<Conn>, now: u64) {
-    enum Next {
-        Timeout,
-        Events(Vec<Event>),
-        Session(Vec<Action>),
-        Nothing,
-    }
-    let next = with_tunnel(conn, |t| match &mut t.phase {
-        Phase::Handshake { .. } => Next::Timeout,
-        Phase::Keepalive(ka) => Next::Events(ka.on_timer(now, &mut worker::jitter)),
-        Phase::Claimed(session) => Next::Session(session.on_timer(now)),
-        _ => Next::Nothing,
-    })
-    .unwrap_or(Next::Nothing);
-    match next {
-        Next::Timeout => {
-            conn.runtime.stats.handshake("timeout");
-            with_tunnel(conn, |t| t.phase = Phase::Done);
-            conn.close(CloseType::NoFlush, "reverse_tunnel_handshake_timeout");
+pub fn on_deadline(conn: &Tunnel, now: u64) {
+    let timer = with_tunnel(conn, |t| t.phases.on_timer(now, &mut worker::jitter));
+    match timer {
+        Timer::HandshakeTimeout => {
+            conn.runtime.stats.handshake(Counter::Timeout);
+            conn.close(CloseType::NoFlush, CloseDetail::HandshakeTimeout);
         }
-        Next::Events(ev) => handle_keepalive_events(conn, ev, now),
-        Next::Session(acts) => {
+        Timer::Keepalive(ev) => handle_keepalive_events(conn, ev, now),
+        Timer::Session(acts) => {
             run_actions(conn, acts);
             reschedule(conn);
         }
-        Next::Nothing => {}
+        Timer::Nothing => {}
     }
 }
 
 /// Egress connection `peer` claimed this tunnel (first claim: the keepalive stops and the relay
 /// starts) or joins its HTTP/2 session (shared claim). Runs on the tunnel's worker.
-pub fn on_attach(conn: &Rc<Conn>, peer: Arc<Endpoint>) {
-    enum Next {
-        Started,
-        Actions(Vec<Action>),
-        Refused,
-    }
-    let next = with_tunnel(conn, |t| match &mut t.phase {
-        Phase::Keepalive(ka) => {
-            // An echo may be half read (`RP` seen): the stripper resumes from there.
-            let partial = ka.partial_echo_len();
-            let in_flight = ka.claim();
-            let strip = EchoStripper::resume(in_flight, partial);
-            let ka_settings = t.settings.keepalive;
-            t.phase = Phase::Claimed(TunnelSession::new(
-                peer.clone(),
-                strip,
-                ka_settings.interval_ms,
-                ka_settings.failure_threshold,
-            ));
-            t.claimed_at_ms = Some(now_ms());
-            Next::Started
+pub fn on_attach(conn: &Tunnel, peer: Arc<Endpoint>) {
+    let now = now_ms();
+    let claim = with_tunnel(conn, |t| {
+        let ka = t.settings.keepalive;
+        // An echo may be half read (`RP` seen): the stripper resumes from there.
+        let claim = t.phases.claim(now, |strip| {
+            TunnelSession::new(peer.clone(), strip, ka.interval_ms, ka.failure_threshold)
+        });
+        match claim {
+            Claim::Join => (claim, t.phases.session_mut().map(|s| s.attach(peer.clone())).unwrap_or_default()),
+            other => (other, Vec::new()),
         }
-        Phase::Claimed(session) => Next::Actions(session.attach(peer.clone())),
-        _ => Next::Refused,
-    })
-    .unwrap_or(Next::Refused);
-    match next {
-        Next::Started if !conn.closed.get() => {
+    });
+    match claim {
+        (Claim::Started, _) if !conn.closed.get() => {
             worker::set_deadline(conn.ep.conn_id, None);
-            lifecycle(conn, "socket_handoff", "UpstreamPoolReady", "handed_off", vec![("handoff_kind", "pool_to_upstream".into())]);
+            lifecycle(conn, EventName::SocketHandoff, LogType::UpstreamPoolReady, SocketState::HandedOff, vec![(ExtraKey::HandoffKind, "pool_to_upstream".into())]);
         }
-        Next::Started | Next::Refused => {
+        (Claim::Started, _) | (Claim::Refused, _) => {
             peer.post(Msg::PeerClosed);
         }
-        Next::Actions(a) => run_actions(conn, a),
+        (Claim::Join, actions) => run_actions(conn, actions),
     }
 }
 
 /// HTTP stream `peer` (request path) opens a request on this tunnel: an idle tunnel starts its
-/// HTTP/2 session for it (the keepalive stops, `socket_handoff` is logged); a running session
-/// takes it as one more stream. Runs on the tunnel's worker.
-pub fn on_local_open(conn: &Rc<Conn>, peer: Arc<Endpoint>, fields: Vec<HeaderField>, end: bool) {
-    enum Next {
-        Started(Vec<Action>),
-        Actions(Vec<Action>),
-        Refused,
-    }
+/// HTTP/2 session for it (the keepalive stops, `socket_handoff` is logged with `handoff_kind`
+/// `http_filter`); a running session takes it as one more stream. Runs on the tunnel's worker.
+pub fn on_local_open(conn: &Tunnel, peer: Arc<Endpoint>, fields: Vec<HeaderField>, end: bool) {
     let now = now_ms();
-    let next = with_tunnel(conn, |t| match &mut t.phase {
-        Phase::Keepalive(ka) => {
-            let partial = ka.partial_echo_len();
-            let in_flight = ka.claim();
-            let strip = EchoStripper::resume(in_flight, partial);
-            let k = t.settings.keepalive;
-            let (mut session, mut acts) = TunnelSession::new_local(strip, k.interval_ms, k.failure_threshold);
-            acts.extend(session.local_open(peer.clone(), fields, end));
-            session.start_keepalive(now);
-            t.phase = Phase::Claimed(session);
-            t.claimed_at_ms = Some(now);
-            Next::Started(acts)
+    let (claim, actions) = with_tunnel(conn, |t| {
+        let ka = t.settings.keepalive;
+        let mut first = Vec::new();
+        let claim = t.phases.claim(now, |strip| {
+            let (session, acts) = TunnelSession::new_local(strip, ka.interval_ms, ka.failure_threshold);
+            first = acts;
+            session
+        });
+        match claim {
+            Claim::Started | Claim::Join => {
+                let mut acts = first;
+                if let Some(session) = t.phases.session_mut() {
+                    acts.extend(session.local_open(peer.clone(), fields, end));
+                    session.start_keepalive(now);
+                }
+                (claim, acts)
+            }
+            Claim::Refused => (claim, Vec::new()),
         }
-        Phase::Claimed(session) => Next::Actions(session.local_open(peer.clone(), fields, end)),
-        _ => Next::Refused,
-    })
-    .unwrap_or(Next::Refused);
-    match next {
-        Next::Started(acts) if !conn.closed.get() => {
-            lifecycle(conn, "socket_handoff", "UpstreamPoolReady", "handed_off", vec![("handoff_kind", "http_filter".into())]);
-            run_actions(conn, acts);
+    });
+    match claim {
+        Claim::Started if !conn.closed.get() => {
+            lifecycle(conn, EventName::SocketHandoff, LogType::UpstreamPoolReady, SocketState::HandedOff, vec![(ExtraKey::HandoffKind, "http_filter".into())]);
+            run_actions(conn, actions);
             reschedule(conn);
         }
-        Next::Started(_) | Next::Refused => {
+        Claim::Started | Claim::Refused => {
             peer.post(Msg::PeerClosed);
         }
-        Next::Actions(a) => run_actions(conn, a),
+        Claim::Join => run_actions(conn, actions),
     }
 }
 
-/// A request-path message for this tunnel's session from HTTP stream `from` (body, trailers,
-/// credit or cancel). Runs on the tunnel's worker.
-pub fn on_local_msg(conn: &Rc<Conn>, msg: Msg) {
-    let acts = with_tunnel(conn, |t| match &mut t.phase {
-        Phase::Claimed(session) => match msg {
+/// A request-path message for this tunnel's session from an HTTP stream (body, trailers, credit
+/// or cancel). Runs on the tunnel's worker.
+pub fn on_local_msg(conn: &Tunnel, msg: Msg) {
+    let acts = with_tunnel(conn, |t| match t.phases.session_mut() {
+        Some(session) => match msg {
             Msg::LocalData { from, bytes, end, more } => session.local_data(from, &bytes, end, more),
             Msg::LocalTrailers { from, fields } => session.local_trailers(from, fields),
             Msg::LocalCredit { from, n } => session.local_credit(from, n),
             Msg::LocalCancel { from } => session.local_cancel(from),
             _ => Vec::new(),
         },
-        _ => Vec::new(),
+        None => Vec::new(),
     });
-    run_actions(conn, acts.unwrap_or_default());
+    run_actions(conn, acts);
 }
 
 /// Bytes from egress connection `from` for this (claimed) tunnel.
-pub fn on_egress_data(conn: &Rc<Conn>, from: u64, bytes: Vec<u8>) {
+pub fn on_egress_data(conn: &Tunnel, from: u64, bytes: Vec<u8>) {
     let now = now_ms();
-    let acts = with_tunnel(conn, |t| match &mut t.phase {
-        Phase::Claimed(session) => {
+    let acts = with_tunnel(conn, |t| match t.phases.session_mut() {
+        Some(session) => {
             let acts = session.egress_data(from, bytes);
             session.start_keepalive(now);
             acts
         }
-        _ => Vec::new(),
+        None => Vec::new(),
     });
-    run_actions(conn, acts.unwrap_or_default());
+    run_actions(conn, acts);
     reschedule(conn);
 }
 
 /// Re-arms this connection's deadline from its current state.
-fn reschedule(conn: &Rc<Conn>) {
+fn reschedule(conn: &Tunnel) {
     if conn.closed.get() {
         return;
     }
-    let next = with_tunnel(conn, |t| match &t.phase {
-        Phase::Keepalive(ka) => ka.next_deadline(),
-        Phase::Claimed(session) => session.next_deadline(),
-        _ => None,
-    })
-    .flatten();
+    let next = with_tunnel(conn, |t| t.phases.next_deadline());
     worker::set_deadline(conn.ep.conn_id, next);
 }
 
 /// Egress connection `from` closed.
-pub fn on_egress_closed(conn: &Rc<Conn>, from: u64) {
-    let acts = with_tunnel(conn, |t| match &mut t.phase {
-        Phase::Claimed(session) => session.egress_closed(from),
-        _ => Vec::new(),
-    });
-    run_actions(conn, acts.unwrap_or_default());
+pub fn on_egress_closed(conn: &Tunnel, from: u64) {
+    let acts = with_tunnel(conn, |t| t.phases.session_mut().map(|s| s.egress_closed(from)).unwrap_or_default());
+    run_actions(conn, acts);
 }
 
 /// Carries out relay actions, in order, with no state borrowed.
-fn run_actions(conn: &Rc<Conn>, actions: Vec<Action>) {
+fn run_actions(conn: &Tunnel, actions: Vec<Action>) {
     let rt = &conn.runtime;
     for a in actions {
         match a {
             Action::WriteTunnel(b) => {
-                rt.stats.relayed("to_initiator", b.len());
+                rt.stats.relayed(Direction::ToInitiator, b.len());
                 conn.write(&b);
             }
             Action::ToEgress(ep, b) => {
-                rt.stats.relayed("from_initiator", b.len());
+                rt.stats.relayed(Direction::FromInitiator, b.len());
                 deliver(&ep, conn.ep.worker, Msg::Data(b));
             }
             Action::CloseEgress(ep) => {
                 ep.post(Msg::PeerClosed);
             }
             Action::CloseTunnel(reason) => {
-                if reason == "http2_ping_timeout" {
-                    let claimed = with_tunnel(conn, |t| t.claimed_at_ms).flatten().unwrap_or(0);
+                if reason == CloseReason::Http2PingTimeout {
+                    let claimed = with_tunnel(conn, |t| t.phases.claimed_at_ms()).unwrap_or(0);
                     let age = now_ms().saturating_sub(claimed);
                     lifecycle_keepalive_timeout(conn, age);
                 }
-                with_tunnel(conn, |t| {
-                    t.close_reason.get_or_insert(reason);
-                });
-                conn.close(CloseType::FlushWrite, reason);
+                with_tunnel(conn, |t| t.phases.note_close_reason(reason));
+                conn.close(CloseType::FlushWrite, CloseDetail::Tunnel(reason));
             }
             Action::Shareable(yes) => {
                 rt.tracker.set_shareable(conn.ep.conn_id, yes);
@@ -710,7 +648,7 @@ fn run_actions(conn: &Rc<Conn>, actions: Vec<Action>) {
                     })
                     .sum();
                 if n > 0 {
-                    rt.stats.relayed("from_initiator", n);
+                    rt.stats.relayed(Direction::FromInitiator, n);
                 }
                 deliver(&ep, conn.ep.worker, Msg::LocalFrames { frames, window: offset as usize });
             }
@@ -722,41 +660,32 @@ fn run_actions(conn: &Rc<Conn>, actions: Vec<Action>) {
 }
 
 /// The connection closed (event or destroy); idempotent.
-pub fn on_closed(conn: &Rc<Conn>, remote: bool) {
-    let taken = with_tunnel(conn, |t| {
-        let phase = std::mem::replace(&mut t.phase, Phase::Done);
-        (phase, t.close_reason, t.registered_at_ms, t.claimed_at_ms)
-    });
-    let Some((phase, reason, registered_at, claimed_at)) = taken else { return };
+pub fn on_closed(conn: &Tunnel, remote: bool) {
+    let Some(mut closed) = with_tunnel(conn, |t| t.phases.closed(remote)) else { return };
     let now = now_ms();
-    let reason = match phase {
-        Phase::Done | Phase::Handshake { .. } => return,
-        Phase::Keepalive(_) => reason.unwrap_or(if remote { "idle_peer_close" } else { "local_close" }),
-        Phase::Claimed(mut session) => {
-            for a in session.tunnel_closed() {
-                if let Action::CloseEgress(ep) = a {
-                    ep.post(Msg::PeerClosed);
-                }
+    if let Some(mut session) = closed.session.take() {
+        for a in session.tunnel_closed() {
+            if let Action::CloseEgress(ep) = a {
+                ep.post(Msg::PeerClosed);
             }
-            reason.unwrap_or(if remote { "remote_close" } else { "local_close" })
         }
-    };
+    }
+    let reason = closed.reason;
     let rt = &conn.runtime;
     // Every accepted tunnel gets its tunnel_closed, admitted to the pool or not (its ping events
     // were logged too).
-    let (log_type, state) = if claimed_at.is_some() { ("UpstreamEnd", "in_use") } else { ("TcpConnectionEnd", "idle") };
-    lifecycle(conn, "tunnel_closed", log_type, state, vec![("close_reason", reason.to_string())]);
-    if registered_at.is_some() {
+    let (log_type, state) =
+        if closed.was_claimed() { (LogType::UpstreamEnd, SocketState::InUse) } else { (LogType::TcpConnectionEnd, SocketState::Idle) };
+    lifecycle(conn, EventName::TunnelClosed, log_type, state, vec![(ExtraKey::CloseReason, reason.to_string())]);
+    if closed.registered_at_ms.is_some() {
         if let Some(rm) = rt.tracker.remove(conn.ep.conn_id) {
-            let lifetime = match (rm.was_idle, claimed_at, registered_at) {
-                (false, Some(c), _) => now.saturating_sub(c),
-                (_, _, Some(r)) => now.saturating_sub(r),
-                _ => 0,
-            };
-            left_tracker(conn, &rm, reason, lifetime);
+            left_tracker(conn, &rm, reason, closed.lifetime_ms(rm.was_idle, now));
         }
     } else {
         rt.stats.closed(reason);
     }
     rt_log!(Debug, "reverse_tunnel: tunnel_closed conn={} close_reason={}", conn.ep.conn_id, reason);
 }
+
+#[cfg(test)]
+mod tests;

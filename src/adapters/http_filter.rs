@@ -25,7 +25,7 @@
 //! worker they are handled at once ([`deliver_local`]).
 
 use super::endpoint::{Endpoint, Msg, Sched};
-use super::network::deliver;
+use super::worker::deliver;
 use super::tunnel_session::LOCAL_INITIAL_WINDOW;
 use crate::config::route::RouteConfig;
 use crate::core::h2mux::frame::error;
@@ -351,7 +351,7 @@ impl HttpStream {
         match msg {
             Msg::LocalFrames { frames, window } => self.on_frames(frames, window as u64),
             Msg::PeerClosed => self.tunnel_failed(error::INTERNAL_ERROR),
-            Msg::Tick => super::network::run_worker_tick(&self.runtime, self.ep.worker),
+            Msg::Tick => super::worker::run_worker_tick(&self.runtime, self.ep.worker),
             _ => {}
         }
     }

@@ -1,4 +1,4 @@
-//! Writer of the responder's lifecycle access log (protocol doc §5.1): the configured
+//! Writer of the responder's lifecycle access log (docs/protocol.md#lifecycle-log): the configured
 //! `access_log` loggers of the bootstrap extension, fed with [`LifecycleEvent`]s.
 //!
 //! - [`LifecycleLog::emit`] never blocks and never does I/O: it moves the event into a bounded
@@ -16,6 +16,7 @@
 
 use crate::config::bootstrap::{AccessLogConfig, AccessLogSink};
 use crate::core::accesslog::{Formatter, LifecycleEvent};
+use crate::core::format_string::FormatError;
 use parking_lot::Mutex;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -94,12 +95,34 @@ fn open_append(path: &str) -> std::io::Result<File> {
     OpenOptions::new().append(true).create(true).open(path)
 }
 
+/// Why the lifecycle log cannot start; the text names the `access_log` entry.
+#[derive(Debug)]
+pub enum AccessLogError {
+    /// Entry `index` has a format the formatter does not support.
+    Format { index: usize, error: FormatError },
+    /// Entry `index`'s output cannot be opened (`path` for a file).
+    Open { index: usize, path: Option<String>, error: std::io::Error },
+    /// The writer thread could not be started.
+    Thread(std::io::Error),
+}
+
+impl std::fmt::Display for AccessLogError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AccessLogError::Format { index, error } => write!(f, "access_log[{index}]: {error}"),
+            AccessLogError::Open { index, path: Some(p), error } => write!(f, "access_log[{index}]: cannot open '{p}': {error}"),
+            AccessLogError::Open { index, path: None, error } => write!(f, "access_log[{index}]: {error}"),
+            AccessLogError::Thread(e) => write!(f, "cannot start the {THREAD_NAME} thread: {e}"),
+        }
+    }
+}
+
 impl LifecycleLog {
     /// Builds the log for the decoded bootstrap `access_log` list. Compiles every format and opens
     /// every file now. Errors: `access_log[i]: <formatter error>` or
     /// `access_log[i]: cannot open '<path>': <os error>`, or a failure to start the thread.
     /// An empty list gives a disabled log (no thread).
-    pub fn new(configs: &[AccessLogConfig]) -> Result<Self, String> {
+    pub fn new(configs: &[AccessLogConfig]) -> Result<Self, AccessLogError> {
         Self::start(configs, QUEUE_CAPACITY, None)
     }
 
@@ -114,7 +137,7 @@ impl LifecycleLog {
         configs: &[AccessLogConfig],
         capacity: usize,
         gate: Option<Receiver<()>>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, AccessLogError> {
         if configs.is_empty() {
             return Ok(Self::disabled());
         }
@@ -122,7 +145,7 @@ impl LifecycleLog {
         let mut loggers: Vec<(Formatter, usize)> = Vec::with_capacity(configs.len());
         for (i, cfg) in configs.iter().enumerate() {
             let formatter =
-                Formatter::new(&cfg.format).map_err(|e| format!("access_log[{i}]: {e}"))?;
+                Formatter::new(&cfg.format).map_err(|error| AccessLogError::Format { index: i, error })?;
             let target = match &cfg.sink {
                 AccessLogSink::File { path } => Target::File(path.clone()),
                 AccessLogSink::Stdout => Target::Stdout,
@@ -131,9 +154,13 @@ impl LifecycleLog {
             let idx = match sinks.iter().position(|s| s.target == target) {
                 Some(idx) => idx,
                 None => {
-                    let out = target.open().map_err(|e| match &target {
-                        Target::File(p) => format!("access_log[{i}]: cannot open '{p}': {e}"),
-                        _ => format!("access_log[{i}]: {e}"),
+                    let out = target.open().map_err(|error| AccessLogError::Open {
+                        index: i,
+                        path: match &target {
+                            Target::File(p) => Some(p.clone()),
+                            _ => None,
+                        },
+                        error,
                     })?;
                     sinks.push(Sink {
                         target,
@@ -155,7 +182,7 @@ impl LifecycleLog {
                 }
                 run_writer(rx, loggers, sinks, &thread_shared);
             })
-            .map_err(|e| format!("cannot start the {THREAD_NAME} thread: {e}"))?;
+            .map_err(AccessLogError::Thread)?;
         Ok(LifecycleLog {
             inner: Some(Inner {
                 tx,
@@ -321,6 +348,7 @@ fn flush_all(sinks: &mut [Sink], shared: &Shared) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::accesslog::{EventName, LogType, SocketState};
     use crate::config::bootstrap::LogFormat;
 
     /// A fresh directory under the system temp dir, removed on drop.
@@ -357,11 +385,11 @@ mod tests {
 
     fn ev(n: u64) -> LifecycleEvent {
         LifecycleEvent {
-            event: "idle_ping_sent",
-            log_type: "TcpUpstreamConnected",
+            event: EventName::IdlePingSent,
+            log_type: LogType::TcpUpstreamConnected,
             node_id: "n".into(),
             worker: "worker_0".into(),
-            socket_state: "idle",
+            socket_state: SocketState::Idle,
             fd: n,
             connection_id: n,
             ..Default::default()
@@ -506,8 +534,9 @@ mod tests {
         let tmp = Tmp::new("errors");
         let bad_dir = tmp.file("missing-dir/a.log");
         let e = LifecycleLog::new(&[file_cfg(&bad_dir, "%DURATION%")]).unwrap_err();
-        assert!(e.starts_with("access_log[0]: cannot open"), "{e}");
-        let e = LifecycleLog::new(&[file_cfg(&tmp.file("x"), "%BYTES_SENT%")]).unwrap_err();
+        assert!(matches!(e, AccessLogError::Open { index: 0, path: Some(_), .. }));
+        assert!(e.to_string().starts_with("access_log[0]: cannot open"), "{e}");
+        let e = LifecycleLog::new(&[file_cfg(&tmp.file("x"), "%BYTES_SENT%")]).unwrap_err().to_string();
         assert!(
             e.contains("access_log[0]") && e.contains("%BYTES_SENT%"),
             "{e}"

@@ -6,13 +6,22 @@
 //! - [`egress_filter`]: network filter `reverse_tunnel_egress` on an internal listener (claims a
 //!   tunnel, egress side of the relay).
 //!
-//! Shared plumbing: [`network`] (the per-connection object and hook dispatch), [`endpoint`]
+//! Envoy seam: [`envoy_api`] (a trait per Envoy-side handle the adapters use; recording fakes in
+//! `fake` for unit tests).
+//!
+//! Shared plumbing: [`conn`] (the per-connection object and the [`conn::Role`] each filter
+//! implements), [`network`] (filter configs and hook dispatch), [`endpoint`]
 //! (cross-worker mailbox), [`worker`] (per-worker connections and deadlines), [`tunnel_session`]
 //! (what a claimed tunnel does with bytes: HTTP/2 session shared by egress connections, or raw).
 
 pub mod bootstrap;
+pub mod conn;
 pub mod egress_filter;
+pub mod envoy_api;
 pub mod endpoint;
+pub mod error;
+#[cfg(test)]
+pub mod fake;
 pub mod handshake_filter;
 pub mod http_filter;
 pub mod lifecycle;

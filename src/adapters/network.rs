@@ -1,14 +1,18 @@
-//! The per-connection object shared by both network filters, and the dispatch of network-filter
-//! hooks to the handshake or egress adapter. All functions run on the connection's worker.
+//! The network filter configs and the dispatch of network-filter hooks to the connection's
+//! [`Role`](super::conn::Role) (handshake or egress). The only adapter file that knows both
+//! filters: it builds their connections; everything after that goes through
+//! [`Connection`]. All hook bodies run on the connection's worker.
 
-use super::egress_filter::{self, EgressConn};
+use super::conn::{Conn, Connection};
+use super::egress_filter::EgressConn;
 use super::endpoint::{Endpoint, Msg};
-use super::handshake_filter::{self, HandshakeSettings, TunnelConn};
+use super::handshake_filter::{HandshakeSettings, TunnelConn};
 use super::worker;
 use crate::config::egress::EgressConfig;
-use crate::ffi::envoy::{CloseType, NetFilter};
+use super::envoy_api::EnvoyNetworkFilter;
+use super::error::SetupError;
+use crate::ffi::envoy::ConnectionEvent;
 use crate::runtime::Runtime;
-use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -35,228 +39,172 @@ pub enum NetKind {
 
 impl NetConfig {
     /// Decodes the config of filter `name`. Errors name the field (and are logged by the caller).
-    pub fn new(name: &str, config: &[u8]) -> Result<NetConfig, String> {
-        let runtime = crate::runtime::current().ok_or_else(|| {
-            format!(
-                "filter '{name}' needs the bootstrap extension 'upstream_socket_interface' of this module \
-                 (envoy.bootstrap.dynamic_modules) to be configured"
-            )
-        })?;
+    pub fn new(name: &str, config: &[u8]) -> Result<NetConfig, SetupError> {
+        let runtime = crate::runtime::current().ok_or_else(|| SetupError::NoBootstrap { filter: name.to_string() })?;
+        NetConfig::with_runtime(runtime, name, config)
+    }
+
+    /// Decodes the config of filter `name` over `runtime`.
+    pub fn with_runtime(runtime: Arc<Runtime>, name: &str, config: &[u8]) -> Result<NetConfig, SetupError> {
         let kind = match name {
             HANDSHAKE_FILTER_NAME => NetKind::Handshake(Arc::new(HandshakeSettings::new(config, &runtime)?)),
-            EGRESS_FILTER_NAME => NetKind::Egress(Arc::new(
-                EgressConfig::decode(config).map_err(|e| format!("reverse_tunnel_egress config: {e}"))?,
-            )),
+            EGRESS_FILTER_NAME => {
+                NetKind::Egress(Arc::new(EgressConfig::decode(config).map_err(SetupError::EgressFilter)?))
+            }
             other => {
-                return Err(format!(
-                    "filter_name: unknown filter '{other}' (expected '{HANDSHAKE_FILTER_NAME}' or '{EGRESS_FILTER_NAME}')"
-                ))
+                return Err(SetupError::UnknownFilter {
+                    name: other.to_string(),
+                    expected: [HANDSHAKE_FILTER_NAME, EGRESS_FILTER_NAME],
+                })
             }
         };
         Ok(NetConfig { runtime, kind })
     }
 }
 
-/// What a connection is to us.
-pub enum Role {
-    /// A handshake-listener connection: handshake, then an idle or claimed tunnel.
-    Tunnel(TunnelConn),
-    /// An egress connection on the internal listener.
-    Egress(EgressConn),
-}
-
-/// One connection owned by one of our filters. Lives on its worker (`Rc`); its cross-thread
-/// face is [`Conn::ep`].
-pub struct Conn {
-    /// Envoy's filter pointer; `None` once the filter is destroyed.
-    pub filter: Cell<Option<NetFilter>>,
-    /// The connection's mailbox.
-    pub ep: Arc<Endpoint>,
-    /// Shared runtime.
-    pub runtime: Arc<Runtime>,
-    /// Role-specific state. Never borrowed across an Envoy call.
-    pub role: RefCell<Role>,
-    /// Set once the connection is closing or closed.
-    pub closed: Cell<bool>,
-}
-
-impl Conn {
-    /// Closes the connection (at most once) with `details` as termination details.
-    pub fn close(&self, how: CloseType, details: &str) {
-        if self.closed.replace(true) {
-            return;
-        }
-        if let Some(f) = self.filter.get() {
-            f.close(how, details);
-        }
-    }
-
-    /// Writes bytes to this connection (owning worker).
-    pub fn write(&self, data: &[u8]) {
-        if self.closed.get() {
-            return;
-        }
-        if let Some(f) = self.filter.get() {
-            f.write(data, false);
-        }
-    }
-}
-
-/// Sends `msg` to the connection behind `target`. On the same worker, with nothing queued for
-/// it, it is handled at once (no reordering); otherwise it goes through the mailbox. Returns
-/// false if the target is gone.
-pub fn deliver(target: &Arc<Endpoint>, my_worker: u32, msg: Msg) -> bool {
-    if target.worker == my_worker && super::http_filter::is_stream_id(target.conn_id) {
-        return super::http_filter::deliver_local(target, msg);
-    }
-    if target.worker == my_worker && !matches!(msg, Msg::PeerClosed) {
-        if let Some(conn) = worker::get(target.conn_id) {
-            if let Some(_busy) = target.begin_direct() {
-                handle_msg(&conn, msg);
-                return true;
-            }
-        }
-    }
-    target.post(msg)
-}
-
-/// Handles one mailbox message on the owning worker.
-fn handle_msg(conn: &Rc<Conn>, msg: Msg) {
-    match msg {
-        Msg::Tick => run_tick(conn),
-        Msg::Data(bytes) => conn.write(&bytes),
-        Msg::PeerClosed => conn.close(CloseType::FlushWrite, "reverse_tunnel_peer_closed"),
-        Msg::Attach { peer } => handshake_filter::on_attach(conn, peer),
-        Msg::EgressData { from, bytes } => handshake_filter::on_egress_data(conn, from, bytes),
-        Msg::EgressClosed { from } => handshake_filter::on_egress_closed(conn, from),
-        Msg::Drain => handshake_filter::on_drain(conn),
-        Msg::LocalOpen { peer, fields, end } => handshake_filter::on_local_open(conn, peer, fields, end),
-        m @ (Msg::LocalData { .. } | Msg::LocalTrailers { .. } | Msg::LocalCredit { .. } | Msg::LocalCancel { .. }) => {
-            handshake_filter::on_local_msg(conn, m)
-        }
-        // Only HTTP streams receive response frames.
-        Msg::LocalFrames { .. } => {}
-    }
-}
-
-/// Runs every due deadline of this worker (the clock tick, design §6).
-fn run_tick(conn: &Rc<Conn>) {
-    run_worker_tick(&conn.runtime, conn.ep.worker);
-}
-
-/// The worker clock tick, whoever received it (a connection or an HTTP stream of `worker`):
-/// due connection deadlines, then the HTTP streams waiting for a tunnel.
-pub fn run_worker_tick(runtime: &Runtime, worker: u32) {
-    // First, so that a panic in a deadline handler (caught by the hook's guard) cannot leave
-    // the worker without ticks.
-    runtime.tick_done(worker);
-    let now = crate::runtime::now_ms();
-    super::http_filter::retry_waiting(now);
-    for due in worker::due(now) {
-        let is_egress = matches!(*due.role.borrow(), Role::Egress(_));
-        if is_egress {
-            egress_filter::on_deadline(&due, now);
-        } else {
-            handshake_filter::on_deadline(&due, now);
-        }
-    }
-}
-
 // ---- hook bodies (called by ffi::hooks_network inside a panic guard) ----------------------------
 
 /// `on_network_filter_new`: creates the connection object.
-pub fn on_new(cfg: &NetConfig, filter: NetFilter) -> Rc<Conn> {
+pub fn on_new(cfg: &NetConfig, filter: Rc<dyn EnvoyNetworkFilter>) -> Rc<dyn Connection> {
     let conn_id = filter.connection_id();
     let worker_idx = filter.worker_index();
     let ep = Endpoint::new(conn_id, worker_idx, filter.scheduler_new());
-    let role = match &cfg.kind {
-        NetKind::Handshake(s) => Role::Tunnel(TunnelConn::new(s.clone(), crate::runtime::now_ms())),
-        NetKind::Egress(c) => Role::Egress(EgressConn::new(c.clone())),
+    let runtime = cfg.runtime.clone();
+    let conn: Rc<dyn Connection> = match &cfg.kind {
+        NetKind::Handshake(s) => {
+            Rc::new(Conn::new(filter, ep, runtime, TunnelConn::new(s.clone(), crate::runtime::now_ms())))
+        }
+        NetKind::Egress(c) => Rc::new(Conn::new(filter, ep, runtime, EgressConn::new(c.clone()))),
     };
-    let conn = Rc::new(Conn {
-        filter: Cell::new(Some(filter)),
-        ep,
-        runtime: cfg.runtime.clone(),
-        role: RefCell::new(role),
-        closed: Cell::new(false),
-    });
     worker::insert(conn_id, conn.clone());
-    if matches!(cfg.kind, NetKind::Handshake(_)) {
-        cfg.runtime.clock_register(&conn.ep);
+    if conn.uses_clock() {
+        cfg.runtime.clock_register(conn.ep());
     }
     conn
 }
 
 /// `on_network_filter_new_connection`: always stops the chain (we are terminal).
-pub fn on_new_connection(conn: &Rc<Conn>) {
-    let Some(f) = conn.filter.get() else { return };
+pub fn on_new_connection(conn: &Rc<dyn Connection>) {
+    let Some(f) = conn.envoy() else { return };
     f.ensure_reading();
-    let is_egress = matches!(*conn.role.borrow(), Role::Egress(_));
-    if is_egress {
-        egress_filter::on_new_connection(conn, f);
-    } else {
-        handshake_filter::on_new_connection(conn);
-    }
+    conn.on_new_connection();
 }
 
 /// `on_network_filter_read`: takes all buffered bytes.
-pub fn on_read(conn: &Rc<Conn>, end_stream: bool) {
-    let Some(f) = conn.filter.get() else { return };
+pub fn on_read(conn: &Rc<dyn Connection>, end_stream: bool) {
+    let Some(f) = conn.envoy() else { return };
     let mut data = Vec::new();
     let n = f.read_into(&mut data);
     if n > 0 {
         f.drain_read(n);
     }
-    let is_egress = matches!(*conn.role.borrow(), Role::Egress(_));
-    if is_egress {
-        egress_filter::on_read(conn, data, end_stream);
-    } else {
-        handshake_filter::on_read(conn, data, end_stream);
-    }
+    conn.on_read(data, end_stream);
 }
 
-/// `on_network_filter_event`: 0 RemoteClose, 1 LocalClose, 2 Connected, 3 ConnectedZeroRtt.
-pub fn on_event(conn: &Rc<Conn>, event: u32) {
-    if event == 0 || event == 1 {
-        conn.closed.set(true);
-        teardown(conn, event == 0);
+/// `on_network_filter_event`: a close (remote or local) releases the connection; other events
+/// change nothing.
+pub fn on_event(conn: &Rc<dyn Connection>, event: ConnectionEvent) {
+    if matches!(event, ConnectionEvent::RemoteClose | ConnectionEvent::LocalClose) {
+        conn.mark_closed();
+        teardown(conn, event == ConnectionEvent::RemoteClose);
     }
 }
 
 /// `on_network_filter_scheduled`: drains the mailbox.
-pub fn on_scheduled(conn: &Rc<Conn>) {
-    let (msgs, _busy) = conn.ep.take();
+pub fn on_scheduled(conn: &Rc<dyn Connection>) {
+    let (msgs, _busy) = conn.ep().take();
     for msg in msgs {
-        handle_msg(conn, msg);
+        worker::dispatch(conn, msg);
     }
 }
 
 /// `on_network_filter_destroy`: final cleanup; the filter pointer is dead afterwards.
-pub fn on_destroy(conn: Rc<Conn>) {
+pub fn on_destroy(conn: Rc<dyn Connection>) {
     teardown(&conn, false);
-    conn.filter.set(None);
+    conn.forget_filter();
 }
 
 /// Releases everything the connection holds (idempotent): tracker entry, peer, mailbox.
-fn teardown(conn: &Rc<Conn>, remote: bool) {
-    let is_egress = matches!(*conn.role.borrow(), Role::Egress(_));
-    if is_egress {
-        egress_filter::on_closed(conn);
-    } else {
-        handshake_filter::on_closed(conn, remote);
-        conn.runtime.clock_unregister(conn.ep.worker, conn.ep.conn_id);
+fn teardown(conn: &Rc<dyn Connection>, remote: bool) {
+    let ep = conn.ep().clone();
+    let runtime = conn.runtime().clone();
+    conn.on_closed(remote);
+    if conn.uses_clock() {
+        runtime.clock_unregister(ep.worker, ep.conn_id);
     }
-    worker::remove(conn.ep.conn_id);
+    worker::remove(ep.conn_id);
     // Undelivered messages: an attach that never reached this tunnel must release its egress,
     // and a clock tick posted through this connection must not be lost, or the worker would
     // never get another one (`tick_pending` stays set): the next clock period posts a new one.
-    for msg in conn.ep.shut() {
+    for msg in ep.shut() {
         match msg {
             Msg::Attach { peer } | Msg::LocalOpen { peer, .. } => {
                 peer.post(Msg::PeerClosed);
             }
-            Msg::Tick => conn.runtime.tick_done(conn.ep.worker),
+            Msg::Tick => runtime.tick_done(ep.worker),
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::fake::{self, FakeNetworkFilter};
+    use crate::ffi::envoy::CloseType;
+
+    #[test]
+    fn unknown_filter_names_and_bad_configs_are_refused_naming_the_field() {
+        let (rt, _) = fake::runtime("{}");
+        let e = NetConfig::with_runtime(rt.clone(), "other", b"").err().unwrap();
+        assert!(matches!(&e, SetupError::UnknownFilter { name, .. } if name == "other"));
+        assert!(e.to_string().starts_with("filter_name: unknown filter 'other'"), "{e}");
+        let e = NetConfig::with_runtime(rt.clone(), EGRESS_FILTER_NAME, br#"{"claim_timeout": "x"}"#).err().unwrap();
+        assert!(matches!(&e, SetupError::EgressFilter(_)));
+        assert!(e.to_string().starts_with("reverse_tunnel_egress config: claim_timeout"), "{e}");
+        let e = NetConfig::with_runtime(rt.clone(), HANDSHAKE_FILTER_NAME, br#"{"ping_interval": "0.5s"}"#).err().unwrap();
+        assert!(e.to_string().starts_with("reverse_tunnel filter config: ping_interval"), "{e}");
+        let json = br#"{"validation": {"node_id_format": "%FOO%"}}"#;
+        let e = NetConfig::with_runtime(rt, HANDSHAKE_FILTER_NAME, json).err().unwrap();
+        assert!(matches!(&e, SetupError::IdFormat { field: "validation.node_id_format", .. }), "{e}");
+    }
+
+    #[test]
+    fn teardown_releases_an_attach_that_never_arrived() {
+        let env = fake::Env::with_egress("{}", "{}", r#"{"claim_timeout": "2s"}"#);
+        let tf = FakeNetworkFilter::new(201);
+        let tc = fake::open(&env.handshake, &tf);
+        let ef = FakeNetworkFilter::new(202);
+        ef.filter_state.borrow_mut().insert("envoy.network.upstream_server_name".into(), b"n1".to_vec());
+        let ec = fake::open(&env.egress, &ef);
+        // An attach queued for the tunnel, which closes before it is delivered.
+        tc.ep().post(Msg::Attach { peer: ec.ep().clone() });
+        on_event(&tc, ConnectionEvent::RemoteClose);
+        fake::deliver_mail(&[&ec]);
+        assert_eq!(ef.closes(), vec![(CloseType::FlushWrite, "reverse_tunnel_peer_closed".to_string())]);
+    }
+
+    #[test]
+    fn teardown_releases_a_pending_clock_tick() {
+        let env = fake::Env::new("{}", "{}");
+        let tf = FakeNetworkFilter::new(205);
+        let tc = fake::open(&env.handshake, &tf);
+        env.rt.post_ticks();
+        assert!(env.rt.clocks[0].lock().tick_pending);
+        assert!(!tc.ep().is_quiet(), "the tick went through the only connection of the worker");
+        on_event(&tc, ConnectionEvent::LocalClose);
+        assert!(!env.rt.clocks[0].lock().tick_pending, "released: the next period posts a new tick");
+    }
+
+    #[test]
+    fn connected_events_change_nothing() {
+        let env = fake::Env::new("{}", "{}");
+        let f = FakeNetworkFilter::new(204);
+        let c = fake::open(&env.handshake, &f);
+        on_event(&c, ConnectionEvent::Connected);
+        on_event(&c, ConnectionEvent::ConnectedZeroRtt);
+        assert!(worker::get(204).is_some());
+        on_event(&c, ConnectionEvent::RemoteClose);
+        assert!(worker::get(204).is_none());
     }
 }

@@ -1,13 +1,13 @@
-//! Adapter of the HTTP reporter (issue 7, protocol doc §6, `docs/reporter.md`): wires the pure
+//! Adapter of the HTTP reporter (docs/protocol.md#reporter, `docs/reporter.md`): wires the pure
 //! [`Reporter`] state machine to the tracker, the workers and Envoy's HTTP callout.
 //!
 //! Threads:
-//! - workers call [`connected`] / [`disconnected`] from the handshake filter; each only locks the
+//! - workers call [`ReporterHandle::connected`] / [`ReporterHandle::disconnected`] from the handshake filter; each only locks the
 //!   reporter's mutex for an O(1) push into the bounded queue (never the data path's bytes, never
 //!   any I/O);
 //! - the main thread calls [`ReporterHandle::tick`] from the bootstrap clock (`adapters::bootstrap::CLOCK_PERIOD_MS`) and
-//!   [`ReporterHandle::on_callout_done`] from the `http_callout_done` hook (ABI doc §3.2); all
-//!   sending happens there, through `bootstrap_extension_http_callout` (ABI doc §3.3).
+//!   [`ReporterHandle::on_callout_done`] from the `http_callout_done` hook (docs/envoy-abi.md#bootstrap-hooks); all
+//!   sending happens there, through `bootstrap_extension_http_callout` (docs/envoy-abi.md#bootstrap-callbacks).
 //!
 //! Counters: [`ReporterCounters`] (payloads sent, failed, snapshots, dropped events), published
 //! every clock period as `<stat_prefix>.reporter.{sent,failed,snapshots,dropped_events}`
@@ -17,8 +17,10 @@ use crate::config::reporter::HttpReporterConfig;
 use crate::core::reporter::{
     events_body, snapshot_body, EventKind, Reporter, ReporterCounters, SendPlan, SnapshotTunnel, TunnelEvent,
 };
-use crate::core::tracker::{Identity, Removed, TunnelState};
-use crate::runtime::{now_ms, unix_ms, Runtime};
+use crate::clock::unix_ms;
+use crate::core::close::CloseReason;
+use crate::ffi::envoy::CalloutResult;
+use crate::core::tracker::{Identity, Removed, Tracker};
 use crate::rt_log;
 use parking_lot::Mutex;
 
@@ -149,6 +151,35 @@ impl ReporterHandle {
         self.state.lock().on_result(seq, ok, now);
     }
 
+    /// Worker thread: a tunnel joined the pool (lifecycle `tunnel_setup`).
+    pub fn connected(&self, tunnel: u64, worker: u32, id: &Identity, initiation_time_ms: i64) {
+        self.push(TunnelEvent {
+            kind: EventKind::Connected,
+            tenant_id: id.tenant_id.clone(),
+            node_id: id.node_id.clone(),
+            cluster_id: id.cluster_id.clone(),
+            worker,
+            tunnel_id: tunnel,
+            initiation_time_ms,
+            ts_ms: unix_ms(),
+        });
+    }
+
+    /// Worker thread: a registered tunnel left the tracker (lifecycle `tunnel_closed`) with
+    /// `close_reason`.
+    pub fn disconnected(&self, tunnel: u64, rm: &Removed, close_reason: CloseReason) {
+        self.push(TunnelEvent {
+            kind: EventKind::Disconnected { close_reason: close_reason.to_string() },
+            tenant_id: rm.identity.tenant_id.clone(),
+            node_id: rm.identity.node_id.clone(),
+            cluster_id: rm.identity.cluster_id.clone(),
+            worker: rm.worker,
+            tunnel_id: tunnel,
+            initiation_time_ms: rm.meta.initiation_time_ms,
+            ts_ms: unix_ms(),
+        });
+    }
+
     fn note_failure(&self, detail: &str) {
         let mut failing = self.failing.lock();
         if !*failing {
@@ -162,84 +193,29 @@ impl ReporterHandle {
     }
 }
 
-/// True if a callout result means success: result Success (0, ABI doc §1 enums) and a `:status`
-/// of 2xx.
-pub fn callout_ok(result: u32, status: Option<&str>) -> bool {
-    result == 0 && status.and_then(|s| s.trim().parse::<u16>().ok()).is_some_and(|s| (200..300).contains(&s))
+/// True if a callout result means success: result Success and a `:status` of 2xx.
+pub fn callout_ok(result: CalloutResult, status: Option<&str>) -> bool {
+    result == CalloutResult::Success && status.and_then(|s| s.trim().parse::<u16>().ok()).is_some_and(|s| (200..300).contains(&s))
 }
 
 /// The snapshot rows of the tracker (bare ids, state, connect time), sorted by tunnel id. Main
-/// thread; reads the tracker in batches of [`crate::adapters::bootstrap::ADMIN_BATCH`] so that
-/// workers never wait long for its lock.
-pub fn tracker_snapshot(rt: &Runtime) -> Vec<SnapshotTunnel> {
-    let ids = rt.tracker.tunnel_ids();
-    let mut rows = Vec::with_capacity(ids.len());
-    for batch in ids.chunks(crate::adapters::bootstrap::ADMIN_BATCH) {
-        rt.tracker.visit(batch, |v| {
-            rows.push(SnapshotTunnel {
-                tenant_id: v.identity.tenant_id.clone(),
-                node_id: v.identity.node_id.clone(),
-                cluster_id: v.identity.cluster_id.clone(),
-                worker: v.worker,
-                tunnel_id: v.tunnel,
-                initiation_time_ms: v.meta.initiation_time_ms,
-                connected_at_ms: v.meta.registered_at_ms,
-                state: match v.state {
-                    TunnelState::Idle => "idle",
-                    TunnelState::InUse => "in_use",
-                },
-            })
-        });
-    }
-    rows
-}
-
-/// Worker thread: a tunnel joined the pool (lifecycle `tunnel_setup`). No-op without a reporter.
-pub fn connected(rt: &Runtime, tunnel: u64, worker: u32, id: &Identity, initiation_time_ms: i64) {
-    if let Some(r) = &rt.reporter {
-        r.push(TunnelEvent {
-            kind: EventKind::Connected,
-            tenant_id: id.tenant_id.clone(),
-            node_id: id.node_id.clone(),
-            cluster_id: id.cluster_id.clone(),
-            worker,
-            tunnel_id: tunnel,
-            initiation_time_ms,
-            ts_ms: unix_ms(),
-        });
-    }
-}
-
-/// Worker thread: a registered tunnel left the tracker (lifecycle `tunnel_closed`) with
-/// `close_reason`. No-op without a reporter.
-pub fn disconnected(rt: &Runtime, tunnel: u64, rm: &Removed, close_reason: &str) {
-    if let Some(r) = &rt.reporter {
-        r.push(TunnelEvent {
-            kind: EventKind::Disconnected { close_reason: close_reason.to_string() },
-            tenant_id: rm.identity.tenant_id.clone(),
-            node_id: rm.identity.node_id.clone(),
-            cluster_id: rm.identity.cluster_id.clone(),
-            worker: rm.worker,
-            tunnel_id: tunnel,
-            initiation_time_ms: rm.meta.initiation_time_ms,
-            ts_ms: unix_ms(),
-        });
-    }
-}
-
-/// Main thread: the clock tick of the runtime's reporter, sending through `handle`.
-pub fn tick(rt: &Runtime, handle: crate::ffi::envoy::BootstrapConfigHandle) {
-    let Some(r) = &rt.reporter else { return };
-    r.tick(now_ms(), || tracker_snapshot(rt), |headers, body| {
-        let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        handle.http_callout(&r.config.cluster, &h, body, r.config.settings.timeout_ms).map_err(|rc| match rc {
-            1 => "missing required headers".to_string(),
-            2 => format!("cluster '{}' not found", r.config.cluster),
-            3 => "duplicate callout id".to_string(),
-            4 => "cannot create the request".to_string(),
-            other => format!("init result {other}"),
+/// thread; walks the tracker in batches ([`Tracker::walk_batched`]) so that workers never wait
+/// long for its lock.
+pub fn tracker_snapshot<H: Clone + Send>(tracker: &Tracker<H>) -> Vec<SnapshotTunnel> {
+    let mut rows = Vec::new();
+    tracker.walk_batched(|v| {
+        rows.push(SnapshotTunnel {
+            tenant_id: v.identity.tenant_id.clone(),
+            node_id: v.identity.node_id.clone(),
+            cluster_id: v.identity.cluster_id.clone(),
+            worker: v.worker,
+            tunnel_id: v.tunnel,
+            initiation_time_ms: v.meta.initiation_time_ms,
+            connected_at_ms: v.meta.registered_at_ms,
+            state: v.state.as_str(),
         })
     });
+    rows
 }
 
 #[cfg(test)]
@@ -332,10 +308,10 @@ mod tests {
 
     #[test]
     fn reporter_callout_ok_needs_success_and_2xx() {
-        assert!(callout_ok(0, Some("200")));
-        assert!(callout_ok(0, Some("204")));
-        assert!(!callout_ok(0, Some("503")));
-        assert!(!callout_ok(0, None));
-        assert!(!callout_ok(1, Some("200")));
+        assert!(callout_ok(CalloutResult::Success, Some("200")));
+        assert!(callout_ok(CalloutResult::Success, Some("204")));
+        assert!(!callout_ok(CalloutResult::Success, Some("503")));
+        assert!(!callout_ok(CalloutResult::Success, None));
+        assert!(!callout_ok(CalloutResult::Reset, Some("200")));
     }
 }

@@ -6,27 +6,28 @@
 //! - **HTTP/2** (they start with the client preface `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`): the tunnel
 //!   becomes an HTTP/2 session run by [`Mux`]; further egress connections — from any worker, for
 //!   the same node or its cluster — attach to it, so one tunnel serves every worker
-//!   (the built-in's multi-worker 503s, protocol doc §3.3, do not happen).
+//!   (the built-in's multi-worker 503s, docs/protocol.md#picking-a-tunnel, do not happen).
 //! - **Raw** (anything else, e.g. an HTTP/1.1 cluster): bytes are relayed as they are between the
 //!   tunnel and that one egress connection; the tunnel is not shared.
 //!
-//! In both modes RPING echoes still in flight at claim time are stripped first (design §5).
+//! In both modes RPING echoes still in flight at claim time are stripped first (docs/protocol.md#wire-contract).
 //!
-//! Keepalive after handoff: RPING must never follow HTTP (protocol doc §2.4.7), and the mux
+//! Keepalive after handoff: RPING must never follow HTTP (docs/protocol.md#wire-contract), and the mux
 //! answers the egress connections' own HTTP/2 PINGs itself, so an HTTP/2 session pings the
 //! initiator with HTTP/2 PING every `ping_interval`; `ping_failure_threshold` unanswered PINGs
 //! (each due within max(interval/2, 500 ms)) close the tunnel with `http2_ping_timeout`.
 
 use super::endpoint::Endpoint;
-use crate::core::h2mux::hpack::HeaderField;
+use crate::core::close::CloseReason;
 use crate::core::h2mux::frame::error;
+use crate::core::h2mux::hpack::HeaderField;
 use crate::core::h2mux::{LocalFrame, Mux, MuxEvent, MuxSettings, Output};
 use crate::core::relay::EchoStripper;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// The HTTP/2 client connection preface (RFC 9113 §3.4).
-pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+pub const H2_PREFACE: &[u8] = crate::core::h2mux::frame::PREFACE;
 
 /// Most bytes held while the mode is being decided or while the tunnel speaks first.
 const MAX_UNDECIDED_BYTES: usize = 64 * 1024;
@@ -40,7 +41,7 @@ pub enum Action {
     /// Close an egress connection (it is forgotten here).
     CloseEgress(Arc<Endpoint>),
     /// Close the tunnel connection, with this close reason.
-    CloseTunnel(&'static str),
+    CloseTunnel(CloseReason),
     /// The session can (true) or can no longer (false) take more egress connections.
     Shareable(bool),
     /// Number of egress connections now using the tunnel (for the admin listing).
@@ -250,7 +251,7 @@ impl TunnelSession {
                 p.misses += 1;
                 if p.misses >= p.threshold {
                     acts.push(Action::Shareable(false));
-                    acts.push(Action::CloseTunnel("http2_ping_timeout"));
+                    acts.push(Action::CloseTunnel(CloseReason::Http2PingTimeout));
                     self.shareable = false;
                     return acts;
                 }
@@ -319,7 +320,7 @@ impl TunnelSession {
                     let first = std::mem::take(buf);
                     self.start_mux(first)
                 } else if buf.len() > MAX_UNDECIDED_BYTES {
-                    vec![Action::CloseTunnel("reverse_tunnel_protocol_error")]
+                    vec![Action::CloseTunnel(CloseReason::ProtocolError)]
                 } else {
                     Vec::new()
                 }
@@ -358,12 +359,12 @@ impl TunnelSession {
                 // by the HTTP request path stays for later requests).
                 if self.egress.is_empty() && !self.persistent {
                     acts.push(Action::Shareable(false));
-                    acts.push(Action::CloseTunnel("egress_closed"));
+                    acts.push(Action::CloseTunnel(CloseReason::EgressClosed));
                 }
                 acts
             }
             // A raw tunnel (or one not yet started) is used by its owner only.
-            _ => vec![Action::CloseTunnel("egress_closed")],
+            _ => vec![Action::CloseTunnel(CloseReason::EgressClosed)],
         }
     }
 
@@ -377,7 +378,7 @@ impl TunnelSession {
             Mode::Deciding(_) => {
                 self.backlog.extend_from_slice(&bytes);
                 if self.backlog.len() > MAX_UNDECIDED_BYTES {
-                    vec![Action::CloseTunnel("reverse_tunnel_protocol_error")]
+                    vec![Action::CloseTunnel(CloseReason::ProtocolError)]
                 } else {
                     Vec::new()
                 }
@@ -404,7 +405,7 @@ impl TunnelSession {
     fn to_owner(&self, bytes: Vec<u8>) -> Action {
         match self.egress.get(&self.owner) {
             Some(ep) => Action::ToEgress(ep.clone(), bytes),
-            None => Action::CloseTunnel("egress_closed"),
+            None => Action::CloseTunnel(CloseReason::EgressClosed),
         }
     }
 
@@ -491,7 +492,7 @@ impl TunnelSession {
             }
         }
         if out.close_tunnel {
-            acts.push(Action::CloseTunnel("reverse_tunnel_protocol_error"));
+            acts.push(Action::CloseTunnel(CloseReason::ProtocolError));
         }
         for ev in &out.events {
             if let MuxEvent::TunnelPingAck { opaque } = ev {

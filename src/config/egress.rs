@@ -1,7 +1,7 @@
 //! Config of the egress network filter (`reverse_tunnel_egress`, on the internal listener that the
-//! `reverse_connection` cluster dials; design doc §3). This is the module's own config, not a
+//! `reverse_connection` cluster dials; docs/architecture.md#extension-points). This is the module's own config, not a
 //! built-in message: empty bytes (defaults) or a JSON object from a `google.protobuf.Struct`
-//! (ABI doc §3.1, §4.1), for example `{"claim_timeout": "0.5s"}`.
+//! (docs/envoy-abi.md#config-bytes), for example `{"claim_timeout": "0.5s"}`.
 
 use std::time::Duration;
 

@@ -1,5 +1,5 @@
 //! Config of the handshake network filter: the built-in's message
-//! `envoy.extensions.filters.network.reverse_tunnel.v3.ReverseTunnel` (protocol doc §2.1), given
+//! `envoy.extensions.filters.network.reverse_tunnel.v3.ReverseTunnel` (docs/protocol.md#filter-config), given
 //! as serialized protobuf or as JSON from a `google.protobuf.Struct` (see [`crate::config`]).
 
 use std::time::Duration;
@@ -10,21 +10,21 @@ use super::{decode_message, duration_from_proto, ConfigError};
 use crate::proto::base::RequestMethod;
 use crate::proto::reverse_tunnel::ReverseTunnel;
 
-/// Default RPING period for idle tunnels (protocol doc §2.1: 2 s).
+/// Default RPING period for idle tunnels (docs/protocol.md#filter-config: 2 s).
 pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(2);
 /// Smallest accepted `ping_interval`. The built-in truncates to whole seconds, and < 1 s (0 s)
-/// kills every tunnel at once (protocol doc §2.4.6), so shorter values are refused.
+/// kills every tunnel at once (docs/protocol.md#rping-keepalive), so shorter values are refused.
 pub const MIN_PING_INTERVAL: Duration = Duration::from_secs(1);
-/// Largest accepted `ping_interval` (the proto's range is 1 ms–300 s, protocol doc §2.1).
+/// Largest accepted `ping_interval` (the proto's range is 1 ms–300 s, docs/protocol.md#filter-config).
 pub const MAX_PING_INTERVAL: Duration = Duration::from_secs(300);
-/// Default handshake request path (protocol doc §2.1).
+/// Default handshake request path (docs/protocol.md#filter-config).
 pub const DEFAULT_REQUEST_PATH: &str = "/reverse_connections/request";
-/// Default handshake timeout (protocol doc §2.1: 10 s observed).
+/// Default handshake timeout (docs/protocol.md#filter-config: 10 s observed).
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default dynamic metadata namespace of the validation result (protocol doc §2.1).
+/// Default dynamic metadata namespace of the validation result (docs/protocol.md#filter-config).
 pub const DEFAULT_DYNAMIC_METADATA_NAMESPACE: &str = "envoy.filters.network.reverse_tunnel";
 
-/// Validated handshake filter config (message `ReverseTunnel`, protocol doc §2.1).
+/// Validated handshake filter config (message `ReverseTunnel`, docs/protocol.md#filter-config).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FilterConfig {
     /// Field 1. RPING period for idle tunnels; default 2 s, accepted range 1 s..=300 s. Kept as
@@ -33,7 +33,7 @@ pub struct FilterConfig {
     /// Field 3. Exact handshake path; default `/reverse_connections/request`; starts with `/`.
     pub request_path: String,
     /// Field 4. Upper-case method name (`GET`, `POST`, ...); `METHOD_UNSPECIFIED` gives `GET`.
-    /// Matched case-insensitively (protocol doc §2.1).
+    /// Matched case-insensitively (docs/protocol.md#filter-config).
     pub request_method: String,
     /// Field 5. Id validation / dynamic metadata; `None` when unset.
     pub validation: Option<ValidationConfig>,
@@ -42,7 +42,7 @@ pub struct FilterConfig {
     pub required_cluster_name: Option<String>,
     /// Field 7. Expect `upgrade: reverse-tunnel` and answer `101` instead of `200`.
     pub use_http_upgrade: bool,
-    /// Field 8. Keep the tunnel on the accepting worker (no rebalancing, protocol doc §2.3).
+    /// Field 8. Keep the tunnel on the accepting worker (no rebalancing, docs/protocol.md#workers-and-rebalancing).
     pub skip_rebalancing: bool,
     /// Field 9. Enforce the bootstrap's `max_connections_per_node` at handshake (429).
     pub enable_connection_limit: bool,
@@ -66,7 +66,7 @@ impl Default for FilterConfig {
     }
 }
 
-/// Validated `Validation` message (protocol doc §2.1): substitution format strings that compute
+/// Validated `Validation` message (docs/protocol.md#filter-config): substitution format strings that compute
 /// the node, cluster and tenant ids to check, and the dynamic metadata switch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidationConfig {

@@ -1,7 +1,7 @@
 //! Typed configuration of the three extension points, decoded from protobuf bytes (the
 //! built-in's own message types, `proto/`) or from JSON (`google.protobuf.Struct`).
 //!
-//! How the bytes arrive (ABI doc §3.1, §4.1): Envoy hands each extension its `google.protobuf.Any`
+//! How the bytes arrive (docs/envoy-abi.md#config-bytes): Envoy hands each extension its `google.protobuf.Any`
 //! config as bytes. A typed message (for example
 //! `envoy.extensions.bootstrap.reverse_tunnel.upstream_socket_interface.v3.UpstreamReverseConnectionSocketInterface`)
 //! arrives as its serialized protobuf; a `google.protobuf.Struct` arrives as JSON text; an unset

@@ -1,8 +1,8 @@
 //! Config of our HTTP reporter: the bootstrap field `reporter_config` (4, a
-//! `TypedExtensionConfig`, protocol doc §6) with name [`HTTP_REPORTER_NAME`] and a
+//! `TypedExtensionConfig`, docs/protocol.md#reporter) with name [`HTTP_REPORTER_NAME`] and a
 //! `google.protobuf.Struct` `typed_config`. Schema and defaults: `docs/reporter.md`.
 //!
-//! Stock Envoy 1.40.0 has no reporter factory (protocol doc §6 "Status in 1.40.0"), so the name is
+//! Stock Envoy 1.40.0 has no reporter factory (docs/protocol.md#reporter), so the name is
 //! ours; Envoy itself only parses the message and hands it to the module.
 
 use protobuf::well_known_types::any::Any;
@@ -14,7 +14,7 @@ use crate::core::reporter::ReporterSettings;
 use crate::proto::extension::TypedExtensionConfig;
 
 /// Extension name of our reporter (the built-in's factory category
-/// `envoy.extensions.reverse_tunnel.reporting_service`, protocol doc §6, plus `.http`).
+/// `envoy.extensions.reverse_tunnel.reporting_service`, docs/protocol.md#reporter, plus `.http`).
 pub const HTTP_REPORTER_NAME: &str = "envoy.extensions.reverse_tunnel.reporting_service.http";
 
 /// Type URL of the only accepted `typed_config`.

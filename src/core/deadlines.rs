@@ -1,4 +1,4 @@
-//! Per-worker deadline queue: "one clock, not one timer per tunnel" (design §6).
+//! Per-worker deadline queue: "one clock, not one timer per tunnel" (docs/architecture.md#threads-and-the-clock).
 //!
 //! Network filters have no timer API, so each worker keeps one [`DeadlineQueue`] of the
 //! deadlines of all its tunnels (next RPING, RPING reply deadline, handshake deadline, ...).

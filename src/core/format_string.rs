@@ -2,6 +2,19 @@
 //! by the handshake id formats ([`super::idformat`]) and the lifecycle access log
 //! ([`super::accesslog`]), which each parse the operators they support.
 
+/// A format string that cannot be used; the message names the offending operator or byte
+/// position (it is meant for a config error log line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FormatError(pub String);
+
+impl std::fmt::Display for FormatError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for FormatError {}
+
 /// One piece of a format string.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Piece<T> {
@@ -16,7 +29,7 @@ pub enum Piece<T> {
 ///
 /// Errors: `unterminated command operator at byte N` when a `%` has no closing `%`, or the
 /// error of `parse_op`.
-pub fn split<T>(fmt: &str, mut parse_op: impl FnMut(&str) -> Result<T, String>) -> Result<Vec<Piece<T>>, String> {
+pub fn split<T>(fmt: &str, mut parse_op: impl FnMut(&str) -> Result<T, String>) -> Result<Vec<Piece<T>>, FormatError> {
     let mut parts = Vec::new();
     let mut literal = String::new();
     let mut rest = fmt;
@@ -30,8 +43,9 @@ pub fn split<T>(fmt: &str, mut parse_op: impl FnMut(&str) -> Result<T, String>) 
             rest = stripped;
             continue;
         }
-        let end = command_end(after).ok_or_else(|| format!("unterminated command operator at byte {}", offset + pos))?;
-        let op = parse_op(&after[..end])?;
+        let end = command_end(after)
+            .ok_or_else(|| FormatError(format!("unterminated command operator at byte {}", offset + pos)))?;
+        let op = parse_op(&after[..end]).map_err(FormatError)?;
         if !literal.is_empty() {
             parts.push(Piece::Literal(std::mem::take(&mut literal)));
         }
@@ -72,8 +86,8 @@ mod tests {
             p,
             vec![Piece::Literal("a%b".into()), Piece::Op("X(1%)".into()), Piece::Literal("c".into()), Piece::Op("Y".into())]
         );
-        assert_eq!(split("ab%C", |c| Ok::<_, String>(c.to_string())).unwrap_err(), "unterminated command operator at byte 2");
-        assert_eq!(split("%BAD%", |c| Err::<(), _>(format!("no {c}"))).unwrap_err(), "no BAD");
+        assert_eq!(split("ab%C", |c| Ok::<_, String>(c.to_string())).unwrap_err().0, "unterminated command operator at byte 2");
+        assert_eq!(split("%BAD%", |c| Err::<(), _>(format!("no {c}"))).unwrap_err(), FormatError("no BAD".into()));
         assert!(split("", |c| Ok::<_, String>(c.to_string())).unwrap().is_empty());
     }
 }

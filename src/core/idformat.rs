@@ -1,10 +1,10 @@
 //! Id format strings of the handshake filter's `validation` block: `node_id_format`,
-//! `cluster_id_format` and `tenant_id_format` (protocol doc §2.1, "`Validation`").
+//! `cluster_id_format` and `tenant_id_format` (docs/protocol.md#filter-config, "`Validation`").
 //!
 //! Each is an Envoy substitution format string evaluated against the handshake request and the
 //! connection. The handshake passes a check only when the rendered value equals the id the
 //! initiator sent; **a result that is empty or `-` fails closed** (403 `validation_failed`,
-//! protocol doc §1.5), see [`check`].
+//! docs/protocol.md#handshake-response), see [`check`].
 //!
 //! Supported grammar (a subset of Envoy's substitution formatter):
 //! - literal text; `%%` is a literal `%`;
@@ -17,7 +17,7 @@
 //! Anything else is refused by [`parse`] with an error naming the operator, e.g.
 //! `unsupported command operator '%FOO%'`. Pure code: no panics on any input.
 
-use crate::core::format_string::{self, Piece};
+use crate::core::format_string::{self, FormatError, Piece};
 
 /// A parsed id format string (see the module docs for the grammar).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +63,7 @@ const MISSING: &str = "-";
 /// - `unsupported command operator '%FOO%'` for any operator other than the supported ones;
 /// - `unterminated command operator at byte N` when a `%` has no closing `%`;
 /// - `invalid REQ(...) ...` for an empty header name, a missing `)` or a bad `:N` length.
-pub fn parse(fmt: &str) -> Result<IdFormat, String> {
+pub fn parse(fmt: &str) -> Result<IdFormat, FormatError> {
     let parts = format_string::split(fmt, parse_command)?
         .into_iter()
         .map(|p| match p {
@@ -162,7 +162,7 @@ impl IdFormat {
 
 /// True when the id check passes: `rendered` is non-empty, not `-`, and equal (byte for byte,
 /// case-sensitive) to `actual_id`, the id the initiator sent. A result that is empty or `-`
-/// fails closed even if the initiator's id is itself empty or `-` (protocol doc §2.1).
+/// fails closed even if the initiator's id is itself empty or `-` (docs/protocol.md#filter-config).
 pub fn check(rendered: &str, actual_id: &str) -> bool {
     !rendered.is_empty() && rendered != MISSING && rendered == actual_id
 }
@@ -243,14 +243,14 @@ mod tests {
     #[test]
     fn errors_name_the_operator() {
         assert_eq!(
-            parse("%FOO%").unwrap_err(),
+            parse("%FOO%").unwrap_err().0,
             "unsupported command operator '%FOO%'"
         );
         assert_eq!(
-            parse("x-%DYNAMIC_METADATA(a:b)%").unwrap_err(),
+            parse("x-%DYNAMIC_METADATA(a:b)%").unwrap_err().0,
             "unsupported command operator '%DYNAMIC_METADATA(a:b)%'"
         );
-        assert!(parse("abc%REQ(x").unwrap_err().contains("unterminated"));
+        assert!(parse("abc%REQ(x").unwrap_err().0.contains("unterminated"));
         assert!(parse("%REQ()%").is_err());
         assert!(parse("%REQ(x):y%").is_err());
         assert!(parse("%REQ(x)y%").is_err());

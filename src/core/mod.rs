@@ -1,5 +1,6 @@
 //! Pure logic: no Envoy, no `unsafe`. Each file is one state machine with its own unit tests.
 pub mod accesslog;
+pub mod close;
 pub mod deadlines;
 pub mod format_string;
 pub mod handshake;
@@ -8,6 +9,7 @@ pub mod keepalive;
 pub mod relay;
 pub mod reporter;
 pub mod tracker;
+pub mod tunnel;
 pub mod h2mux;
 
 /// Number of cases for the property tests that act as fuzzers (handshake parser, HTTP/2

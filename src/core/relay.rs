@@ -1,7 +1,7 @@
 //! The pure pieces of the byte relay between a claimed tunnel and the HTTP side.
 //!
 //! - [`EchoStripper`]: a tunnel may be claimed while an RPING is in flight. The initiator then
-//!   echoes `RPING` before its first HTTP/2 bytes (protocol doc §2.4.7, design §5), and those
+//!   echoes `RPING` before its first HTTP/2 bytes (docs/protocol.md#wire-contract), and those
 //!   echoes must not reach the HTTP codec. The stripper removes them from the head of the
 //!   initiator's byte stream.
 //! - [`PendingBytes`]: a bounded FIFO of byte chunks with an end-of-stream flag, used to hand
@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-/// The keepalive payload, 5 ASCII bytes with no framing (protocol doc §2.4.3).
+/// The keepalive payload, 5 ASCII bytes with no framing (docs/protocol.md#rping-keepalive).
 const RPING: &[u8; 5] = b"RPING";
 
 /// Removes up to `expected` leading `RPING` echoes from the initiator's byte stream after a

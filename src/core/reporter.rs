@@ -1,6 +1,6 @@
-//! The reporter's pure state machine (issue 7, protocol doc §6): decides **what** to send to the
+//! The reporter's pure state machine (docs/protocol.md#reporter): decides **what** to send to the
 //! control plane and **when**; the adapter (`adapters::reporter`) does the sending through the
-//! bootstrap extension's HTTP callout (ABI doc §3.3) and feeds the results back.
+//! bootstrap extension's HTTP callout (docs/envoy-abi.md#bootstrap-callbacks) and feeds the results back.
 //!
 //! Inputs: tunnel events ([`Reporter::push`], from any thread through the adapter's lock), clock
 //! ticks ([`Reporter::poll`], main thread, every clock period), send results ([`Reporter::on_result`],
@@ -25,6 +25,7 @@
 //! `connected_at_ms` / `sent_at_ms` fields, which are Unix epoch milliseconds (see
 //! `docs/reporter.md` for the JSON schema).
 
+use crate::core::tracker::WorkerName;
 use std::collections::VecDeque;
 
 /// Tuning of the reporter (validated config, see `config::reporter`). All durations in ms.
@@ -304,11 +305,6 @@ impl Reporter {
     }
 }
 
-/// `worker_<n>`, the worker naming of stats and the admin listing.
-fn worker_name(w: u32) -> String {
-    format!("worker_{w}")
-}
-
 /// The JSON body of a snapshot payload (schema: `docs/reporter.md`). `responder` names this
 /// Envoy, `sent_at_ms` is epoch ms, `dropped_total` the events dropped since start.
 pub fn snapshot_body(responder: &str, seq: u64, sent_at_ms: u64, dropped_total: u64, tunnels: &[SnapshotTunnel]) -> Vec<u8> {
@@ -320,7 +316,7 @@ pub fn snapshot_body(responder: &str, seq: u64, sent_at_ms: u64, dropped_total: 
                 "tenant_id": t.tenant_id,
                 "node_id": t.node_id,
                 "cluster_id": t.cluster_id,
-                "worker": worker_name(t.worker),
+                "worker": WorkerName(t.worker).to_string(),
                 "initiation_time_ms": t.initiation_time_ms,
                 "connected_at_ms": t.connected_at_ms,
                 "state": t.state,
@@ -349,7 +345,7 @@ pub fn events_body(responder: &str, seq: u64, sent_at_ms: u64, dropped_total: u6
                 "tenant_id": e.tenant_id,
                 "node_id": e.node_id,
                 "cluster_id": e.cluster_id,
-                "worker": worker_name(e.worker),
+                "worker": WorkerName(e.worker).to_string(),
                 "initiation_time_ms": e.initiation_time_ms,
                 "ts_ms": e.ts_ms,
             });

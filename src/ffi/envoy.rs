@@ -1,6 +1,6 @@
-//! Safe wrappers over the Envoy 1.40.0 callbacks this module calls (ABI doc §2–§4).
+//! Safe wrappers over the Envoy 1.40.0 callbacks this module calls (docs/envoy-abi.md).
 //!
-//! Threading (ABI doc §9): a [`NetFilter`] may only be used on the worker that owns its
+//! Threading (docs/envoy-abi.md#threads): a [`NetFilter`] may only be used on the worker that owns its
 //! connection; [`NetScheduler::commit`], metric updates on [`BootstrapConfigHandle`] and logging
 //! work from any thread; timers, admin and init calls are main-thread only.
 //!
@@ -27,7 +27,7 @@ fn mbuf(s: &[u8]) -> abi::envoy_dynamic_module_type_module_buffer {
 }
 
 /// Borrows bytes Envoy owns; empty for a null pointer. Valid only while Envoy keeps them alive
-/// (the duration of the hook, ABI doc §2).
+/// (the duration of the hook, docs/envoy-abi.md#buffers-pointers-and-enums).
 ///
 /// # Safety
 /// `b.ptr` must be null or point to `b.length` readable bytes.
@@ -49,13 +49,13 @@ const EMPTY_ENVOY_BUF: abi::envoy_dynamic_module_type_envoy_buffer =
 
 /// True if Envoy's `dynamic_modules` logger would print `level`.
 pub fn log_enabled(level: LogLevel) -> bool {
-    // SAFETY: plain value call, any thread (ABI doc §9).
+    // SAFETY: plain value call, any thread (docs/envoy-abi.md#threads).
     unsafe { shim::log_enabled(level as u32) }
 }
 
 /// Writes one log line (`[dynamic_modules] [file:line] msg`) at `level`.
 pub fn log(level: LogLevel, msg: &str, file: &str, line: u32) {
-    // SAFETY: buffers are copied by Envoy before the call returns (ABI doc §2).
+    // SAFETY: buffers are copied by Envoy before the call returns (docs/envoy-abi.md#buffers-pointers-and-enums).
     unsafe { shim::log_v2(level as u32, mbuf(msg.as_bytes()), mbuf(file.as_bytes()), line) }
 }
 
@@ -66,7 +66,7 @@ pub fn runtime_bool(key: &str, default: bool) -> bool {
 }
 
 /// Reads an integer Envoy runtime value (`layered_runtime`), `default` when unset or not a
-/// number. Any thread (ABI doc §2).
+/// number. Any thread (docs/envoy-abi.md#buffers-pointers-and-enums).
 pub fn runtime_u64(key: &str, default: u64) -> u64 {
     // SAFETY: the key buffer lives for the call.
     unsafe { shim::get_runtime_int(mbuf(key.as_bytes()), default) }
@@ -79,7 +79,7 @@ pub fn concurrency() -> u32 {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Bootstrap extension config (ABI doc §3.3)
+// Bootstrap extension config (docs/envoy-abi.md#bootstrap-callbacks)
 // ---------------------------------------------------------------------------------------------
 
 /// The bootstrap extension config's Envoy pointer. Valid from `config_new` until
@@ -111,7 +111,7 @@ impl BootstrapConfigHandle {
     }
 
     /// Defines a metric named `<metrics_namespace>.<name>` with tag names `labels`; returns its
-    /// id, or the raw `metrics_result` on failure. Only valid during `config_new` (ABI doc §3.3).
+    /// id, or the raw `metrics_result` on failure. Only valid during `config_new` (docs/envoy-abi.md#bootstrap-callbacks).
     pub fn define(self, kind: MetricKind, name: &str, labels: &[&str]) -> Result<usize, u32> {
         let lbl: Vec<_> = labels.iter().map(|l| mbuf(l.as_bytes())).collect();
         let lp = if lbl.is_empty() { std::ptr::null_mut() } else { lbl.as_ptr() as *mut _ };
@@ -136,7 +136,7 @@ impl BootstrapConfigHandle {
     pub fn update(self, op: MetricOp, id: usize, label_values: &[&str], value: u64) -> bool {
         let lbl: Vec<_> = label_values.iter().map(|l| mbuf(l.as_bytes())).collect();
         let lp = if lbl.is_empty() { std::ptr::null_mut() } else { lbl.as_ptr() as *mut _ };
-        // SAFETY: stats are atomic in Envoy; callable from any thread (ABI doc §9).
+        // SAFETY: stats are atomic in Envoy; callable from any thread (docs/envoy-abi.md#threads).
         let rc = unsafe {
             match op {
                 MetricOp::IncCounter => shim::increment_counter(self.ptr(), id, lp, lbl.len(), value),
@@ -149,7 +149,7 @@ impl BootstrapConfigHandle {
         rc == 0
     }
 
-    /// Unblocks Envoy's init manager (must be called once, ABI doc §3.3). Main thread.
+    /// Unblocks Envoy's init manager (must be called once, docs/envoy-abi.md#bootstrap-callbacks). Main thread.
     pub fn signal_init_complete(self) {
         // SAFETY: main thread.
         unsafe { shim::signal_init_complete(self.ptr()) }
@@ -168,14 +168,18 @@ impl BootstrapConfigHandle {
         unsafe { shim::register_admin_handler(self.ptr(), mbuf(path.as_bytes()), mbuf(help.as_bytes()), false, false) }
     }
 
-    /// Starts an HTTP request to the Envoy cluster `cluster` (ABI doc §3.3
+    /// Starts an HTTP request to the Envoy cluster `cluster` (docs/envoy-abi.md#bootstrap-callbacks
     /// `bootstrap_extension_http_callout`): `headers` must include `:method`, `:path` and `host`;
     /// `timeout_ms` bounds the whole exchange. Main thread, only after `server_initialized`
     /// (before it Envoy answers ClusterNotFound). Returns the callout id, whose result arrives
-    /// in the `http_callout_done` hook on the main thread, or the raw
-    /// `envoy_dynamic_module_type_http_callout_init_result` (1 MissingRequiredHeaders,
-    /// 2 ClusterNotFound, 3 DuplicateCalloutId, 4 CannotCreateRequest).
-    pub fn http_callout(self, cluster: &str, headers: &[(&str, &str)], body: &[u8], timeout_ms: u64) -> Result<u64, u32> {
+    /// in the `http_callout_done` hook on the main thread, or why it could not start.
+    pub fn http_callout(
+        self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        timeout_ms: u64,
+    ) -> Result<u64, CalloutInitError> {
         let mut hdrs: Vec<abi::envoy_dynamic_module_type_module_http_header> = headers
             .iter()
             .map(|(k, v)| abi::envoy_dynamic_module_type_module_http_header {
@@ -186,14 +190,14 @@ impl BootstrapConfigHandle {
             })
             .collect();
         let mut id = 0u64;
-        // SAFETY: main thread; every buffer lives for the call and Envoy copies them (ABI doc §2).
+        // SAFETY: main thread; every buffer lives for the call and Envoy copies them (docs/envoy-abi.md#buffers-pointers-and-enums).
         let rc = unsafe {
             shim::http_callout(self.ptr(), &mut id, mbuf(cluster.as_bytes()), hdrs.as_mut_ptr(), hdrs.len(), mbuf(body), timeout_ms)
         };
-        if rc == 0 {
+        if rc == abi::envoy_dynamic_module_type_http_callout_init_result::Success {
             Ok(id)
         } else {
-            Err(rc)
+            Err(CalloutInitError::from_abi(rc))
         }
     }
 
@@ -222,7 +226,7 @@ impl BootstrapTimer {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Network filter (ABI doc §4.3): valid only on the connection's worker
+// Network filter (docs/envoy-abi.md#network-filter-callbacks): valid only on the connection's worker
 // ---------------------------------------------------------------------------------------------
 
 /// How to close a connection (`envoy_dynamic_module_type_network_connection_close_type`).
@@ -232,6 +236,89 @@ pub enum CloseType {
     FlushWrite = 0,
     /// Close at once, dropping buffered writes.
     NoFlush = 1,
+}
+
+/// A connection event reported to the `event` hook (`envoy_dynamic_module_type_network_connection_event`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectionEvent {
+    /// The peer closed the connection.
+    RemoteClose,
+    /// This side closed it (us, or Envoy, e.g. at shutdown).
+    LocalClose,
+    /// The connection is established.
+    Connected,
+    /// The connection is established with 0-RTT data.
+    ConnectedZeroRtt,
+}
+
+impl ConnectionEvent {
+    /// The event for Envoy's raw value; None for a value this ABI version does not define.
+    pub fn from_abi(raw: abi::envoy_dynamic_module_type_network_connection_event::Type) -> Option<ConnectionEvent> {
+        use abi::envoy_dynamic_module_type_network_connection_event as e;
+        match raw {
+            e::RemoteClose => Some(ConnectionEvent::RemoteClose),
+            e::LocalClose => Some(ConnectionEvent::LocalClose),
+            e::Connected => Some(ConnectionEvent::Connected),
+            e::ConnectedZeroRtt => Some(ConnectionEvent::ConnectedZeroRtt),
+            _ => None,
+        }
+    }
+}
+
+/// The result of an HTTP callout, as reported to `http_callout_done`
+/// (`envoy_dynamic_module_type_http_callout_result`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CalloutResult {
+    /// A response arrived (look at its `:status`).
+    Success,
+    /// The stream was reset: connection failure or timeout.
+    Reset,
+    /// The response was larger than Envoy's buffer limit.
+    ExceedResponseBufferLimit,
+    /// A value this ABI version does not define.
+    Other(u32),
+}
+
+impl CalloutResult {
+    /// The result for Envoy's raw value.
+    pub fn from_abi(raw: abi::envoy_dynamic_module_type_http_callout_result::Type) -> CalloutResult {
+        use abi::envoy_dynamic_module_type_http_callout_result as r;
+        match raw {
+            r::Success => CalloutResult::Success,
+            r::Reset => CalloutResult::Reset,
+            r::ExceedResponseBufferLimit => CalloutResult::ExceedResponseBufferLimit,
+            other => CalloutResult::Other(other),
+        }
+    }
+}
+
+/// Why Envoy could not start an HTTP callout (`envoy_dynamic_module_type_http_callout_init_result`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CalloutInitError {
+    /// `:method`, `:path` or `host` is missing.
+    MissingRequiredHeaders,
+    /// No such cluster (or called before `server_initialized`).
+    ClusterNotFound,
+    /// The callout id is in use.
+    DuplicateCalloutId,
+    /// Envoy could not create the request.
+    CannotCreateRequest,
+    /// A value this ABI version does not define.
+    Other(u32),
+}
+
+impl CalloutInitError {
+    /// The error for Envoy's raw (non-success) value.
+    pub fn from_abi(raw: abi::envoy_dynamic_module_type_http_callout_init_result::Type) -> CalloutInitError {
+        use abi::envoy_dynamic_module_type_http_callout_init_result as r;
+        match raw {
+            r::MissingRequiredHeaders => CalloutInitError::MissingRequiredHeaders,
+            r::ClusterNotFound => CalloutInitError::ClusterNotFound,
+            r::DuplicateCalloutId => CalloutInitError::DuplicateCalloutId,
+            r::CannotCreateRequest => CalloutInitError::CannotCreateRequest,
+            other => CalloutInitError::Other(other),
+        }
+    }
 }
 
 /// A network filter's Envoy pointer. Only valid on the worker that owns the connection, between
@@ -287,7 +374,7 @@ impl NetFilter {
         unsafe { shim::close_with_details(self.ptr(), how as u32, mbuf(details.as_bytes())) }
     }
 
-    /// Makes sure reads are enabled (tcp_proxy-style filters may have disabled them, ABI doc §4.4).
+    /// Makes sure reads are enabled (tcp_proxy-style filters may have disabled them, docs/envoy-abi.md#owning-a-connection).
     pub fn ensure_reading(self) {
         // SAFETY: owning worker.
         unsafe {
@@ -382,7 +469,7 @@ impl NetFilter {
 
 /// A connection's scheduler. `commit` may be called from any thread; `delete` once, on the
 /// owning worker. Callers must serialize commit against delete (the relay does so under the
-/// endpoint's lock, ABI doc §9).
+/// endpoint's lock, docs/envoy-abi.md#threads).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NetScheduler(pub usize);
 
@@ -491,4 +578,22 @@ mod shim {
     pub unsafe fn scheduler_new(_: *mut c_void) -> *mut c_void { std::ptr::null_mut() }
     pub unsafe fn scheduler_commit(_: *mut c_void, _: u64) {}
     pub unsafe fn scheduler_delete(_: *mut c_void) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn abi_values_map_to_their_names() {
+        assert_eq!(ConnectionEvent::from_abi(0), Some(ConnectionEvent::RemoteClose));
+        assert_eq!(ConnectionEvent::from_abi(1), Some(ConnectionEvent::LocalClose));
+        assert_eq!(ConnectionEvent::from_abi(2), Some(ConnectionEvent::Connected));
+        assert_eq!(ConnectionEvent::from_abi(9), None);
+        assert_eq!(CalloutResult::from_abi(0), CalloutResult::Success);
+        assert_eq!(CalloutResult::from_abi(1), CalloutResult::Reset);
+        assert_eq!(CalloutResult::from_abi(7), CalloutResult::Other(7));
+        assert_eq!(CalloutInitError::from_abi(2), CalloutInitError::ClusterNotFound);
+        assert_eq!(CalloutInitError::from_abi(4), CalloutInitError::CannotCreateRequest);
+    }
 }

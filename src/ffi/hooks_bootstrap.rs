@@ -1,8 +1,8 @@
-//! `extern "C"` hooks of the bootstrap extension (ABI doc §3.2: all 17 are required by 1.40.0).
+//! `extern "C"` hooks of the bootstrap extension (docs/envoy-abi.md#bootstrap-hooks: all 17 are required by 1.40.0).
 //! Every hook runs on the main thread; each converts its arguments and calls
 //! [`crate::adapters::bootstrap`] inside [`guard`].
 
-use super::envoy::{envoy_bytes, BootstrapConfigHandle, BootstrapTimer, LogLevel};
+use super::envoy::{envoy_bytes, BootstrapConfigHandle, CalloutResult, LogLevel};
 use super::guard;
 use crate::adapters::bootstrap::{self, BootstrapExtension};
 use envoy_abi as abi;
@@ -121,11 +121,11 @@ const _: abi::envoy_dynamic_module_on_bootstrap_extension_config_scheduled_fn =
 pub unsafe extern "C" fn envoy_dynamic_module_on_bootstrap_extension_timer_fired(
     _c: ConfigEnvoy,
     m: ConfigModule,
-    timer: abi::envoy_dynamic_module_type_bootstrap_extension_timer_module_ptr,
+    _timer: abi::envoy_dynamic_module_type_bootstrap_extension_timer_module_ptr,
 ) {
     // SAFETY: m is our config pointer.
     if let Some(x) = unsafe { ext(m) } {
-        guard("bootstrap timer_fired", (), || x.timer_fired(BootstrapTimer(timer as usize)));
+        guard("bootstrap timer_fired", (), || x.timer_fired());
     }
 }
 const _: abi::envoy_dynamic_module_on_bootstrap_extension_timer_fired_fn =
@@ -137,7 +137,7 @@ const _: abi::envoy_dynamic_module_on_bootstrap_extension_file_changed_fn =
     Some(envoy_dynamic_module_on_bootstrap_extension_file_changed);
 
 /// The reporter's HTTP callout finished: passes the result and `:status` on (the body is not
-/// read). Header pointers are valid only during the hook, NULL on failure (ABI doc §3.2).
+/// read). Header pointers are valid only during the hook, NULL on failure (docs/envoy-abi.md#bootstrap-hooks).
 #[no_mangle]
 pub unsafe extern "C" fn envoy_dynamic_module_on_bootstrap_extension_http_callout_done(
     _c: ConfigEnvoy,
@@ -153,7 +153,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_bootstrap_extension_http_callou
     // buffers live during the hook.
     let (x, status) = unsafe { (ext(m), response_status(headers, headers_size)) };
     if let Some(x) = x {
-        guard("bootstrap http_callout_done", (), || x.http_callout_done(id, result, status.as_deref()));
+        guard("bootstrap http_callout_done", (), || x.http_callout_done(id, CalloutResult::from_abi(result), status.as_deref()));
     }
 }
 

@@ -1,11 +1,12 @@
 //! `extern "C"` hooks of the network filters `reverse_tunnel` and `reverse_tunnel_egress`
-//! (ABI doc §4.2). `config_new`/`config_destroy` run on the main thread; every other hook on the
+//! (docs/envoy-abi.md#network-filter-hooks). `config_new`/`config_destroy` run on the main thread; every other hook on the
 //! worker that owns the connection. Each converts its arguments and calls
 //! [`crate::adapters::network`] inside [`guard`]; a panic closes only that connection.
 
-use super::envoy::{envoy_bytes, CloseType, LogLevel, NetFilter};
+use super::envoy::{envoy_bytes, CloseType, ConnectionEvent, LogLevel, NetFilter};
 use super::guard;
-use crate::adapters::network::{self, Conn, NetConfig};
+use crate::adapters::conn::Connection;
+use crate::adapters::network::{self, NetConfig};
 use envoy_abi as abi;
 use std::rc::Rc;
 
@@ -19,9 +20,9 @@ const STOP: Status = abi::envoy_dynamic_module_type_on_network_filter_data_statu
 
 /// # Safety
 /// `p` must be a pointer returned by our `new` hook and not yet destroyed.
-unsafe fn conn<'a>(p: FilterModule) -> Option<&'a Rc<Conn>> {
+unsafe fn conn<'a>(p: FilterModule) -> Option<&'a Rc<dyn Connection>> {
     // SAFETY: per the contract above.
-    unsafe { (p as *const Rc<Conn>).as_ref() }
+    unsafe { (p as *const Rc<dyn Connection>).as_ref() }
 }
 
 /// A panic inside a connection's hook closes that connection only.
@@ -65,7 +66,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_network_filter_new(cfg: ConfigM
     // SAFETY: cfg is our config pointer, alive while filters exist.
     let Some(cfg) = (unsafe { (cfg as *const NetConfig).as_ref() }) else { return std::ptr::null() };
     guard("network new", std::ptr::null(), || {
-        Box::into_raw(Box::new(network::on_new(cfg, NetFilter(f as usize)))) as FilterModule
+        Box::into_raw(Box::new(network::on_new(cfg, Rc::new(NetFilter(f as usize))))) as FilterModule
     })
 }
 const _: abi::envoy_dynamic_module_on_network_filter_new_fn = Some(envoy_dynamic_module_on_network_filter_new);
@@ -117,7 +118,9 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_network_filter_event(
 ) {
     // SAFETY: m is our connection pointer.
     if let Some(c) = unsafe { conn(m) } {
-        guard("network event", (), || network::on_event(c, event));
+        if let Some(event) = ConnectionEvent::from_abi(event) {
+            guard("network event", (), || network::on_event(c, event));
+        }
     }
 }
 const _: abi::envoy_dynamic_module_on_network_filter_event_fn = Some(envoy_dynamic_module_on_network_filter_event);
@@ -142,7 +145,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_network_filter_destroy(m: Filte
         return;
     }
     // SAFETY: created by Box::into_raw in `new`; destroyed once.
-    let b = unsafe { Box::from_raw(m as *mut Rc<Conn>) };
+    let b = unsafe { Box::from_raw(m as *mut Rc<dyn Connection>) };
     guard("network destroy", (), || network::on_destroy(*b));
 }
 const _: abi::envoy_dynamic_module_on_network_filter_destroy_fn = Some(envoy_dynamic_module_on_network_filter_destroy);

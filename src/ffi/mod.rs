@@ -1,7 +1,7 @@
 //! The FFI layer: the only code with `unsafe` and `extern "C"`.
 //!
 //! - [`envoy`]: safe wrappers over the Envoy callbacks we call (declared in `abi/abi.h`). Each
-//!   wrapper says which thread it may run on (ABI doc §9).
+//!   wrapper says which thread it may run on (docs/envoy-abi.md#threads).
 //! - `hooks_bootstrap`, `hooks_network`: the `extern "C"` hooks Envoy calls. Each hook is a few
 //!   lines: convert pointers and buffers, run the adapter inside [`guard`], return.
 //! - [`log`](crate::rt_log): logging through Envoy's `dynamic_modules` logger.
@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub static PANICS_CAUGHT: AtomicU64 = AtomicU64::new(0);
 
 /// `envoy_dynamic_module_on_program_init`: called once on the main thread right after `dlopen`;
-/// returns the ABI version string Envoy 1.40.0 expects, `v0.2.0` (ABI doc §1.2).
+/// returns the ABI version string Envoy 1.40.0 expects, `v0.2.0` (docs/envoy-abi.md#loading-and-version).
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
     envoy_abi::ABI_VERSION.as_ptr() as *const c_char

@@ -1,4 +1,4 @@
-//! Benchmarks of issue 8: our responder module vs Envoy's built-in responder, on this machine, in
+//! Benchmarks: our responder module vs Envoy's built-in responder, on this machine, in
 //! one run (`make bench`). Each workload runs 2–3 times per responder, alternating, and the
 //! median is reported; every figure is also given as a ratio ours / built-in.
 //!
@@ -6,7 +6,7 @@
 //!    tunnel per worker); `h2load -n 20000 -c 4 -m 8` on `/direct` (the initiator's
 //!    direct_response): 2xx/s, p50/p99 latency, responder CPU per 10,000 requests, 2xx count.
 //! 2. One tunnel, responder `--concurrency 2` and `4`: success rate and 2xx/s.
-//! 3. Handshakes/s: raw-socket tunnels with the exact handshake bytes of protocol doc §1.4.
+//! 3. Handshakes/s: raw-socket tunnels with the exact handshake bytes of docs/protocol.md#handshake-request.
 //! 4. Idle cost: RSS growth per idle, RPING-echoing tunnel, and the responder's keepalive CPU
 //!    (utime+stime over a window while the tunnels sit idle and echo).
 //! 5. Dead-tunnel detection: tunnels that echo, then go silent at a known instant; time until
@@ -831,7 +831,7 @@ fn run(opts: &Opts) -> Result<()> {
     );
     let _ = writeln!(
         md,
-        "- **W3 handshakes/s**: a fresh responder (`--concurrency 2`, no initiator); a raw-socket initiator in\n  `integration/src/bench.rs` opens {} tunnels with the exact handshake bytes of protocol doc §1.4 (100 node ids),\n  200 handshakes in flight (one blocking thread each); rate = accepted / time from first connect to last 200.",
+        "- **W3 handshakes/s**: a fresh responder (`--concurrency 2`, no initiator); a raw-socket initiator in\n  `integration/src/bench.rs` opens {} tunnels with the exact handshake bytes of docs/protocol.md#handshake-request (100 node ids),\n  200 handshakes in flight (one blocking thread each); rate = accepted / time from first connect to last 200.",
         opts.tunnels
     );
     let _ = writeln!(
@@ -851,7 +851,7 @@ fn run(opts: &Opts) -> Result<()> {
     let _ = writeln!(
         md,
         "- The figures come from one run on a small shared machine: load generator, initiator and responder share\n  the same {nproc} CPU(s), so run-to-run noise of 10-20% is normal (see the raw runs below); the ratios matter,\n  not the absolute numbers.\n\
-         - W1: the built-in only serves a request with a tunnel registered on the responder worker that received it\n  (bug #41536), so the tool restarts the initiator until each responder worker holds one of its two tunnels;\n  the comparison is then the plain request path. Ours shares the tunnels across workers through the module's\n  HTTP/2 multiplexer.\n\
+         - W1: the built-in only serves a request with a tunnel registered on the responder worker that received it\n  (envoyproxy/envoy#41536), so the tool restarts the initiator until each responder worker holds one of its two tunnels;\n  the comparison is then the plain request path. Ours shares the tunnels across workers through the module's\n  HTTP/2 multiplexer.\n\
          - W2: with one tunnel, h2load's 4 connections land on responder workers chosen by the kernel; on the\n  built-in, every request on a worker without the tunnel fails (503), so its success rate is a multiple of\n  25% and changes from run to run.\n\
          - W4: VmRSS growth counts the process's user-space memory per tunnel (connection objects, buffers, stats,\n  allocator slack), not kernel socket buffers. Ours sends its first RPING ~50 ms after the 200 and only then\n  admits the tunnel; the built-in first pings after one interval (2 s), hence the echo counts in the raw runs."
     );
@@ -871,7 +871,7 @@ fn run(opts: &Opts) -> Result<()> {
     if r(c.ok_per_s, b.ok_per_s) < 0.95 || r(c.cpu_ms_10k, b.cpu_ms_10k) > 1.1 {
         let _ = writeln!(
             md,
-            "- **W1 cluster path (reference row, no target: the route filter replaces it)**. *Why (profiled)*: `perf record -F 999 -g -p <responder pid>` during\n  `h2load -n 40000 -c 4 -m 8` on this topology put 78% of the responder's CPU samples in Envoy's own code,\n  8% in the module (HPACK decode/encode and Huffman 3.5%, frame multiplexing about 1.5%) and the rest in\n  libc and the kernel. So even a free module would leave the CPU ratio near 1.3: the remaining cost is the\n  internal-listener hop. Each request crosses one more Envoy connection pair than on the built-in (the\n  `reverse_connection` cluster's HTTP/2 client codec, the user-space socket pair of the internal listener,\n  the egress network filter chain) because the built-in hands the tunnel socket itself to the connection\n  pool, which a 1.40.0 module cannot do (ABI doc, what a module cannot do). *Tried*: `exact_balance` on\n  the handshake listener so requests use their own worker's tunnel (20.8k -> 26-31k req/s ad hoc); direct\n  same-worker delivery without a scheduler post. *Would close it*: an ABI that gives a module's connection\n  to a cluster as an upstream connection; within the module, about 4% more by passing header blocks through\n  unchanged while a single egress connection owns the session and by skipping Huffman when re-encoding."
+            "- **W1 cluster path (reference row, no target: the route filter replaces it)**. *Why (profiled)*: `perf record -F 999 -g -p <responder pid>` during\n  `h2load -n 40000 -c 4 -m 8` on this topology put 78% of the responder's CPU samples in Envoy's own code,\n  8% in the module (HPACK decode/encode and Huffman 3.5%, frame multiplexing about 1.5%) and the rest in\n  libc and the kernel. So even a free module would leave the CPU ratio near 1.3: the remaining cost is the\n  internal-listener hop. Each request crosses one more Envoy connection pair than on the built-in (the\n  `reverse_connection` cluster's HTTP/2 client codec, the user-space socket pair of the internal listener,\n  the egress network filter chain) because the built-in hands the tunnel socket itself to the connection\n  pool, which a 1.40.0 module cannot do (docs/envoy-abi.md#what-a-module-cannot-do). *Tried*: `exact_balance` on\n  the handshake listener so requests use their own worker's tunnel (20.8k -> 26-31k req/s ad hoc); direct\n  same-worker delivery without a scheduler post. *Would close it*: an ABI that gives a module's connection\n  to a cluster as an upstream connection; within the module, about 4% more by passing header blocks through\n  unchanged while a single egress connection owns the session and by skipping Huffman when re-encoding."
         );
     }
     if r(w34[1].1, w34[0].1) > 2.0 {

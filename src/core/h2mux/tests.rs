@@ -107,10 +107,10 @@ fn owned(list: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// What Envoy 1.40.0's upstream codec sends first (protocol doc §1.7).
+/// What Envoy 1.40.0's upstream codec sends first (docs/protocol.md#tunnel-data).
 const ENVOY_CLIENT_SETTINGS: [(u16, u32); 5] =
     [(2, 0), (1, 4096), (8, 0), (3, 1024), (4, 16_777_216)];
-/// What the initiator's HCM answers (protocol doc §1.7).
+/// What the initiator's HCM answers (docs/protocol.md#tunnel-data).
 const ENVOY_SERVER_SETTINGS: [(u16, u32); 4] = [(1, 4096), (8, 0), (3, 1024), (4, 16_777_216)];
 
 impl Peer {

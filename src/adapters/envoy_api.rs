@@ -1,0 +1,132 @@
+//! What the adapters ask of Envoy, as traits: the seam between adapter logic and the FFI.
+//!
+//! Adapter code never calls a concrete FFI handle directly; it calls these traits. In the module
+//! they are implemented by the safe wrappers of [`crate::ffi::envoy`] (below, by delegation); in
+//! unit tests by the recording fakes of `adapters::fake`, so that every adapter can be driven
+//! hook by hook and its Envoy calls checked. Any new adapter (an HTTP filter, say) adds its own
+//! trait here next to these and reuses the network one where it talks to a connection.
+//!
+//! Threading is the FFI's (docs/envoy-abi.md#threads): a network filter handle may only be used
+//! on the worker that owns its connection, between the filter's `new` and `destroy` hooks.
+
+use crate::ffi::envoy::{BootstrapConfigHandle, BootstrapTimer, CalloutInitError, CloseType, NetFilter, NetScheduler};
+
+/// The Envoy side of one network-filter connection (`envoy_dynamic_module_callback_network_*`,
+/// docs/envoy-abi.md#network-filter-callbacks). Owning worker only.
+pub trait EnvoyNetworkFilter {
+    /// Appends the whole read buffer to `out`; returns the number of bytes.
+    fn read_into(&self, out: &mut Vec<u8>) -> usize;
+    /// Removes `len` bytes from the front of the read buffer.
+    fn drain_read(&self, len: usize);
+    /// Writes `data` to the connection (Envoy copies it).
+    fn write(&self, data: &[u8], end_stream: bool);
+    /// Closes the connection with `details` as its termination details. Envoy may run this
+    /// connection's `event` hook inside the call.
+    fn close(&self, how: CloseType, details: &str);
+    /// Makes sure reads are enabled.
+    fn ensure_reading(&self);
+    /// Envoy's connection id (unique per process).
+    fn connection_id(&self) -> u64;
+    /// 0-based index of the owning worker.
+    fn worker_index(&self) -> u32;
+    /// The peer's `ip:port`, or "" for a non-IP peer.
+    fn remote_address(&self) -> String;
+    /// This side's `ip:port`, or "" for a non-IP socket.
+    fn local_address(&self) -> String;
+    /// True if the connection runs TLS.
+    fn is_ssl(&self) -> bool;
+    /// The connection's filter state object under `key` as bytes; None if absent.
+    fn filter_state(&self, key: &str) -> Option<Vec<u8>>;
+    /// Sets a string in the connection's dynamic metadata under `namespace`.
+    fn set_metadata(&self, namespace: &str, key: &str, value: &str);
+    /// Creates the connection's scheduler (its events run the `scheduled` hook on this worker).
+    fn scheduler_new(&self) -> NetScheduler;
+}
+
+impl EnvoyNetworkFilter for NetFilter {
+    fn read_into(&self, out: &mut Vec<u8>) -> usize {
+        NetFilter::read_into(*self, out)
+    }
+    fn drain_read(&self, len: usize) {
+        NetFilter::drain_read(*self, len)
+    }
+    fn write(&self, data: &[u8], end_stream: bool) {
+        NetFilter::write(*self, data, end_stream)
+    }
+    fn close(&self, how: CloseType, details: &str) {
+        NetFilter::close(*self, how, details)
+    }
+    fn ensure_reading(&self) {
+        NetFilter::ensure_reading(*self)
+    }
+    fn connection_id(&self) -> u64 {
+        NetFilter::connection_id(*self)
+    }
+    fn worker_index(&self) -> u32 {
+        NetFilter::worker_index(*self)
+    }
+    fn remote_address(&self) -> String {
+        NetFilter::remote_address(*self)
+    }
+    fn local_address(&self) -> String {
+        NetFilter::local_address(*self)
+    }
+    fn is_ssl(&self) -> bool {
+        NetFilter::is_ssl(*self)
+    }
+    fn filter_state(&self, key: &str) -> Option<Vec<u8>> {
+        NetFilter::filter_state(*self, key)
+    }
+    fn set_metadata(&self, namespace: &str, key: &str, value: &str) {
+        NetFilter::set_metadata(*self, namespace, key, value)
+    }
+    fn scheduler_new(&self) -> NetScheduler {
+        NetFilter::scheduler_new(*self)
+    }
+}
+
+/// The Envoy side of the bootstrap extension config (`envoy_dynamic_module_callback_bootstrap_*`,
+/// docs/envoy-abi.md#bootstrap-callbacks). Main thread only. Metrics go through
+/// [`crate::stats::MetricSink`] instead.
+pub trait EnvoyBootstrap {
+    /// Unblocks Envoy's init manager (once).
+    fn signal_init_complete(&self);
+    /// A new, disarmed one-shot timer firing `timer_fired`.
+    fn timer_new(&self) -> Box<dyn EnvoyTimer>;
+    /// Registers an admin handler for the exact path `path`; false if refused.
+    fn register_admin_handler(&self, path: &str, help: &str) -> bool;
+    /// Starts an HTTP request to cluster `cluster`; its result arrives in `http_callout_done`.
+    fn http_callout(&self, cluster: &str, headers: &[(&str, &str)], body: &[u8], timeout_ms: u64) -> Result<u64, CalloutInitError>;
+}
+
+/// A main-thread one-shot timer of the bootstrap extension.
+pub trait EnvoyTimer {
+    /// Arms the timer to fire after `delay_ms`.
+    fn enable(&self, delay_ms: u64);
+    /// Frees the timer (once).
+    fn delete(&self);
+}
+
+impl EnvoyBootstrap for BootstrapConfigHandle {
+    fn signal_init_complete(&self) {
+        BootstrapConfigHandle::signal_init_complete(*self)
+    }
+    fn timer_new(&self) -> Box<dyn EnvoyTimer> {
+        Box::new(BootstrapConfigHandle::timer_new(*self))
+    }
+    fn register_admin_handler(&self, path: &str, help: &str) -> bool {
+        BootstrapConfigHandle::register_admin_handler(*self, path, help)
+    }
+    fn http_callout(&self, cluster: &str, headers: &[(&str, &str)], body: &[u8], timeout_ms: u64) -> Result<u64, CalloutInitError> {
+        BootstrapConfigHandle::http_callout(*self, cluster, headers, body, timeout_ms)
+    }
+}
+
+impl EnvoyTimer for BootstrapTimer {
+    fn enable(&self, delay_ms: u64) {
+        BootstrapTimer::enable(*self, delay_ms)
+    }
+    fn delete(&self) {
+        BootstrapTimer::delete(*self)
+    }
+}

@@ -103,7 +103,7 @@ pub fn mux_settings() -> MuxSettings {
         max_concurrent_streams_per_egress: 1024,
         initial_window: 64 << 20,
         max_buffered_bytes_per_stream: LOCAL_INITIAL_WINDOW as usize,
-        max_frame_size: 16384,
+        max_frame_size: 65_536,
     }
 }
 
@@ -639,6 +639,86 @@ mod tests {
             let acts = summary(&s.on_timer(t + 1500));
             assert!(!acts.iter().any(|a| a.starts_with("close tunnel")), "round {round}: {acts:?}");
         }
+    }
+
+    /// The initiator's side: SETTINGS, then the response to stream 1 (headers, body, trailers).
+    fn initiator_answers(s: &mut TunnelSession, body: &[u8]) -> Vec<Action> {
+        let mut acts = s.tunnel_data(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        let mut enc = crate::core::h2mux::hpack::Encoder::new(4096, crate::core::h2mux::hpack::IndexPolicy::None, false);
+        let mut block = Vec::new();
+        enc.encode(&[HeaderField::new(b":status", b"200")], &mut block);
+        let mut frames = Vec::new();
+        crate::core::h2mux::frame::write_header_block(&mut frames, 1, false, &block, 16_384);
+        crate::core::h2mux::frame::write_data(&mut frames, 1, true, body);
+        acts.extend(s.tunnel_data(&frames));
+        acts
+    }
+
+    fn local_frames(acts: &[Action], id: u64) -> Vec<LocalFrame> {
+        acts.iter()
+            .filter_map(|a| match a {
+                Action::ToLocal(e, f, _) if e.conn_id == id => Some(f.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    #[test]
+    fn an_http_stream_starts_a_persistent_shareable_session() {
+        let (mut s, acts) = TunnelSession::new_local(EchoStripper::new(0), 2000, 3);
+        match acts.first() {
+            Some(Action::WriteTunnel(b)) => assert!(b.starts_with(H2_PREFACE)),
+            _ => panic!("the client preface goes first"),
+        }
+        assert!(acts.iter().any(|a| matches!(a, Action::Shareable(true))));
+        let fields = vec![
+            HeaderField::new(b":method", b"GET"),
+            HeaderField::new(b":scheme", b"http"),
+            HeaderField::new(b":authority", b"x"),
+            HeaderField::new(b":path", b"/a"),
+        ];
+        let acts = s.local_open(ep(41), fields, true);
+        assert!(acts.iter().any(|a| matches!(a, Action::WriteTunnel(b) if b[3] == 1)), "HEADERS on the tunnel");
+        let acts = initiator_answers(&mut s, b"hello");
+        let frames = local_frames(&acts, 41);
+        assert!(matches!(&frames[0], LocalFrame::Headers { end: false, .. }), "{frames:?}");
+        assert_eq!(frames[1], LocalFrame::Data { bytes: b"hello".to_vec(), end: true });
+        // The stream is done and forgotten; the session stays for the next request.
+        assert_eq!(s.egress_count(), 0);
+        assert!(!acts.iter().any(|a| matches!(a, Action::CloseTunnel(_))));
+        assert!(s.is_mux());
+    }
+
+    #[test]
+    fn http_stream_offsets_grow_with_what_the_tunnel_takes_and_cancel_resets() {
+        let (mut s, _) = TunnelSession::new_local(EchoStripper::new(0), 2000, 3);
+        s.tunnel_data(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        let fields = vec![
+            HeaderField::new(b":method", b"POST"),
+            HeaderField::new(b":scheme", b"http"),
+            HeaderField::new(b":authority", b"x"),
+            HeaderField::new(b":path", b"/up"),
+        ];
+        s.local_open(ep(42), fields, false);
+        // A full window of body: the tunnel (65,535 default window) takes part of it, the rest waits.
+        let acts = s.local_data(42, &vec![7u8; LOCAL_INITIAL_WINDOW as usize], false, true);
+        assert!(acts.iter().any(|a| matches!(a, Action::WriteTunnel(_))));
+        // The initiator opens its windows: the stream is told a larger offset than it sent.
+        let mut wu = Vec::new();
+        crate::core::h2mux::frame::write_window_update(&mut wu, 0, 1 << 24);
+        crate::core::h2mux::frame::write_window_update(&mut wu, 1, 1 << 24);
+        let acts = s.tunnel_data(&wu);
+        let offset = acts.iter().find_map(|a| match a {
+            Action::ToLocal(e, _, off) if e.conn_id == 42 => Some(*off),
+            _ => None,
+        });
+        assert!(offset.is_some_and(|o| o > LOCAL_INITIAL_WINDOW), "{:?}", summary(&acts));
+        // The client goes away: RST_STREAM(CANCEL) on the tunnel, the tunnel stays.
+        let acts = s.local_cancel(42);
+        assert!(acts.iter().any(|a| matches!(a, Action::WriteTunnel(b) if b[3] == 3)), "RST_STREAM");
+        assert!(!acts.iter().any(|a| matches!(a, Action::CloseTunnel(_))));
+        assert_eq!(s.egress_count(), 0);
     }
 }
 

@@ -324,12 +324,13 @@ impl Pipe {
             end: e @ false,
         }) = self.items.back_mut()
         {
-            bytes.extend(data.iter().copied());
+            // `extend` from a slice reference copies in bulk (not byte by byte).
+            bytes.extend(data);
             *e = end;
             return;
         }
         self.items.push_back(Item::Data {
-            bytes: data.iter().copied().collect(),
+            bytes: VecDeque::from(data.to_vec()),
             end,
         });
     }
@@ -1965,7 +1966,12 @@ impl Mux {
                     } else {
                         let es = end && n == bytes.len();
                         if let Some((id, out)) = local.as_mut() {
-                            let chunk: Vec<u8> = bytes.drain(..n).collect();
+                            let (a, b) = bytes.as_slices();
+                            let na = n.min(a.len());
+                            let mut chunk = Vec::with_capacity(n);
+                            chunk.extend_from_slice(&a[..na]);
+                            chunk.extend_from_slice(&b[..n - na]);
+                            bytes.drain(..n);
                             out.push((*id, sid, LocalFrame::Data { bytes: chunk, end: es }));
                         } else {
                             frame::write_frame_header(

@@ -40,26 +40,6 @@ pub fn pattern_bytes(n: usize) -> Vec<u8> {
     (0..n).map(|i| ((i.wrapping_mul(31) + i / 65_521) % 251) as u8).collect()
 }
 
-/// The `slow_read_ms=<n>` of a request target's query string, if any: the backend then reads a
-/// request body 64 KiB at a time with `n` ms between reads (a slow node, for back-pressure tests).
-pub fn requested_slow_read(target: &str) -> Option<Duration> {
-    let (_, query) = target.split_once('?')?;
-    let ms = query.split('&').find_map(|kv| kv.strip_prefix("slow_read_ms="))?.parse::<u64>().ok()?;
-    Some(Duration::from_millis(ms.min(1000)))
-}
-
-fn read_slowly(r: &mut impl std::io::Read, n: usize, pause: Duration) -> Result<Vec<u8>> {
-    let mut body = vec![0u8; n];
-    let mut at = 0;
-    while at < n {
-        let end = (at + 64 * 1024).min(n);
-        r.read_exact(&mut body[at..end])?;
-        at = end;
-        std::thread::sleep(pause);
-    }
-    Ok(body)
-}
-
 /// Idle keep-alive connections are closed by the backend after this long.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -210,11 +190,7 @@ fn serve_connection(stream: TcpStream, name: &str, served: &AtomicU64) -> Result
                 .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
             return Ok(());
         }
-        let kind = body_kind(&headers, true)?;
-        let request_body = match (requested_slow_read(&target), &kind) {
-            (Some(pause), crate::http::BodyKind::Length(n)) => read_slowly(&mut reader, *n, pause)?,
-            _ => read_body(&mut reader, kind)?,
-        };
+        let request_body = read_body(&mut reader, body_kind(&headers, true)?)?;
         if let Some(d) = requested_delay(&target) {
             std::thread::sleep(d);
         }

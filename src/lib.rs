@@ -20,5 +20,7 @@ pub mod config;
 pub mod core;
 pub mod ffi;
 pub mod proto;
-pub mod runtime;
+/// The process-wide runtime lives with the adapters (it holds their cross-thread parts); re-exported
+/// here for short paths.
+pub use adapters::runtime;
 pub mod stats;

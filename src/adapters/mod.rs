@@ -27,5 +27,6 @@ pub mod http_filter;
 pub mod lifecycle;
 pub mod network;
 pub mod reporter;
+pub mod runtime;
 pub mod tunnel_session;
 pub mod worker;

@@ -10,6 +10,7 @@
 //! on the worker that owns its connection, between the filter's `new` and `destroy` hooks.
 
 use crate::ffi::envoy::{BootstrapConfigHandle, BootstrapTimer, CalloutInitError, CloseType, NetFilter, NetScheduler};
+use crate::ffi::envoy_http::HttpFilter;
 
 /// The Envoy side of one network-filter connection (`envoy_dynamic_module_callback_network_*`,
 /// docs/envoy-abi.md#network-filter-callbacks). Owning worker only.
@@ -128,5 +129,53 @@ impl EnvoyTimer for BootstrapTimer {
     }
     fn delete(&self) {
         BootstrapTimer::delete(*self)
+    }
+}
+
+/// The Envoy side of one HTTP stream of the route filter (`envoy_dynamic_module_callback_http_*`,
+/// docs/envoy-abi.md#http-filter). The stream's worker only, between `new` and `destroy`.
+pub trait EnvoyHttpFilter {
+    /// Every request header (pseudo-headers included), copied.
+    fn request_headers(&self) -> Vec<(Vec<u8>, Vec<u8>)>;
+    /// Every request trailer, copied.
+    fn request_trailers(&self) -> Vec<(Vec<u8>, Vec<u8>)>;
+    /// Moves the current `request_body` hook's chunk into `out`; returns its length.
+    fn take_received_request_body(&self, out: &mut Vec<u8>) -> usize;
+    /// A whole local reply.
+    fn send_local_reply(&self, status: u32, headers: &[(&[u8], &[u8])], body: &[u8], details: &str);
+    /// Response headers (with `:status`); `end` ends the response.
+    fn send_response_headers(&self, headers: &[(&[u8], &[u8])], end: bool);
+    /// A response body chunk; `end` ends the response.
+    fn send_response_data(&self, data: &[u8], end: bool);
+    /// Response trailers (end the response).
+    fn send_response_trailers(&self, trailers: &[(&[u8], &[u8])]);
+    /// Resets the client's stream.
+    fn reset(&self, details: &str);
+}
+
+impl EnvoyHttpFilter for HttpFilter {
+    fn request_headers(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        HttpFilter::request_headers(*self)
+    }
+    fn request_trailers(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        HttpFilter::request_trailers(*self)
+    }
+    fn take_received_request_body(&self, out: &mut Vec<u8>) -> usize {
+        HttpFilter::take_received_request_body(*self, out)
+    }
+    fn send_local_reply(&self, status: u32, headers: &[(&[u8], &[u8])], body: &[u8], details: &str) {
+        HttpFilter::send_local_reply(*self, status, headers, body, details)
+    }
+    fn send_response_headers(&self, headers: &[(&[u8], &[u8])], end: bool) {
+        HttpFilter::send_response_headers(*self, headers, end)
+    }
+    fn send_response_data(&self, data: &[u8], end: bool) {
+        HttpFilter::send_response_data(*self, data, end)
+    }
+    fn send_response_trailers(&self, trailers: &[(&[u8], &[u8])]) {
+        HttpFilter::send_response_trailers(*self, trailers)
+    }
+    fn reset(&self, details: &str) {
+        HttpFilter::reset(*self, details)
     }
 }

@@ -306,3 +306,74 @@ impl super::envoy_api::EnvoyBootstrap for FakeBootstrap {
         self.callout.get()
     }
 }
+
+/// One call the route filter made on its HTTP stream, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HttpCall {
+    /// `send_local_reply(status, body)`.
+    LocalReply(u32, String),
+    /// `send_response_headers(headers, end)`.
+    Headers(Vec<(String, String)>, bool),
+    /// `send_response_data(bytes, end)`.
+    Data(Vec<u8>, bool),
+    /// `send_response_trailers(trailers)`.
+    Trailers(Vec<(String, String)>),
+    /// `reset`.
+    Reset,
+}
+
+/// The Envoy side of one HTTP stream: request headers, trailers and the current body chunk set by
+/// the test; every response call recorded.
+#[derive(Default)]
+pub struct FakeHttpFilter {
+    /// Request headers `request_headers` returns.
+    pub headers: RefCell<Vec<(Vec<u8>, Vec<u8>)>>,
+    /// Request trailers `request_trailers` returns.
+    pub trailers: RefCell<Vec<(Vec<u8>, Vec<u8>)>>,
+    /// The current body chunk (taken by `take_received_request_body`).
+    pub body: RefCell<Vec<u8>>,
+    /// Every response call, in order.
+    pub calls: RefCell<Vec<HttpCall>>,
+}
+
+fn strings(h: &[(&[u8], &[u8])]) -> Vec<(String, String)> {
+    h.iter().map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), String::from_utf8_lossy(v).into_owned())).collect()
+}
+
+impl FakeHttpFilter {
+    /// A stream whose request has these headers.
+    pub fn with_headers(headers: &[(&str, &str)]) -> Rc<FakeHttpFilter> {
+        let f = FakeHttpFilter::default();
+        *f.headers.borrow_mut() = headers.iter().map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec())).collect();
+        Rc::new(f)
+    }
+}
+
+impl crate::adapters::envoy_api::EnvoyHttpFilter for FakeHttpFilter {
+    fn request_headers(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.headers.borrow().clone()
+    }
+    fn request_trailers(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.trailers.borrow().clone()
+    }
+    fn take_received_request_body(&self, out: &mut Vec<u8>) -> usize {
+        let b = std::mem::take(&mut *self.body.borrow_mut());
+        out.extend_from_slice(&b);
+        b.len()
+    }
+    fn send_local_reply(&self, status: u32, _headers: &[(&[u8], &[u8])], body: &[u8], _details: &str) {
+        self.calls.borrow_mut().push(HttpCall::LocalReply(status, String::from_utf8_lossy(body).into_owned()));
+    }
+    fn send_response_headers(&self, headers: &[(&[u8], &[u8])], end: bool) {
+        self.calls.borrow_mut().push(HttpCall::Headers(strings(headers), end));
+    }
+    fn send_response_data(&self, data: &[u8], end: bool) {
+        self.calls.borrow_mut().push(HttpCall::Data(data.to_vec(), end));
+    }
+    fn send_response_trailers(&self, trailers: &[(&[u8], &[u8])]) {
+        self.calls.borrow_mut().push(HttpCall::Trailers(strings(trailers)));
+    }
+    fn reset(&self, _details: &str) {
+        self.calls.borrow_mut().push(HttpCall::Reset);
+    }
+}

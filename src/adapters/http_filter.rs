@@ -31,10 +31,11 @@ use crate::config::route::RouteConfig;
 use crate::core::h2mux::frame::error;
 use crate::core::h2mux::hpack::HeaderField;
 use crate::core::h2mux::LocalFrame;
+use super::envoy_api::EnvoyHttpFilter;
 use crate::ffi::envoy_http::HttpFilter;
 use crate::runtime::Runtime;
 use crate::rt_log;
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -115,7 +116,7 @@ const MAX_WAITING_BYTES: usize = 1 << 20;
 
 /// One request of the request path. Lives on its worker (`Rc`); its cross-thread face is `ep`.
 pub struct HttpStream {
-    filter: Cell<Option<HttpFilter>>,
+    filter: RefCell<Option<Rc<dyn EnvoyHttpFilter>>>,
     /// The stream's mailbox (id above [`STREAM_ID_BASE`]).
     pub ep: Arc<Endpoint>,
     runtime: Arc<Runtime>,
@@ -131,9 +132,15 @@ thread_local! {
 
 /// `on_http_filter_new`: creates the stream object and its scheduler.
 pub fn on_new(_cfg: &RouteFilterConfig, f: HttpFilter, runtime: Arc<Runtime>) -> Rc<HttpStream> {
+    new_stream(Rc::new(f), f.worker_index(), Sched::Http(f.scheduler_new()), runtime)
+}
+
+/// A stream over any Envoy side (`filter`) on `worker`, woken by `sched`; registered for
+/// same-worker delivery.
+pub fn new_stream(filter: Rc<dyn EnvoyHttpFilter>, worker: u32, sched: Sched, runtime: Arc<Runtime>) -> Rc<HttpStream> {
     let id = NEXT_STREAM_ID.fetch_add(1, Ordering::Relaxed);
-    let ep = Endpoint::with_sched(id, f.worker_index(), Sched::Http(f.scheduler_new()));
-    let s = Rc::new(HttpStream { filter: Cell::new(Some(f)), ep, runtime, st: RefCell::new(St::default()) });
+    let ep = Endpoint::with_sched(id, worker, sched);
+    let s = Rc::new(HttpStream { filter: RefCell::new(Some(filter)), ep, runtime, st: RefCell::new(St::default()) });
     STREAMS.with(|m| m.borrow_mut().insert(id, s.clone()));
     s
 }
@@ -176,8 +183,8 @@ pub fn to_h2_request(headers: &[(Vec<u8>, Vec<u8>)]) -> Vec<HeaderField> {
 }
 
 impl HttpStream {
-    fn filter(&self) -> Option<HttpFilter> {
-        self.filter.get()
+    fn filter(&self) -> Option<Rc<dyn EnvoyHttpFilter>> {
+        self.filter.borrow().clone()
     }
 
     /// Answers the request itself: `status` with a text `body`, or for a gRPC request a
@@ -571,12 +578,159 @@ pub fn on_complete(s: &Rc<HttpStream>) {
 /// `on_http_filter_destroy`: the Envoy pointer is dead from here on.
 pub fn on_destroy(s: Rc<HttpStream>) {
     on_complete(&s);
-    s.filter.set(None);
+    s.filter.replace(None);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::adapters::fake::{self, FakeHttpFilter, HttpCall};
+    use crate::core::tracker::{Identity, TunnelMeta};
+    use crate::ffi::envoy::NetScheduler;
+    use crate::ffi::envoy_http::HttpScheduler;
+
+    /// A runtime with one idle tunnel of node `n1` (cluster `c1`) on worker 0, whose mailbox the
+    /// test reads; a route filter config over it.
+    fn world() -> (Arc<Runtime>, Arc<Endpoint>, RouteFilterConfig) {
+        let (rt, _sink) = fake::runtime("{}");
+        let tunnel = Endpoint::new(7, 0, NetScheduler(0));
+        let who = Identity { node_id: "n1".into(), cluster_id: "c1".into(), tenant_id: String::new() };
+        let meta = TunnelMeta {
+            remote_address: "127.0.0.1:1".into(),
+            initiator_worker_id: "worker_0".into(),
+            initiator_connection_id: "1".into(),
+            registered_at_ms: 0,
+            initiation_time_ms: 0,
+        };
+        rt.tracker.register(7, 0, &who, meta, tunnel.clone()).expect("register");
+        let cfg = RouteFilterConfig { runtime: rt.clone(), cfg: RouteConfig::default() };
+        (rt, tunnel, cfg)
+    }
+
+    fn stream(rt: &Arc<Runtime>, f: &Rc<FakeHttpFilter>) -> Rc<HttpStream> {
+        new_stream(f.clone(), 0, Sched::Http(HttpScheduler(0)), rt.clone())
+    }
+
+    fn get(node: &str) -> Vec<(&str, &str)> {
+        vec![(":method", "GET"), (":scheme", "http"), (":authority", "x"), (":path", "/p"), ("x-remote-node-id", node)]
+    }
+
+    #[test]
+    fn no_target_and_no_tunnel_are_503_with_a_body_that_says_so() {
+        let (rt, _t, cfg) = world();
+        let f = FakeHttpFilter::with_headers(&[(":method", "GET"), (":path", "/")]);
+        on_request_headers(&cfg, &stream(&rt, &f), true);
+        assert!(matches!(&f.calls.borrow()[0], HttpCall::LocalReply(503, b) if b.contains("x-remote-node-id")), "{:?}", f.calls.borrow());
+        let f = FakeHttpFilter::with_headers(&get("nobody"));
+        on_request_headers(&cfg, &stream(&rt, &f), true);
+        assert_eq!(f.calls.borrow()[0], HttpCall::LocalReply(503, "no reverse tunnel for node 'nobody'\n".into()));
+    }
+
+    #[test]
+    fn a_grpc_request_without_a_tunnel_gets_unavailable_trailers_only() {
+        let (rt, _t, cfg) = world();
+        let mut h = get("nobody");
+        h.push(("content-type", "application/grpc"));
+        let f = FakeHttpFilter::with_headers(&h);
+        on_request_headers(&cfg, &stream(&rt, &f), false);
+        let calls = f.calls.borrow();
+        let HttpCall::Headers(headers, true) = &calls[0] else { panic!("{calls:?}") };
+        assert!(headers.contains(&("grpc-status".into(), "14".into())), "{headers:?}");
+        assert!(headers.contains(&(":status".into(), "200".into())));
+    }
+
+    #[test]
+    fn a_request_opens_on_the_tunnel_and_the_response_streams_back_with_credit() {
+        let (rt, tunnel, cfg) = world();
+        let f = FakeHttpFilter::with_headers(&get("n1"));
+        let s = stream(&rt, &f);
+        on_request_headers(&cfg, &s, false);
+        *f.body.borrow_mut() = b"hello".to_vec();
+        on_request_body(&s, true);
+        let (msgs, _busy) = tunnel.take();
+        let msgs: Vec<Msg> = msgs.into_iter().collect();
+        let Msg::LocalOpen { fields, end: false, .. } = &msgs[0] else { panic!("LocalOpen first") };
+        assert_eq!(fields[0].name, b":method");
+        assert!(matches!(&msgs[1], Msg::LocalData { bytes, end: true, .. } if bytes == b"hello"));
+        drop(msgs);
+        // The response: a 100 Continue (skipped), headers, body, trailers.
+        s.handle(Msg::LocalFrames {
+            frames: vec![
+                LocalFrame::Headers { fields: vec![HeaderField::new(b":status", b"100")], end: false },
+                LocalFrame::Headers { fields: vec![HeaderField::new(b":status", b"200")], end: false },
+                LocalFrame::Data { bytes: b"abc".to_vec(), end: false },
+                LocalFrame::Headers { fields: vec![HeaderField::new(b"grpc-status", b"0")], end: true },
+            ],
+            window: LOCAL_INITIAL_WINDOW as usize,
+        });
+        assert_eq!(
+            *f.calls.borrow(),
+            vec![
+                HttpCall::Headers(vec![(":status".into(), "200".into())], false),
+                HttpCall::Data(b"abc".to_vec(), false),
+                HttpCall::Trailers(vec![("grpc-status".into(), "0".into())]),
+            ]
+        );
+        // The 3 body bytes were handed on, so they are credited back (the response is complete,
+        // so nothing more is owed).
+        let (msgs, _busy) = tunnel.take();
+        assert!(msgs.iter().all(|m| !matches!(m, Msg::LocalCancel { .. })));
+        on_complete(&s);
+        let (msgs, _busy) = tunnel.take();
+        assert!(msgs.is_empty(), "a finished stream cancels nothing");
+    }
+
+    #[test]
+    fn credit_waits_while_the_client_is_above_its_high_watermark() {
+        let (rt, tunnel, cfg) = world();
+        let f = FakeHttpFilter::with_headers(&get("n1"));
+        let s = stream(&rt, &f);
+        on_request_headers(&cfg, &s, true);
+        drop(tunnel.take());
+        on_above_watermark(&s);
+        s.handle(Msg::LocalFrames {
+            frames: vec![
+                LocalFrame::Headers { fields: vec![HeaderField::new(b":status", b"200")], end: false },
+                LocalFrame::Data { bytes: vec![1; 1000], end: false },
+            ],
+            window: 0,
+        });
+        let (msgs, _busy) = tunnel.take();
+        assert!(!msgs.iter().any(|m| matches!(m, Msg::LocalCredit { .. })), "no credit above the watermark");
+        drop(msgs);
+        on_below_watermark(&s);
+        let (msgs, _busy) = tunnel.take();
+        assert!(msgs.iter().any(|m| matches!(m, Msg::LocalCredit { n: 1000, .. })), "the held credit is sent");
+    }
+
+    #[test]
+    fn resets_before_and_after_the_response_started_and_client_cancel() {
+        let (rt, tunnel, cfg) = world();
+        // Before the response: a 502 naming the HTTP/2 error.
+        let f = FakeHttpFilter::with_headers(&get("n1"));
+        let s = stream(&rt, &f);
+        on_request_headers(&cfg, &s, true);
+        s.handle(Msg::LocalFrames { frames: vec![LocalFrame::Reset { code: error::INTERNAL_ERROR }], window: 0 });
+        assert!(matches!(&f.calls.borrow()[0], HttpCall::LocalReply(502, _)));
+        // After the headers: the client's stream is reset.
+        let f = FakeHttpFilter::with_headers(&get("n1"));
+        let s = stream(&rt, &f);
+        on_request_headers(&cfg, &s, true);
+        s.handle(Msg::LocalFrames {
+            frames: vec![LocalFrame::Headers { fields: vec![HeaderField::new(b":status", b"200")], end: false }],
+            window: 0,
+        });
+        s.handle(Msg::PeerClosed);
+        assert_eq!(f.calls.borrow().last(), Some(&HttpCall::Reset));
+        // The client goes away mid-response: the tunnel stream is cancelled.
+        let f = FakeHttpFilter::with_headers(&get("n1"));
+        let s = stream(&rt, &f);
+        on_request_headers(&cfg, &s, true);
+        drop(tunnel.take());
+        on_complete(&s);
+        let (msgs, _busy) = tunnel.take();
+        assert!(msgs.iter().any(|m| matches!(m, Msg::LocalCancel { from } if *from == s.ep.conn_id)));
+    }
 
     fn h(list: &[(&str, &str)]) -> Vec<(Vec<u8>, Vec<u8>)> {
         list.iter().map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec())).collect()

@@ -51,6 +51,31 @@ struct Opts {
     w7_only: bool,
 }
 
+/// The request-path options section of the report (static text: what was built, measured,
+/// left out and why).
+const REQUEST_PATH_OPTIONS: &str = r#"
+## Request-path options (what was built, what was measured, what is left)
+
+- **Built and measured here (W1, W2, W7): a terminal HTTP filter on the tunnel's HTTP/2 session**
+  (`reverse_tunnel_route`). The request never leaves the HTTP connection manager that received it:
+  no router, no cluster HTTP/2 codec, no internal listener, no egress network filter. Per request the
+  module HPACK-encodes the header list onto the tunnel and decodes the response; bodies move as
+  chunks under per-stream credit. That removes the hop the cluster path pays (the W1 cluster-path
+  row), and it is what the built-in does natively.
+- **The HTTP/2 code**: the route filter reuses the module's own multiplexer (`src/core/h2mux/`),
+  adding *local legs* to it, instead of driving the `h2` crate over in-memory buffers. Reasons: the
+  tunnel's session must also serve the cluster path's egress connections (the frame-level
+  multiplexer is what lets both share one session and one stream-id space), and the multiplexer is
+  already fuzzed and property-tested. A measured comparison with `h2` is still owed.
+- **Not prototyped**: a transport socket or a module cluster (they do not remove the router and
+  codec hops); owning the tunnel sockets in a module event loop (it would remove the Envoy
+  connection per idle tunnel, the W4 gap, at the price of a thread hop per request).
+- **Tried and withdrawn**: request-body back-pressure through Envoy's buffer
+  (`StopIterationAndWatermark`, then draining the buffered body as the tunnel window opens) bounded
+  the responder's memory during a fast upload to a slow node (17 MiB for 64 MiB), but parallel
+  uploads came back reordered; request chunks are taken as they arrive until that is understood.
+"#;
+
 /// Tunnels of W5.
 const W5_TUNNELS: usize = 50;
 /// Resolution of a W5 close time (the echo threads' sweep), ms: differences below it are noise.
@@ -867,6 +892,7 @@ fn run(opts: &Opts) -> Result<()> {
          - W2: with one tunnel, h2load's 4 connections land on responder workers chosen by the kernel; on the\n  built-in, every request on a worker without the tunnel fails (503), so its success rate is a multiple of\n  25% and changes from run to run.\n\
          - W4: VmRSS growth counts the process's user-space memory per tunnel (connection objects, buffers, stats,\n  allocator slack), not kernel socket buffers. Ours sends its first RPING ~50 ms after the 200 and only then\n  admits the tunnel; the built-in first pings after one interval (2 s), hence the echo counts in the raw runs."
     );
+    let _ = write!(md, "{}", REQUEST_PATH_OPTIONS);
     let _ = writeln!(md, "\n## Missed targets: why, what was tried, what would close it\n");
     let mut missed = 0;
     if r(o.ok_per_s, b.ok_per_s) < 1.0

@@ -88,24 +88,12 @@ struct Inner {
 
 /// Marks an endpoint's owner busy while it lives (see [`Endpoint::take`]); a panic unwinding
 /// through a handler clears it too.
-pub struct Busy<'a>(&'a Endpoint, bool);
+pub struct Busy<'a>(&'a Endpoint);
 
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
         self.0.inner.lock().busy = false;
-        if self.1 {
-            DIRECT_DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
-        }
     }
-}
-
-/// Most direct deliveries nested on one thread (a delivery whose handling delivers again, e.g.
-/// a stream's body sent to its tunnel, whose window update lets the stream send more): beyond it,
-/// messages go through the mailbox, so the stack stays bounded however much data is queued.
-pub const MAX_DIRECT_DEPTH: u32 = 8;
-
-thread_local! {
-    static DIRECT_DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
 /// The mailbox of one connection. `Send + Sync`.
@@ -171,7 +159,7 @@ impl Endpoint {
         let mut g = self.inner.lock();
         g.scheduled = false;
         g.busy = true;
-        (std::mem::take(&mut g.queue), Busy(self, false))
+        (std::mem::take(&mut g.queue), Busy(self))
     }
 
     /// True if nothing is queued, scheduled or being handled: a same-worker sender may then act
@@ -183,16 +171,11 @@ impl Endpoint {
 
     /// If the endpoint is quiet, marks it busy and returns the guard: the caller (on the owning
     /// worker) handles one message directly; anything sent meanwhile is queued behind it.
-    /// Refused (None) beyond [`MAX_DIRECT_DEPTH`] nested direct deliveries on this thread.
     pub fn begin_direct(&self) -> Option<Busy<'_>> {
-        if DIRECT_DEPTH.with(|d| d.get()) >= MAX_DIRECT_DEPTH {
-            return None;
-        }
         let mut g = self.inner.lock();
         if g.queue.is_empty() && !g.scheduled && !g.busy {
             g.busy = true;
-            DIRECT_DEPTH.with(|d| d.set(d.get() + 1));
-            Some(Busy(self, true))
+            Some(Busy(self))
         } else {
             None
         }
@@ -211,24 +194,6 @@ impl Endpoint {
             s.delete();
         }
         std::mem::take(&mut g.queue)
-    }
-}
-
-#[cfg(test)]
-mod depth_tests {
-    use super::*;
-
-    #[test]
-    fn direct_deliveries_nest_only_so_deep() {
-        let eps: Vec<Arc<Endpoint>> = (0..(MAX_DIRECT_DEPTH as u64 + 2)).map(|i| Endpoint::new(i, 0, NetScheduler(0))).collect();
-        let mut guards = Vec::new();
-        for (i, ep) in eps.iter().enumerate() {
-            let g = ep.begin_direct();
-            assert_eq!(g.is_some(), (i as u32) < MAX_DIRECT_DEPTH, "depth {i}");
-            guards.extend(g);
-        }
-        drop(guards);
-        assert!(eps[0].begin_direct().is_some(), "the depth unwinds with the guards");
     }
 }
 

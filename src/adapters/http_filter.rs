@@ -220,6 +220,11 @@ impl HttpStream {
         }
     }
 
+    /// Tells the tunnel that `n` response bytes were handed to Envoy (its window update).
+    fn credit(&self, n: u64) {
+        self.to_tunnel(Msg::LocalCredit { from: self.ep.conn_id, n: n.min(u64::from(u32::MAX)) as u32 });
+    }
+
     /// Sends what the window allows of the pending body, then END_STREAM or trailers.
     fn flush_request(&self) {
         let msg = {
@@ -348,7 +353,7 @@ impl HttpStream {
                 }
             };
             if let Some(n) = send {
-                self.to_tunnel(Msg::LocalCredit { from: self.ep.conn_id, n: n.min(u32::MAX as u64) as u32 });
+                self.credit(n);
             }
         }
         self.flush_request();
@@ -547,7 +552,7 @@ pub fn on_below_watermark(s: &Rc<HttpStream>) {
         }
     };
     if n > 0 {
-        s.to_tunnel(Msg::LocalCredit { from: s.ep.conn_id, n: n.min(u32::MAX as u64) as u32 });
+        s.credit(n);
     }
 }
 

@@ -111,14 +111,19 @@ impl TunnelSession {
     /// A tunnel just claimed by egress connection `owner`; `strip` removes in-flight RPING echoes.
     /// `ping_interval_ms` / `ping_failure_threshold` drive the HTTP/2 PING keepalive.
     pub fn new(owner: Arc<Endpoint>, strip: EchoStripper, ping_interval_ms: u64, ping_failure_threshold: u32) -> TunnelSession {
-        let id = owner.conn_id;
-        let mut egress = HashMap::new();
-        egress.insert(id, owner);
+        let mut s = TunnelSession::empty(strip, ping_interval_ms, ping_failure_threshold);
+        s.owner = owner.conn_id;
+        s.egress.insert(owner.conn_id, owner);
+        s
+    }
+
+    /// A session with no egress yet, deciding its mode.
+    fn empty(strip: EchoStripper, ping_interval_ms: u64, ping_failure_threshold: u32) -> TunnelSession {
         TunnelSession {
-            owner: id,
+            owner: 0,
             strip,
             mode: Mode::Deciding(Vec::new()),
-            egress,
+            egress: HashMap::new(),
             backlog: Vec::new(),
             shareable: false,
             local: HashMap::new(),
@@ -139,25 +144,8 @@ impl TunnelSession {
     /// once (the returned actions write the client preface) and lives as long as the tunnel, for
     /// every later request of any worker. Open the stream with [`TunnelSession::local_open`].
     pub fn new_local(strip: EchoStripper, ping_interval_ms: u64, ping_failure_threshold: u32) -> (TunnelSession, Vec<Action>) {
-        let mut s = TunnelSession {
-            owner: 0,
-            strip,
-            mode: Mode::Deciding(Vec::new()),
-            egress: HashMap::new(),
-            backlog: Vec::new(),
-            shareable: false,
-            local: HashMap::new(),
-            want_window: HashSet::new(),
-            persistent: true,
-            ping: SessionPing {
-                interval_ms: ping_interval_ms.max(1000),
-                threshold: ping_failure_threshold.max(1),
-                next_at: None,
-                outstanding: None,
-                misses: 0,
-                seq: 0,
-            },
-        };
+        let mut s = TunnelSession::empty(strip, ping_interval_ms, ping_failure_threshold);
+        s.persistent = true;
         let (mux, preface) = Mux::new(mux_settings());
         s.mode = Mode::Mux(Box::new(mux));
         let mut acts = vec![Action::WriteTunnel(preface)];

@@ -22,7 +22,7 @@ pub enum LogLevel {
     Error = 4,
 }
 
-fn mbuf(s: &[u8]) -> abi::envoy_dynamic_module_type_module_buffer {
+pub(crate) fn mbuf(s: &[u8]) -> abi::envoy_dynamic_module_type_module_buffer {
     abi::envoy_dynamic_module_type_module_buffer { ptr: s.as_ptr() as *const _, length: s.len() }
 }
 
@@ -40,7 +40,7 @@ pub unsafe fn envoy_bytes<'a>(b: &abi::envoy_dynamic_module_type_envoy_buffer) -
     }
 }
 
-const EMPTY_ENVOY_BUF: abi::envoy_dynamic_module_type_envoy_buffer =
+pub(crate) const EMPTY_ENVOY_BUF: abi::envoy_dynamic_module_type_envoy_buffer =
     abi::envoy_dynamic_module_type_envoy_buffer { ptr: std::ptr::null(), length: 0 };
 
 // ---------------------------------------------------------------------------------------------

@@ -8,13 +8,10 @@
 
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
-use super::envoy::envoy_bytes;
+use super::envoy::{envoy_bytes, mbuf, EMPTY_ENVOY_BUF};
 use envoy_abi as abi;
 use std::os::raw::c_void;
 
-fn mbuf(s: &[u8]) -> abi::envoy_dynamic_module_type_module_buffer {
-    abi::envoy_dynamic_module_type_module_buffer { ptr: s.as_ptr() as *const _, length: s.len() }
-}
 
 fn mheaders(fields: &[(&[u8], &[u8])]) -> Vec<abi::envoy_dynamic_module_type_module_http_header> {
     fields
@@ -28,8 +25,6 @@ fn mheaders(fields: &[(&[u8], &[u8])]) -> Vec<abi::envoy_dynamic_module_type_mod
         .collect()
 }
 
-const EMPTY_ENVOY_BUF: abi::envoy_dynamic_module_type_envoy_buffer =
-    abi::envoy_dynamic_module_type_envoy_buffer { ptr: std::ptr::null(), length: 0 };
 
 /// An HTTP filter's Envoy pointer (one per stream).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

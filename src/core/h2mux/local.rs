@@ -48,9 +48,7 @@ impl Mux {
             self.local_out.push((egress, sid, LocalFrame::Reset { code: error::REFUSED_STREAM }));
             return self.collect();
         }
-        let list_size = fields.iter().map(HeaderField::size).sum();
-        let oversize = list_size > MAX_HEADER_LIST_SIZE;
-        self.new_request(egress, sid, hpack::DecodedBlock { fields, list_size, oversize }, end);
+        self.new_request(egress, sid, as_block(fields), end);
         self.pump();
         self.collect()
     }
@@ -81,10 +79,7 @@ impl Mux {
             return self.collect();
         }
         if let Lookup::Open(key) = self.lookup(Leg::Egress(egress), sid) {
-            let list_size = fields.iter().map(HeaderField::size).sum();
-            let oversize = list_size > MAX_HEADER_LIST_SIZE;
-            let block = hpack::DecodedBlock { fields, list_size, oversize };
-            self.forward_headers(key, Leg::Egress(egress), block, true);
+            self.forward_headers(key, Leg::Egress(egress), as_block(fields), true);
             self.pump();
         }
         self.collect()
@@ -134,4 +129,11 @@ impl Mux {
             _ => 0,
         }
     }
+}
+
+/// A local leg's header list as if decoded from the wire: sized as RFC 9113 §6.5.2 counts it, and
+/// oversize above [`MAX_HEADER_LIST_SIZE`] (the same cap as on the wire legs).
+fn as_block(fields: Vec<HeaderField>) -> hpack::DecodedBlock {
+    let list_size = fields.iter().map(HeaderField::size).sum();
+    hpack::DecodedBlock { oversize: list_size > MAX_HEADER_LIST_SIZE, list_size, fields }
 }

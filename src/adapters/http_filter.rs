@@ -385,6 +385,7 @@ pub fn grpc_message(text: &str) -> String {
 
 /// Request headers: claim a tunnel and open the request on it, or answer 503.
 pub fn on_request_headers(cfg: &RouteFilterConfig, s: &Rc<HttpStream>, end_of_stream: bool) {
+    let _busy = s.ep.hold();
     let Some(f) = s.filter() else { return };
     let headers = f.request_headers();
     s.st.borrow_mut().grpc = header(&headers, "content-type").is_some_and(|v| v.starts_with(b"application/grpc"));
@@ -454,6 +455,8 @@ pub fn retry_waiting(now_ms: u64) {
     let mut still = Vec::new();
     for s in waiting {
         let Some((key, until, fields)) = s.st.borrow_mut().waiting.take() else { continue };
+        let ep = s.ep.clone();
+        let _busy = ep.hold();
         if try_open(&s, &key, fields.clone()) {
             s.runtime.clock_unregister(s.ep.worker, s.ep.conn_id);
         } else if now_ms >= until {
@@ -469,6 +472,7 @@ pub fn retry_waiting(now_ms: u64) {
 
 /// A request body chunk: taken from Envoy and sent as the window allows.
 pub fn on_request_body(s: &Rc<HttpStream>, end_of_stream: bool) {
+    let _busy = s.ep.hold();
     let Some(f) = s.filter() else { return };
     let mut data = Vec::new();
     f.take_received_request_body(&mut data);
@@ -499,6 +503,7 @@ fn cancel_wait(s: &Rc<HttpStream>) {
 
 /// Request trailers: sent after the pending body; they end the request.
 pub fn on_request_trailers(s: &Rc<HttpStream>) {
+    let _busy = s.ep.hold();
     let Some(f) = s.filter() else { return };
     let fields: Vec<HeaderField> = f
         .request_trailers()
@@ -542,6 +547,7 @@ pub fn on_above_watermark(s: &Rc<HttpStream>) {
 
 /// Downstream write buffer drained: release held credits.
 pub fn on_below_watermark(s: &Rc<HttpStream>) {
+    let _busy = s.ep.hold();
     let n = {
         let mut st = s.st.borrow_mut();
         st.above_watermark = false;

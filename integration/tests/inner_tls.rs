@@ -369,6 +369,36 @@ fn each_responder_worker_pins_its_own_tunnel() -> Result<()> {
     Ok(())
 }
 
+/// A pooled connection closed by the cluster's `idle_timeout` takes its tunnel with it (a used
+/// tunnel never returns to the idle pool); the initiator re-dials within its `maintain_interval`
+/// (1 s), and the next request, waiting up to `claim_timeout` (2 s), gets the new tunnel.
+#[test]
+fn idle_pool_connection_releases_its_tunnel_and_the_initiator_replaces_it() -> Result<()> {
+    let _serial = serial();
+    let pki = Pki::new()?;
+    let short_idle = |text: String| -> Result<String> {
+        let from = "common_http_protocol_options: {idle_timeout: 60s}";
+        if !text.contains(from) {
+            return Err(Error(format!("template has no `{from}`")));
+        }
+        Ok(text.replace(from, "common_http_protocol_options: {idle_timeout: 1s}"))
+    };
+    let mut topo = inner_tls_responder("inner-tls-idle", &pki, 1, "2s", short_idle)?;
+    topo.add_initiator(pki.node(NODE, NODE)?)?;
+    topo.wait_tunnels(1, TUNNELS_UP)?;
+    let r = topo.get(NODE, "/first")?;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let closed = "rt.upstream_rc.tunnels_closed.close_reason.egress_closed";
+    topo.responder().wait_stat(closed, |v| v >= 1, Duration::from_secs(5))?;
+    let released = Instant::now();
+    let r = topo.get(NODE, "/second")?;
+    let took = released.elapsed();
+    assert_eq!(r.status, 200, "no tunnel {took:?} after the first was released: {}", r.body);
+    assert_eq!(stat(&mut topo, closed)?, 1);
+    println!("tunnel released by idle_timeout; the next request was answered {took:?} later (re-dialed tunnel)");
+    Ok(())
+}
+
 fn signal(pid: u32, sig: &str) -> Result<()> {
     let st = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status()?;
     if st.success() {

@@ -315,6 +315,50 @@ fn impostor_certificate_never_receives_a_request() -> Result<()> {
     Ok(())
 }
 
+/// Mutual TLS: an initiator on `downstream-inner-tls.yaml` requires the responder's certificate,
+/// so a party that does not hold it (here: the responder with its certificate taken out of the
+/// cluster, standing for anyone who took over the cleartext tunnel) cannot send it a request.
+#[test]
+fn initiator_refuses_a_peer_without_the_responder_certificate() -> Result<()> {
+    let _serial = serial();
+    let pki = Pki::new()?;
+    let no_client_cert = |text: String| -> Result<String> {
+        let mut out = String::new();
+        let mut skip = 0;
+        for line in text.lines() {
+            if line.trim() == "tls_certificates:" {
+                skip = 3;
+            }
+            if skip > 0 {
+                skip -= 1;
+                continue;
+            }
+            out.push_str(line);
+            out.push('\n');
+        }
+        if out.contains("{{") || out.len() == text.len() {
+            return Err(Error::msg("template has no tls_certificates block"));
+        }
+        Ok(out)
+    };
+    let mut topo = inner_tls_responder("inner-tls-no-client-cert", &pki, 1, "2s", no_client_cert)?;
+    topo.add_initiator(pki.node(NODE, NODE)?)?;
+    topo.wait_tunnels(1, TUNNELS_UP)?;
+    let r = topo.get(NODE, "/without-responder-cert")?;
+    assert_eq!(r.status, 503, "a peer without the responder's certificate: {}", r.body);
+    assert!(r.body.contains("HANDSHAKE_FAILURE"), "the initiator did not refuse the TLS handshake: {}", r.body);
+    println!("no responder certificate: {} {:?}", r.status, r.body.trim());
+    assert_eq!(topo.initiator(0).backend.requests_served(), 0, "the node's backend got a request");
+    let seen = topo
+        .initiator(0)
+        .envoy()
+        .ok_or("initiator not running")?
+        .stat_u64("http.reverse_conn_listener.downstream_rq_total")?
+        .unwrap_or(0);
+    assert_eq!(seen, 0, "the node's HTTP listener decoded a request");
+    Ok(())
+}
+
 /// The egress listener with `exact_balance`, so two open client connections land on the two
 /// responder workers (each worker has its own connection pool).
 fn balance_egress(text: String) -> Result<String> {

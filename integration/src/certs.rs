@@ -53,6 +53,15 @@ impl TestCa {
     /// usable as TLS server and client certificate. Files `<file_stem>.pem` / `.key` in the CA's
     /// directory.
     pub fn issue(&self, file_stem: &str, dns_san: &str) -> Result<CertPair> {
+        self.issue_sans(file_stem, &[dns_san])
+    }
+
+    /// [`TestCa::issue`] with several DNS SANs (at least one).
+    pub fn issue_sans(&self, file_stem: &str, dns_sans: &[&str]) -> Result<CertPair> {
+        if dns_sans.is_empty() {
+            return Err(Error::msg("a certificate needs at least one DNS SAN"));
+        }
+        let san_list: Vec<String> = dns_sans.iter().map(|s| format!("DNS:{s}")).collect();
         let pair = CertPair {
             cert: self.dir.join(format!("{file_stem}.pem")),
             key: self.dir.join(format!("{file_stem}.key")),
@@ -68,10 +77,10 @@ impl TestCa {
             .arg(&self.ca.cert)
             .arg("-CAkey")
             .arg(&self.ca.key)
-            .args(["-addext", &format!("subjectAltName=DNS:{dns_san}")])
+            .args(["-addext", &format!("subjectAltName={}", san_list.join(","))])
             .args(["-addext", "basicConstraints=critical,CA:FALSE"])
             .args(["-addext", "extendedKeyUsage=serverAuth,clientAuth"]);
-        run(cmd, &format!("issue a certificate for {dns_san}"))?;
+        run(cmd, &format!("issue a certificate for {}", san_list.join(",")))?;
         Ok(pair)
     }
 }

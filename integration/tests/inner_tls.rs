@@ -57,7 +57,12 @@ impl Pki {
 
     /// An inner-TLS initiator registering as `node_id` with a certificate whose DNS SAN is `san`.
     fn node(&self, node_id: &str, san: &str) -> Result<InitiatorSpec> {
-        let pair = self.ca.issue(&format!("node-{node_id}-as-{san}"), san)?;
+        self.node_sans(node_id, &[san])
+    }
+
+    /// [`Pki::node`] with several DNS SANs.
+    fn node_sans(&self, node_id: &str, sans: &[&str]) -> Result<InitiatorSpec> {
+        let pair = self.ca.issue_sans(&format!("node-{node_id}-as-{}", sans.join("-")), sans)?;
         Ok(InitiatorSpec::new(node_id, CLUSTER).template(
             TEMPLATE_DOWN,
             &[
@@ -312,6 +317,31 @@ fn impostor_certificate_never_receives_a_request() -> Result<()> {
     assert_eq!(r.body, topo.initiator(good).backend.expected_body("/for-the-real-node"));
     assert_eq!(stat(&mut topo, &format!("{SSL}fail_verify_san"))?, failed, "the right certificate failed verification");
     assert_eq!(topo.initiator(0).backend.requests_served(), 0);
+    Ok(())
+}
+
+/// A request addressed by cluster id sets SNI to the cluster id, so the node's certificate must
+/// name its cluster too: without that SAN the request fails verification, with it the request
+/// reaches the node.
+#[test]
+fn requests_by_cluster_id_need_the_cluster_in_the_certificate() -> Result<()> {
+    let _serial = serial();
+    let pki = Pki::new()?;
+    for (sans, want) in [(&[NODE][..], 503), (&[NODE, CLUSTER][..], 200)] {
+        let mut topo = inner_tls_responder("inner-tls-cluster-id", &pki, 1, "2s", Ok)?;
+        topo.add_initiator(pki.node_sans(NODE, sans)?)?;
+        topo.wait_tunnels(1, TUNNELS_UP)?;
+        let r = topo.get(CLUSTER, "/by-cluster")?;
+        assert_eq!(r.status, want, "certificate SANs {sans:?}, request by cluster id: {}", r.body);
+        let failed = stat(&mut topo, &format!("{SSL}fail_verify_san"))?;
+        if want == 200 {
+            assert_eq!(r.body, topo.initiator(0).backend.expected_body("/by-cluster"));
+            assert_eq!(failed, 0);
+        } else {
+            assert_eq!(failed, 1, "{}", r.body);
+            assert_eq!(topo.initiator(0).backend.requests_served(), 0);
+        }
+    }
     Ok(())
 }
 

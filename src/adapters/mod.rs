@@ -18,7 +18,6 @@ pub mod bootstrap;
 pub mod conn;
 pub mod egress_filter;
 pub mod envoy_api;
-pub mod envoy_mode;
 pub mod endpoint;
 pub mod error;
 #[cfg(test)]

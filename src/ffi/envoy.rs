@@ -61,9 +61,9 @@ pub fn log(level: LogLevel, msg: &str, file: &str, line: u32) {
 
 /// Envoy runtime value `key` (from `layered_runtime`) as a bool, or `default`.
 /// Under `envoy --mode validate` Envoy has no runtime: `default` without calling Envoy
-/// ([`crate::adapters::envoy_mode`]).
+/// ([`crate::ffi::envoy_mode`]).
 pub fn runtime_bool(key: &str, default: bool) -> bool {
-    if crate::adapters::envoy_mode::validating() {
+    if crate::ffi::envoy_mode::validating() {
         return default;
     }
     // SAFETY: the key buffer lives for the call.
@@ -73,9 +73,9 @@ pub fn runtime_bool(key: &str, default: bool) -> bool {
 /// Reads an integer Envoy runtime value (`layered_runtime`), `default` when unset or not a
 /// number. Any thread (docs/envoy-abi.md#buffers-pointers-and-enums). Under
 /// `envoy --mode validate` Envoy has no runtime: `default` without calling Envoy
-/// ([`crate::adapters::envoy_mode`]).
+/// ([`crate::ffi::envoy_mode`]).
 pub fn runtime_u64(key: &str, default: u64) -> u64 {
-    if crate::adapters::envoy_mode::validating() {
+    if crate::ffi::envoy_mode::validating() {
         return default;
     }
     // SAFETY: the key buffer lives for the call.

@@ -520,6 +520,11 @@ pub fn retry_waiting(now_ms: u64) {
 pub fn on_request_body(s: &Rc<HttpStream>, end_of_stream: bool) -> BodyTaken {
     let _busy = s.ep.hold();
     let Some(f) = s.filter() else { return BodyTaken::Taken };
+    if s.st.borrow().held_in_envoy {
+        // Earlier chunks wait in Envoy's buffer: send what the window takes of them now, so
+        // that this chunk can be taken directly if they all went (it comes after them).
+        s.flush_request();
+    }
     let leave = {
         let mut st = s.st.borrow_mut();
         let open = st.tunnel.is_some() && !st.req_done;
@@ -795,6 +800,38 @@ mod tests {
         assert!(sent(tunnel.take().0, &mut got), "END_STREAM after the last byte");
         assert!(got == body, "the node gets the body in order ({} of {} bytes)", got.len(), body.len());
         assert_eq!(f.buffered.borrow().len(), 0, "Envoy's buffer drained");
+    }
+
+    #[test]
+    fn a_chunk_arriving_when_the_window_has_room_again_goes_after_the_held_ones() {
+        let (rt, tunnel, cfg) = world();
+        let f = FakeHttpFilter::with_headers(&get("n1"));
+        let s = stream(&rt, &f);
+        on_request_headers(&cfg, &s, false);
+        let window = LOCAL_INITIAL_WINDOW as usize;
+        let body: Vec<u8> = (0..window + MAX_PENDING_BYTES + 3000).map(|i| (i % 241) as u8).collect();
+        let (a, rest) = body.split_at(window + MAX_PENDING_BYTES);
+        let (b, c) = rest.split_at(1000);
+        *f.body.borrow_mut() = a.to_vec();
+        assert_eq!(on_request_body(&s, false), BodyTaken::Taken);
+        *f.body.borrow_mut() = b.to_vec();
+        assert_eq!(on_request_body(&s, false), BodyTaken::LeftInEnvoy);
+        f.leave_in_envoy();
+        // The tunnel's window grew (the node read), but no window message reached the stream
+        // yet: the next chunk first sends the held ones, then is taken itself, in order.
+        s.st.borrow_mut().allowed += 4 * window as u64;
+        *f.body.borrow_mut() = c.to_vec();
+        assert_eq!(on_request_body(&s, true), BodyTaken::Taken);
+        let mut got = Vec::new();
+        let mut ended = false;
+        for m in tunnel.take().0 {
+            if let Msg::LocalData { bytes, end, .. } = m {
+                assert!(!ended, "no DATA after END_STREAM");
+                got.extend_from_slice(&bytes);
+                ended |= end;
+            }
+        }
+        assert!(ended && got == body, "in order and ended ({} of {} bytes)", got.len(), body.len());
     }
 
     #[test]

@@ -74,8 +74,10 @@ const REQUEST_PATH_OPTIONS: &str = r#"
   cannot take yet, request chunks stay in Envoy's buffer (`StopIterationAndWatermark`), which stops
   reading from the client at its high watermark; they are drained as the window opens. With
   `envoy-config/upstream-direct.yaml`'s small client-side HTTP/2 windows (Envoy's edge-proxy
-  practice), a 64 MiB upload to a node reading 16 MB/s grows the responder by 5-10 MiB (the `route`
-  test). A first version was withdrawn because parallel uploads came back reordered; the cause was a
+  practice; every responder config here, the built-in's included, uses the same windows, so W7
+  compares alike), a 64 MiB upload to a node reading 16 MB/s grows the responder by 5-10 MiB (the
+  `route` test). Without those windows a client may push its whole initial window (256 MiB by
+  default) into Envoy's codec, whichever responder runs. A first version was withdrawn because parallel uploads came back reordered; the cause was a
   nested same-worker delivery (docs/architecture.md, "The path of a request: route filter", step 5),
   now fixed, and the parallel-upload test passes.
 "#;

@@ -157,7 +157,7 @@ impl Role for TunnelConn {
     }
     fn on_message(conn: &Tunnel, msg: Msg) {
         match msg {
-            Msg::Attach { peer } => on_attach(conn, peer),
+            Msg::Attach { peer, first } => on_attach(conn, peer, first),
             Msg::EgressData { from, bytes } => on_egress_data(conn, from, bytes),
             Msg::EgressClosed { from } => on_egress_closed(conn, from),
             Msg::Drain => on_drain(conn),
@@ -498,8 +498,11 @@ pub fn on_deadline(conn: &Tunnel, now: u64) {
 }
 
 /// Egress connection `peer` claimed this tunnel (first claim: the keepalive stops and the relay
-/// starts) or joins its HTTP/2 session (shared claim). Runs on the tunnel's worker.
-pub fn on_attach(conn: &Tunnel, peer: Arc<Endpoint>) {
+/// starts) or joins its HTTP/2 session (shared claim), with its `first` bytes, which are handled
+/// at once: an HTTP/2 client's preface starts the session in this same step, so a claim that
+/// joins it from another worker a moment later finds it running. Runs on the tunnel's worker.
+pub fn on_attach(conn: &Tunnel, peer: Arc<Endpoint>, first: Vec<u8>) {
+    let from = peer.conn_id;
     let now = now_ms();
     let claim = with_tunnel(conn, |t| {
         let ka = t.settings.keepalive;
@@ -519,8 +522,12 @@ pub fn on_attach(conn: &Tunnel, peer: Arc<Endpoint>) {
         }
         (Claim::Started, _) | (Claim::Refused, _) => {
             peer.post(Msg::PeerClosed);
+            return;
         }
         (Claim::Join, actions) => run_actions(conn, actions),
+    }
+    if !first.is_empty() && !conn.closed.get() {
+        on_egress_data(conn, from, first);
     }
 }
 

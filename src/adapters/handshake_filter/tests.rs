@@ -210,9 +210,10 @@ fn claim_relays_both_ways_and_strips_the_echo_in_flight() {
     let ef = FakeNetworkFilter::new(31);
     ef.filter_state.borrow_mut().insert("envoy.network.upstream_server_name".into(), b"n1".to_vec());
     let ec = fake::open(&env.egress, &ef);
+    assert_eq!(env.rt.tracker.counts().in_use, 0, "the claim comes with the first bytes");
+    fake::read(&ec, &ef, b"GET / HTTP/1.1\r\n\r\n", false);
     assert!(ef.closes().is_empty(), "claimed");
     assert_eq!(env.rt.tracker.counts().in_use, 1);
-    fake::read(&ec, &ef, b"GET / HTTP/1.1\r\n\r\n", false);
     assert_eq!(tf.written(), b"GET / HTTP/1.1\r\n\r\n", "egress bytes reach the tunnel");
     fake::read(&tc, &tf, b"RPINGHTTP/1.1 200 OK\r\n\r\n", false);
     fake::deliver_mail(&[&tc, &ec]);
@@ -252,6 +253,7 @@ fn a_claimed_tunnel_ignores_drain() {
     let ef = FakeNetworkFilter::new(51);
     ef.filter_state.borrow_mut().insert("envoy.network.upstream_server_name".into(), b"n1".to_vec());
     let ec = fake::open(&env.egress, &ef);
+    fake::read(&ec, &ef, b"x", false);
     assert_eq!(crate::adapters::bootstrap::drain_idle_tunnels(&env.rt), 0);
     fake::deliver_mail(&[&tc, &ec]);
     assert!(tf.closes().is_empty());
@@ -275,6 +277,7 @@ fn http2_session_is_shared_then_closed_by_unanswered_pings() {
     fake::read(&ec1, &ef1, &first, false);
     assert!(tf.written().starts_with(crate::core::h2mux::frame::PREFACE), "the session speaks HTTP/2 to the initiator");
     let (ef2, ec2) = egress(62);
+    fake::read(&ec2, &ef2, &first, false);
     assert!(ef2.closes().is_empty());
     assert_eq!(env.sink.get(&format!("{PREFIX}.claims_shared"), &[]), 1, "the second egress joined the session");
     assert_eq!(env.rt.tracker.counts().in_use, 1, "one tunnel serves both");

@@ -98,6 +98,9 @@ pub struct InitiatorSpec {
     /// Start a gRPC server (`integration/grpc/server.py`) behind this initiator, as its
     /// `local-grpc` cluster (else that cluster points at a free port with nothing listening).
     pub grpc: bool,
+    /// Extra handshake request headers (`http_handshake.additional_headers` of the initiator's
+    /// bootstrap), e.g. `("authorization", "Bearer <jwt>")`; none by default.
+    pub handshake_headers: Vec<(String, String)>,
 }
 
 impl InitiatorSpec {
@@ -110,7 +113,14 @@ impl InitiatorSpec {
             concurrency: 1,
             tunnel_count: 1,
             grpc: false,
+            handshake_headers: Vec::new(),
         }
+    }
+
+    /// Adds a handshake request header (`http_handshake.additional_headers`).
+    pub fn handshake_header(mut self, name: &str, value: &str) -> Self {
+        self.handshake_headers.push((name.to_string(), value.to_string()));
+        self
     }
 
     /// Starts a gRPC server behind this initiator (or not): sets field `grpc`.
@@ -295,6 +305,16 @@ impl Topology {
                 ("GRPC_PORT", grpc_port.to_string()),
             ],
         )?;
+        if !spec.handshake_headers.is_empty() {
+            let text = std::fs::read_to_string(&config)?;
+            let mut lines = vec!["http_handshake:".to_string(), "  additional_headers:".to_string()];
+            for (k, v) in &spec.handshake_headers {
+                // JSON strings are valid YAML flow scalars.
+                lines.push(format!("  - header: {{key: {}, value: {}}}", serde_json::json!(k), serde_json::json!(v)));
+            }
+            let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+            std::fs::write(&config, crate::tmp::insert_sibling_lines(&text, "enable_detailed_stats: true", &refs)?)?;
+        }
         let mut envoy = Envoy::start(&config, spec.concurrency, &[])?;
         envoy.wait_ready(READY_TIMEOUT)?;
         self.initiators.push(Initiator {

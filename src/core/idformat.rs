@@ -355,7 +355,7 @@ mod tests {
     proptest! {
         #[test]
         fn parse_and_render_never_panic(fmt in ".{0,64}", v in ".{0,16}") {
-            let h = vec![("x-a".to_string(), v)];
+            let h = vec![("x-a".to_string(), v.clone())];
             if let Ok(f) = parse(&fmt) {
                 let claims = serde_json::json!({"sub": v.clone(), "o": {"k": 1}});
                 let claims = claims.as_object().cloned().unwrap_or_default();

@@ -356,7 +356,7 @@ mod jwt {
             assert_eq!(f.closes().len(), 1, "case {i}");
             assert!(f.metadata(NS).is_empty(), "case {i}: no claims published");
         }
-        assert_eq!(env.sink.get("reverse_tunnel.handshake.jwt_denied", &[]), cases.len() as u64);
+        assert_eq!(env.sink.get("reverse_tunnel.handshake.jwt_denied", &[]), cases.len() as i64);
         assert_eq!(env.sink.get("reverse_tunnel.handshake.accepted", &[]), 0);
     }
 

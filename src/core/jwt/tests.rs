@@ -26,6 +26,7 @@ fn every_algorithm_verifies_and_a_foreign_key_fails() {
     let ed = testkeys::ed25519("d");
     let hs = testkeys::hmac(b"test-only-hmac-secret-0123456789", "h");
     let hs_other = testkeys::hmac(b"another-test-only-secret-9876543", "h");
+    let (p256b, p384b, edb) = (testkeys::ec(false, "e"), testkeys::ec(true, "e"), testkeys::ed25519("d"));
     let cases: Vec<(&TestKey, &TestKey, Algorithm)> = vec![
         (&rsa, &rsa2, Algorithm::RS256),
         (&rsa, &rsa2, Algorithm::RS384),
@@ -33,9 +34,9 @@ fn every_algorithm_verifies_and_a_foreign_key_fails() {
         (&rsa, &rsa2, Algorithm::PS256),
         (&rsa, &rsa2, Algorithm::PS384),
         (&rsa, &rsa2, Algorithm::PS512),
-        (&p256, &testkeys::ec(false, "e"), Algorithm::ES256),
-        (&p384, &testkeys::ec(true, "e"), Algorithm::ES384),
-        (&ed, &testkeys::ed25519("d"), Algorithm::EdDSA),
+        (&p256, &p256b, Algorithm::ES256),
+        (&p384, &p384b, Algorithm::ES384),
+        (&ed, &edb, Algorithm::EdDSA),
         (&hs, &hs_other, Algorithm::HS256),
         (&hs, &hs_other, Algorithm::HS384),
         (&hs, &hs_other, Algorithm::HS512),

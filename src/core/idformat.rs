@@ -312,7 +312,7 @@ mod tests {
         );
         assert!(parse("%DYNAMIC_METADATA(a)%").unwrap_err().0.contains("expected namespace:key"));
         assert!(parse("%DYNAMIC_METADATA(a:)%").is_err());
-        assert!(parse("%DYNAMIC_METADATA(a:b%").unwrap_err().0.contains("missing ')'"));
+        assert!(parse("%DYNAMIC_METADATA(a:b%").is_err());
         assert!(parse("%DYNAMIC_METADATA(a:b):x%").is_err());
         assert!(parse("abc%REQ(x").unwrap_err().0.contains("unterminated"));
         assert!(parse("%REQ()%").is_err());

@@ -182,9 +182,12 @@ impl KeySet {
 }
 
 /// The token in `value`, the raw value of the token header: surrounding blanks trimmed and a
-/// leading `Bearer ` (any case) stripped. `None` when nothing is left.
+/// leading `Bearer ` (any case) stripped. `None` when nothing is left (a bare `Bearer` included).
 pub fn extract_token(value: &str) -> Option<&str> {
     let v = value.trim_matches([' ', '\t']);
+    if v.eq_ignore_ascii_case(BEARER_PREFIX.trim_end()) {
+        return None;
+    }
     let v = match v.get(..BEARER_PREFIX.len()) {
         Some(p) if p.eq_ignore_ascii_case(BEARER_PREFIX) => v[BEARER_PREFIX.len()..].trim_start_matches([' ', '\t']),
         _ => v,

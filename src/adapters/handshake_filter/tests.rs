@@ -426,3 +426,32 @@ mod jwt {
         assert_eq!(out.as_bytes(), OK_200, "last good keys kept");
     }
 }
+
+/// Hostile `authorization` values through the whole handshake path (parser, token extraction,
+/// verification): never a panic, never a tunnel, always the 401 (or the parser's own 400).
+mod jwt_fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(crate::core::fuzz_cases(64)))]
+        #[test]
+        fn hostile_token_headers_never_open_a_tunnel(
+            value in "[ -~]{0,200}",
+            parts in proptest::collection::vec("[A-Za-z0-9_=+/-]{0,40}", 0..5),
+        ) {
+            let jwks = r#"{"keys": [{"kty": "oct", "kid": "k1", "k": "dGVzdC1vbmx5LWZ1enotc2VjcmV0LTAxMjM0NTY3"}]}"#;
+            let filter = format!(r#"{{"jwt_validator": {{"issuer": "ctl", "local_jwks": {{"inline_string": {}}}}}}}"#, serde_json::json!(jwks));
+            let env = fake::Env::new("{}", &filter);
+            for (i, v) in [value.clone(), format!("Bearer {}", parts.join("."))].iter().enumerate() {
+                let f = FakeNetworkFilter::new(1 + i as u64);
+                let c = fake::open(&env.handshake, &f);
+                let req = String::from_utf8(request("n1")).unwrap().replacen("host: ", &format!("authorization: {v}\r\nhost: "), 1);
+                fake::read(&c, &f, req.as_bytes(), false);
+                let out = String::from_utf8_lossy(&f.written()).into_owned();
+                prop_assert!(out.starts_with("HTTP/1.1 401 ") || out.starts_with("HTTP/1.1 400 "), "{v:?} -> {out}");
+            }
+            prop_assert_eq!(env.sink.get("reverse_tunnel.handshake.accepted", &[]), 0);
+        }
+    }
+}

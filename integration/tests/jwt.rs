@@ -265,7 +265,7 @@ fn answers_and_counters_match_the_builtin() -> Result<()> {
         ("valid", "n1", Some(format!("Bearer {valid}"))),
     ];
     let names = ["jwt_denied", "jwt_would_deny", "validation_failed", "accepted", "parse_error"];
-    let mut results: Vec<Vec<(u16, String, Vec<u64>)>> = Vec::new();
+    let mut results: Vec<Vec<(u16, String, Vec<u64>, String)>> = Vec::new();
     for kind in [Responder::Builtin, Responder::Direct] {
         let mut topo = responder(&format!("jwt-vs-{kind:?}"), kind, &lines, None)?;
         let mut rows = Vec::new();
@@ -282,7 +282,8 @@ fn answers_and_counters_match_the_builtin() -> Result<()> {
             if status == 0 {
                 bail!("no answer: {raw}");
             }
-            rows.push((status, body, delta));
+            // The whole response, byte for byte (the 200 is checked by the conformance tests).
+            rows.push((status, body, delta, if status == 200 { String::new() } else { raw }));
         }
         results.push(rows);
     }

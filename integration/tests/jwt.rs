@@ -248,6 +248,9 @@ fn raw_handshake(port: u16, node: &str, auth: Option<&str>) -> Result<(u16, Stri
     Ok((status, body, text))
 }
 
+/// One handshake's outcome: status, body, counter deltas, raw response (empty for a 200).
+type Answer = (u16, String, Vec<u64>, String);
+
 #[test]
 fn answers_and_counters_match_the_builtin() -> Result<()> {
     let _serial = serial();
@@ -265,7 +268,7 @@ fn answers_and_counters_match_the_builtin() -> Result<()> {
         ("valid", "n1", Some(format!("Bearer {valid}"))),
     ];
     let names = ["jwt_denied", "jwt_would_deny", "validation_failed", "accepted", "parse_error"];
-    let mut results: Vec<Vec<(u16, String, Vec<u64>, String)>> = Vec::new();
+    let mut results: Vec<Vec<Answer>> = Vec::new();
     for kind in [Responder::Builtin, Responder::Direct] {
         let mut topo = responder(&format!("jwt-vs-{kind:?}"), kind, &lines, None)?;
         let mut rows = Vec::new();

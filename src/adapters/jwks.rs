@@ -13,7 +13,9 @@
 //! Schedule of one source: first fetch at the first tick; after a success, again after
 //! `cache_duration`; after a failure, the retry policy's backoff (base doubled per retry, at most
 //! `max_interval`, `num_retries` times), then `failed_refetch_duration`. A failure never drops the
-//! last good keys. Before the first success the set is empty and every token fails.
+//! last good keys. Before the first success the set is empty and every token fails. One fetch per
+//! source is in flight at a time; a callout Envoy finishes synchronously inside `http_callout` is
+//! kept until its id is known, and one never answered within `timeout` + 5 s counts as failed.
 
 use std::sync::{Arc, Weak};
 
@@ -68,8 +70,9 @@ impl JwtKeys {
 struct FetchState {
     /// Monotonic ms at which the next fetch may start.
     next_due_ms: u64,
-    /// Callout id of the fetch in flight.
+    /// Callout id of the fetch in flight, and when it started (monotonic ms).
     in_flight: Option<u64>,
+    in_flight_since_ms: u64,
     /// Retries used since the last success or the last `failed_refetch` pause.
     retries: u32,
     /// Successful and failed fetches so far.
@@ -142,7 +145,16 @@ impl RemoteJwks {
 #[derive(Default)]
 pub struct JwksRegistry {
     sources: Mutex<Vec<Weak<RemoteJwks>>>,
+    /// True while [`JwksRegistry::tick`] is inside a `start` call: Envoy may finish a callout
+    /// synchronously, inside `http_callout`, before its id is known here.
+    starting: Mutex<bool>,
+    /// A result that arrived that way: (callout id, response body or failure reason).
+    early: Mutex<Option<(u64, Result<Vec<u8>, String>)>>,
 }
+
+/// Grace after a fetch's own timeout before a callout that never finished counts as failed
+/// (Envoy always calls back; this only bounds the damage if it did not).
+const STUCK_GRACE_MS: u64 = 5_000;
 
 /// What a finished callout gave: `Ok(body)` for a 200 response, `Err(reason)` otherwise.
 pub type FetchResult<'a> = Result<&'a [u8], String>;
@@ -169,12 +181,32 @@ impl JwksRegistry {
         for src in live {
             {
                 let s = src.state.lock();
-                if s.in_flight.is_some() || now_ms < s.next_due_ms {
+                if s.in_flight.is_some() {
+                    let limit = s.in_flight_since_ms + src.config.timeout.as_millis() as u64 + STUCK_GRACE_MS;
+                    if now_ms < limit {
+                        continue;
+                    }
+                    drop(s);
+                    src.failed(now_ms, "no answer from the callout");
+                    continue;
+                }
+                if now_ms < s.next_due_ms {
                     continue;
                 }
             }
-            match start(&src.config) {
-                Ok(id) => src.state.lock().in_flight = Some(id),
+            *self.starting.lock() = true;
+            let started = start(&src.config);
+            *self.starting.lock() = false;
+            let early = self.early.lock().take();
+            match started {
+                Ok(id) => match early {
+                    Some((eid, result)) if eid == id => src.finish(now_ms, result.as_deref().map_err(String::clone)),
+                    _ => {
+                        let mut s = src.state.lock();
+                        s.in_flight = Some(id);
+                        s.in_flight_since_ms = now_ms;
+                    }
+                },
                 Err(why) => src.failed(now_ms, &why),
             }
         }
@@ -188,7 +220,23 @@ impl JwksRegistry {
             let list = self.sources.lock();
             list.iter().filter_map(Weak::upgrade).find(|s| s.state.lock().in_flight == Some(id))
         };
-        let Some(src) = src else { return false };
+        let Some(src) = src else {
+            if *self.starting.lock() {
+                // Finished inside our own `http_callout`: `tick` picks it up once the id is known.
+                *self.early.lock() = Some((id, result.map(<[u8]>::to_vec)));
+                return true;
+            }
+            return false;
+        };
+        src.finish(now_ms, result);
+        true
+    }
+}
+
+impl RemoteJwks {
+    /// Applies the result of this source's fetch: a JWKS with a usable key replaces the keys;
+    /// anything else is a failure that keeps them.
+    fn finish(&self, now_ms: u64, result: FetchResult<'_>) {
         let parsed = result.and_then(|body| {
             if body.len() > MAX_JWKS_BYTES {
                 return Err(format!("body larger than {MAX_JWKS_BYTES} bytes"));
@@ -197,10 +245,9 @@ impl JwksRegistry {
             KeySet::parse(text).map_err(|e| format!("bad JWKS: {e}"))
         });
         match parsed {
-            Ok(keys) => src.succeeded(now_ms, keys),
-            Err(why) => src.failed(now_ms, &why),
+            Ok(keys) => self.succeeded(now_ms, keys),
+            Err(why) => self.failed(now_ms, &why),
         }
-        true
     }
 }
 
@@ -282,6 +329,41 @@ mod tests {
             now = t;
         }
         assert_eq!(waits, vec![100, 200, 250, 2000, 100]);
+    }
+
+    #[test]
+    fn a_callout_finished_inside_http_callout_is_not_lost() {
+        let reg = JwksRegistry::default();
+        let src = reg.register(config(0));
+        // Envoy calls back synchronously, before `start` returns the id.
+        reg.tick(0, |_| {
+            assert!(reg.callout_done(5, Ok(JWKS.as_bytes()), 0), "claimed while starting");
+            Ok(5)
+        });
+        assert_eq!(src.keys.get().len(), 1);
+        assert_eq!(src.fetch_counts(), (1, 0));
+        // Not in flight any more: the next fetch follows the cache duration.
+        let mut id = 10;
+        assert!(tick(&reg, 599_999, &mut id).is_empty());
+        assert_eq!(tick(&reg, 600_000, &mut id), vec![11]);
+        // Outside a start, an unknown id is not ours (the reporter's).
+        assert!(!reg.callout_done(77, Ok(b""), 600_001));
+    }
+
+    #[test]
+    fn a_callout_that_never_finishes_counts_as_failed() {
+        let reg = JwksRegistry::default();
+        let src = reg.register(config(0));
+        let mut id = 0;
+        assert_eq!(tick(&reg, 0, &mut id), vec![1]);
+        // timeout 1 s + 5 s grace.
+        assert!(tick(&reg, 5_999, &mut id).is_empty());
+        assert!(tick(&reg, 6_000, &mut id).is_empty());
+        assert_eq!(src.fetch_counts(), (0, 1));
+        assert_eq!(tick(&reg, 8_000, &mut id), vec![2], "after failed_refetch (2 s)");
+        // The late answer of the abandoned callout is not taken.
+        assert!(!reg.callout_done(1, Ok(JWKS.as_bytes()), 8_001));
+        assert!(src.keys.get().is_empty());
     }
 
     #[test]

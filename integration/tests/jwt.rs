@@ -251,28 +251,16 @@ fn raw_handshake(port: u16, node: &str, auth: Option<&str>) -> Result<(u16, Stri
 /// One handshake's outcome: status, body, counter deltas, raw response (empty for a 200).
 type Answer = (u16, String, Vec<u64>, String);
 
-#[test]
-fn answers_and_counters_match_the_builtin() -> Result<()> {
-    let _serial = serial();
-    let hmac = SigningKey::hmac(SECRET, "h1");
-    let forger = SigningKey::hmac(OTHER_SECRET, "h1");
-    let lines = vec![validator_yaml(ISS, AUD, &jwks(&[&hmac]), ""), BIND_SUB.to_string()];
-    let valid = hmac.sign(&claims(ISS, AUD, "n1", 3600))?;
-    let cases: Vec<(&str, &str, Option<String>)> = vec![
-        ("no token", "n1", None),
-        ("bad signature", "n1", Some(format!("Bearer {}", forger.sign(&claims(ISS, AUD, "n1", 3600))?))),
-        ("expired", "n1", Some(format!("Bearer {}", hmac.sign(&claims(ISS, AUD, "n1", -3600))?))),
-        ("wrong audience", "n1", Some(format!("Bearer {}", hmac.sign(&claims(ISS, "x", "n1", 3600))?))),
-        ("not a JWT", "n1", Some("Bearer not.a.jwt".to_string())),
-        ("sub of another node", "n2", Some(format!("Bearer {valid}"))),
-        ("valid", "n1", Some(format!("Bearer {valid}"))),
-    ];
+/// Sends each case (what, node id, authorization value) as a raw handshake to the built-in and
+/// to ours, both with the handshake filter `lines`, and checks they answer byte for byte the same
+/// and move the same counters. Returns our answers.
+fn compare_with_builtin(label: &str, lines: &[String], cases: &[(&str, &str, Option<String>)]) -> Result<Vec<Answer>> {
     let names = ["jwt_denied", "jwt_would_deny", "validation_failed", "accepted", "parse_error"];
     let mut results: Vec<Vec<Answer>> = Vec::new();
     for kind in [Responder::Builtin, Responder::Direct] {
-        let mut topo = responder(&format!("jwt-vs-{kind:?}"), kind, &lines, None)?;
+        let mut topo = responder(&format!("{label}-{kind:?}"), kind, lines, None)?;
         let mut rows = Vec::new();
-        for (what, node, auth) in &cases {
+        for (what, node, auth) in cases {
             let before: Vec<u64> = names.iter().map(|n| counter(&mut topo, n)).collect::<Result<_>>()?;
             let (status, body, raw) = raw_handshake(topo.handshake_port, node, auth.as_deref())?;
             // Counters are flushed to the admin endpoint asynchronously: wait for the expected move.
@@ -293,7 +281,56 @@ fn answers_and_counters_match_the_builtin() -> Result<()> {
     for (i, (what, _, _)) in cases.iter().enumerate() {
         ensure!(results[0][i] == results[1][i], "{what}: built-in {:?} vs ours {:?}", results[0][i], results[1][i]);
     }
-    ensure!(results[1][0].0 == 401 && results[1][0].1 == "JWT authentication failed", "unexpected 401 form {:?}", results[1][0]);
+    Ok(results.pop().unwrap_or_default())
+}
+
+#[test]
+fn answers_and_counters_match_the_builtin() -> Result<()> {
+    let _serial = serial();
+    let hmac = SigningKey::hmac(SECRET, "h1");
+    let forger = SigningKey::hmac(OTHER_SECRET, "h1");
+    let lines = vec![validator_yaml(ISS, AUD, &jwks(&[&hmac]), ""), BIND_SUB.to_string()];
+    let valid = hmac.sign(&claims(ISS, AUD, "n1", 3600))?;
+    let cases: Vec<(&str, &str, Option<String>)> = vec![
+        ("no token", "n1", None),
+        ("bad signature", "n1", Some(format!("Bearer {}", forger.sign(&claims(ISS, AUD, "n1", 3600))?))),
+        ("expired", "n1", Some(format!("Bearer {}", hmac.sign(&claims(ISS, AUD, "n1", -3600))?))),
+        ("wrong audience", "n1", Some(format!("Bearer {}", hmac.sign(&claims(ISS, "x", "n1", 3600))?))),
+        ("not a JWT", "n1", Some("Bearer not.a.jwt".to_string())),
+        ("sub of another node", "n2", Some(format!("Bearer {valid}"))),
+        ("valid", "n1", Some(format!("Bearer {valid}"))),
+    ];
+    let ours = compare_with_builtin("jwt-vs", &lines, &cases)?;
+    ensure!(ours[0].0 == 401 && ours[0].1 == "JWT authentication failed", "unexpected 401 form {:?}", ours[0]);
+    Ok(())
+}
+
+#[test]
+fn audit_mode_answers_and_counters_match_the_builtin() -> Result<()> {
+    let _serial = serial();
+    let hmac = SigningKey::hmac(SECRET, "h1");
+    let forger = SigningKey::hmac(OTHER_SECRET, "h1");
+    let valid = hmac.sign(&claims(ISS, AUD, "n1", 3600))?;
+    let forged = format!("Bearer {}", forger.sign(&claims(ISS, AUD, "n1", 3600))?);
+    // Audit mode alone: every handshake passes, the failing ones count jwt_would_deny.
+    let lines = vec![validator_yaml(ISS, AUD, &jwks(&[&hmac]), ", allow_missing_or_failed: true")];
+    let cases: Vec<(&str, &str, Option<String>)> = vec![
+        ("no token", "n1", None),
+        ("bad signature", "n1", Some(forged.clone())),
+        ("valid", "n1", Some(format!("Bearer {valid}"))),
+    ];
+    let ours = compare_with_builtin("jwt-audit-vs", &lines, &cases)?;
+    ensure!(ours.iter().all(|a| a.0 == 200), "audit mode refused a handshake: {ours:?}");
+    // Audit mode with the node bound to `sub`: a failing token publishes no claims, so the id
+    // check fails closed.
+    let lines = vec![validator_yaml(ISS, AUD, &jwks(&[&hmac]), ", allow_missing_or_failed: true"), BIND_SUB.to_string()];
+    let cases: Vec<(&str, &str, Option<String>)> = vec![
+        ("no token, bound", "n1", None),
+        ("bad signature, bound", "n1", Some(forged)),
+        ("valid, bound", "n1", Some(format!("Bearer {valid}"))),
+    ];
+    let ours = compare_with_builtin("jwt-audit-bound-vs", &lines, &cases)?;
+    ensure!(ours[0].0 == 403 && ours[2].0 == 200, "unexpected {ours:?}");
     Ok(())
 }
 

@@ -40,6 +40,37 @@ pub fn pattern_bytes(n: usize) -> Vec<u8> {
     (0..n).map(|i| ((i.wrapping_mul(31) + i / 65_521) % 251) as u8).collect()
 }
 
+/// The `slow_read_ms=<n>` of a request target's query string, if any: the backend then reads a
+/// request body 64 KiB at a time with `n` ms between reads (a slow node, for back-pressure tests).
+pub fn requested_slow_read(target: &str) -> Option<Duration> {
+    let (_, query) = target.split_once('?')?;
+    let ms = query.split('&').find_map(|kv| kv.strip_prefix("slow_read_ms="))?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ms.min(1000)))
+}
+
+fn read_slowly(r: &mut impl std::io::Read, n: usize, pause: Duration) -> Result<Vec<u8>> {
+    let mut body = vec![0u8; n];
+    let mut at = 0;
+    while at < n {
+        let end = (at + 64 * 1024).min(n);
+        r.read_exact(&mut body[at..end])?;
+        at = end;
+        std::thread::sleep(pause);
+    }
+    Ok(body)
+}
+
+/// What the backend answers to `POST /digest...`: the request body's length and FNV-1a 64 hash
+/// (a fingerprint for tests that upload much and want a small answer; not cryptographic).
+pub fn body_digest(body: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in body {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("len={} fnv1a64={h:016x}\n", body.len())
+}
+
 /// Idle keep-alive connections are closed by the backend after this long.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -190,7 +221,11 @@ fn serve_connection(stream: TcpStream, name: &str, served: &AtomicU64) -> Result
                 .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
             return Ok(());
         }
-        let request_body = read_body(&mut reader, body_kind(&headers, true)?)?;
+        let kind = body_kind(&headers, true)?;
+        let request_body = match (requested_slow_read(&target), &kind) {
+            (Some(pause), crate::http::BodyKind::Length(n)) => read_slowly(&mut reader, *n, pause)?,
+            _ => read_body(&mut reader, kind)?,
+        };
         if let Some(d) = requested_delay(&target) {
             std::thread::sleep(d);
         }
@@ -198,6 +233,8 @@ fn serve_connection(stream: TcpStream, name: &str, served: &AtomicU64) -> Result
             || (version == "HTTP/1.0" && !connection_has(&headers, "keep-alive"));
         let body: Vec<u8> = if method == "POST" && target.starts_with("/echo") {
             request_body
+        } else if method == "POST" && target.starts_with("/digest") {
+            body_digest(&request_body).into_bytes()
         } else if let Some(n) = requested_bytes(&target) {
             pattern_bytes(n)
         } else {

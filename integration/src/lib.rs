@@ -17,12 +17,16 @@
 //! - [`control_plane`]: a recording HTTP server for the reporter tests.
 //! - [`fleet`]: several responders behind a front Envoy, with a checking request load.
 //! - [`grpc`]: a real gRPC server and client (Python `grpcio`, `integration/grpc/`).
+//! - [`certs`]: a test CA and certificates made with `openssl` at test time (inner TLS).
+//! - [`capture`]: a TCP relay recording every byte between an initiator and the responder.
 //!
 //! Environment overrides: `ENVOY_BIN`, `RT_MODULE_DIR`, `RT_CONFIG_DIR`, `RT_KEEP_TMP`,
 //! `RT_ENVOY_LOG_LEVEL`.
 
 pub mod backend;
 pub mod bench;
+pub mod capture;
+pub mod certs;
 pub mod control_plane;
 pub mod envoy;
 pub mod fleet;

@@ -98,6 +98,12 @@ pub struct InitiatorSpec {
     /// Start a gRPC server (`integration/grpc/server.py`) behind this initiator, as its
     /// `local-grpc` cluster (else that cluster points at a free port with nothing listening).
     pub grpc: bool,
+    /// Config template of the initiator (`downstream.yaml`; `downstream-inner-tls.yaml` for inner TLS).
+    pub template: String,
+    /// More template variables (e.g. the certificate paths of `downstream-inner-tls.yaml`).
+    pub vars: Vec<(&'static str, String)>,
+    /// Dial this port instead of the responder's handshake port (e.g. a capture relay in front of it).
+    pub responder_port: Option<u16>,
     /// Extra handshake request headers (`http_handshake.additional_headers` of the initiator's
     /// bootstrap), e.g. `("authorization", "Bearer <jwt>")`; none by default.
     pub handshake_headers: Vec<(String, String)>,
@@ -113,6 +119,9 @@ impl InitiatorSpec {
             concurrency: 1,
             tunnel_count: 1,
             grpc: false,
+            template: "downstream.yaml".to_string(),
+            vars: Vec::new(),
+            responder_port: None,
             handshake_headers: Vec::new(),
         }
     }
@@ -120,6 +129,19 @@ impl InitiatorSpec {
     /// Adds a handshake request header (`http_handshake.additional_headers`).
     pub fn handshake_header(mut self, name: &str, value: &str) -> Self {
         self.handshake_headers.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// Uses config template `template` with the extra variables `vars`.
+    pub fn template(mut self, template: &str, vars: &[(&'static str, String)]) -> Self {
+        self.template = template.to_string();
+        self.vars = vars.to_vec();
+        self
+    }
+
+    /// Dials `port` instead of the responder's handshake port.
+    pub fn via_port(mut self, port: u16) -> Self {
+        self.responder_port = Some(port);
         self
     }
 
@@ -232,6 +254,20 @@ impl Topology {
         overrides: &[(&'static str, String)],
         edit: impl FnOnce(String) -> Result<String>,
     ) -> Result<Topology> {
+        Topology::start_template(label, kind, kind.template(), responder_concurrency, specs, overrides, edit)
+    }
+
+    /// [`Topology::start_edited`] with the responder config rendered from `template` instead of
+    /// `kind`'s (e.g. `upstream-inner-tls.yaml`, a cluster-path responder: `kind` `Module`).
+    pub fn start_template(
+        label: &str,
+        kind: Responder,
+        template: &str,
+        responder_concurrency: u32,
+        specs: &[InitiatorSpec],
+        overrides: &[(&'static str, String)],
+        edit: impl FnOnce(String) -> Result<String>,
+    ) -> Result<Topology> {
         let dir = TestDir::new(label)?;
         if kind != Responder::Builtin {
             require_module()?;
@@ -239,7 +275,7 @@ impl Topology {
         let ports = free_ports(3)?;
         let (admin_port, handshake_port, egress_port) = (ports[0], ports[1], ports[2]);
         let config = dir.render(
-            kind.template(),
+            template,
             "responder.yaml",
             &{
                 let mut vars = responder_vars(admin_port, handshake_port, egress_port, 3);
@@ -291,19 +327,21 @@ impl Topology {
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
             .collect();
-        let config = self.dir.render(
-            "downstream.yaml",
-            &format!("initiator-{safe}-{}.yaml", self.initiators.len()),
-            &[
+        let mut vars = vec![
                 ("ADMIN_PORT", admin.to_string()),
                 ("NODE_ID", spec.node_id.clone()),
                 ("CLUSTER_ID", spec.cluster_id.clone()),
                 ("TENANT_ID", spec.tenant_id.clone()),
                 ("TUNNEL_COUNT", spec.tunnel_count.to_string()),
-                ("RESPONDER_PORT", self.handshake_port.to_string()),
+                ("RESPONDER_PORT", spec.responder_port.unwrap_or(self.handshake_port).to_string()),
                 ("BACKEND_PORT", backend.port().to_string()),
                 ("GRPC_PORT", grpc_port.to_string()),
-            ],
+        ];
+        vars.extend(spec.vars.iter().cloned());
+        let config = self.dir.render(
+            &spec.template,
+            &format!("initiator-{safe}-{}.yaml", self.initiators.len()),
+            &vars,
         )?;
         if !spec.handshake_headers.is_empty() {
             let text = std::fs::read_to_string(&config)?;

@@ -86,13 +86,17 @@ struct Inner {
     busy: bool,
 }
 
-/// Marks an endpoint's owner busy while it lives (see [`Endpoint::take`]); a panic unwinding
-/// through a handler clears it too.
-pub struct Busy<'a>(&'a Endpoint);
+/// Marks an endpoint's owner busy while it lives (see [`Endpoint::take`] and
+/// [`Endpoint::hold`]); dropping it restores the previous mark, so guards nest, and a panic
+/// unwinding through a handler restores it too.
+pub struct Busy<'a> {
+    ep: &'a Endpoint,
+    was_busy: bool,
+}
 
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
-        self.0.inner.lock().busy = false;
+        self.ep.inner.lock().busy = self.was_busy;
     }
 }
 
@@ -158,8 +162,17 @@ impl Endpoint {
     pub fn take(&self) -> (VecDeque<Msg>, Busy<'_>) {
         let mut g = self.inner.lock();
         g.scheduled = false;
-        g.busy = true;
-        (std::mem::take(&mut g.queue), Busy(self))
+        let was_busy = std::mem::replace(&mut g.busy, true);
+        (std::mem::take(&mut g.queue), Busy { ep: self, was_busy })
+    }
+
+    /// Marks the owner busy for the length of one of its own Envoy hooks (a read, a deadline, a
+    /// request body, ...). A same-worker sender then queues its message instead of running it
+    /// nested inside the hook, where it would overtake the actions the hook has computed but not
+    /// yet carried out (e.g. response pieces, or frames for the tunnel's wire). Owning worker.
+    pub fn hold(&self) -> Busy<'_> {
+        let was_busy = std::mem::replace(&mut self.inner.lock().busy, true);
+        Busy { ep: self, was_busy }
     }
 
     /// True if nothing is queued, scheduled or being handled: a same-worker sender may then act
@@ -175,7 +188,7 @@ impl Endpoint {
         let mut g = self.inner.lock();
         if g.queue.is_empty() && !g.scheduled && !g.busy {
             g.busy = true;
-            Some(Busy(self))
+            Some(Busy { ep: self, was_busy: false })
         } else {
             None
         }
@@ -214,6 +227,25 @@ mod tests {
         assert!(!e.is_quiet());
         let got: Vec<_> = e.take().0.into_iter().collect();
         assert!(matches!(&got[..], [Msg::Data(d), Msg::Tick] if d == b"a"));
+        assert!(e.is_quiet());
+    }
+
+    #[test]
+    fn a_held_endpoint_is_not_quiet_and_guards_nest() {
+        let e = ep();
+        {
+            let _outer = e.hold();
+            assert!(!e.is_quiet());
+            assert!(e.begin_direct().is_none(), "a sender must queue behind the running hook");
+            {
+                let _inner = e.hold();
+            }
+            assert!(!e.is_quiet(), "the inner guard restores the outer mark");
+        }
+        assert!(e.is_quiet());
+        let d = e.begin_direct();
+        assert!(d.is_some());
+        drop(d);
         assert!(e.is_quiet());
     }
 

@@ -141,6 +141,13 @@ pub trait EnvoyHttpFilter {
     fn request_trailers(&self) -> Vec<(Vec<u8>, Vec<u8>)>;
     /// Moves the current `request_body` hook's chunk into `out`; returns its length.
     fn take_received_request_body(&self, out: &mut Vec<u8>) -> usize;
+    /// Bytes of request body Envoy holds for the filter (chunks earlier `request_body` hooks left
+    /// buffered by answering `StopIterationAndWatermark`).
+    fn buffered_request_body_len(&self) -> usize;
+    /// Moves up to `max` bytes from the front of that buffered body into `out` (draining them
+    /// from Envoy, which resumes reading from the client below its low watermark); returns how
+    /// many.
+    fn take_buffered_request_body(&self, out: &mut Vec<u8>, max: usize) -> usize;
     /// A whole local reply.
     fn send_local_reply(&self, status: u32, headers: &[(&[u8], &[u8])], body: &[u8], details: &str);
     /// Response headers (with `:status`); `end` ends the response.
@@ -162,6 +169,12 @@ impl EnvoyHttpFilter for HttpFilter {
     }
     fn take_received_request_body(&self, out: &mut Vec<u8>) -> usize {
         HttpFilter::take_received_request_body(*self, out)
+    }
+    fn buffered_request_body_len(&self) -> usize {
+        HttpFilter::buffered_request_body_len(*self)
+    }
+    fn take_buffered_request_body(&self, out: &mut Vec<u8>, max: usize) -> usize {
+        HttpFilter::take_buffered_request_body(*self, out, max)
     }
     fn send_local_reply(&self, status: u32, headers: &[(&[u8], &[u8])], body: &[u8], details: &str) {
         HttpFilter::send_local_reply(*self, status, headers, body, details)

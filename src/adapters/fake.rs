@@ -332,6 +332,9 @@ pub struct FakeHttpFilter {
     pub trailers: RefCell<Vec<(Vec<u8>, Vec<u8>)>>,
     /// The current body chunk (taken by `take_received_request_body`).
     pub body: RefCell<Vec<u8>>,
+    /// Body Envoy holds for the filter (a test moves a chunk the hook left there with
+    /// [`FakeHttpFilter::leave_in_envoy`]).
+    pub buffered: RefCell<Vec<u8>>,
     /// Every response call, in order.
     pub calls: RefCell<Vec<HttpCall>>,
 }
@@ -349,6 +352,15 @@ impl FakeHttpFilter {
     }
 }
 
+impl FakeHttpFilter {
+    /// What Envoy does after a `request_body` hook answered `StopIterationAndWatermark`: the
+    /// current chunk joins the buffered body.
+    pub fn leave_in_envoy(&self) {
+        let b = std::mem::take(&mut *self.body.borrow_mut());
+        self.buffered.borrow_mut().extend_from_slice(&b);
+    }
+}
+
 impl crate::adapters::envoy_api::EnvoyHttpFilter for FakeHttpFilter {
     fn request_headers(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
         self.headers.borrow().clone()
@@ -360,6 +372,15 @@ impl crate::adapters::envoy_api::EnvoyHttpFilter for FakeHttpFilter {
         let b = std::mem::take(&mut *self.body.borrow_mut());
         out.extend_from_slice(&b);
         b.len()
+    }
+    fn buffered_request_body_len(&self) -> usize {
+        self.buffered.borrow().len()
+    }
+    fn take_buffered_request_body(&self, out: &mut Vec<u8>, max: usize) -> usize {
+        let mut b = self.buffered.borrow_mut();
+        let n = max.min(b.len());
+        out.extend(b.drain(..n));
+        n
     }
     fn send_local_reply(&self, status: u32, _headers: &[(&[u8], &[u8])], body: &[u8], _details: &str) {
         self.calls.borrow_mut().push(HttpCall::LocalReply(status, String::from_utf8_lossy(body).into_owned()));

@@ -109,10 +109,27 @@ struct St {
     /// The request is gRPC (`content-type: application/grpc...`): local replies are gRPC
     /// trailers-only responses.
     grpc: bool,
+    /// Envoy holds request body for us (we answered `StopIterationAndWatermark`).
+    held_in_envoy: bool,
 }
 
 /// Most request body bytes held while a request waits for a tunnel.
 const MAX_WAITING_BYTES: usize = 1 << 20;
+
+/// Request body the filter takes out of Envoy beyond what the tunnel stream's window lets it send
+/// now; above it, chunks stay in Envoy's buffer (which then stops reading from the client at its
+/// high watermark) until the window opens.
+const MAX_PENDING_BYTES: usize = 256 * 1024;
+
+/// What `request_body` did with the chunk (the hook's status follows from it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyTaken {
+    /// Taken out of Envoy (`StopIterationNoBuffer`).
+    Taken,
+    /// Left for Envoy to buffer behind what it already holds (`StopIterationAndWatermark`): it is
+    /// taken later, as the tunnel stream's window opens.
+    LeftInEnvoy,
+}
 
 /// One request of the request path. Lives on its worker (`Rc`); its cross-thread face is `ep`.
 pub struct HttpStream {
@@ -227,17 +244,20 @@ impl HttpStream {
 
     /// Sends what the window allows of the pending body, then END_STREAM or trailers.
     fn flush_request(&self) {
+        self.refill_from_envoy();
         let msg = {
             let mut st = self.st.borrow_mut();
             if st.tunnel.is_none() || st.req_done {
                 return;
             }
+            // Body still in Envoy's buffer counts as pending: no END_STREAM before it is sent.
+            let held_in_envoy = st.held_in_envoy;
             let room = st.allowed.saturating_sub(st.sent) as usize;
             let n = room.min(st.pending.len());
-            let all = n == st.pending.len();
+            let all = n == st.pending.len() && !held_in_envoy;
             let end = st.req_end && all && st.trailers.is_none();
             if n == 0 && !end && !(all && st.req_end) {
-                if !st.pending.is_empty() && room == 0 {
+                if (!st.pending.is_empty() || held_in_envoy) && room == 0 {
                     // Ask to be told when the window opens.
                     let from = self.ep.conn_id;
                     Some((Msg::LocalData { from, bytes: Vec::new(), end: false, more: true }, None))
@@ -247,12 +267,13 @@ impl HttpStream {
             } else {
                 let bytes: Vec<u8> = st.pending.drain(..n).collect();
                 st.sent += n as u64;
-                let trailers = if st.req_end && st.pending.is_empty() { st.trailers.take() } else { None };
+                let trailers =
+                    if st.req_end && st.pending.is_empty() && !held_in_envoy { st.trailers.take() } else { None };
                 if end || trailers.is_some() {
                     st.req_done = true;
                 }
                 let from = self.ep.conn_id;
-                let more = !st.pending.is_empty();
+                let more = !st.pending.is_empty() || held_in_envoy;
                 let data = if n > 0 || end { Some(Msg::LocalData { from, bytes, end, more }) } else { None };
                 let tr = trailers.map(|fields| Msg::LocalTrailers { from, fields });
                 match (data, tr) {
@@ -267,6 +288,28 @@ impl HttpStream {
             if let Some(b) = b {
                 self.to_tunnel(b);
             }
+        }
+    }
+
+    /// Moves request body that Envoy holds for us into `pending`, as far as the tunnel stream's
+    /// window will take it now.
+    fn refill_from_envoy(&self) {
+        let want = {
+            let st = self.st.borrow();
+            if !st.held_in_envoy || st.tunnel.is_none() || st.req_done {
+                return;
+            }
+            let room = st.allowed.saturating_sub(st.sent) as usize;
+            room.saturating_sub(st.pending.len())
+        };
+        let Some(f) = self.filter() else { return };
+        if want > 0 {
+            let mut bytes = Vec::new();
+            f.take_buffered_request_body(&mut bytes, want);
+            self.st.borrow_mut().pending.extend_from_slice(&bytes);
+        }
+        if f.buffered_request_body_len() == 0 {
+            self.st.borrow_mut().held_in_envoy = false;
         }
     }
 
@@ -385,6 +428,7 @@ pub fn grpc_message(text: &str) -> String {
 
 /// Request headers: claim a tunnel and open the request on it, or answer 503.
 pub fn on_request_headers(cfg: &RouteFilterConfig, s: &Rc<HttpStream>, end_of_stream: bool) {
+    let _busy = s.ep.hold();
     let Some(f) = s.filter() else { return };
     let headers = f.request_headers();
     s.st.borrow_mut().grpc = header(&headers, "content-type").is_some_and(|v| v.starts_with(b"application/grpc"));
@@ -454,6 +498,8 @@ pub fn retry_waiting(now_ms: u64) {
     let mut still = Vec::new();
     for s in waiting {
         let Some((key, until, fields)) = s.st.borrow_mut().waiting.take() else { continue };
+        let ep = s.ep.clone();
+        let _busy = ep.hold();
         if try_open(&s, &key, fields.clone()) {
             s.runtime.clock_unregister(s.ep.worker, s.ep.conn_id);
         } else if now_ms >= until {
@@ -467,15 +513,41 @@ pub fn retry_waiting(now_ms: u64) {
     WAITING.with(|w| w.borrow_mut().extend(still));
 }
 
-/// A request body chunk: taken from Envoy and sent as the window allows.
-pub fn on_request_body(s: &Rc<HttpStream>, end_of_stream: bool) {
-    let Some(f) = s.filter() else { return };
+/// A request body chunk: taken from Envoy and sent as the window allows, or, when the filter
+/// already holds [`MAX_PENDING_BYTES`] the window cannot take (a slow node) or Envoy still holds
+/// earlier body, left in Envoy's buffer: Envoy then stops reading from the client at its high
+/// watermark, so a fast uploader to a slow node is held back instead of filling memory.
+pub fn on_request_body(s: &Rc<HttpStream>, end_of_stream: bool) -> BodyTaken {
+    let _busy = s.ep.hold();
+    let Some(f) = s.filter() else { return BodyTaken::Taken };
+    if s.st.borrow().held_in_envoy {
+        // Earlier chunks wait in Envoy's buffer: send what the window takes of them now, so
+        // that this chunk can be taken directly if they all went (it comes after them).
+        s.flush_request();
+    }
+    let leave = {
+        let mut st = s.st.borrow_mut();
+        let open = st.tunnel.is_some() && !st.req_done;
+        if open && (st.held_in_envoy || st.pending.len() >= MAX_PENDING_BYTES) {
+            st.held_in_envoy = true;
+            st.req_end |= end_of_stream;
+            true
+        } else {
+            false
+        }
+    };
+    if leave {
+        // This chunk joins Envoy's buffer after the hook returns, so nothing is taken here (a
+        // refill now could see an empty buffer and end the request before this chunk); the
+        // window opening (the tunnel was told this stream has more) takes it.
+        return BodyTaken::LeftInEnvoy;
+    }
     let mut data = Vec::new();
     f.take_received_request_body(&mut data);
     let overflow = {
         let mut st = s.st.borrow_mut();
         if (st.tunnel.is_none() && st.waiting.is_none()) || st.req_done {
-            return;
+            return BodyTaken::Taken;
         }
         st.pending.extend_from_slice(&data);
         st.req_end |= end_of_stream;
@@ -484,9 +556,10 @@ pub fn on_request_body(s: &Rc<HttpStream>, end_of_stream: bool) {
     if overflow {
         cancel_wait(s);
         s.local_reply(503, "no reverse tunnel yet, and the request body is too large to hold while waiting\n", "reverse_tunnel_waiting_overflow");
-        return;
+        return BodyTaken::Taken;
     }
     s.flush_request();
+    BodyTaken::Taken
 }
 
 /// Stops waiting for a tunnel.
@@ -499,6 +572,7 @@ fn cancel_wait(s: &Rc<HttpStream>) {
 
 /// Request trailers: sent after the pending body; they end the request.
 pub fn on_request_trailers(s: &Rc<HttpStream>) {
+    let _busy = s.ep.hold();
     let Some(f) = s.filter() else { return };
     let fields: Vec<HeaderField> = f
         .request_trailers()
@@ -542,6 +616,7 @@ pub fn on_above_watermark(s: &Rc<HttpStream>) {
 
 /// Downstream write buffer drained: release held credits.
 pub fn on_below_watermark(s: &Rc<HttpStream>) {
+    let _busy = s.ep.hold();
     let n = {
         let mut st = s.st.borrow_mut();
         st.above_watermark = false;
@@ -683,6 +758,80 @@ mod tests {
         on_complete(&s);
         let (msgs, _busy) = tunnel.take();
         assert!(msgs.is_empty(), "a finished stream cancels nothing");
+    }
+
+    #[test]
+    fn a_slow_node_leaves_request_body_in_envoy_and_it_is_sent_in_order_as_the_window_opens() {
+        let (rt, tunnel, cfg) = world();
+        let f = FakeHttpFilter::with_headers(&get("n1"));
+        let s = stream(&rt, &f);
+        on_request_headers(&cfg, &s, false);
+        let window = LOCAL_INITIAL_WINDOW as usize;
+        let body: Vec<u8> = (0..window + MAX_PENDING_BYTES + 150_000).map(|i| (i % 251) as u8).collect();
+        let (a, rest) = body.split_at(window + MAX_PENDING_BYTES);
+        let (b, c) = rest.split_at(100_000);
+        // More than the window: the window's worth is sent, the rest held in the filter.
+        *f.body.borrow_mut() = a.to_vec();
+        assert_eq!(on_request_body(&s, false), BodyTaken::Taken);
+        // The filter holds MAX_PENDING_BYTES: later chunks stay in Envoy's buffer (Envoy stops
+        // reading from the client at its high watermark).
+        *f.body.borrow_mut() = b.to_vec();
+        assert_eq!(on_request_body(&s, false), BodyTaken::LeftInEnvoy);
+        f.leave_in_envoy();
+        *f.body.borrow_mut() = c.to_vec();
+        assert_eq!(on_request_body(&s, true), BodyTaken::LeftInEnvoy);
+        f.leave_in_envoy();
+        let sent = |msgs: std::collections::VecDeque<Msg>, got: &mut Vec<u8>| -> bool {
+            let mut ended = false;
+            for m in msgs {
+                if let Msg::LocalData { bytes, end, .. } = m {
+                    assert!(!ended, "no DATA after END_STREAM");
+                    got.extend_from_slice(&bytes);
+                    ended |= end;
+                }
+            }
+            ended
+        };
+        let mut got = Vec::new();
+        assert!(!sent(tunnel.take().0, &mut got), "the request cannot end while body is held");
+        assert_eq!(got.len(), window, "exactly the window was sent");
+        // The node read it all: the window opens, the held body is taken in order and the request ends.
+        s.handle(Msg::LocalFrames { frames: vec![], window: 4 * window });
+        assert!(sent(tunnel.take().0, &mut got), "END_STREAM after the last byte");
+        assert!(got == body, "the node gets the body in order ({} of {} bytes)", got.len(), body.len());
+        assert_eq!(f.buffered.borrow().len(), 0, "Envoy's buffer drained");
+    }
+
+    #[test]
+    fn a_chunk_arriving_when_the_window_has_room_again_goes_after_the_held_ones() {
+        let (rt, tunnel, cfg) = world();
+        let f = FakeHttpFilter::with_headers(&get("n1"));
+        let s = stream(&rt, &f);
+        on_request_headers(&cfg, &s, false);
+        let window = LOCAL_INITIAL_WINDOW as usize;
+        let body: Vec<u8> = (0..window + MAX_PENDING_BYTES + 3000).map(|i| (i % 241) as u8).collect();
+        let (a, rest) = body.split_at(window + MAX_PENDING_BYTES);
+        let (b, c) = rest.split_at(1000);
+        *f.body.borrow_mut() = a.to_vec();
+        assert_eq!(on_request_body(&s, false), BodyTaken::Taken);
+        *f.body.borrow_mut() = b.to_vec();
+        assert_eq!(on_request_body(&s, false), BodyTaken::LeftInEnvoy);
+        f.leave_in_envoy();
+        // The tunnel's window grew (the node read), but no window message reached the stream
+        // yet: the next chunk first sends the held ones, then is taken itself, in order.
+        s.st.borrow_mut().allowed += 4 * window as u64;
+        *f.body.borrow_mut() = c.to_vec();
+        assert_eq!(on_request_body(&s, true), BodyTaken::Taken);
+        let mut got = Vec::new();
+        let mut ended = false;
+        for m in tunnel.take().0 {
+            if let Msg::LocalData { bytes, end, .. } = m {
+                assert!(!ended, "no DATA after END_STREAM");
+                got.extend_from_slice(&bytes);
+                ended |= end;
+            }
+        }
+        assert!(ended && got == body, "in order and ended ({} of {} bytes)", got.len(), body.len());
     }
 
     #[test]

@@ -98,6 +98,7 @@ pub fn on_read(conn: &Rc<dyn Connection>, end_stream: bool) {
     if n > 0 {
         f.drain_read(n);
     }
+    let _busy = conn.ep().hold();
     conn.on_read(data, end_stream);
 }
 

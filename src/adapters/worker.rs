@@ -114,6 +114,7 @@ pub fn run_worker_tick(runtime: &crate::runtime::Runtime, worker: u32) {
     let now = crate::runtime::now_ms();
     super::http_filter::retry_waiting(now);
     for due in due(now) {
+        let _busy = due.ep().hold();
         due.on_deadline(now);
     }
 }

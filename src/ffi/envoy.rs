@@ -60,14 +60,24 @@ pub fn log(level: LogLevel, msg: &str, file: &str, line: u32) {
 }
 
 /// Envoy runtime value `key` (from `layered_runtime`) as a bool, or `default`.
+/// Under `envoy --mode validate` Envoy has no runtime: `default` without calling Envoy
+/// ([`crate::ffi::envoy_mode`]).
 pub fn runtime_bool(key: &str, default: bool) -> bool {
+    if crate::ffi::envoy_mode::validating() {
+        return default;
+    }
     // SAFETY: the key buffer lives for the call.
     unsafe { shim::get_runtime_bool(mbuf(key.as_bytes()), default) }
 }
 
 /// Reads an integer Envoy runtime value (`layered_runtime`), `default` when unset or not a
-/// number. Any thread (docs/envoy-abi.md#buffers-pointers-and-enums).
+/// number. Any thread (docs/envoy-abi.md#buffers-pointers-and-enums). Under
+/// `envoy --mode validate` Envoy has no runtime: `default` without calling Envoy
+/// ([`crate::ffi::envoy_mode`]).
 pub fn runtime_u64(key: &str, default: u64) -> u64 {
+    if crate::ffi::envoy_mode::validating() {
+        return default;
+    }
     // SAFETY: the key buffer lives for the call.
     unsafe { shim::get_runtime_int(mbuf(key.as_bytes()), default) }
 }

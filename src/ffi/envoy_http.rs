@@ -98,6 +98,43 @@ impl HttpFilter {
         }
     }
 
+    /// Bytes of the request body Envoy holds for this filter (what earlier `request_body` hooks
+    /// left buffered by returning `StopIterationAndWatermark`).
+    pub fn buffered_request_body_len(self) -> usize {
+        // SAFETY: stream's worker.
+        unsafe { shim::get_body_size(self.ptr(), abi::envoy_dynamic_module_type_http_body_type::BufferedRequestBody) }
+    }
+
+    /// Moves up to `max` bytes from the front of the buffered request body into `out` (draining
+    /// them from Envoy, which re-enables reading from the client below its low watermark).
+    /// Returns the number of bytes moved.
+    pub fn take_buffered_request_body(self, out: &mut Vec<u8>, max: usize) -> usize {
+        let kind = abi::envoy_dynamic_module_type_http_body_type::BufferedRequestBody;
+        // SAFETY: stream's worker; the chunks are copied before the drain.
+        unsafe {
+            let n = shim::get_body_chunks_size(self.ptr(), kind);
+            if n == 0 || max == 0 {
+                return 0;
+            }
+            let mut chunks = vec![EMPTY_ENVOY_BUF; n];
+            if !shim::get_body_chunks(self.ptr(), kind, chunks.as_mut_ptr()) {
+                return 0;
+            }
+            let mut total = 0;
+            for c in &chunks {
+                let b = envoy_bytes(c);
+                let take = b.len().min(max - total);
+                out.extend_from_slice(&b[..take]);
+                total += take;
+                if total == max {
+                    break;
+                }
+            }
+            shim::drain_body(self.ptr(), kind, total);
+            total
+        }
+    }
+
     /// Sends a whole local reply (status, headers, body); `details` shows in
     /// `%RESPONSE_CODE_DETAILS%`.
     pub fn send_local_reply(self, status: u32, headers: &[(&[u8], &[u8])], body: &[u8], details: &str) {
@@ -182,6 +219,7 @@ mod shim {
         envoy_dynamic_module_callback_http_filter_scheduler_new as scheduler_new,
         envoy_dynamic_module_callback_http_get_body_chunks as get_body_chunks,
         envoy_dynamic_module_callback_http_get_body_chunks_size as get_body_chunks_size,
+        envoy_dynamic_module_callback_http_get_body_size as get_body_size,
         envoy_dynamic_module_callback_http_get_headers as get_headers,
         envoy_dynamic_module_callback_http_get_headers_size as get_headers_size,
         envoy_dynamic_module_callback_http_send_response as send_response,
@@ -203,6 +241,7 @@ mod shim {
     pub unsafe fn get_headers_size(_: *mut c_void, _: u32) -> usize { 0 }
     pub unsafe fn get_headers(_: *mut c_void, _: u32, _: *mut EH) -> bool { false }
     pub unsafe fn get_body_chunks_size(_: *mut c_void, _: u32) -> usize { 0 }
+    pub unsafe fn get_body_size(_: *mut c_void, _: u32) -> usize { 0 }
     pub unsafe fn get_body_chunks(_: *mut c_void, _: u32, _: *mut EB) -> bool { false }
     pub unsafe fn drain_body(_: *mut c_void, _: u32, _: usize) -> bool { false }
     pub unsafe fn send_response(_: *mut c_void, _: u32, _: *mut MH, _: usize, _: MB, _: MB) {}

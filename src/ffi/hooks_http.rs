@@ -113,17 +113,17 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
     m: FilterModule,
     end_of_stream: bool,
 ) -> BodyStatus {
-    const STOP: BodyStatus = abi::envoy_dynamic_module_type_on_http_filter_request_body_status::StopIterationNoBuffer;
+    use abi::envoy_dynamic_module_type_on_http_filter_request_body_status as S;
     // SAFETY: m is our stream pointer.
-    if let Some(st) = unsafe { stream(m) } {
-        if !guard("http request_body", false, || {
-            adapter::on_request_body(&st.s, end_of_stream);
-            true
-        }) {
+    let Some(st) = (unsafe { stream(m) }) else { return S::StopIterationNoBuffer };
+    match guard("http request_body", None, || Some(adapter::on_request_body(&st.s, end_of_stream))) {
+        Some(adapter::BodyTaken::Taken) => S::StopIterationNoBuffer,
+        Some(adapter::BodyTaken::LeftInEnvoy) => S::StopIterationAndWatermark,
+        None => {
             reset_after_panic(f);
+            S::StopIterationNoBuffer
         }
     }
-    STOP
 }
 const _: abi::envoy_dynamic_module_on_http_filter_request_body_fn = Some(envoy_dynamic_module_on_http_filter_request_body);
 

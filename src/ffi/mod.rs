@@ -11,6 +11,7 @@
 
 pub mod envoy;
 pub mod envoy_http;
+pub mod envoy_mode;
 mod hooks_bootstrap;
 mod hooks_http;
 mod hooks_network;

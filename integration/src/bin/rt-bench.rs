@@ -74,10 +74,16 @@ const REQUEST_PATH_OPTIONS: &str = r#"
 - **Not prototyped**: a transport socket or a module cluster (they do not remove the router and
   codec hops); owning the tunnel sockets in a module event loop (it would remove the Envoy
   connection per idle tunnel, the W4 gap, at the price of a thread hop per request).
-- **Tried and withdrawn**: request-body back-pressure through Envoy's buffer
-  (`StopIterationAndWatermark`, then draining the buffered body as the tunnel window opens) bounded
-  the responder's memory during a fast upload to a slow node (17 MiB for 64 MiB), but parallel
-  uploads came back reordered; request chunks are taken as they arrive until that is understood.
+- **Request-body back-pressure toward a slow node**: past 256 KiB that the tunnel stream's window
+  cannot take yet, request chunks stay in Envoy's buffer (`StopIterationAndWatermark`), which stops
+  reading from the client at its high watermark; they are drained as the window opens. With
+  `envoy-config/upstream-direct.yaml`'s small client-side HTTP/2 windows (Envoy's edge-proxy
+  practice; every responder config here, the built-in's included, uses the same windows, so W7
+  compares alike), a 64 MiB upload to a node reading 16 MB/s grows the responder by 5-10 MiB (the
+  `route` test). Without those windows a client may push its whole initial window (256 MiB by
+  default) into Envoy's codec, whichever responder runs. A first version was withdrawn because parallel uploads came back reordered; the cause was a
+  nested same-worker delivery (docs/architecture.md, "The path of a request: route filter", step 5),
+  now fixed, and the parallel-upload test passes.
 "#;
 
 /// Tunnels of W5.

@@ -105,6 +105,13 @@ pub fn on_new_connection(conn: &Egress, f: &dyn EnvoyNetworkFilter) {
         conn.close(CloseType::NoFlush, CloseDetail::NoTarget);
         return;
     }
+    // Nothing to claim and no waiting: close now, before any byte (the router then fails the
+    // request as a connect failure, response flag `UF`, which local_reply_config maps to the 503
+    // that names the node).
+    if !rt.tracker.can_claim(&target) && with_egress(conn, |e| e.cfg.claim_timeout.is_zero()) {
+        give_up(conn, &target);
+        return;
+    }
     with_egress(conn, |e| e.target = Some(target));
 }
 

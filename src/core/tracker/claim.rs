@@ -36,6 +36,17 @@ impl<H: Clone + Send> Tracker<H> {
         Some(claimed)
     }
 
+    /// Whether a [`claim`](Tracker::claim) of `target` (a node or cluster key) would get a tunnel
+    /// now: an idle tunnel or a shareable session exists. Changes nothing (no round-robin step).
+    /// O(1).
+    pub fn can_claim(&self, target: &str) -> bool {
+        let st = self.state.lock();
+        match st.clusters.get(target) {
+            Some(cluster) => !cluster.ready.is_empty(),
+            None => st.nodes.get(target).is_some_and(|n| n.is_ready()),
+        }
+    }
+
     fn claim_locked(st: &mut State<H>, target: &str, worker: WorkerId) -> Option<Claimed<H>> {
 
         let node_key: Arc<str> = match st.clusters.get_mut(target) {

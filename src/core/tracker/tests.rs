@@ -68,6 +68,25 @@ fn claim_session_makes_the_idle_tunnel_shareable_in_the_same_step() {
 }
 
 #[test]
+fn can_claim_tells_whether_a_claim_would_succeed_without_changing_anything() {
+    let t = Tracker::new(false);
+    assert!(!t.can_claim("n") && !t.can_claim("c"), "unknown keys");
+    reg(&t, 1, 0, &ident("", "n", "c"));
+    reg(&t, 2, 0, &ident("", "o", "c"));
+    assert!(t.can_claim("n") && t.can_claim("c"));
+    // Asking does not step the cluster's round-robin.
+    assert!(t.can_claim("c"));
+    assert_eq!(claim_id(&t, "c", 0), Some(1));
+    assert!(!t.can_claim("n"), "its only tunnel is in use and not shareable");
+    assert!(t.can_claim("c"), "the cluster still has node o");
+    t.set_shareable(1, true);
+    assert!(t.can_claim("n"), "a shareable session can be joined");
+    assert_eq!(claim_id(&t, "o", 0), Some(2));
+    t.set_shareable(1, false);
+    assert!(!t.can_claim("n") && !t.can_claim("c"));
+}
+
+#[test]
 fn tracker_is_send_and_sync() {
     fn assert_sync<T: Send + Sync>() {}
     assert_sync::<Tracker<u64>>();

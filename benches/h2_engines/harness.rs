@@ -97,6 +97,27 @@ pub struct Tally {
     pub header_fields: usize,
     /// Bytes the client engine wrote toward the peer (requests, SETTINGS, WINDOW_UPDATEs, ...).
     pub client_bytes: usize,
+    /// With `keep` set on the client (tests only): every response, by request number, as its
+    /// header fields (sorted) and body.
+    pub responses: Vec<Option<Kept>>,
+}
+
+/// One response as a test compares it: header fields (name, value), sorted; body bytes.
+pub type Kept = (Vec<(String, String)>, Vec<u8>);
+
+fn keep_headers(kept: &mut Vec<Option<Kept>>, n: usize, fields: impl Iterator<Item = (String, String)>) {
+    if kept.len() <= n {
+        kept.resize(n + 1, None);
+    }
+    let mut f: Vec<(String, String)> = fields.collect();
+    f.sort();
+    kept[n] = Some((f, Vec::new()));
+}
+
+fn keep_body(kept: &mut [Option<Kept>], n: usize, bytes: &[u8]) {
+    if let Some(Some((_, b))) = kept.get_mut(n) {
+        b.extend_from_slice(bytes);
+    }
 }
 
 /// The `:path` of request `n`.
@@ -263,6 +284,8 @@ pub struct OursClient {
     /// Requests of the current round not yet closed.
     open: usize,
     expect_body: usize,
+    /// Keep every response in [`Tally::responses`] (tests).
+    pub keep: bool,
 }
 
 impl OursClient {
@@ -278,6 +301,7 @@ impl OursClient {
             slots: Vec::new(),
             open: 0,
             expect_body: case.body,
+            keep: false,
         };
         c.feed(&script.preamble);
         c
@@ -303,12 +327,22 @@ impl OursClient {
                     LocalFrame::Headers { fields, end } => {
                         assert!(fields[0].name == b":status" && fields[0].value == b"200", "status");
                         self.tally.header_fields += fields.len();
+                        if self.keep {
+                            let n = (leg - 1) as usize;
+                            let f = fields.iter().map(|h| {
+                                (String::from_utf8_lossy(&h.name).into_owned(), String::from_utf8_lossy(&h.value).into_owned())
+                            });
+                            keep_headers(&mut self.tally.responses, n, f);
+                        }
                         if end {
                             self.slots[i].1 = true;
                         }
                     }
                     LocalFrame::Data { bytes, end } => {
                         self.slots[i].0 += bytes.len();
+                        if self.keep {
+                            keep_body(&mut self.tally.responses, (leg - 1) as usize, &bytes);
+                        }
                         self.tally.body_bytes += bytes.len();
                         if end {
                             self.slots[i].1 = true;
@@ -426,6 +460,8 @@ pub struct H2Client {
     pipe: Rc<RefCell<Pipe>>,
     next_req: usize,
     tally: Tally,
+    /// Keep every response in [`Tally::responses`] (tests).
+    pub keep: bool,
 }
 
 impl H2Client {
@@ -444,7 +480,7 @@ impl H2Client {
             });
             send
         });
-        let mut c = H2Client { rt, local, send: Some(send), pipe, next_req: 0, tally: Tally::default() };
+        let mut c = H2Client { rt, local, send: Some(send), pipe, next_req: 0, tally: Tally::default(), keep: false };
         push_pieces(&c.pipe, &script.preamble);
         let mut send = c.send.take();
         c.local.block_on(&c.rt, async {
@@ -466,6 +502,8 @@ impl H2Client {
             let mut next = self.next_req;
             let pipe = self.pipe.clone();
             let tally = &mut self.tally;
+            let keep = self.keep;
+            let first = self.next_req;
             let fut = async {
                 let mut pending = Vec::with_capacity(case.concurrency);
                 for _ in 0..case.concurrency {
@@ -481,15 +519,25 @@ impl H2Client {
                     tokio::task::yield_now().await;
                 }
                 push_pieces(&pipe, round);
-                for resp in pending {
+                for (i, resp) in pending.into_iter().enumerate() {
                     let resp = resp.await.expect("h2 response");
                     assert_eq!(resp.status(), 200, "status");
                     tally.header_fields += 1 + resp.headers().len();
+                    if keep {
+                        let status = std::iter::once((":status".to_string(), resp.status().as_str().to_string()));
+                        let f = resp.headers().iter().map(|(k, v)| {
+                            (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())
+                        });
+                        keep_headers(&mut tally.responses, first + i, status.chain(f));
+                    }
                     let mut body = resp.into_body();
                     let mut got = 0;
                     while let Some(chunk) = body.data().await {
                         let c = chunk.expect("h2 body");
                         got += c.len();
+                        if keep {
+                            keep_body(&mut tally.responses, first + i, &c);
+                        }
                         body.flow_control().release_capacity(c.len()).expect("h2 credit");
                     }
                     assert!(body.is_end_stream() && got == expect, "h2: incomplete response");

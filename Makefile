@@ -52,9 +52,10 @@ demo-fleet: build
 # Longer fuzzing (no nightly toolchain, so no cargo-fuzz): the property tests of every parser that
 # reads peer bytes, with many more random inputs: the handshake parser, the HTTP/2 multiplexer's
 # frame reader and HPACK (any byte string: no panic, bounded memory), the relay's RPING echo
-# stripper and the keepalive's RPING reader (split-independent, lossless). RT_FUZZ_CASES to tune.
+# stripper and the keepalive's RPING reader (split-independent, lossless), and the JWT token path
+# (hostile token header values: never a panic, never accepted). RT_FUZZ_CASES to tune.
 fuzz: setup
-	RT_FUZZ_CASES=$${RT_FUZZ_CASES:-100000} $(CARGO) test --release -p reverse_tunnel --lib -- core::handshake core::h2mux core::relay core::keepalive
+	RT_FUZZ_CASES=$${RT_FUZZ_CASES:-100000} $(CARGO) test --release -p reverse_tunnel --lib -- core::handshake core::h2mux core::relay core::keepalive core::jwt adapters::handshake_filter::tests::jwt
 
 clean:
 	$(CARGO) clean

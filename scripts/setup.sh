@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 if ! ldconfig -p | grep -qE 'libclang(-[0-9.]+)?\.so'; then need_apt+=(libclang-dev); fi
 if ! command -v cc >/dev/null; then need_apt+=(gcc); fi
-if ! command -v openssl >/dev/null; then need_apt+=(openssl); fi   # certificates for the outer- and inner-TLS tests
+if ! command -v openssl >/dev/null; then need_apt+=(openssl); fi   # certificates for the outer- and inner-TLS tests; RSA keys of the JWT tests and bench
 if ! command -v curl >/dev/null; then need_apt+=(curl); fi         # large-body tests of the route filter
 if ! command -v h2load >/dev/null; then need_apt+=(nghttp2-client); fi   # h2load: concurrent-stream tests, make bench
 if ! command -v valgrind >/dev/null; then need_apt+=(valgrind); fi       # callgrind instruction counts of make bench-h2

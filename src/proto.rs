@@ -8,8 +8,8 @@
 //! |---|---|---|
 //! | [`upstream_reverse_connection_socket_interface`] | `envoy.extensions.bootstrap.reverse_tunnel.upstream_socket_interface.v3` | `UpstreamReverseConnectionSocketInterface` (bootstrap extension config) |
 //! | [`reverse_tunnel`] | `envoy.extensions.filters.network.reverse_tunnel.v3` | `ReverseTunnel`, `Validation` (handshake filter config, docs/protocol.md#filter-config) |
-//! | [`jwks`] | `envoy.extensions.filters.common.jwks.v3` | `JwtHandshakeValidator` (empty placeholder) |
-//! | [`base`] | `envoy.config.core.v3` | `RequestMethod`, `DataSource` |
+//! | [`jwks`] | `envoy.extensions.filters.common.jwks.v3` | `JwtHandshakeValidator`, `RemoteJwks`, `JwksAsyncFetch` (docs/protocol.md#jwt-on-the-handshake) |
+//! | [`base`] | `envoy.config.core.v3` | `RequestMethod`, `DataSource`, `HttpUri`, `RetryPolicy`, `BackoffStrategy` |
 //! | [`extension`] | `envoy.config.core.v3` | `TypedExtensionConfig` |
 //! | [`substitution_format_string`] | `envoy.config.core.v3` | `SubstitutionFormatString`, `JsonFormatOptions` |
 //! | [`accesslog`] | `envoy.config.accesslog.v3` | `AccessLog`, `AccessLogFilter` (empty placeholder) |

@@ -107,7 +107,7 @@ impl MetricSink for BootstrapConfigHandle {
 /// call. `None` ids (a definition Envoy refused, logged at definition) make updates no-ops.
 pub struct Stats {
     sink: Box<dyn MetricSink>,
-    handshake: [Option<usize>; 7],
+    handshake: [Option<usize>; Counter::ALL.len()],
     fallback_no_reverse_socket: Option<usize>,
     claims_same_worker: Option<usize>,
     claims_cross_worker: Option<usize>,

@@ -280,6 +280,21 @@ impl RawTunnels {
     /// each, blocking sockets, 10 s timeouts). Node ids are `<node_prefix>-<i % nodes>` (cluster
     /// `<node_prefix>-cluster`, tenant `bench-tenant`). Accepted tunnels join the echo threads.
     pub fn open(&self, port: u16, n: usize, in_flight: usize, node_prefix: &str, nodes: usize) -> HandshakeRun {
+        self.open_with_header(port, n, in_flight, node_prefix, nodes, None)
+    }
+
+    /// [`RawTunnels::open`], every handshake also carrying the header line `extra` (e.g.
+    /// `authorization: Bearer <jwt>`, without CRLF).
+    pub fn open_with_header(
+        &self,
+        port: u16,
+        n: usize,
+        in_flight: usize,
+        node_prefix: &str,
+        nodes: usize,
+        extra: Option<&str>,
+    ) -> HandshakeRun {
+        let extra: Option<Arc<str>> = extra.map(Arc::from);
         let next = Arc::new(AtomicUsize::new(0));
         let accepted = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
@@ -290,6 +305,7 @@ impl RawTunnels {
             let shards = self.shards.clone();
             let prefix = node_prefix.to_string();
             let nodes = nodes.max(1);
+            let extra = extra.clone();
             workers.push(std::thread::spawn(move || loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= n {
@@ -297,7 +313,12 @@ impl RawTunnels {
                 }
                 let node = format!("{prefix}-{}", i % nodes);
                 let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-                let req = handshake_request(port, &node, &format!("{prefix}-cluster"), "bench-tenant", "worker_0", i as u64 + 1, now_ms);
+                let mut req = handshake_request(port, &node, &format!("{prefix}-cluster"), "bench-tenant", "worker_0", i as u64 + 1, now_ms);
+                if let Some(h) = &extra {
+                    // Before the empty line that ends the head.
+                    let at = req.len() - 2;
+                    req.splice(at..at, format!("{h}\r\n").into_bytes());
+                }
                 match handshake(port, &req) {
                     Ok(conn) => {
                         accepted.fetch_add(1, Ordering::Relaxed);

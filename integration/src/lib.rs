@@ -32,6 +32,8 @@ pub mod envoy;
 pub mod fleet;
 pub mod grpc;
 pub mod http;
+pub mod jwks_server;
+pub mod jwt;
 pub mod load;
 pub mod paths;
 pub mod process;

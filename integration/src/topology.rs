@@ -104,6 +104,9 @@ pub struct InitiatorSpec {
     pub vars: Vec<(&'static str, String)>,
     /// Dial this port instead of the responder's handshake port (e.g. a capture relay in front of it).
     pub responder_port: Option<u16>,
+    /// Extra handshake request headers (`http_handshake.additional_headers` of the initiator's
+    /// bootstrap), e.g. `("authorization", "Bearer <jwt>")`; none by default.
+    pub handshake_headers: Vec<(String, String)>,
 }
 
 impl InitiatorSpec {
@@ -119,7 +122,14 @@ impl InitiatorSpec {
             template: "downstream.yaml".to_string(),
             vars: Vec::new(),
             responder_port: None,
+            handshake_headers: Vec::new(),
         }
+    }
+
+    /// Adds a handshake request header (`http_handshake.additional_headers`).
+    pub fn handshake_header(mut self, name: &str, value: &str) -> Self {
+        self.handshake_headers.push((name.to_string(), value.to_string()));
+        self
     }
 
     /// Uses config template `template` with the extra variables `vars`.
@@ -333,6 +343,16 @@ impl Topology {
             &format!("initiator-{safe}-{}.yaml", self.initiators.len()),
             &vars,
         )?;
+        if !spec.handshake_headers.is_empty() {
+            let text = std::fs::read_to_string(&config)?;
+            let mut lines = vec!["http_handshake:".to_string(), "  additional_headers:".to_string()];
+            for (k, v) in &spec.handshake_headers {
+                // JSON strings are valid YAML flow scalars.
+                lines.push(format!("  - header: {{key: {}, value: {}}}", serde_json::json!(k), serde_json::json!(v)));
+            }
+            let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+            std::fs::write(&config, crate::tmp::insert_sibling_lines(&text, "enable_detailed_stats: true", &refs)?)?;
+        }
         let mut envoy = Envoy::start(&config, spec.concurrency, &[])?;
         envoy.wait_ready(READY_TIMEOUT)?;
         self.initiators.push(Initiator {

@@ -274,14 +274,12 @@ fn first_calls_on_both_workers_at_once_direct() -> Result<()> {
     first_calls_on_both_workers_at_once(Responder::Direct)
 }
 
-/// Fails with the cluster path: between the first claim of the idle tunnel (worker A) and its
-/// HTTP/2 session becoming shareable (on the tunnel's worker, one cross-thread hop later), a
-/// claim from worker B finds neither an idle tunnel nor a shareable session; with
-/// `claim_timeout: 0s` the egress filter closes B's internal connection ("no tunnel for
-/// 'grpc-node'") and every call queued on it ends UNAVAILABLE ("upstream connect error or
-/// disconnect/reset before headers. reset reason: remote connection failure").
+/// The same on the cluster path: the egress filter claims with the connection's first bytes, and
+/// an HTTP/2 client's preface makes that claim mark the tunnel shareable in the same tracker step
+/// (the tunnel starts its session when the claim reaches it, first bytes included), so worker B's
+/// claim joins the session that worker A's claim is starting. Before that, B's claim found
+/// neither an idle tunnel nor a shareable session and every call queued on it ended UNAVAILABLE.
 #[test]
-#[ignore = "known limit of the cluster path (use the route filter, or claim_timeout > 0): a claim racing the first claim of a node's only tunnel gets no tunnel"]
 fn first_calls_on_both_workers_at_once_cluster() -> Result<()> {
     first_calls_on_both_workers_at_once(Responder::Module)
 }

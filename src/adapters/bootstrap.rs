@@ -92,14 +92,26 @@ impl BootstrapExtension {
         // After re-arming, so that nothing in the reporter can stop the clock. It keeps
         // reporting while draining (tunnels closing are news too).
         reporter_tick(&self.runtime, &*self.envoy);
+        jwks_tick(&self.runtime, &*self.envoy);
         if let Some(r) = &self.runtime.reporter {
             self.runtime.stats.publish_reporter(&r.counters());
         }
     }
 
-    /// `http_callout_done` (docs/envoy-abi.md#bootstrap-hooks): the result of the reporter's
-    /// callout `id`, `status` the response's `:status` header if any.
-    pub fn http_callout_done(&self, id: u64, result: CalloutResult, status: Option<&str>) {
+    /// `http_callout_done` (docs/envoy-abi.md#bootstrap-hooks): the result of callout `id` (a
+    /// remote JWKS fetch or the reporter's), `status` the response's `:status` header if any,
+    /// `body` the response body (empty on failure).
+    pub fn http_callout_done(&self, id: u64, result: CalloutResult, status: Option<&str>, body: &[u8]) {
+        let fetch = match (result, status) {
+            (CalloutResult::Success, Some("200")) => Ok(body),
+            (CalloutResult::Success, s) => Err(format!("HTTP status {}", s.unwrap_or("none"))),
+            (CalloutResult::Reset, _) => Err("reset (connection failure or timeout)".to_string()),
+            (CalloutResult::ExceedResponseBufferLimit, _) => Err("response too large".to_string()),
+            (CalloutResult::Other(rc), _) => Err(format!("callout result {rc}")),
+        };
+        if self.runtime.jwks.callout_done(id, fetch, crate::runtime::now_ms()) {
+            return;
+        }
         if let Some(r) = &self.runtime.reporter {
             let ok = callout_ok(result, status);
             let detail = match (result, status) {
@@ -169,6 +181,18 @@ fn reporter_tick(rt: &Runtime, envoy: &dyn EnvoyBootstrap) {
             CalloutInitError::DuplicateCalloutId => "duplicate callout id".to_string(),
             CalloutInitError::CannotCreateRequest => "cannot create the request".to_string(),
             CalloutInitError::Other(rc) => format!("init result {rc}"),
+        })
+    });
+}
+
+/// Main thread: starts the remote JWKS fetches that are due (`adapters::jwks`), `GET` through
+/// the bootstrap HTTP callout.
+fn jwks_tick(rt: &Runtime, envoy: &dyn EnvoyBootstrap) {
+    rt.jwks.tick(crate::runtime::now_ms(), |c| {
+        let headers = [(":method", "GET"), (":path", c.path.as_str()), ("host", c.host.as_str()), ("accept", "application/json")];
+        envoy.http_callout(&c.cluster, &headers, b"", c.timeout.as_millis() as u64).map_err(|e| match e {
+            CalloutInitError::ClusterNotFound => format!("cluster '{}' not found", c.cluster),
+            other => format!("callout not started: {other:?}"),
         })
     });
 }

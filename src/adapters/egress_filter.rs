@@ -3,10 +3,16 @@
 //!
 //! On a new connection it reads the target (a node key, or a cluster key that resolves
 //! round-robin to a node; under tenant isolation `tenant:node` / `tenant:cluster`) from the
-//! connection's filter state (`envoy.network.upstream_server_name` by default) and claims a
-//! tunnel through the tracker: a running HTTP/2 session of that node if one can take it, else the
-//! oldest idle tunnel — preferring the egress connection's own worker. It then relays bytes with
-//! the tunnel until either side closes.
+//! connection's filter state (`envoy.network.upstream_server_name` by default). With the
+//! connection's first bytes it claims a tunnel through the tracker: a running HTTP/2 session of
+//! that node if one can take it, else the oldest idle tunnel — preferring the egress connection's
+//! own worker. It then relays bytes with the tunnel until either side closes.
+//!
+//! Why the first bytes: an HTTP/2 client (they start with the client preface) claims in the
+//! tracker's session mode, which marks a fresh tunnel shareable in the same step, and the tunnel
+//! starts its HTTP/2 session when the claim reaches it; so a second worker's first request for
+//! the same node joins that session instead of finding no tunnel while it starts. Other bytes
+//! (inner TLS, HTTP/1.1) claim a tunnel for this connection alone.
 //!
 //! No tunnel: with `claim_timeout` 0 (default) the connection is closed at once and Envoy's
 //! router answers 503. With `claim_timeout` > 0 the connection waits (its bytes held, bounded)
@@ -26,9 +32,22 @@ use std::sync::Arc;
 /// Most bytes an egress connection may send while it waits for a tunnel.
 const MAX_WAITING_BYTES: usize = 256 * 1024;
 
+/// The start of the HTTP/2 client connection preface (RFC 9113 §3.4): enough to tell an HTTP/2
+/// client from a TLS ClientHello or an HTTP/1.1 request line.
+const H2_PREFACE_START: &[u8] = b"PRI * HTTP/2.0";
+
+/// True if `first` (an egress connection's first bytes) begins an HTTP/2 client preface; at
+/// least `PRI ` must be there.
+pub fn starts_http2(first: &[u8]) -> bool {
+    let n = first.len().min(H2_PREFACE_START.len());
+    n >= 4 && first[..n] == H2_PREFACE_START[..n]
+}
+
 /// State of one egress connection.
 pub struct EgressConn {
     cfg: Arc<EgressConfig>,
+    /// The target read at connection time; the claim waits for the first bytes.
+    target: Option<String>,
     peer: Option<Arc<Endpoint>>,
     waiting: Option<Waiting>,
 }
@@ -43,7 +62,7 @@ struct Waiting {
 impl EgressConn {
     /// A new egress connection with filter config `cfg`.
     pub fn new(cfg: Arc<EgressConfig>) -> EgressConn {
-        EgressConn { cfg, peer: None, waiting: None }
+        EgressConn { cfg, target: None, peer: None, waiting: None }
     }
 }
 
@@ -75,10 +94,10 @@ impl Role for EgressConn {
     }
 }
 
-/// Reads the target and claims a tunnel, waits for one, or closes the connection.
+/// Reads the target (the claim follows with the first bytes), or closes the connection.
 pub fn on_new_connection(conn: &Egress, f: &dyn EnvoyNetworkFilter) {
     let rt = &conn.runtime;
-    let (key, timeout) = with_egress(conn, |e| (e.cfg.target_filter_state_key.clone(), e.cfg.claim_timeout));
+    let key = with_egress(conn, |e| e.cfg.target_filter_state_key.clone());
     let target = f.filter_state(&key).map(|v| String::from_utf8_lossy(&v).trim().to_string()).unwrap_or_default();
     if target.is_empty() || target == "-" {
         rt.stats.no_tunnel();
@@ -86,24 +105,44 @@ pub fn on_new_connection(conn: &Egress, f: &dyn EnvoyNetworkFilter) {
         conn.close(CloseType::NoFlush, CloseDetail::NoTarget);
         return;
     }
-    if try_claim(conn, &target) {
+    with_egress(conn, |e| e.target = Some(target));
+}
+
+/// The first bytes: claims a tunnel, waits for one (holding them), or closes the connection.
+fn claim_first(conn: &Egress, target: String, mut first: Vec<u8>, end_stream: bool) {
+    let rt = &conn.runtime;
+    if try_claim(conn, &target, &mut first) {
+        if end_stream {
+            conn.close(CloseType::FlushWrite, CloseDetail::EgressClosed);
+        }
         return;
     }
+    let timeout = with_egress(conn, |e| e.cfg.claim_timeout);
     if timeout.is_zero() {
         give_up(conn, &target);
         return;
     }
+    if first.len() > MAX_WAITING_BYTES {
+        conn.close(CloseType::NoFlush, CloseDetail::WaitingOverflow);
+        return;
+    }
     let until = now_ms() + timeout.as_millis() as u64;
-    with_egress(conn, |e| e.waiting = Some(Waiting { target, until_ms: until, held: Vec::new(), end_stream: false }));
+    with_egress(conn, |e| e.waiting = Some(Waiting { target, until_ms: until, held: first, end_stream }));
     // Waiting connections need the worker clock, and retry on each tick.
     rt.clock_register(&conn.ep);
     worker::set_deadline(conn.ep.conn_id, Some(now_ms() + 1));
 }
 
-/// Claims a tunnel for `target` and attaches to it. False if none is available.
-fn try_claim(conn: &Egress, target: &str) -> bool {
+/// Claims a tunnel for `target` and attaches to it, handing it `first` (taken on success). False
+/// if none is available.
+fn try_claim(conn: &Egress, target: &str, first: &mut Vec<u8>) -> bool {
     let rt = &conn.runtime;
-    let Some(claim) = rt.tracker.claim(target, conn.ep.worker) else { return false };
+    let claim = if starts_http2(first) {
+        rt.tracker.claim_session(target, conn.ep.worker)
+    } else {
+        rt.tracker.claim(target, conn.ep.worker)
+    };
+    let Some(claim) = claim else { return false };
     let idle_ms = crate::runtime::unix_ms().saturating_sub(claim.meta.registered_at_ms);
     rt.stats.on_claimed(&claim, idle_ms);
     rt_log!(
@@ -118,7 +157,7 @@ fn try_claim(conn: &Egress, target: &str) -> bool {
     );
     let peer = claim.handle;
     with_egress(conn, |e| e.peer = Some(peer.clone()));
-    if !deliver(&peer, conn.ep.worker, Msg::Attach { peer: conn.ep.clone() }) {
+    if !deliver(&peer, conn.ep.worker, Msg::Attach { peer: conn.ep.clone(), first: std::mem::take(first) }) {
         conn.close(CloseType::NoFlush, CloseDetail::TunnelGone);
     }
     true
@@ -132,25 +171,38 @@ fn give_up(conn: &Egress, target: &str) {
 
 /// Worker clock: a waiting connection retries its claim, or gives up at its deadline.
 pub fn on_deadline(conn: &Egress, now: u64) {
-    let Some((target, until)) = with_egress(conn, |e| e.waiting.as_ref().map(|w| (w.target.clone(), w.until_ms))) else {
+    let Some(mut w) = with_egress(conn, |e| e.waiting.take()) else {
         return;
     };
-    if try_claim(conn, &target) {
-        let w = with_egress(conn, |e| e.waiting.take());
+    if try_claim(conn, &w.target, &mut w.held) {
         conn.runtime.clock_unregister(conn.ep.worker, conn.ep.conn_id);
-        if let Some(w) = w {
-            forward(conn, w.held, w.end_stream);
+        if w.end_stream {
+            conn.close(CloseType::FlushWrite, CloseDetail::EgressClosed);
         }
-    } else if now >= until {
-        with_egress(conn, |e| e.waiting = None);
-        give_up(conn, &target);
+    } else if now >= w.until_ms {
+        conn.runtime.clock_unregister(conn.ep.worker, conn.ep.conn_id);
+        give_up(conn, &w.target);
     } else {
+        with_egress(conn, |e| e.waiting = Some(w));
         worker::set_deadline(conn.ep.conn_id, Some(now + 1));
     }
 }
 
 /// Bytes from Envoy's HTTP/2 client: relay them to the tunnel (or hold them while waiting).
 pub fn on_read(conn: &Egress, data: Vec<u8>, end_stream: bool) {
+    let unclaimed = with_egress(conn, |e| if e.peer.is_none() && e.waiting.is_none() { e.target.take() } else { None });
+    if let Some(target) = unclaimed {
+        if data.is_empty() {
+            if end_stream {
+                conn.close(CloseType::FlushWrite, CloseDetail::EgressClosed);
+            } else {
+                with_egress(conn, |e| e.target = Some(target));
+            }
+            return;
+        }
+        claim_first(conn, target, data, end_stream);
+        return;
+    }
     let held = with_egress(conn, |e| match &mut e.waiting {
         Some(w) => {
             w.held.extend_from_slice(&data);

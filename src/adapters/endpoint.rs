@@ -28,8 +28,9 @@ pub enum Msg {
     /// The worker's clock tick: run all due deadlines of this worker (docs/architecture.md#threads-and-the-clock).
     Tick,
     /// Sent to a tunnel: the egress connection `peer` claimed it (fresh) or joins its HTTP/2
-    /// session (shared).
-    Attach { peer: Arc<Endpoint> },
+    /// session (shared), with the first bytes it sent (so that the tunnel decides its mode, raw
+    /// relay or HTTP/2 session, in the same step as the claim).
+    Attach { peer: Arc<Endpoint>, first: Vec<u8> },
     /// Sent to a tunnel: bytes from egress connection `from` (its connection id).
     EgressData { from: u64, bytes: Vec<u8> },
     /// Sent to a tunnel: egress connection `from` closed.

@@ -19,6 +19,9 @@ use crate::core::close::CloseReason;
 use super::tunnel_session::{Action, TunnelSession};
 use super::worker::{self, deliver};
 use crate::config::filter::FilterConfig;
+use crate::config::jwt::JwksSource;
+use super::jwks::JwtKeys;
+use crate::core::jwt::{self, Claims, JwtError};
 use crate::core::accesslog::{EventName, ExtraKey, LifecycleEvent, LogType, SocketState};
 use crate::core::handshake::{self, Counter, HandshakeRequest, HandshakeRules, Rejection};
 use crate::core::idformat::{self, FormatContext, IdFormat};
@@ -46,6 +49,9 @@ pub struct HandshakeSettings {
     pub keepalive: KeepaliveSettings,
     /// `validation.{node,cluster,tenant}_id_format`, parsed (docs/protocol.md#filter-config).
     pub id_formats: [Option<IdFormat>; 3],
+    /// `jwt_validator`'s keys (docs/protocol.md#jwt-on-the-handshake); its other fields are in
+    /// `filter.jwt_validator`. `None` without a validator.
+    pub jwt_keys: Option<JwtKeys>,
 }
 
 impl HandshakeSettings {
@@ -87,7 +93,11 @@ impl HandshakeSettings {
             failure_threshold: runtime.config.ping_failure_threshold,
             first_ping_delay_ms: FIRST_PING_DELAY_MS,
         };
-        Ok(HandshakeSettings { filter, rules, keepalive, id_formats: formats })
+        let jwt_keys = filter.jwt_validator.as_ref().map(|j| match &j.source {
+            JwksSource::Local(keys) => JwtKeys::Local(keys.clone()),
+            JwksSource::Remote(remote) => JwtKeys::Remote(runtime.jwks.register(remote.clone())),
+        });
+        Ok(HandshakeSettings { filter, rules, keepalive, id_formats: formats, jwt_keys })
     }
 }
 
@@ -157,7 +167,7 @@ impl Role for TunnelConn {
     }
     fn on_message(conn: &Tunnel, msg: Msg) {
         match msg {
-            Msg::Attach { peer } => on_attach(conn, peer),
+            Msg::Attach { peer, first } => on_attach(conn, peer, first),
             Msg::EgressData { from, bytes } => on_egress_data(conn, from, bytes),
             Msg::EgressClosed { from } => on_egress_closed(conn, from),
             Msg::Drain => on_drain(conn),
@@ -234,6 +244,31 @@ fn accept(conn: &Tunnel, req: HandshakeRequest, now: u64) {
         );
         return reject(conn, &Rejection::outer_tls());
     }
+    // JWT (docs/protocol.md#jwt-on-the-handshake): after the request checks, before the connection
+    // limit and the id formats, which may bind an id to a claim.
+    let mut claims: Option<Claims> = None;
+    if let (Some(j), Some(keys)) = (&settings.filter.jwt_validator, &settings.jwt_keys) {
+        let result = match req.header(&j.token_header).and_then(jwt::extract_token) {
+            None => Err(JwtError::Missing),
+            Some(token) => j.verifier.verify(token, &keys.get(), crate::runtime::unix_ms() / 1000),
+        };
+        match result {
+            Ok(c) => {
+                for (k, v) in &c {
+                    f.set_metadata(&j.claims_namespace, k, &jwt::claim_text(v));
+                }
+                claims = Some(c);
+            }
+            Err(e) if j.allow_missing_or_failed => {
+                rt.stats.handshake(Counter::JwtWouldDeny);
+                rt_log!(Debug, "reverse_tunnel: handshake of node '{}' would be denied by jwt_validator ({e}); audit mode lets it through", req.node_id);
+            }
+            Err(e) => {
+                rt_log!(Debug, "reverse_tunnel: handshake of node '{}' denied by jwt_validator ({e})", req.node_id);
+                return reject(conn, &Rejection::jwt_denied());
+            }
+        }
+    }
     // Validation metadata is written once the request reaches these checks (docs/protocol.md#filter-config).
     let emit = settings.filter.validation.as_ref().filter(|v| v.emit_dynamic_metadata).map(|v| v.dynamic_metadata_namespace.clone());
     let set_result = |result: &str| {
@@ -254,7 +289,15 @@ fn accept(conn: &Tunnel, req: HandshakeRequest, now: u64) {
     }
     // Id formats: each must render exactly the id the initiator sent; empty or `-` fails closed.
     // SAN operators render `-` here: TLS on the handshake listener is refused (docs/architecture.md#known-limits).
-    let ctx = FormatContext { headers: &req.headers, peer_uri_sans: &[], peer_dns_sans: &[] };
+    let claims_md;
+    let dynamic_metadata: &[(&str, &Claims)] = match (&claims, &settings.filter.jwt_validator) {
+        (Some(c), Some(j)) => {
+            claims_md = [(j.claims_namespace.as_str(), c)];
+            &claims_md
+        }
+        _ => &[],
+    };
+    let ctx = FormatContext { headers: &req.headers, peer_uri_sans: &[], peer_dns_sans: &[], dynamic_metadata };
     let ids = [&req.node_id, &req.cluster_id, &req.tenant_id];
     for (fmt, id) in settings.id_formats.iter().zip(ids) {
         if let Some(fmt) = fmt {
@@ -498,8 +541,11 @@ pub fn on_deadline(conn: &Tunnel, now: u64) {
 }
 
 /// Egress connection `peer` claimed this tunnel (first claim: the keepalive stops and the relay
-/// starts) or joins its HTTP/2 session (shared claim). Runs on the tunnel's worker.
-pub fn on_attach(conn: &Tunnel, peer: Arc<Endpoint>) {
+/// starts) or joins its HTTP/2 session (shared claim), with its `first` bytes, which are handled
+/// at once: an HTTP/2 client's preface starts the session in this same step, so a claim that
+/// joins it from another worker a moment later finds it running. Runs on the tunnel's worker.
+pub fn on_attach(conn: &Tunnel, peer: Arc<Endpoint>, first: Vec<u8>) {
+    let from = peer.conn_id;
     let now = now_ms();
     let claim = with_tunnel(conn, |t| {
         let ka = t.settings.keepalive;
@@ -519,8 +565,12 @@ pub fn on_attach(conn: &Tunnel, peer: Arc<Endpoint>) {
         }
         (Claim::Started, _) | (Claim::Refused, _) => {
             peer.post(Msg::PeerClosed);
+            return;
         }
         (Claim::Join, actions) => run_actions(conn, actions),
+    }
+    if !first.is_empty() && !conn.closed.get() {
+        on_egress_data(conn, from, first);
     }
 }
 

@@ -24,6 +24,7 @@ pub mod error;
 pub mod fake;
 pub mod handshake_filter;
 pub mod http_filter;
+pub mod jwks;
 pub mod lifecycle;
 pub mod network;
 pub mod reporter;

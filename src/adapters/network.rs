@@ -139,7 +139,7 @@ fn teardown(conn: &Rc<dyn Connection>, remote: bool) {
     // never get another one (`tick_pending` stays set): the next clock period posts a new one.
     for msg in ep.shut() {
         match msg {
-            Msg::Attach { peer } | Msg::LocalOpen { peer, .. } => {
+            Msg::Attach { peer, .. } | Msg::LocalOpen { peer, .. } => {
                 peer.post(Msg::PeerClosed);
             }
             Msg::Tick => runtime.tick_done(ep.worker),
@@ -179,7 +179,7 @@ mod tests {
         ef.filter_state.borrow_mut().insert("envoy.network.upstream_server_name".into(), b"n1".to_vec());
         let ec = fake::open(&env.egress, &ef);
         // An attach queued for the tunnel, which closes before it is delivered.
-        tc.ep().post(Msg::Attach { peer: ec.ep().clone() });
+        tc.ep().post(Msg::Attach { peer: ec.ep().clone(), first: Vec::new() });
         on_event(&tc, ConnectionEvent::RemoteClose);
         fake::deliver_mail(&[&ec]);
         assert_eq!(ef.closes(), vec![(CloseType::FlushWrite, "reverse_tunnel_peer_closed".to_string())]);

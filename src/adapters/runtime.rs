@@ -49,6 +49,9 @@ pub struct Runtime {
     /// The HTTP reporter (bootstrap `reporter_config`), if configured: workers push tunnel
     /// events into its bounded queue, the main thread sends them (`adapters::reporter`).
     pub reporter: Option<crate::adapters::reporter::ReporterHandle>,
+    /// Remote JWKS sources of the handshake filters' `jwt_validator`, fetched by the bootstrap
+    /// extension's clock (`adapters::jwks`).
+    pub jwks: crate::adapters::jwks::JwksRegistry,
 }
 
 /// Runtime key that turns on the noisy `idle_ping_sent` / `idle_ping_ack` lifecycle events.
@@ -110,6 +113,7 @@ impl Runtime {
             lifecycle,
             log_ping_events: crate::ffi::envoy::runtime_bool(PING_EVENTS_RUNTIME_KEY, false),
             reporter,
+            jwks: Default::default(),
         })
     }
 

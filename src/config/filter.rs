@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use protobuf::EnumFull;
 
+use super::jwt::JwtConfig;
 use super::{decode_message, duration_from_proto, ConfigError};
 use crate::proto::base::RequestMethod;
 use crate::proto::reverse_tunnel::ReverseTunnel;
@@ -48,6 +49,9 @@ pub struct FilterConfig {
     pub enable_connection_limit: bool,
     /// Field 11. Time from connection start to registration; default 10 s, always > 0.
     pub handshake_timeout: Duration,
+    /// Field 10. Bearer JWT required on the handshake (docs/protocol.md#jwt-on-the-handshake);
+    /// `None` when unset.
+    pub jwt_validator: Option<JwtConfig>,
 }
 
 impl Default for FilterConfig {
@@ -62,6 +66,7 @@ impl Default for FilterConfig {
             skip_rebalancing: false,
             enable_connection_limit: false,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            jwt_validator: None,
         }
     }
 }
@@ -93,7 +98,7 @@ impl FilterConfig {
     /// - `request_method: unknown value N`;
     /// - `handshake_timeout: must be > 0` (or negative);
     /// - `auto_close_connections: deprecated and not supported ...`;
-    /// - `jwt_validator: not supported by this module`;
+    /// - `jwt_validator...`: see [`JwtConfig::from_proto`];
     /// - JSON: `<path>: unknown field '<name>'`, `<path>: invalid value: ...`.
     pub fn decode(bytes: &[u8]) -> Result<FilterConfig, ConfigError> {
         let msg: ReverseTunnel = decode_message(bytes)?;
@@ -149,12 +154,10 @@ impl FilterConfig {
                 ))
             }
         };
-        if msg.jwt_validator.is_some() {
-            return Err(ConfigError::new(
-                "jwt_validator",
-                "not supported by this module",
-            ));
-        }
+        let jwt_validator = match msg.jwt_validator.as_ref() {
+            None => None,
+            Some(j) => Some(JwtConfig::from_proto(j)?),
+        };
         let handshake_timeout = match msg.handshake_timeout.as_ref() {
             None => DEFAULT_HANDSHAKE_TIMEOUT,
             Some(d) => duration_from_proto(d, "handshake_timeout")?,
@@ -187,6 +190,7 @@ impl FilterConfig {
             skip_rebalancing: msg.skip_rebalancing,
             enable_connection_limit: msg.enable_connection_limit,
             handshake_timeout,
+            jwt_validator,
         })
     }
 }
@@ -402,12 +406,11 @@ mod tests {
         msg.jwt_validator = MessageField::some(JwtHandshakeValidator::new());
         assert_eq!(
             decode_err(&bytes_of(&msg)),
-            "jwt_validator: not supported by this module"
+            "jwt_validator.issuer: required (a token's iss must equal it)"
         );
-        // JSON with the real validator's fields (unknown to our empty placeholder).
         assert_eq!(
             decode_err(br#"{"jwt_validator": {"issuer": "me", "audiences": ["a"]}}"#),
-            "jwt_validator: not supported by this module"
+            "jwt_validator: one of local_jwks or remote_jwks is required"
         );
 
         let mut msg = ReverseTunnel::new();
@@ -426,10 +429,10 @@ mod tests {
 
     #[test]
     fn config_filter_wire_numbers_of_jwt_and_timeout() {
-        // Hand-assembled: field 10 (jwt_validator) tag 0x52, LEN 0; field 11 (handshake_timeout)
-        // tag 0x5a, LEN 2: { 0x08 = seconds, 3 }.
-        let e = decode_err(&[0x52, 0x00]);
-        assert_eq!(e, "jwt_validator: not supported by this module");
+        // Hand-assembled: field 10 (jwt_validator) tag 0x52, LEN 5: { field 1 (issuer) tag 0x0a,
+        // LEN 3, "ctl" }; field 11 (handshake_timeout) tag 0x5a, LEN 2: { 0x08 = seconds, 3 }.
+        let e = decode_err(&[0x52, 0x05, 0x0a, 0x03, b'c', b't', b'l']);
+        assert_eq!(e, "jwt_validator: one of local_jwks or remote_jwks is required");
         assert_eq!(
             decode_ok(&[0x5a, 0x02, 0x08, 0x03]).handshake_timeout,
             Duration::from_secs(3)

@@ -11,6 +11,7 @@
 pub mod bootstrap;
 pub mod egress;
 pub mod filter;
+pub mod jwt;
 pub mod reporter;
 pub mod route;
 

@@ -131,8 +131,7 @@ impl HandshakeRequest {
 /// Prefix of every handshake counter's stat name.
 pub const COUNTER_PREFIX: &str = "reverse_tunnel.handshake.";
 
-/// The handshake counters, `reverse_tunnel.handshake.<name>` (docs/protocol.md#handshake-counters). The two JWT
-/// counters of the built-in are not produced by this module.
+/// The handshake counters, `reverse_tunnel.handshake.<name>` (docs/protocol.md#handshake-counters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Counter {
     /// A tunnel was accepted and registered.
@@ -149,11 +148,16 @@ pub enum Counter {
     BodyRejected,
     /// The tunnel could not be registered (503).
     RegistrationFailed,
+    /// `jwt_validator` enforcing: the token is missing or fails (401).
+    JwtDenied,
+    /// `jwt_validator` in audit mode (`allow_missing_or_failed`): the token would have been
+    /// denied; the handshake continues.
+    JwtWouldDeny,
 }
 
 impl Counter {
     /// Every counter, in declaration order.
-    pub const ALL: [Counter; 7] = [
+    pub const ALL: [Counter; 9] = [
         Counter::Accepted,
         Counter::ParseError,
         Counter::ValidationFailed,
@@ -161,6 +165,8 @@ impl Counter {
         Counter::Timeout,
         Counter::BodyRejected,
         Counter::RegistrationFailed,
+        Counter::JwtDenied,
+        Counter::JwtWouldDeny,
     ];
 
     /// Short name, e.g. `"parse_error"` (docs/protocol.md#handshake-counters).
@@ -173,6 +179,8 @@ impl Counter {
             Counter::Timeout => "timeout",
             Counter::BodyRejected => "body_rejected",
             Counter::RegistrationFailed => "registration_failed",
+            Counter::JwtDenied => "jwt_denied",
+            Counter::JwtWouldDeny => "jwt_would_deny",
         }
     }
 
@@ -248,6 +256,13 @@ impl Rejection {
     /// rendered empty/`-` (docs/protocol.md#handshake-response, #filter-config `Validation`).
     pub fn validation_failed() -> Rejection {
         Rejection::new(403, "validation_failed", Some(Counter::ValidationFailed))
+    }
+
+    /// 401 `JWT authentication failed`, counter `jwt_denied`: `jwt_validator` is enforcing and
+    /// the token is missing or fails verification (docs/protocol.md#handshake-response,
+    /// #jwt-on-the-handshake).
+    pub fn jwt_denied() -> Rejection {
+        Rejection::new(401, "JWT authentication failed", Some(Counter::JwtDenied))
     }
 
     /// 503 `Reverse tunnel registration unavailable`, counter `registration_failed`: the tunnel

@@ -12,7 +12,11 @@
 //!   (Envoy's rendering of a missing value); `%REQ(name?alt)%` falls back to header `alt`;
 //!   `%REQ(name):N%` keeps at most the first `N` characters;
 //! - `%DOWNSTREAM_PEER_URI_SAN%` / `%DOWNSTREAM_PEER_DNS_SAN%`: the peer certificate's URI / DNS
-//!   SANs joined with `,`, `-` when there are none.
+//!   SANs joined with `,`, `-` when there are none;
+//! - `%DYNAMIC_METADATA(namespace:key[:key...])%` with an optional `:N` length: a value of the
+//!   connection's dynamic metadata known at check time, that is the verified JWT claims under
+//!   their namespace (docs/protocol.md#jwt-on-the-handshake); nested keys walk into JSON objects;
+//!   `-` when absent. Values render as [`crate::core::jwt::claim_text`] does.
 //!
 //! Anything else is refused by [`parse`] with an error naming the operator, e.g.
 //! `unsupported command operator '%FOO%'`. Pure code: no panics on any input.
@@ -40,6 +44,12 @@ enum Part {
     PeerUriSan,
     /// `%DOWNSTREAM_PEER_DNS_SAN%`.
     PeerDnsSan,
+    /// `%DYNAMIC_METADATA(ns:key:...)%` with an optional `:N` length.
+    DynamicMetadata {
+        namespace: String,
+        path: Vec<String>,
+        max_len: Option<usize>,
+    },
 }
 
 /// What a format string is evaluated against.
@@ -52,6 +62,9 @@ pub struct FormatContext<'a> {
     pub peer_uri_sans: &'a [String],
     /// DNS SANs of the peer certificate (empty without TLS or certificate).
     pub peer_dns_sans: &'a [String],
+    /// Dynamic metadata known at check time: (namespace, its fields), e.g. the verified JWT
+    /// claims under their namespace. Empty without JWT.
+    pub dynamic_metadata: &'a [(&'a str, &'a serde_json::Map<String, serde_json::Value>)],
 }
 
 /// The value Envoy renders for a missing field.
@@ -80,6 +93,9 @@ fn parse_command(command: &str) -> Result<Part, String> {
         "DOWNSTREAM_PEER_URI_SAN" => return Ok(Part::PeerUriSan),
         "DOWNSTREAM_PEER_DNS_SAN" => return Ok(Part::PeerDnsSan),
         _ => {}
+    }
+    if let Some(rest) = command.strip_prefix("DYNAMIC_METADATA(") {
+        return parse_dynamic_metadata(command, rest);
     }
     let Some(arg_and_len) = command.strip_prefix("REQ(") else {
         return Err(format!("unsupported command operator '%{command}%'"));
@@ -117,6 +133,35 @@ fn parse_command(command: &str) -> Result<Part, String> {
     })
 }
 
+/// Parses the part of `%DYNAMIC_METADATA(ns:key[:key...])[:N]%` after `DYNAMIC_METADATA(`.
+fn parse_dynamic_metadata(command: &str, rest: &str) -> Result<Part, String> {
+    let close = rest
+        .find(')')
+        .ok_or_else(|| format!("invalid DYNAMIC_METADATA(...) in '%{command}%': missing ')'"))?;
+    let tail = &rest[close + 1..];
+    let max_len = if tail.is_empty() {
+        None
+    } else {
+        let digits = tail
+            .strip_prefix(':')
+            .ok_or_else(|| format!("invalid DYNAMIC_METADATA(...) in '%{command}%': unexpected '{tail}'"))?;
+        Some(
+            digits
+                .parse::<usize>()
+                .map_err(|_| format!("invalid DYNAMIC_METADATA(...) in '%{command}%': bad length '{digits}'"))?,
+        )
+    };
+    let mut pieces = rest[..close].split(':');
+    let namespace = pieces.next().unwrap_or("").to_string();
+    let path: Vec<String> = pieces.map(str::to_string).collect();
+    if namespace.is_empty() || path.is_empty() || path.iter().any(String::is_empty) {
+        return Err(format!(
+            "invalid DYNAMIC_METADATA(...) in '%{command}%': expected namespace:key"
+        ));
+    }
+    Ok(Part::DynamicMetadata { namespace, path, max_len })
+}
+
 /// First value of header `name` (case-insensitive), if present.
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers
@@ -143,6 +188,24 @@ impl IdFormat {
                 Part::Literal(s) => out.push_str(s),
                 Part::PeerUriSan => out.push_str(&join_sans(ctx.peer_uri_sans)),
                 Part::PeerDnsSan => out.push_str(&join_sans(ctx.peer_dns_sans)),
+                Part::DynamicMetadata { namespace, path, max_len } => {
+                    let value = ctx
+                        .dynamic_metadata
+                        .iter()
+                        .find(|(ns, _)| *ns == namespace.as_str())
+                        .and_then(|(_, fields)| {
+                            let mut v = fields.get(&path[0])?;
+                            for key in &path[1..] {
+                                v = v.get(key)?;
+                            }
+                            Some(crate::core::jwt::claim_text(v))
+                        });
+                    match (value, max_len) {
+                        (None, _) => out.push_str(MISSING),
+                        (Some(v), Some(n)) => out.extend(v.chars().take(*n)),
+                        (Some(v), None) => out.push_str(&v),
+                    }
+                }
                 Part::Req { main, alt, max_len } => {
                     let value = header(ctx.headers, main)
                         .or_else(|| alt.as_deref().and_then(|a| header(ctx.headers, a)));
@@ -186,6 +249,7 @@ mod tests {
             headers,
             peer_uri_sans: &uri,
             peer_dns_sans: &dns,
+            dynamic_metadata: &[],
         };
         parse(fmt).expect("valid format").render(&ctx)
     }
@@ -246,14 +310,37 @@ mod tests {
             parse("%FOO%").unwrap_err().0,
             "unsupported command operator '%FOO%'"
         );
-        assert_eq!(
-            parse("x-%DYNAMIC_METADATA(a:b)%").unwrap_err().0,
-            "unsupported command operator '%DYNAMIC_METADATA(a:b)%'"
-        );
+        assert!(parse("%DYNAMIC_METADATA(a)%").unwrap_err().0.contains("expected namespace:key"));
+        assert!(parse("%DYNAMIC_METADATA(a:)%").is_err());
+        assert!(parse("%DYNAMIC_METADATA(a:b%").is_err());
+        assert!(parse("%DYNAMIC_METADATA(a:b):x%").is_err());
         assert!(parse("abc%REQ(x").unwrap_err().0.contains("unterminated"));
         assert!(parse("%REQ()%").is_err());
         assert!(parse("%REQ(x):y%").is_err());
         assert!(parse("%REQ(x)y%").is_err());
+    }
+
+    #[test]
+    fn dynamic_metadata_from_claims() {
+        let claims = serde_json::json!({"sub": "node-1", "exp": 17, "org": {"site": "lyon"}, "n": null});
+        let claims = claims.as_object().cloned().unwrap_or_default();
+        let md = [("envoy.filters.network.reverse_tunnel.jwt", &claims)];
+        let render = |fmt: &str| {
+            let ctx = FormatContext { headers: &[], peer_uri_sans: &[], peer_dns_sans: &[], dynamic_metadata: &md };
+            parse(fmt).expect("valid format").render(&ctx)
+        };
+        assert_eq!(render("%DYNAMIC_METADATA(envoy.filters.network.reverse_tunnel.jwt:sub)%"), "node-1");
+        assert_eq!(render("n-%DYNAMIC_METADATA(envoy.filters.network.reverse_tunnel.jwt:exp)%"), "n-17");
+        assert_eq!(render("%DYNAMIC_METADATA(envoy.filters.network.reverse_tunnel.jwt:org:site)%"), "lyon");
+        assert_eq!(render("%DYNAMIC_METADATA(envoy.filters.network.reverse_tunnel.jwt:sub):4%"), "node");
+        assert_eq!(render("%DYNAMIC_METADATA(envoy.filters.network.reverse_tunnel.jwt:nope)%"), "-");
+        assert_eq!(render("%DYNAMIC_METADATA(envoy.filters.network.reverse_tunnel.jwt:n)%"), "-");
+        assert_eq!(render("%DYNAMIC_METADATA(other.ns:sub)%"), "-");
+        assert_eq!(render("%DYNAMIC_METADATA(envoy.filters.network.reverse_tunnel.jwt:sub:x)%"), "-");
+        // Without claims (no JWT, or a failed token in audit mode) the check fails closed.
+        let empty = FormatContext { headers: &[], peer_uri_sans: &[], peer_dns_sans: &[], dynamic_metadata: &[] };
+        let f = parse("%DYNAMIC_METADATA(envoy.filters.network.reverse_tunnel.jwt:sub)%").expect("valid");
+        assert!(!check(&f.render(&empty), "-"));
     }
 
     #[test]
@@ -268,9 +355,12 @@ mod tests {
     proptest! {
         #[test]
         fn parse_and_render_never_panic(fmt in ".{0,64}", v in ".{0,16}") {
-            let h = vec![("x-a".to_string(), v)];
+            let h = vec![("x-a".to_string(), v.clone())];
             if let Ok(f) = parse(&fmt) {
-                let ctx = FormatContext { headers: &h, peer_uri_sans: &[], peer_dns_sans: &[] };
+                let claims = serde_json::json!({"sub": v.clone(), "o": {"k": 1}});
+                let claims = claims.as_object().cloned().unwrap_or_default();
+                let md = [("ns", &claims)];
+                let ctx = FormatContext { headers: &h, peer_uri_sans: &[], peer_dns_sans: &[], dynamic_metadata: &md };
                 let _ = f.render(&ctx);
             }
         }

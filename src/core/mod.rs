@@ -5,6 +5,7 @@ pub mod deadlines;
 pub mod format_string;
 pub mod handshake;
 pub mod idformat;
+pub mod jwt;
 pub mod keepalive;
 pub mod relay;
 pub mod reporter;

@@ -136,8 +136,9 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_bootstrap_extension_file_change
 const _: abi::envoy_dynamic_module_on_bootstrap_extension_file_changed_fn =
     Some(envoy_dynamic_module_on_bootstrap_extension_file_changed);
 
-/// The reporter's HTTP callout finished: passes the result and `:status` on (the body is not
-/// read). Header pointers are valid only during the hook, NULL on failure (docs/envoy-abi.md#bootstrap-hooks).
+/// An HTTP callout (the reporter's or a remote JWKS fetch) finished: passes the result, `:status`
+/// and the body (copied, at most `MAX_JWKS_BYTES` + 1 bytes) on. Header and body pointers are
+/// valid only during the hook, NULL on failure (docs/envoy-abi.md#bootstrap-hooks).
 #[no_mangle]
 pub unsafe extern "C" fn envoy_dynamic_module_on_bootstrap_extension_http_callout_done(
     _c: ConfigEnvoy,
@@ -146,15 +147,42 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_bootstrap_extension_http_callou
     result: abi::envoy_dynamic_module_type_http_callout_result::Type,
     headers: *mut abi::envoy_dynamic_module_type_envoy_http_header,
     headers_size: usize,
-    _body: *mut EnvoyBuf,
-    _body_size: usize,
+    body: *mut EnvoyBuf,
+    body_size: usize,
 ) {
-    // SAFETY: m is our config pointer; headers (if not NULL) hold headers_size entries whose
-    // buffers live during the hook.
-    let (x, status) = unsafe { (ext(m), response_status(headers, headers_size)) };
+    // SAFETY: m is our config pointer; headers (if not NULL) hold headers_size entries and body
+    // (if not NULL) body_size chunks, whose buffers live during the hook.
+    let (x, status, body) = unsafe { (ext(m), response_status(headers, headers_size), response_body(body, body_size)) };
     if let Some(x) = x {
-        guard("bootstrap http_callout_done", (), || x.http_callout_done(id, CalloutResult::from_abi(result), status.as_deref()));
+        guard("bootstrap http_callout_done", (), || {
+            x.http_callout_done(id, CalloutResult::from_abi(result), status.as_deref(), &body)
+        });
     }
+}
+
+/// The response body chunks, concatenated; copying stops past `MAX_JWKS_BYTES` (the caller
+/// refuses a body that long).
+///
+/// # Safety
+/// `chunks` must be NULL or point to `n` valid buffers whose bytes are alive.
+unsafe fn response_body(chunks: *const EnvoyBuf, n: usize) -> Vec<u8> {
+    let limit = crate::config::jwt::MAX_JWKS_BYTES + 1;
+    if chunks.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: per the contract above.
+    let cs = unsafe { std::slice::from_raw_parts(chunks, n) };
+    let mut out = Vec::new();
+    for c in cs {
+        // SAFETY: Envoy's body buffers are valid during the hook.
+        let bytes = unsafe { envoy_bytes(c) };
+        let room = limit.saturating_sub(out.len());
+        out.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        if out.len() >= limit {
+            break;
+        }
+    }
+    out
 }
 
 /// The `:status` header among Envoy's response headers, copied.

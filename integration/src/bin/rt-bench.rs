@@ -12,6 +12,8 @@
 //! 5. Dead-tunnel detection: tunnels that echo, then go silent at a known instant; time until
 //!    the responder closes each of them.
 //! 6. `cargo bench --bench tracker` (the tracker micro-benchmark), its table copied verbatim.
+//! 8. Handshakes/s with `jwt_validator`: W3's raw tunnels, each handshake carrying an RS256
+//!    bearer token checked against a local JWKS (`--w8-only` runs this one alone, printed).
 //!
 //! Also writes `docs/bench-chart.svg`, a bar chart of the main ratios.
 //!
@@ -49,6 +51,8 @@ struct Opts {
     w1_only: bool,
     /// Only W7 (printed, no report written).
     w7_only: bool,
+    /// Only W8 (printed, no report written).
+    w8_only: bool,
 }
 
 /// The request-path options section of the report (static text: what was built, measured,
@@ -96,7 +100,7 @@ const W5_RESOLUTION_MS: f64 = 100.0;
 const W5_ECHO: Duration = Duration::from_secs(5);
 
 fn main() -> ExitCode {
-    let mut opts = Opts { out: repo_root().join("BENCHMARKS.md"), runs: 3, tunnels: 10_000, cpu_window: 20, w1_only: false, w7_only: false };
+    let mut opts = Opts { out: repo_root().join("BENCHMARKS.md"), runs: 3, tunnels: 10_000, cpu_window: 20, w1_only: false, w7_only: false, w8_only: false };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < args.len() {
@@ -116,8 +120,13 @@ fn main() -> ExitCode {
                 i += 1;
                 continue;
             }
+            "--w8-only" => {
+                opts.w8_only = true;
+                i += 1;
+                continue;
+            }
             _ => {
-                eprintln!("usage: rt-bench [--out FILE] [--runs N] [--tunnels N] [--cpu-window S]");
+                eprintln!("usage: rt-bench [--out FILE] [--runs N] [--tunnels N] [--cpu-window S] [--w1-only | --w7-only | --w8-only]");
                 return ExitCode::from(2);
             }
         }
@@ -514,6 +523,49 @@ fn workload34(opts: &Opts, tick_ms: f64, md: &mut String) -> Result<[(f64, f64, 
     Ok([med(&samples[0]), med(&samples[1])])
 }
 
+/// Tunnels per W8 run (at most; fewer with a smaller `--tunnels`).
+const W8_TUNNELS: usize = 3000;
+
+/// One W8 run on a fresh responder (`--concurrency 2`) whose handshake filter has a
+/// `jwt_validator` with a local RSA JWKS: handshakes/s of raw tunnels each sending
+/// `authorization: Bearer <RS256 token>` (W3's method), and a note.
+fn w8_run(kind: Responder, n: usize, key: &rt_integration::jwt::SigningKey, token: &str) -> Result<(f64, String)> {
+    let line = rt_integration::jwt::validator_yaml("bench-issuer", "bench-aud", &rt_integration::jwt::jwks(&[key]), "");
+    let mut topo = Topology::start_edited(&format!("bench-w8-{}", name(kind)), kind, 2, &[], &[], |t| {
+        rt_integration::tmp::insert_sibling_lines(&t, "ping_interval: 2s", &[line.as_str()])
+    })?;
+    let tunnels = RawTunnels::new();
+    let hs = tunnels.open_with_header(topo.handshake_port, n, 200, "bench-jwt", 100, Some(&format!("authorization: Bearer {token}")));
+    let denied_name = if kind == Responder::Builtin { "reverse_tunnel.handshake.jwt_denied" } else { "rt.reverse_tunnel.handshake.jwt_denied" };
+    let denied = topo.responder().stat_u64(denied_name)?.unwrap_or(0);
+    let note = format!("{} accepted, {} failed, jwt_denied {denied}, in {:.2} s", hs.accepted, hs.failed, hs.seconds);
+    if hs.accepted == 0 {
+        return Err(Error(format!("{}: no handshake accepted ({note})", name(kind))));
+    }
+    drop(tunnels);
+    drop(topo);
+    Ok((hs.per_s(), note))
+}
+
+/// W8: handshakes/s with RS256 tokens, median of `--runs` runs per responder.
+fn workload8(opts: &Opts, md: &mut String) -> Result<[f64; 2]> {
+    let n = opts.tunnels.min(W8_TUNNELS);
+    println!("== W8: {n} raw tunnels with RS256 bearer tokens, 200 handshakes in flight, responder --concurrency 2");
+    let key = rt_integration::jwt::SigningKey::rsa("bench-k1")?;
+    let token = key.sign(&rt_integration::jwt::claims("bench-issuer", "bench-aud", "bench-jwt", 3600))?;
+    let _ = writeln!(md, "\nW8 raw runs ({n} tunnels each, RS256 tokens):");
+    let mut samples: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for run in 0..opts.runs {
+        for k in KINDS {
+            let (hs, note) = w8_run(k, n, &key, &token)?;
+            println!("   run {} {:<8}: {hs:.0} handshakes/s ({note})", run + 1, name(k));
+            let _ = writeln!(md, "- run {} {}: {hs:.0} handshakes/s ({note})", run + 1, name(k));
+            samples[idx(k)].push(hs);
+        }
+    }
+    Ok([median(&samples[0]), median(&samples[1])])
+}
+
 /// One W5 run: (median ms, max ms, note) from going silent to the responder's close.
 fn w5_run(kind: Responder) -> Result<(f64, f64, String)> {
     let mut topo = Topology::start(&format!("bench-w5-{}", name(kind)), kind, 2, &[])?;
@@ -680,6 +732,11 @@ fn run(opts: &Opts) -> Result<()> {
         print!("{raw}\nW7 medians (built-in, ours): MB/s {:.0} / {:.0}; messages/s {:.0} / {:.0}\n", w7.0 .0, w7.0 .1, w7.1 .0, w7.1 .1);
         return Ok(());
     }
+    if opts.w8_only {
+        let w8 = workload8(opts, &mut raw)?;
+        print!("{raw}\nW8 medians (built-in, ours): {:.0} / {:.0} handshakes/s with RS256 tokens, ratio {}\n", w8[0], w8[1], ratio(w8[1], w8[0]));
+        return Ok(());
+    }
     let w1 = workload1(opts, tick_ms, &mut raw)?;
     if opts.w1_only {
         print!("{raw}");
@@ -691,6 +748,7 @@ fn run(opts: &Opts) -> Result<()> {
     let w34 = workload34(opts, tick_ms, &mut raw)?;
     let w5 = workload5(opts, &mut raw)?;
     let w7 = workload7(opts, &mut raw)?;
+    let w8 = workload8(opts, &mut raw)?;
     let w6 = workload6()?;
 
     let date = Command::new("date")
@@ -849,6 +907,14 @@ fn run(opts: &Opts) -> Result<()> {
             yes(r(o7, b7) >= 1.0)
         );
     }
+    let _ = writeln!(
+        md,
+        "| W8 handshakes/s with an RS256 bearer token (`jwt_validator`, local JWKS) | {:.0} | {:.0} | {} | >= 1.0 | {} |",
+        w8[0],
+        w8[1],
+        ratio(w8[1], w8[0]),
+        yes(r(w8[1], w8[0]) >= 1.0)
+    );
     let _ = writeln!(md, "\n![ratios ours / built-in](docs/bench-chart.svg)\n");
     let _ = writeln!(md, "## W6 tracker micro-benchmark (`cargo bench --bench tracker`)\n\n```\n{w6}\n```");
     let bars: Vec<(String, f64, Option<f64>)> = vec![
@@ -858,6 +924,7 @@ fn run(opts: &Opts) -> Result<()> {
         ("W2 success, --concurrency 2".into(), r(w2a.0[1].0, w2a.0[0].0), None),
         ("W2 success, --concurrency 4".into(), r(w2b.0[1].0, w2b.0[0].0), None),
         ("W3 handshakes/s".into(), r(w34[1].0, w34[0].0), Some(1.0)),
+        ("W8 handshakes/s, RS256 JWT".into(), r(w8[1], w8[0]), Some(1.0)),
         ("W4 RSS per idle tunnel".into(), r(w34[1].1, w34[0].1), Some(2.0)),
         ("W4 keepalive CPU".into(), r(w34[1].2, w34[0].2), Some(1.0)),
         ("W5 detection time (median)".into(), r(w5[1].0, w5[0].0), Some(1.0)),
@@ -892,7 +959,8 @@ fn run(opts: &Opts) -> Result<()> {
         md,
         "- **W5 dead-tunnel detection**: a fresh responder (`--concurrency 2`, ping_failure_threshold 3); {W5_TUNNELS} raw\n  tunnels echo for {} s, then all stop answering at one instant (sockets stay open); time from that instant\n  to the responder's close of each tunnel (seen by the echo threads, 100 ms resolution); median and max over\n  the tunnels, median of {} runs.\n\
          - **W6 tracker**: `cargo bench --bench tracker` (`benches/tracker.rs`), the module's pure tunnel tracker alone.\n\
-         - **W7 bodies and gRPC**: the W1 topology, the initiator also fronting a grpcio server\n  (`integration/grpc/server.py`). *MB/s*: `curl --http2-prior-knowledge --data-binary @32MiB` to the\n  backend's `/echo` (the same 32 MiB come back, checked byte for byte), (32 MiB up + 32 MiB down) / wall\n  time. *messages/s*: `integration/grpc/client.py --mode bidi --streams 4 --messages 2000 --size 64\n  --window 16` (each message echoed and checked; the Python client bounds the absolute figure).",
+         - **W7 bodies and gRPC**: the W1 topology, the initiator also fronting a grpcio server\n  (`integration/grpc/server.py`). *MB/s*: `curl --http2-prior-knowledge --data-binary @32MiB` to the\n  backend's `/echo` (the same 32 MiB come back, checked byte for byte), (32 MiB up + 32 MiB down) / wall\n  time. *messages/s*: `integration/grpc/client.py --mode bidi --streams 4 --messages 2000 --size 64\n  --window 16` (each message echoed and checked; the Python client bounds the absolute figure).\n\
+         - **W8 handshakes/s with JWT**: W3's method ({W8_TUNNELS} raw tunnels at most, 200 in flight, fresh responder\n  `--concurrency 2`), the handshake filter with `jwt_validator` (issuer, audience, a local JWKS of one RSA 2048\n  key) and every handshake carrying `authorization: Bearer <RS256 token>`; rate = accepted / time.",
         W5_ECHO.as_secs(),
         opts.runs.min(2)
     );

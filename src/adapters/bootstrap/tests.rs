@@ -128,7 +128,7 @@ mod through_the_fake {
         assert_eq!((cluster.as_str(), path.as_str()), ("cp", "/events"));
         let v: serde_json::Value = serde_json::from_slice(body).unwrap();
         assert_eq!(v["kind"], "snapshot");
-        x.http_callout_done(1, CalloutResult::Success, Some("200"));
+        x.http_callout_done(1, CalloutResult::Success, Some("200"), b"");
         assert_eq!(env.rt.reporter.as_ref().unwrap().counters().sent, 1);
 
         let env = Env::new(&boot, "{}");

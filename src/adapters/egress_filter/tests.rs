@@ -48,7 +48,9 @@ fn egress_without_a_target_closes_at_once() {
 #[test]
 fn egress_without_a_tunnel_gives_up_at_once_by_default() {
     let env = Env::new("{}", "{}");
-    let (f, _c) = egress(&env, 2, Some("nobody"));
+    let (f, c) = egress(&env, 2, Some("nobody"));
+    assert!(f.closes().is_empty(), "the claim comes with the first bytes");
+    fake::read(&c, &f, b"GET / HTTP/1.1\r\n", false);
     assert_eq!(f.closes(), vec![(CloseType::NoFlush, "reverse_tunnel_no_tunnel".to_string())]);
     assert_eq!(env.sink.get(&format!("{PREFIX}.fallback_no_reverse_socket"), &[]), 1);
 }
@@ -70,7 +72,8 @@ fn egress_waits_holds_its_bytes_and_claims_a_tunnel_that_appears() {
 #[test]
 fn egress_waiting_gives_up_after_the_claim_timeout() {
     let env = Env::with_egress("{}", "{}", r#"{"claim_timeout": "0.5s"}"#);
-    let (ef, _ec) = egress(&env, 5, Some("n1"));
+    let (ef, ec) = egress(&env, 5, Some("n1"));
+    fake::read(&ec, &ef, b"x", false);
     fake::tick(now_ms() + 200);
     assert!(ef.closes().is_empty());
     fake::tick(now_ms() + 600);
@@ -109,8 +112,66 @@ fn egress_end_of_stream_closes_after_forwarding() {
 fn egress_of_one_tenant_never_claims_another_tenants_tunnel() {
     let env = Env::new(r#"{"enable_tenant_isolation": true}"#, "{}");
     let _t = tunnel(&env, 11, "n1");
-    let (ef, _ec) = egress(&env, 12, Some("t2:n1"));
+    let (ef, ec) = egress(&env, 12, Some("t2:n1"));
+    fake::read(&ec, &ef, b"x", false);
     assert_eq!(ef.closes(), vec![(CloseType::NoFlush, "reverse_tunnel_no_tunnel".to_string())]);
-    let (ef, _ec) = egress(&env, 13, Some("t1:n1"));
+    let (ef, ec) = egress(&env, 13, Some("t1:n1"));
+    fake::read(&ec, &ef, b"x", false);
     assert!(ef.closes().is_empty(), "own tenant's tunnel");
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+#[test]
+fn http2_is_told_by_the_preface_start() {
+    use crate::adapters::egress_filter::starts_http2;
+    assert!(starts_http2(H2_PREFACE));
+    assert!(starts_http2(b"PRI "), "four bytes suffice");
+    assert!(!starts_http2(b"PRI"), "too short to tell from other bytes");
+    assert!(!starts_http2(b"POST / HTTP/1.1\r\n"));
+    assert!(!starts_http2(b"PUT / HTTP/1.1\r\n"));
+    assert!(!starts_http2(&[0x16, 0x03, 0x01, 0x02, 0x00]), "a TLS ClientHello");
+    assert!(!starts_http2(b"PRI * HTTP/1.1"));
+}
+
+/// Two HTTP/2 clients claiming a node's only tunnel at once (the second before the first's claim
+/// reached the tunnel, as when they run on two workers): the second joins the session.
+#[test]
+fn a_second_http2_client_joins_a_session_that_is_still_starting() {
+    let env = Env::new("{}", "{}");
+    let (tf, tc) = tunnel(&env, 14, "n1");
+    let (af, ac) = egress(&env, 15, Some("n1"));
+    let (bf, bc) = egress(&env, 16, Some("n1"));
+    {
+        // The tunnel is busy (as if on another worker): both claims queue their attach.
+        let _busy = tc.ep().hold();
+        fake::read(&ac, &af, H2_PREFACE, false);
+        fake::read(&bc, &bf, H2_PREFACE, false);
+    }
+    assert!(bf.closes().is_empty(), "the second client found the session being started: {:?}", bf.closes());
+    fake::deliver_mail(&[&tc]);
+    assert!(af.closes().is_empty() && bf.closes().is_empty());
+    assert!(tf.written().starts_with(H2_PREFACE), "the tunnel runs one HTTP/2 session");
+    assert_eq!(env.rt.tracker.counts().in_use, 1);
+    assert_eq!(env.rt.tracker.counts().shareable, 1);
+}
+
+/// The same with non-HTTP/2 first bytes (inner TLS, HTTP/1.1): a raw relay serves one egress
+/// connection only, so the second finds no tunnel.
+#[test]
+fn a_raw_relay_claim_is_exclusive() {
+    let env = Env::new("{}", "{}");
+    let (tf, tc) = tunnel(&env, 17, "n1");
+    let (af, ac) = egress(&env, 18, Some("n1"));
+    let (bf, bc) = egress(&env, 19, Some("n1"));
+    {
+        let _busy = tc.ep().hold();
+        fake::read(&ac, &af, &[0x16, 0x03, 0x01, 0x00, 0x05], false);
+        fake::read(&bc, &bf, &[0x16, 0x03, 0x01, 0x00, 0x05], false);
+    }
+    assert_eq!(bf.closes(), vec![(CloseType::NoFlush, "reverse_tunnel_no_tunnel".to_string())]);
+    fake::deliver_mail(&[&tc]);
+    assert!(af.closes().is_empty());
+    assert_eq!(tf.written(), &[0x16, 0x03, 0x01, 0x00, 0x05], "relayed unchanged");
+    assert_eq!(env.rt.tracker.counts().shareable, 0);
 }

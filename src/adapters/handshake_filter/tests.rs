@@ -210,9 +210,10 @@ fn claim_relays_both_ways_and_strips_the_echo_in_flight() {
     let ef = FakeNetworkFilter::new(31);
     ef.filter_state.borrow_mut().insert("envoy.network.upstream_server_name".into(), b"n1".to_vec());
     let ec = fake::open(&env.egress, &ef);
+    assert_eq!(env.rt.tracker.counts().in_use, 0, "the claim comes with the first bytes");
+    fake::read(&ec, &ef, b"GET / HTTP/1.1\r\n\r\n", false);
     assert!(ef.closes().is_empty(), "claimed");
     assert_eq!(env.rt.tracker.counts().in_use, 1);
-    fake::read(&ec, &ef, b"GET / HTTP/1.1\r\n\r\n", false);
     assert_eq!(tf.written(), b"GET / HTTP/1.1\r\n\r\n", "egress bytes reach the tunnel");
     fake::read(&tc, &tf, b"RPINGHTTP/1.1 200 OK\r\n\r\n", false);
     fake::deliver_mail(&[&tc, &ec]);
@@ -252,6 +253,7 @@ fn a_claimed_tunnel_ignores_drain() {
     let ef = FakeNetworkFilter::new(51);
     ef.filter_state.borrow_mut().insert("envoy.network.upstream_server_name".into(), b"n1".to_vec());
     let ec = fake::open(&env.egress, &ef);
+    fake::read(&ec, &ef, b"x", false);
     assert_eq!(crate::adapters::bootstrap::drain_idle_tunnels(&env.rt), 0);
     fake::deliver_mail(&[&tc, &ec]);
     assert!(tf.closes().is_empty());
@@ -275,6 +277,7 @@ fn http2_session_is_shared_then_closed_by_unanswered_pings() {
     fake::read(&ec1, &ef1, &first, false);
     assert!(tf.written().starts_with(crate::core::h2mux::frame::PREFACE), "the session speaks HTTP/2 to the initiator");
     let (ef2, ec2) = egress(62);
+    fake::read(&ec2, &ef2, &first, false);
     assert!(ef2.closes().is_empty());
     assert_eq!(env.sink.get(&format!("{PREFIX}.claims_shared"), &[]), 1, "the second egress joined the session");
     assert_eq!(env.rt.tracker.counts().in_use, 1, "one tunnel serves both");
@@ -290,4 +293,168 @@ fn http2_session_is_shared_then_closed_by_unanswered_pings() {
     assert_eq!(ef1.closes().len(), 1, "every egress connection of the session is closed");
     assert_eq!(ef2.closes().len(), 1);
     assert_eq!(env.rt.tracker.counts().in_use, 0);
+}
+
+/// `jwt_validator` on the handshake (docs/protocol.md#jwt-on-the-handshake).
+mod jwt {
+    use super::*;
+    use crate::core::jwt::testkeys;
+    use jsonwebtoken::Algorithm;
+    use serde_json::json;
+
+    const NS: &str = "envoy.filters.network.reverse_tunnel.jwt";
+
+    fn key() -> testkeys::TestKey {
+        testkeys::hmac(b"test-only-handshake-secret-012345", "k1")
+    }
+
+    fn filter_json(extra_validator: &str, validation: &str) -> String {
+        let jwks = testkeys::jwks(&[&key()]);
+        format!(
+            r#"{{"jwt_validator": {{"issuer": "ctl", "audiences": ["rt"], "local_jwks": {{"inline_string": {}}}{extra_validator}}}{validation}}}"#,
+            json!(jwks)
+        )
+    }
+
+    fn token(sub: &str, exp_offset: i64) -> String {
+        let exp = (crate::clock::unix_ms() / 1000) as i64 + exp_offset;
+        key().sign(Algorithm::HS256, Some("k1"), &json!({"iss": "ctl", "aud": "rt", "sub": sub, "exp": exp, "site": 7}))
+    }
+
+    fn request_with(node: &str, auth: Option<&str>) -> Vec<u8> {
+        let mut r = String::from_utf8(request(node)).unwrap();
+        if let Some(a) = auth {
+            r = r.replacen("host: ", &format!("authorization: {a}\r\nhost: "), 1);
+        }
+        r.into_bytes()
+    }
+
+    /// Sends one handshake on a new connection; returns (fake, response text).
+    fn handshake(env: &fake::Env, id: u64, node: &str, auth: Option<&str>) -> (Rc<FakeNetworkFilter>, String) {
+        let f = FakeNetworkFilter::new(id);
+        let c = fake::open(&env.handshake, &f);
+        fake::read(&c, &f, &request_with(node, auth), false);
+        let out = String::from_utf8_lossy(&f.written()).into_owned();
+        (f, out)
+    }
+
+    #[test]
+    fn enforcing_denies_missing_bad_expired_and_wrong_audience() {
+        let env = fake::Env::new("{}", &filter_json("", ""));
+        let other = testkeys::hmac(b"another-test-only-secret-9876543", "k1");
+        let forged = other.sign(Algorithm::HS256, Some("k1"), &json!({"iss": "ctl", "aud": "rt", "sub": "n1", "exp": 4_000_000_000u64}));
+        let wrong_aud = key().sign(Algorithm::HS256, None, &json!({"iss": "ctl", "aud": "x", "sub": "n1", "exp": 4_000_000_000u64}));
+        let cases = [
+            None,
+            Some("Bearer".to_string()),
+            Some(format!("Bearer {forged}")),
+            Some(format!("Bearer {}", token("n1", -3600))),
+            Some(format!("Bearer {wrong_aud}")),
+            Some("Bearer a.b.c".to_string()),
+        ];
+        for (i, auth) in cases.iter().enumerate() {
+            let (f, out) = handshake(&env, 10 + i as u64, "n1", auth.as_deref());
+            assert!(out.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "case {i}: {out}");
+            assert!(out.contains("\r\nJWT authentication failed\r\n"), "case {i}: {out}");
+            assert_eq!(f.closes().len(), 1, "case {i}");
+            assert!(f.metadata(NS).is_empty(), "case {i}: no claims published");
+        }
+        assert_eq!(env.sink.get("reverse_tunnel.handshake.jwt_denied", &[]), cases.len() as i64);
+        assert_eq!(env.sink.get("reverse_tunnel.handshake.accepted", &[]), 0);
+    }
+
+    #[test]
+    fn valid_token_is_accepted_and_claims_are_published() {
+        let env = fake::Env::new("{}", &filter_json("", ""));
+        let (f, out) = handshake(&env, 1, "n1", Some(&format!("Bearer {}", token("n1", 600))));
+        assert_eq!(out.as_bytes(), OK_200);
+        let md = f.metadata(NS);
+        assert!(md.contains(&("sub".to_string(), "n1".to_string())), "{md:?}");
+        assert!(md.contains(&("site".to_string(), "7".to_string())), "{md:?}");
+        assert_eq!(env.sink.get("reverse_tunnel.handshake.accepted", &[]), 1);
+        assert_eq!(env.sink.get("reverse_tunnel.handshake.jwt_denied", &[]), 0);
+    }
+
+    #[test]
+    fn node_id_bound_to_sub() {
+        let v = r#", "validation": {"node_id_format": "%DYNAMIC_METADATA(envoy.filters.network.reverse_tunnel.jwt:sub)%"}"#;
+        let env = fake::Env::new("{}", &filter_json("", v));
+        let (_, out) = handshake(&env, 1, "n1", Some(&format!("Bearer {}", token("othernode", 600))));
+        assert!(out.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{out}");
+        assert!(out.contains("validation_failed"));
+        assert_eq!(env.sink.get("reverse_tunnel.handshake.validation_failed", &[]), 1);
+        let (_, out) = handshake(&env, 2, "n1", Some(&format!("Bearer {}", token("n1", 600))));
+        assert_eq!(out.as_bytes(), OK_200);
+    }
+
+    #[test]
+    fn audit_mode_counts_and_lets_through_and_a_custom_header_and_namespace() {
+        let env = fake::Env::new(
+            "{}",
+            &filter_json(r#", "allow_missing_or_failed": true, "token_header": "x-rt-token", "claims_metadata_namespace": "my.ns""#, ""),
+        );
+        let (_, out) = handshake(&env, 1, "n1", None);
+        assert_eq!(out.as_bytes(), OK_200);
+        assert_eq!(env.sink.get("reverse_tunnel.handshake.jwt_would_deny", &[]), 1);
+        assert_eq!(env.sink.get("reverse_tunnel.handshake.jwt_denied", &[]), 0);
+        // The token in `authorization` is not looked at; in x-rt-token (no Bearer) it is.
+        let f = FakeNetworkFilter::new(2);
+        let c = fake::open(&env.handshake, &f);
+        let req = String::from_utf8(request("n2")).unwrap().replacen("host: ", &format!("x-rt-token: {}\r\nhost: ", token("n2", 600)), 1);
+        fake::read(&c, &f, req.as_bytes(), false);
+        assert_eq!(f.written(), OK_200);
+        assert!(f.metadata("my.ns").contains(&("sub".to_string(), "n2".to_string())));
+        assert_eq!(env.sink.get("reverse_tunnel.handshake.jwt_would_deny", &[]), 1);
+    }
+
+    #[test]
+    fn remote_jwks_denies_until_fetched_then_keeps_keys_through_an_outage() {
+        let filter = r#"{"jwt_validator": {"issuer": "ctl", "remote_jwks": {"http_uri": {"uri": "http://jwks/keys", "cluster": "jwks", "timeout": "1s"}, "cache_duration": "1s"}}}"#;
+        let env = fake::Env::new("{}", filter);
+        let auth = format!("Bearer {}", token("n1", 600));
+        let (_, out) = handshake(&env, 1, "n1", Some(&auth));
+        assert!(out.starts_with("HTTP/1.1 401 "), "no keys before the first fetch: {out}");
+        let mut started = Vec::new();
+        env.rt.jwks.tick(0, |c| {
+            started.push((c.cluster.clone(), c.host.clone(), c.path.clone()));
+            Ok(41)
+        });
+        assert_eq!(started, vec![("jwks".to_string(), "jwks".to_string(), "/keys".to_string())]);
+        assert!(env.rt.jwks.callout_done(41, Ok(testkeys::jwks(&[&key()]).as_bytes()), 0));
+        let (_, out) = handshake(&env, 2, "n1", Some(&auth));
+        assert_eq!(out.as_bytes(), OK_200);
+        env.rt.jwks.tick(1000, |_| Ok(42));
+        assert!(env.rt.jwks.callout_done(42, Err("reset (connection failure or timeout)".into()), 1000));
+        let (_, out) = handshake(&env, 3, "n1", Some(&auth));
+        assert_eq!(out.as_bytes(), OK_200, "last good keys kept");
+    }
+}
+
+/// Hostile `authorization` values through the whole handshake path (parser, token extraction,
+/// verification): never a panic, never a tunnel, always the 401 (or the parser's own 400).
+mod jwt_fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(crate::core::fuzz_cases(64)))]
+        #[test]
+        fn hostile_token_headers_never_open_a_tunnel(
+            value in "[ -~]{0,200}",
+            parts in proptest::collection::vec("[A-Za-z0-9_=+/-]{0,40}", 0..5),
+        ) {
+            let jwks = r#"{"keys": [{"kty": "oct", "kid": "k1", "k": "dGVzdC1vbmx5LWZ1enotc2VjcmV0LTAxMjM0NTY3"}]}"#;
+            let filter = format!(r#"{{"jwt_validator": {{"issuer": "ctl", "local_jwks": {{"inline_string": {}}}}}}}"#, serde_json::json!(jwks));
+            let env = fake::Env::new("{}", &filter);
+            for (i, v) in [value.clone(), format!("Bearer {}", parts.join("."))].iter().enumerate() {
+                let f = FakeNetworkFilter::new(1 + i as u64);
+                let c = fake::open(&env.handshake, &f);
+                let req = String::from_utf8(request("n1")).unwrap().replacen("host: ", &format!("authorization: {v}\r\nhost: "), 1);
+                fake::read(&c, &f, req.as_bytes(), false);
+                let out = String::from_utf8_lossy(&f.written()).into_owned();
+                prop_assert!(out.starts_with("HTTP/1.1 401 ") || out.starts_with("HTTP/1.1 400 "), "{v:?} -> {out}");
+            }
+            prop_assert_eq!(env.sink.get("reverse_tunnel.handshake.accepted", &[]), 0);
+        }
+    }
 }

@@ -663,9 +663,15 @@ fn counter_names() {
             "rejected",
             "timeout",
             "body_rejected",
-            "registration_failed"
+            "registration_failed",
+            "jwt_denied",
+            "jwt_would_deny"
         ]
     );
+    assert_eq!(Counter::JwtDenied.stat_name(), "reverse_tunnel.handshake.jwt_denied");
+    let r = Rejection::jwt_denied();
+    assert_eq!((r.status, r.body.as_str(), r.counter), (401, "JWT authentication failed", Some(Counter::JwtDenied)));
+    assert!(r.to_wire().starts_with(b"HTTP/1.1 401 Unauthorized\r\ncontent-type: text/plain\r\n"));
     assert_eq!(Counter::ParseError.stat_name(), "reverse_tunnel.handshake.parse_error");
     assert_eq!(Counter::RegistrationFailed.stat_name(), "reverse_tunnel.handshake.registration_failed");
 }

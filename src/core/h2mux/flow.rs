@@ -304,8 +304,11 @@ impl Mux {
             }
         };
         credit(&mut self.tunnel.conn);
-        for eg in self.egresses.values_mut() {
-            credit(&mut eg.conn);
+        // Local legs have no connection-level flow control (their windows are unlimited).
+        for id in &self.wire {
+            if let Some(eg) = self.egresses.get_mut(id) {
+                credit(&mut eg.conn);
+            }
         }
     }
 }

@@ -19,12 +19,11 @@ impl Mux {
                 None => to_egress.push((id, bytes)),
             }
         }
-        for (id, eg) in self.egresses.iter_mut() {
-            if eg.local {
-                // SETTINGS ACKs, WINDOW_UPDATEs, GOAWAYs: meaningless to an in-process client.
-                eg.conn.out.clear();
-                continue;
-            }
+        // Local legs are skipped: what the mux writes for them (WINDOW_UPDATEs, a GOAWAY) means
+        // nothing to an in-process client, and a local leg serves one request, so those few
+        // bytes go when it is detached.
+        for id in &self.wire {
+            let Some(eg) = self.egresses.get_mut(id) else { continue };
             if !eg.conn.out.is_empty() {
                 let bytes = std::mem::take(&mut eg.conn.out);
                 match to_egress.iter_mut().find(|(e, _)| e == id) {
@@ -46,6 +45,7 @@ impl Mux {
     /// Forgets an egress: its streams are reset on the tunnel (CANCEL) or dropped from the queue.
     /// Its pending output is discarded (the caller moves it to `orphan_out` first when needed).
     pub(super) fn drop_egress(&mut self, egress: EgressId) {
+        self.wire.remove(&egress);
         let Some(eg) = self.egresses.remove(&egress) else {
             return;
         };
@@ -105,6 +105,7 @@ impl Mux {
         self.dead = true;
         self.close_tunnel = close_tunnel;
         let egresses = std::mem::take(&mut self.egresses);
+        self.wire.clear();
         for (id, mut eg) in egresses {
             for key in &eg.keys {
                 let Some(s) = self.streams.remove(key) else {

@@ -11,6 +11,24 @@
 
 use super::huffman;
 use std::collections::VecDeque;
+use std::sync::OnceLock;
+
+/// Longest name in [`STATIC_TABLE`] (`access-control-allow-origin`).
+const STATIC_MAX_NAME: usize = 27;
+
+/// The [`STATIC_TABLE`] positions (0-based, in table order) of the names of length `len`: the
+/// encoder compares a field only with these (a handful) instead of all 61 entries.
+fn static_by_name_len(len: usize) -> &'static [usize] {
+    static BY_LEN: OnceLock<Vec<Vec<usize>>> = OnceLock::new();
+    let by_len = BY_LEN.get_or_init(|| {
+        let mut v = vec![Vec::new(); STATIC_MAX_NAME + 1];
+        for (i, (n, _)) in STATIC_TABLE.iter().enumerate() {
+            v[n.len()].push(i);
+        }
+        v
+    });
+    by_len.get(len).map_or(&[], Vec::as_slice)
+}
 
 /// The default SETTINGS_HEADER_TABLE_SIZE, in bytes (RFC 9113 §6.5.2).
 pub const DEFAULT_TABLE_SIZE: usize = 4096;
@@ -475,9 +493,10 @@ impl Encoder {
     /// Finds (full match index, name-only match index), static table first.
     fn find(&self, f: &HeaderField) -> (Option<usize>, Option<usize>) {
         let mut name_idx = None;
-        for (i, (n, v)) in STATIC_TABLE.iter().enumerate() {
-            if *n == f.name.as_slice() {
-                if *v == f.value.as_slice() {
+        for &i in static_by_name_len(f.name.len()) {
+            let (n, v) = STATIC_TABLE[i];
+            if n == f.name.as_slice() {
+                if v == f.value.as_slice() {
                     return (Some(i + 1), Some(i + 1));
                 }
                 name_idx.get_or_insert(i + 1);
@@ -538,6 +557,20 @@ impl Encoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_static_entry_is_found_at_its_index_and_every_name_first_by_name() {
+        let enc = Encoder::new(4096, IndexPolicy::Default, false);
+        for (i, (n, v)) in STATIC_TABLE.iter().enumerate() {
+            let (full, name) = enc.find(&HeaderField::new(n, v));
+            assert_eq!(full, Some(i + 1), "{}", String::from_utf8_lossy(n));
+            assert_eq!(name, Some(i + 1));
+            let first = STATIC_TABLE.iter().position(|(m, _)| m == n).unwrap() + 1;
+            let (full, name) = enc.find(&HeaderField::new(n, b"\x00not-in-the-table"));
+            assert_eq!((full, name), (None, Some(first)), "{}", String::from_utf8_lossy(n));
+        }
+        assert_eq!(enc.find(&HeaderField::new(b"x-not-a-static-name-at-all-longer-than-27", b"v")), (None, None));
+    }
 
     fn hex(s: &str) -> Vec<u8> {
         let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();

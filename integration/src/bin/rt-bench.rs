@@ -72,11 +72,12 @@ const REQUEST_PATH_OPTIONS: &str = r#"
   multiplexer is what lets both share one session and one stream-id space), and the multiplexer is
   already fuzzed and property-tested.
 - **Measured against `h2`** (`make bench-h2`, both as the session's HTTP/2 client on the same
-  recorded `h2` server bytes; callgrind instructions per request, ours / `h2`): 0.72 / 0.78 / 1.16
-  with one stream at a time and 0 B / 1 KiB / 64 KiB bodies, 1.26 / 1.31 / 1.61 with 100 streams in
-  flight (wall clock 2.1–3.2 at 64 KiB with 100). Ours is cheaper only one small response at a time; `h2` is
-  cheaper under load. Ours stays for the shared session and the absence of an async runtime in the
-  workers; method, hot spots and trade-offs in `docs/http2-engine.md`.
+  recorded `h2` server bytes; callgrind instructions per request, ours / `h2`): 0.65 / 0.71 / 1.09
+  with one stream at a time and 0 B / 1 KiB / 64 KiB bodies, 0.90 / 0.91 / 1.19 with 100 streams in
+  flight (first measurement 1.26 / 1.31 / 1.61 with 100; fixed since: per-call passes over every
+  leg, a linear HPACK static-table scan). `h2` stays cheaper for large bodies (ours copies each body
+  byte three times). Ours stays: cheaper for small requests, one session shared with the cluster
+  path, no async runtime in the workers; method, hot spots and trade-offs in `docs/http2-engine.md`.
 - **Not prototyped**: a transport socket or a module cluster (they do not remove the router and
   codec hops); owning the tunnel sockets in a module event loop (it would remove the Envoy
   connection per idle tunnel, the W4 gap, at the price of a thread hop per request).

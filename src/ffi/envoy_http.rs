@@ -76,26 +76,7 @@ impl HttpFilter {
     /// Appends the request body chunk of the current `request_body` hook to `out` and removes it
     /// from Envoy's buffer. Returns the number of bytes moved.
     pub fn take_received_request_body(self, out: &mut Vec<u8>) -> usize {
-        let kind = abi::envoy_dynamic_module_type_http_body_type::ReceivedRequestBody;
-        // SAFETY: stream's worker, inside the body hook; the chunks are copied before the drain.
-        unsafe {
-            let n = shim::get_body_chunks_size(self.ptr(), kind);
-            if n == 0 {
-                return 0;
-            }
-            let mut chunks = vec![EMPTY_ENVOY_BUF; n];
-            if !shim::get_body_chunks(self.ptr(), kind, chunks.as_mut_ptr()) {
-                return 0;
-            }
-            let mut total = 0;
-            for c in &chunks {
-                let b = envoy_bytes(c);
-                out.extend_from_slice(b);
-                total += b.len();
-            }
-            shim::drain_body(self.ptr(), kind, total);
-            total
-        }
+        self.take_body(abi::envoy_dynamic_module_type_http_body_type::ReceivedRequestBody, out, usize::MAX)
     }
 
     /// Bytes of the request body Envoy holds for this filter (what earlier `request_body` hooks
@@ -109,7 +90,12 @@ impl HttpFilter {
     /// them from Envoy, which re-enables reading from the client below its low watermark).
     /// Returns the number of bytes moved.
     pub fn take_buffered_request_body(self, out: &mut Vec<u8>, max: usize) -> usize {
-        let kind = abi::envoy_dynamic_module_type_http_body_type::BufferedRequestBody;
+        self.take_body(abi::envoy_dynamic_module_type_http_body_type::BufferedRequestBody, out, max)
+    }
+
+    /// Copies up to `max` bytes from the front of body `kind` into `out`, then drains them from
+    /// Envoy. Returns the number of bytes moved. Stream's worker.
+    fn take_body(self, kind: u32, out: &mut Vec<u8>, max: usize) -> usize {
         // SAFETY: stream's worker; the chunks are copied before the drain.
         unsafe {
             let n = shim::get_body_chunks_size(self.ptr(), kind);

@@ -2,7 +2,7 @@
 //! Every hook runs on the main thread; each converts its arguments and calls
 //! [`crate::adapters::bootstrap`] inside [`guard`].
 
-use super::envoy::{envoy_bytes, BootstrapConfigHandle, CalloutResult, LogLevel};
+use super::envoy::{envoy_bytes, BootstrapConfigHandle, CalloutResult};
 use super::guard;
 use crate::adapters::bootstrap::{self, BootstrapExtension};
 use envoy_abi as abi;
@@ -28,18 +28,9 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_bootstrap_extension_config_new(
     name: EnvoyBuf,
     config: EnvoyBuf,
 ) -> ConfigModule {
+    let handle = BootstrapConfigHandle(config_envoy as usize);
     // SAFETY: Envoy's buffers are valid during the hook.
-    let (name, config) = unsafe { (envoy_bytes(&name), envoy_bytes(&config)) };
-    let name = String::from_utf8_lossy(name).into_owned();
-    guard("bootstrap config_new", std::ptr::null(), || {
-        match bootstrap::config_new(BootstrapConfigHandle(config_envoy as usize), &name, config) {
-            Ok(e) => Box::into_raw(Box::new(e)) as ConfigModule,
-            Err(msg) => {
-                super::envoy::log(LogLevel::Error, &format!("reverse_tunnel: invalid config: {msg}"), file!(), line!());
-                std::ptr::null()
-            }
-        }
-    })
+    unsafe { super::config_new("bootstrap config_new", &name, &config, |name, config| bootstrap::config_new(handle, name, config)) }
 }
 const _: abi::envoy_dynamic_module_on_bootstrap_extension_config_new_fn =
     Some(envoy_dynamic_module_on_bootstrap_extension_config_new);

@@ -6,7 +6,6 @@
 //! Hooks Envoy looks up but this filter does not use (response-side hooks: the filter is terminal
 //! and produces the response itself; callouts; per-route config) return their neutral value.
 
-use super::envoy::{envoy_bytes, LogLevel};
 use super::envoy_http::HttpFilter;
 use super::guard;
 use crate::adapters::http_filter::{self as adapter, HttpStream, RouteFilterConfig};
@@ -50,15 +49,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
     config: EnvoyBuf,
 ) -> ConfigModule {
     // SAFETY: Envoy's buffers are valid during the hook.
-    let (name, config) = unsafe { (envoy_bytes(&name), envoy_bytes(&config)) };
-    let name = String::from_utf8_lossy(name).into_owned();
-    guard("http config_new", std::ptr::null(), || match RouteFilterConfig::new(&name, config) {
-        Ok(c) => Box::into_raw(Box::new(c)) as ConfigModule,
-        Err(msg) => {
-            super::envoy::log(LogLevel::Error, &format!("reverse_tunnel: invalid config: {msg}"), file!(), line!());
-            std::ptr::null()
-        }
-    })
+    unsafe { super::config_new("http config_new", &name, &config, RouteFilterConfig::new) }
 }
 const _: abi::envoy_dynamic_module_on_http_filter_config_new_fn = Some(envoy_dynamic_module_on_http_filter_config_new);
 

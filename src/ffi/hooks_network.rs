@@ -3,7 +3,7 @@
 //! worker that owns the connection. Each converts its arguments and calls
 //! [`crate::adapters::network`] inside [`guard`]; a panic closes only that connection.
 
-use super::envoy::{envoy_bytes, CloseType, ConnectionEvent, LogLevel, NetFilter};
+use super::envoy::{CloseType, ConnectionEvent, NetFilter};
 use super::guard;
 use crate::adapters::conn::Connection;
 use crate::adapters::network::{self, NetConfig};
@@ -38,15 +38,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_network_filter_config_new(
     config: EnvoyBuf,
 ) -> ConfigModule {
     // SAFETY: Envoy's buffers are valid during the hook.
-    let (name, config) = unsafe { (envoy_bytes(&name), envoy_bytes(&config)) };
-    let name = String::from_utf8_lossy(name).into_owned();
-    guard("network config_new", std::ptr::null(), || match NetConfig::new(&name, config) {
-        Ok(c) => Box::into_raw(Box::new(c)) as ConfigModule,
-        Err(msg) => {
-            super::envoy::log(LogLevel::Error, &format!("reverse_tunnel: invalid config: {msg}"), file!(), line!());
-            std::ptr::null()
-        }
-    })
+    unsafe { super::config_new("network config_new", &name, &config, NetConfig::new) }
 }
 const _: abi::envoy_dynamic_module_on_network_filter_config_new_fn = Some(envoy_dynamic_module_on_network_filter_config_new);
 

@@ -2,8 +2,9 @@
 //!
 //! - [`envoy`]: safe wrappers over the Envoy callbacks we call (declared in `abi/abi.h`). Each
 //!   wrapper says which thread it may run on (docs/envoy-abi.md#threads).
-//! - `hooks_bootstrap`, `hooks_network`: the `extern "C"` hooks Envoy calls. Each hook is a few
-//!   lines: convert pointers and buffers, run the adapter inside [`guard`], return.
+//! - `hooks_bootstrap`, `hooks_network`, `hooks_http`: the `extern "C"` hooks Envoy calls. Each
+//!   hook is a few lines: convert pointers and buffers, run the adapter inside [`guard`], return.
+//!   The three `config_new` hooks share [`config_new`].
 //! - [`log`](crate::rt_log): logging through Envoy's `dynamic_modules` logger.
 //!
 //! No panic crosses into Envoy: every hook runs inside [`guard`], which catches unwinding and
@@ -47,6 +48,31 @@ pub fn guard<T>(what: &str, on_panic: T, f: impl FnOnce() -> T) -> T {
             on_panic
         }
     }
+}
+
+/// The body of every `config_new` hook (bootstrap extension, network filter, HTTP filter), main
+/// thread: `make` decodes the config named `name` inside [`guard`]; a config is boxed and its
+/// pointer handed to Envoy (the matching `config_destroy` frees it); an error is logged (it names
+/// the field) and answers NULL, which makes Envoy refuse the config.
+///
+/// # Safety
+/// `name` and `config` must be Envoy buffers valid for the call (they are during the hook).
+unsafe fn config_new<C, E: std::fmt::Display>(
+    what: &str,
+    name: &envoy_abi::envoy_dynamic_module_type_envoy_buffer,
+    config: &envoy_abi::envoy_dynamic_module_type_envoy_buffer,
+    make: impl FnOnce(&str, &[u8]) -> Result<C, E>,
+) -> *const std::os::raw::c_void {
+    // SAFETY: per the contract above.
+    let (name, config) = unsafe { (envoy::envoy_bytes(name), envoy::envoy_bytes(config)) };
+    let name = String::from_utf8_lossy(name).into_owned();
+    guard(what, std::ptr::null(), || match make(&name, config) {
+        Ok(c) => Box::into_raw(Box::new(c)) as *const std::os::raw::c_void,
+        Err(msg) => {
+            envoy::log(envoy::LogLevel::Error, &format!("reverse_tunnel: invalid config: {msg}"), file!(), line!());
+            std::ptr::null()
+        }
+    })
 }
 
 /// Logs through Envoy's `dynamic_modules` logger from any thread, formatting only when the

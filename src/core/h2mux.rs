@@ -572,12 +572,8 @@ impl Mux {
     /// connection's state is dropped first (as by [`Mux::detach`]). On a draining mux a GOAWAY
     /// follows (its streams will be refused); on a finished mux the egress is closed at once.
     pub fn attach(&mut self, egress: EgressId) -> Output {
-        if self.dead {
-            self.close_egress.push(egress);
-            return self.collect();
-        }
-        if self.egresses.contains_key(&egress) {
-            self.drop_egress(egress);
+        if let Some(closed) = self.begin_attach(egress) {
+            return closed;
         }
         let mut conn = Conn::new(self.cfg.max_frame, self.cfg.conn_window);
         frame::write_settings(

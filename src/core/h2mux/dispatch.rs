@@ -141,14 +141,7 @@ impl Mux {
             conn.buffered_in += queued;
         }
         self.credit_dirty.insert(key);
-        if from_egress {
-            self.flush_tunnel.insert(key);
-        } else {
-            self.flush_egress.insert(key);
-        }
-        if end {
-            self.settle(key);
-        }
+        self.queued(key, from_egress, end);
         Ok(())
     }
 
@@ -331,6 +324,12 @@ impl Mux {
         if end {
             pipe.end_received = true;
         }
+        self.queued(key, from_egress, end);
+    }
+
+    /// Stream `key` has something new queued toward the other leg (toward the tunnel when it came
+    /// from its egress): it joins that direction's flush set; with `end` its end was received.
+    fn queued(&mut self, key: StreamKey, from_egress: bool, end: bool) {
         if from_egress {
             self.flush_tunnel.insert(key);
         } else {

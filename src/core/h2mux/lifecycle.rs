@@ -42,6 +42,19 @@ impl Mux {
         }
     }
 
+    /// The start of [`Mux::attach`] and [`Mux::attach_local`]: on a finished mux the egress is
+    /// closed at once (the returned output says so); an id already attached is dropped first.
+    pub(super) fn begin_attach(&mut self, egress: EgressId) -> Option<Output> {
+        if self.dead {
+            self.close_egress.push(egress);
+            return Some(self.collect());
+        }
+        if self.egresses.contains_key(&egress) {
+            self.drop_egress(egress);
+        }
+        None
+    }
+
     /// Forgets an egress: its streams are reset on the tunnel (CANCEL) or dropped from the queue.
     /// Its pending output is discarded (the caller moves it to `orphan_out` first when needed).
     pub(super) fn drop_egress(&mut self, egress: EgressId) {

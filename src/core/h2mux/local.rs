@@ -11,12 +11,8 @@ impl Mux {
     /// before the first credit). No bytes are exchanged with it and no HPACK runs on its side.
     /// On a finished mux it is closed at once; on a draining mux its streams are refused.
     pub fn attach_local(&mut self, egress: EgressId) -> Output {
-        if self.dead {
-            self.close_egress.push(egress);
-            return self.collect();
-        }
-        if self.egresses.contains_key(&egress) {
-            self.drop_egress(egress);
+        if let Some(closed) = self.begin_attach(egress) {
+            return closed;
         }
         let mut conn = Conn::new(self.cfg.max_frame, self.cfg.conn_window);
         conn.got_settings = true;

@@ -24,6 +24,7 @@ use super::conn::{CloseDetail, Conn, Role};
 use super::worker::{self, deliver};
 use crate::config::egress::EgressConfig;
 use super::envoy_api::EnvoyNetworkFilter;
+use super::tunnel_session::H2_PREFACE;
 use crate::ffi::envoy::CloseType;
 use crate::runtime::now_ms;
 use crate::rt_log;
@@ -32,15 +33,12 @@ use std::sync::Arc;
 /// Most bytes an egress connection may send while it waits for a tunnel.
 const MAX_WAITING_BYTES: usize = 256 * 1024;
 
-/// The start of the HTTP/2 client connection preface (RFC 9113 §3.4): enough to tell an HTTP/2
-/// client from a TLS ClientHello or an HTTP/1.1 request line.
-const H2_PREFACE_START: &[u8] = b"PRI * HTTP/2.0";
-
-/// True if `first` (an egress connection's first bytes) begins an HTTP/2 client preface; at
-/// least `PRI ` must be there.
+/// True if `first` (an egress connection's first bytes) begins the HTTP/2 client connection
+/// preface (RFC 9113 §3.4); at least `PRI ` must be there, which tells it from a TLS ClientHello
+/// or an HTTP/1.1 request line.
 pub fn starts_http2(first: &[u8]) -> bool {
-    let n = first.len().min(H2_PREFACE_START.len());
-    n >= 4 && first[..n] == H2_PREFACE_START[..n]
+    let n = first.len().min(H2_PREFACE.len());
+    n >= 4 && first[..n] == H2_PREFACE[..n]
 }
 
 /// State of one egress connection.

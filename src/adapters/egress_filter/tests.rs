@@ -117,7 +117,7 @@ fn egress_of_one_tenant_never_claims_another_tenants_tunnel() {
     assert!(ef.closes().is_empty(), "own tenant's tunnel");
 }
 
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+use crate::adapters::tunnel_session::H2_PREFACE;
 
 #[test]
 fn http2_is_told_by_the_preface_start() {

@@ -104,18 +104,7 @@ fn parse_command(command: &str) -> Result<Part, String> {
         .find(')')
         .ok_or_else(|| format!("invalid REQ(...) in '%{command}%': missing ')'"))?;
     let arg = &arg_and_len[..close];
-    let tail = &arg_and_len[close + 1..];
-    let max_len = if tail.is_empty() {
-        None
-    } else {
-        let digits = tail
-            .strip_prefix(':')
-            .ok_or_else(|| format!("invalid REQ(...) in '%{command}%': unexpected '{tail}'"))?;
-        let n: usize = digits
-            .parse()
-            .map_err(|_| format!("invalid REQ(...) in '%{command}%': bad length '{digits}'"))?;
-        Some(n)
-    };
+    let max_len = parse_max_len("REQ", command, &arg_and_len[close + 1..])?;
     let (main, alt) = match arg.split_once('?') {
         Some((m, a)) => (m, Some(a)),
         None => (arg, None),
@@ -133,24 +122,25 @@ fn parse_command(command: &str) -> Result<Part, String> {
     })
 }
 
+/// The optional `:N` (maximum length) after operator `op`'s closing parenthesis: `tail` is what
+/// follows it in `command`.
+fn parse_max_len(op: &str, command: &str, tail: &str) -> Result<Option<usize>, String> {
+    if tail.is_empty() {
+        return Ok(None);
+    }
+    let digits = tail
+        .strip_prefix(':')
+        .ok_or_else(|| format!("invalid {op}(...) in '%{command}%': unexpected '{tail}'"))?;
+    let n = digits.parse::<usize>().map_err(|_| format!("invalid {op}(...) in '%{command}%': bad length '{digits}'"))?;
+    Ok(Some(n))
+}
+
 /// Parses the part of `%DYNAMIC_METADATA(ns:key[:key...])[:N]%` after `DYNAMIC_METADATA(`.
 fn parse_dynamic_metadata(command: &str, rest: &str) -> Result<Part, String> {
     let close = rest
         .find(')')
         .ok_or_else(|| format!("invalid DYNAMIC_METADATA(...) in '%{command}%': missing ')'"))?;
-    let tail = &rest[close + 1..];
-    let max_len = if tail.is_empty() {
-        None
-    } else {
-        let digits = tail
-            .strip_prefix(':')
-            .ok_or_else(|| format!("invalid DYNAMIC_METADATA(...) in '%{command}%': unexpected '{tail}'"))?;
-        Some(
-            digits
-                .parse::<usize>()
-                .map_err(|_| format!("invalid DYNAMIC_METADATA(...) in '%{command}%': bad length '{digits}'"))?,
-        )
-    };
+    let max_len = parse_max_len("DYNAMIC_METADATA", command, &rest[close + 1..])?;
     let mut pieces = rest[..close].split(':');
     let namespace = pieces.next().unwrap_or("").to_string();
     let path: Vec<String> = pieces.map(str::to_string).collect();

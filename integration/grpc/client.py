@@ -87,6 +87,24 @@ class Outcome:
             self.seen_node.add(seen)
         return served
 
+    def finish(self, what, call, problem, expect_served_by):
+        """One call's or stream's end: its metadata is recorded; it counts as failed with
+        `problem` (a description, or None) or a trailing x-served-by other than expected, else
+        as good."""
+        served = self.metadata(call)
+        if problem:
+            self.bad(f"{what}: {problem}")
+        elif served != expect_served_by:
+            self.bad(f"{what}: trailing x-served-by {served!r}, expected {expect_served_by!r}")
+        else:
+            self.good()
+
+
+def run_each(n, workers, one):
+    """Runs one(0) .. one(n - 1) on `workers` threads and waits for all."""
+    with futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(one, range(n)))
+
 
 def rpc_error(e):
     details = e.details() if hasattr(e, "details") else str(e)
@@ -137,16 +155,12 @@ def run_unary(args, channels, md, out, digests):
             out.bad(f"call {i}: status OK but no response message (grpc-message {c.details()!r})")
             return
         got[i] = hashlib.sha256(resp).digest()
-        served = out.metadata(c)
+        problem = None
         if resp != payloads[i]:
-            out.bad(f"call {i}: answer of {len(resp)} bytes differs from the {sizes[i]} bytes sent")
-        elif served != args.expect_served_by:
-            out.bad(f"call {i}: trailing x-served-by {served!r}, expected {args.expect_served_by!r}")
-        else:
-            out.good()
+            problem = f"answer of {len(resp)} bytes differs from the {sizes[i]} bytes sent"
+        out.finish(f"call {i}", c, problem, args.expect_served_by)
 
-    with futures.ThreadPoolExecutor(max_workers=args.concurrency) as pool:
-        list(pool.map(one, range(args.count)))
+    run_each(args.count, args.concurrency, one)
     received = hashlib.sha256()
     for d in got:
         received.update(d or b"")
@@ -209,18 +223,12 @@ def run_bidi(args, channels, md, out, digests):
             q.put(None)
             return
         out.code(responses.code())
-        served = out.metadata(responses)
         with out.lock:
             out.latencies_ms.extend(lat)
-        if got != args.messages:
-            out.bad(f"stream {s}: {got} echoes for {args.messages} messages")
-        elif served != args.expect_served_by:
-            out.bad(f"stream {s}: trailing x-served-by {served!r}")
-        else:
-            out.good()
+        problem = f"{got} echoes for {args.messages} messages" if got != args.messages else None
+        out.finish(f"stream {s}", responses, problem, args.expect_served_by)
 
-    with futures.ThreadPoolExecutor(max_workers=args.streams) as pool:
-        list(pool.map(one, range(args.streams)))
+    run_each(args.streams, args.streams, one)
     digests["bytes_sent"] = args.streams * args.messages * args.size
     return args.streams * args.messages
 
@@ -249,16 +257,12 @@ def run_server_stream(args, channels, md, out, digests):
             out.bad(f"stream {s} after {n} messages: {rpc_error(e)}")
             return
         out.code(responses.code())
-        served = out.metadata(responses)
+        problem = None
         if n != args.messages or h.hexdigest() != want:
-            out.bad(f"stream {s}: {n} messages, checksum {h.hexdigest()}")
-        elif served != args.expect_served_by:
-            out.bad(f"stream {s}: trailing x-served-by {served!r}")
-        else:
-            out.good()
+            problem = f"{n} messages, checksum {h.hexdigest()}"
+        out.finish(f"stream {s}", responses, problem, args.expect_served_by)
 
-    with futures.ThreadPoolExecutor(max_workers=args.streams) as pool:
-        list(pool.map(one, range(args.streams)))
+    run_each(args.streams, args.streams, one)
     digests["bytes_received"] = args.streams * args.messages * args.size
     return args.streams * args.messages
 
@@ -276,18 +280,14 @@ def run_client_stream(args, channels, md, out, digests):
             out.bad(f"stream {s}: {rpc_error(e)}")
             return
         out.code(c.code())
-        served = out.metadata(c)
+        problem = None
         if resp is None:
-            out.bad(f"stream {s}: status OK but no response message (grpc-message {c.details()!r})")
+            problem = f"status OK but no response message (grpc-message {c.details()!r})"
         elif resp != want:
-            out.bad(f"stream {s}: server saw other bytes ({resp.hex()})")
-        elif served != args.expect_served_by:
-            out.bad(f"stream {s}: trailing x-served-by {served!r}")
-        else:
-            out.good()
+            problem = f"server saw other bytes ({resp.hex()})"
+        out.finish(f"stream {s}", c, problem, args.expect_served_by)
 
-    with futures.ThreadPoolExecutor(max_workers=args.streams) as pool:
-        list(pool.map(one, range(args.streams)))
+    run_each(args.streams, args.streams, one)
     digests["bytes_sent"] = args.streams * args.messages * args.size
     return args.streams * args.messages
 

@@ -201,6 +201,16 @@ impl Drop for Process {
     }
 }
 
+/// Sends signal `sig` (a name such as `STOP` or `CONT`) to process `pid` with `kill(1)`.
+pub fn signal(pid: u32, sig: &str) -> Result<()> {
+    let st = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status()?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err(Error(format!("kill -{sig} {pid} failed")))
+    }
+}
+
 /// Open file descriptors of process `pid` (entries of `/proc/<pid>/fd`).
 pub fn proc_fds(pid: u32) -> Result<usize> {
     Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rt_integration::process::signal;
 use rt_integration::topology::{responder_vars, NODE_HEADER};
 use rt_integration::{
     serial,
@@ -326,15 +327,6 @@ fn claim_timeout_waits_for_a_tunnel() -> Result<()> {
     assert_eq!(r.status, 503, "{}", r.body);
     assert!(took >= Duration::from_millis(3900) && took < Duration::from_secs(6), "503 after {took:?}");
     Ok(())
-}
-
-fn signal(pid: u32, sig: &str) -> Result<()> {
-    let st = std::process::Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().map_err(|e| e.to_string())?;
-    if st.success() {
-        Ok(())
-    } else {
-        Err(format!("kill -{sig} {pid} failed").into())
-    }
 }
 
 /// A frozen initiator (SIGSTOP): its idle tunnel is closed by RPING keepalive

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use rt_integration::capture::{find, CaptureRelay};
 use rt_integration::certs::{CertPair, TestCa};
+use rt_integration::process::signal;
 use rt_integration::topology::{responder_vars, NODE_HEADER};
 use rt_integration::{
     envoy_bin, http_request, module_dir, serial, wait_for, Check, Error, InitiatorSpec, Responder, Result,
@@ -450,13 +451,8 @@ fn each_responder_worker_pins_its_own_tunnel() -> Result<()> {
 fn idle_pool_connection_releases_its_tunnel_and_the_initiator_replaces_it() -> Result<()> {
     let _serial = serial();
     let pki = Pki::new()?;
-    let short_idle = |text: String| -> Result<String> {
-        let from = "common_http_protocol_options: {idle_timeout: 60s}";
-        if !text.contains(from) {
-            return Err(Error(format!("template has no `{from}`")));
-        }
-        Ok(text.replace(from, "common_http_protocol_options: {idle_timeout: 1s}"))
-    };
+    let short_idle =
+        replacing("common_http_protocol_options: {idle_timeout: 60s}", "common_http_protocol_options: {idle_timeout: 1s}");
     let mut topo = inner_tls_responder("inner-tls-idle", &pki, 1, "2s", short_idle)?;
     topo.add_initiator(pki.node(NODE, NODE)?)?;
     topo.wait_tunnels(1, TUNNELS_UP)?;
@@ -473,12 +469,14 @@ fn idle_pool_connection_releases_its_tunnel_and_the_initiator_replaces_it() -> R
     Ok(())
 }
 
-fn signal(pid: u32, sig: &str) -> Result<()> {
-    let st = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status()?;
-    if st.success() {
-        Ok(())
-    } else {
-        Err(Error(format!("kill -{sig} {pid} failed")))
+/// A template edit for [`inner_tls_responder`]: replaces `from` by `to`, refusing a template
+/// that lacks `from` (so a changed template cannot silently skip the edit).
+fn replacing(from: &'static str, to: &'static str) -> impl Fn(String) -> Result<String> {
+    move |text: String| {
+        if !text.contains(from) {
+            return Err(Error(format!("template has no `{from}`")));
+        }
+        Ok(text.replace(from, to))
     }
 }
 
@@ -490,13 +488,8 @@ fn signal(pid: u32, sig: &str) -> Result<()> {
 fn pinned_tunnel_of_a_frozen_initiator_is_closed_by_the_pool_keepalive() -> Result<()> {
     let _serial = serial();
     let pki = Pki::new()?;
-    let fast_keepalive = |text: String| -> Result<String> {
-        let from = "connection_keepalive: {interval: 10s, timeout: 5s}";
-        if !text.contains(from) {
-            return Err(Error(format!("template has no `{from}`")));
-        }
-        Ok(text.replace(from, "connection_keepalive: {interval: 1s, timeout: 1s}"))
-    };
+    let fast_keepalive =
+        replacing("connection_keepalive: {interval: 10s, timeout: 5s}", "connection_keepalive: {interval: 1s, timeout: 1s}");
     let mut topo = inner_tls_responder("inner-tls-keepalive", &pki, 1, "2s", fast_keepalive)?;
     topo.add_initiator(pki.node(NODE, NODE)?)?;
     topo.wait_tunnels(1, TUNNELS_UP)?;

@@ -701,6 +701,29 @@ fn xml(t: &str) -> String {
     t.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
+/// Whether a ratio ours / built-in meets its target: at least, or at most, the limit.
+#[derive(Clone, Copy)]
+enum Target {
+    AtLeast(f64),
+    AtMost(f64),
+}
+
+/// One row of the summary table: `label`, both figures with `decimals`, the ratio ours /
+/// built-in, the target and whether the ratio meets it.
+fn target_row(md: &mut String, label: &str, builtin: f64, ours: f64, decimals: usize, target: Target) {
+    let r = if builtin > 0.0 { ours / builtin } else { f64::NAN };
+    let (text, met) = match target {
+        Target::AtLeast(l) => (format!(">= {l:.1}"), r >= l),
+        Target::AtMost(l) => (format!("<= {l:.1}"), r <= l),
+    };
+    let _ = writeln!(
+        md,
+        "| {label} | {builtin:.decimals$} | {ours:.decimals$} | {} | {text} | {} |",
+        ratio(ours, builtin),
+        if met { "yes" } else { "NO" }
+    );
+}
+
 fn ratio(ours: f64, builtin: f64) -> String {
     if builtin > 0.0 {
         format!("{:.2}", ours / builtin)
@@ -774,38 +797,10 @@ fn run(opts: &Opts) -> Result<()> {
     let _ = writeln!(md, "|---|---|---|---|---|---|");
     let yes = |b: bool| if b { "yes" } else { "NO" };
     let r = |x: f64, y: f64| if y > 0.0 { x / y } else { f64::NAN };
-    let _ = writeln!(
-        md,
-        "| W1 2xx requests/s | {:.0} | {:.0} | {} | >= 1.0 | {} |",
-        b.ok_per_s,
-        o.ok_per_s,
-        ratio(o.ok_per_s, b.ok_per_s),
-        yes(r(o.ok_per_s, b.ok_per_s) >= 1.0)
-    );
-    let _ = writeln!(
-        md,
-        "| W1 p50 latency (ms, 2xx) | {:.2} | {:.2} | {} | <= 1.0 | {} |",
-        b.p50,
-        o.p50,
-        ratio(o.p50, b.p50),
-        yes(r(o.p50, b.p50) <= 1.0)
-    );
-    let _ = writeln!(
-        md,
-        "| W1 p99 latency (ms, 2xx) | {:.2} | {:.2} | {} | <= 1.0 | {} |",
-        b.p99,
-        o.p99,
-        ratio(o.p99, b.p99),
-        yes(r(o.p99, b.p99) <= 1.0)
-    );
-    let _ = writeln!(
-        md,
-        "| W1 responder CPU per 10k requests (ms) | {:.0} | {:.0} | {} | <= 1.0 | {} |",
-        b.cpu_ms_10k,
-        o.cpu_ms_10k,
-        ratio(o.cpu_ms_10k, b.cpu_ms_10k),
-        yes(r(o.cpu_ms_10k, b.cpu_ms_10k) <= 1.0)
-    );
+    target_row(&mut md, "W1 2xx requests/s", b.ok_per_s, o.ok_per_s, 0, Target::AtLeast(1.0));
+    target_row(&mut md, "W1 p50 latency (ms, 2xx)", b.p50, o.p50, 2, Target::AtMost(1.0));
+    target_row(&mut md, "W1 p99 latency (ms, 2xx)", b.p99, o.p99, 2, Target::AtMost(1.0));
+    target_row(&mut md, "W1 responder CPU per 10k requests (ms)", b.cpu_ms_10k, o.cpu_ms_10k, 0, Target::AtMost(1.0));
     let _ = writeln!(
         md,
         "| W1 ours on the cluster path (`upstream.yaml`): 2xx/s, p50 ms, p99 ms, CPU ms/10k | {:.0}, {:.2}, {:.2}, {:.0} | {:.0}, {:.2}, {:.2}, {:.0} | {}, {}, {}, {} | - | - |",
@@ -856,31 +851,11 @@ fn run(opts: &Opts) -> Result<()> {
             ratio(w[1].1, w[0].1)
         );
     }
-    let _ = writeln!(
-        md,
-        "| W3 handshakes/s ({} tunnels, 200 in flight) | {:.0} | {:.0} | {} | >= 1.0 | {} |",
-        opts.tunnels,
-        w34[0].0,
-        w34[1].0,
-        ratio(w34[1].0, w34[0].0),
-        yes(r(w34[1].0, w34[0].0) >= 1.0)
-    );
-    let _ = writeln!(
-        md,
-        "| W4 RSS per idle tunnel (KiB) | {:.2} | {:.2} | {} | <= 2.0 | {} |",
-        w34[0].1,
-        w34[1].1,
-        ratio(w34[1].1, w34[0].1),
-        yes(r(w34[1].1, w34[0].1) <= 2.0)
-    );
-    let _ = writeln!(
-        md,
-        "| W4 keepalive CPU (ms CPU per s per 10,000 idle tunnels) | {:.1} | {:.1} | {} | <= 1.0 | {} |",
-        w34[0].2,
-        w34[1].2,
-        ratio(w34[1].2, w34[0].2),
-        yes(r(w34[1].2, w34[0].2) <= 1.0)
-    );
+    let w3_label = format!("W3 handshakes/s ({} tunnels, 200 in flight)", opts.tunnels);
+    target_row(&mut md, &w3_label, w34[0].0, w34[1].0, 0, Target::AtLeast(1.0));
+    target_row(&mut md, "W4 RSS per idle tunnel (KiB)", w34[0].1, w34[1].1, 2, Target::AtMost(2.0));
+    let w4_cpu = "W4 keepalive CPU (ms CPU per s per 10,000 idle tunnels)";
+    target_row(&mut md, w4_cpu, w34[0].2, w34[1].2, 1, Target::AtMost(1.0));
     let _ = writeln!(
         md,
         "| W5 dead-tunnel detection, median (ms from silence to close) | {:.0} | {:.0} | {} | <= built-in (+100 ms resolution) | {} |",
@@ -901,21 +876,10 @@ fn run(opts: &Opts) -> Result<()> {
         ("W7 32 MiB request + 32 MiB response through a tunnel (curl, h2c)", "MB/s", w7.0),
         ("W7 gRPC bidirectional streaming (grpcio, 4 streams x 2,000 messages of 64 B)", "messages/s", w7.1),
     ] {
-        let _ = writeln!(
-            md,
-            "| {what}, {unit} | {b7:.0} | {o7:.0} | {} | >= 1.0 | {} |",
-            ratio(o7, b7),
-            yes(r(o7, b7) >= 1.0)
-        );
+        target_row(&mut md, &format!("{what}, {unit}"), b7, o7, 0, Target::AtLeast(1.0));
     }
-    let _ = writeln!(
-        md,
-        "| W8 handshakes/s with an RS256 bearer token (`jwt_validator`, local JWKS) | {:.0} | {:.0} | {} | >= 1.0 | {} |",
-        w8[0],
-        w8[1],
-        ratio(w8[1], w8[0]),
-        yes(r(w8[1], w8[0]) >= 1.0)
-    );
+    let w8_label = "W8 handshakes/s with an RS256 bearer token (`jwt_validator`, local JWKS)";
+    target_row(&mut md, w8_label, w8[0], w8[1], 0, Target::AtLeast(1.0));
     let _ = writeln!(md, "\n![ratios ours / built-in](docs/bench-chart.svg)\n");
     let _ = writeln!(md, "## W6 tracker micro-benchmark (`cargo bench --bench tracker`)\n\n```\n{w6}\n```");
     let bars: Vec<(String, f64, Option<f64>)> = vec![
@@ -1028,4 +992,25 @@ fn run(opts: &Opts) -> Result<()> {
     std::fs::write(&opts.out, &md).map_err(|e| Error(format!("cannot write {}: {e}", opts.out.display())))?;
     println!("\n{md}\nwritten to {} ({:.0} s)", opts.out.display(), started.elapsed().as_secs_f64());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_row_shows_both_figures_the_ratio_and_whether_it_is_met() {
+        let mut md = String::new();
+        target_row(&mut md, "W1 p50 latency (ms, 2xx)", 2.57, 2.85, 2, Target::AtMost(1.0));
+        target_row(&mut md, "W3 handshakes/s", 6425.0, 7518.0, 0, Target::AtLeast(1.0));
+        target_row(&mut md, "W4 RSS per idle tunnel (KiB)", 3.57, 8.89, 2, Target::AtMost(2.0));
+        target_row(&mut md, "nothing measured", 0.0, 1.0, 1, Target::AtLeast(1.0));
+        assert_eq!(
+            md,
+            "| W1 p50 latency (ms, 2xx) | 2.57 | 2.85 | 1.11 | <= 1.0 | NO |\n\
+             | W3 handshakes/s | 6425 | 7518 | 1.17 | >= 1.0 | yes |\n\
+             | W4 RSS per idle tunnel (KiB) | 3.57 | 8.89 | 2.49 | <= 2.0 | NO |\n\
+             | nothing measured | 0.0 | 1.0 | n/a | >= 1.0 | NO |\n"
+        );
+    }
 }

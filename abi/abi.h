@@ -1,8 +1,8 @@
 /*
  * Our own declarations of the subset of the Envoy 1.40.0 dynamic-module C ABI that this project
- * uses. Written from the facts in shared/docs/dynamic-modules-abi.md (names, argument order,
- * types, enum values); every callback declared here is exported by the 1.40.0 binary
- * (shared/reference/envoy-1.40-symbols/callbacks.txt). 1.40.0 loads modules with RTLD_NOW, so the
+ * uses. Written from the facts in docs/envoy-abi.md (names, argument order, types, enum values)
+ * and Envoy's v1.40.0 `source/extensions/dynamic_modules/abi.h`; every callback declared here is
+ * exported by the 1.40.0 binary (abi/envoy-1.40-callbacks.txt). 1.40.0 loads modules with RTLD_NOW, so the
  * module must never *call* a name missing from that list: `make check-symbols` verifies it.
  *
  * Hooks (functions Envoy looks up in the module) are declared as function-pointer typedefs

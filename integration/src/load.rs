@@ -314,6 +314,22 @@ impl LoadGen {
         })
     }
 
+    /// Waits until every RPING received up to now has been answered, and returns a snapshot
+    /// taken then. A snapshot alone can fall between an RPING counted as received and its reply
+    /// counted as sent (the generator threads keep running), so tests compare through this.
+    /// Errors if the replies do not catch up within `timeout`.
+    pub fn answered(&self, timeout: Duration) -> Result<Snapshot> {
+        let received = self.snapshot().rpings_received;
+        crate::wait_for(&format!("replies to {received} RPINGs"), timeout, || {
+            let s = self.snapshot();
+            Ok(if s.replies_sent >= received {
+                crate::Check::Done(s)
+            } else {
+                crate::Check::NotYet(format!("{s:?}"))
+            })
+        })
+    }
+
     /// Records of the tunnels that ended so far (after a `200`).
     pub fn records(&self) -> Vec<TunnelRecord> {
         self.records.lock().map(|r| r.clone()).unwrap_or_default()

@@ -161,17 +161,15 @@ fn misbehaving_tunnels_are_closed_in_time_and_echoing_ones_stay() -> Result<()> 
         "{c:?}"
     );
 
-    let s = echo.snapshot();
+    let received = echo.snapshot().rpings_received;
+    let s = echo.answered(Duration::from_secs(5))?;
     let elapsed = started.elapsed();
     assert_eq!(
         (s.tunnels_up, s.peer_closes),
         (n_echo as u64, 0),
         "echoing tunnels lost: {s:?}"
     );
-    assert_eq!(
-        s.replies_sent, s.rpings_received,
-        "every RPING answered: {s:?}"
-    );
+    assert!(s.replies_sent >= received, "every RPING answered: {s:?}");
     assert_eq!(s.unexpected_bytes, 0, "{s:?}");
     // At least one ping per (interval + 15%) over the period, per tunnel (minus one for phase).
     let min_pings =
@@ -245,13 +243,14 @@ fn scale_ten_thousand_echoing_tunnels() -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    let s = gen.snapshot();
+    let received = gen.snapshot().rpings_received;
+    let s = gen.answered(Duration::from_secs(5))?;
     assert_eq!(
         (s.tunnels_up, s.peer_closes, s.unexpected_bytes),
         (n, 0, 0),
         "{s:?}"
     );
-    assert_eq!(s.replies_sent, s.rpings_received, "{s:?}");
+    assert!(s.replies_sent >= received, "every RPING received was answered: {s:?}");
     let min_pings = n * (hold.as_secs_f64() / INTERVAL.as_secs_f64() / 1.15 - 1.0).max(0.0) as u64;
     assert!(
         s.rpings_received >= min_pings,

@@ -105,7 +105,7 @@ impl HandshakeSettings {
 /// [`TunnelSession`].
 impl Session for TunnelSession {
     type Action = Action;
-    fn tunnel_data(&mut self, data: &[u8]) -> Vec<Action> {
+    fn tunnel_data(&mut self, data: Vec<u8>) -> Vec<Action> {
         TunnelSession::tunnel_data(self, data)
     }
     fn on_timer(&mut self, now_ms: u64) -> Vec<Action> {
@@ -192,7 +192,7 @@ pub fn on_new_connection(conn: &Tunnel) {
 /// Bytes from the initiator.
 pub fn on_read(conn: &Tunnel, data: Vec<u8>, end_stream: bool) {
     let now = now_ms();
-    let read = with_tunnel(conn, |t| t.phases.on_read(&data, end_stream, now, &t.settings.rules));
+    let read = with_tunnel(conn, |t| t.phases.on_read(data, end_stream, now, &t.settings.rules));
     match read {
         Read::Nothing => {}
         Read::HandshakeIncomplete => conn.close(CloseType::NoFlush, CloseDetail::HandshakeIncomplete),
@@ -617,7 +617,7 @@ pub fn on_local_open(conn: &Tunnel, peer: Arc<Endpoint>, fields: Vec<HeaderField
 pub fn on_local_msg(conn: &Tunnel, msg: Msg) {
     let acts = with_tunnel(conn, |t| match t.phases.session_mut() {
         Some(session) => match msg {
-            Msg::LocalData { from, bytes, end, more } => session.local_data(from, &bytes, end, more),
+            Msg::LocalData { from, bytes, end, more } => session.local_data(from, bytes, end, more),
             Msg::LocalTrailers { from, fields } => session.local_trailers(from, fields),
             Msg::LocalCredit { from, n } => session.local_credit(from, n),
             Msg::LocalCancel { from } => session.local_cancel(from),
@@ -666,6 +666,12 @@ fn run_actions(conn: &Tunnel, actions: Vec<Action>) {
             Action::WriteTunnel(b) => {
                 rt.stats.relayed(Direction::ToInitiator, b.len());
                 conn.write(&b);
+            }
+            Action::WriteTunnelParts(parts) => {
+                for b in parts {
+                    rt.stats.relayed(Direction::ToInitiator, b.len());
+                    conn.write(&b);
+                }
             }
             Action::ToEgress(ep, b) => {
                 rt.stats.relayed(Direction::FromInitiator, b.len());

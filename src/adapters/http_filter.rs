@@ -664,6 +664,7 @@ pub fn on_destroy(s: Rc<HttpStream>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::h2mux::Bytes;
     use crate::adapters::fake::{self, FakeHttpFilter, HttpCall};
     use crate::core::tracker::{Identity, TunnelMeta};
     use crate::ffi::envoy::NetScheduler;
@@ -738,7 +739,7 @@ mod tests {
             frames: vec![
                 LocalFrame::Headers { fields: vec![HeaderField::new(b":status", b"100")], end: false },
                 LocalFrame::Headers { fields: vec![HeaderField::new(b":status", b"200")], end: false },
-                LocalFrame::Data { bytes: b"abc".to_vec(), end: false },
+                LocalFrame::Data { bytes: Bytes::from_static(b"abc"), end: false },
                 LocalFrame::Headers { fields: vec![HeaderField::new(b"grpc-status", b"0")], end: true },
             ],
             window: LOCAL_INITIAL_WINDOW as usize,
@@ -845,7 +846,7 @@ mod tests {
         s.handle(Msg::LocalFrames {
             frames: vec![
                 LocalFrame::Headers { fields: vec![HeaderField::new(b":status", b"200")], end: false },
-                LocalFrame::Data { bytes: vec![1; 1000], end: false },
+                LocalFrame::Data { bytes: Bytes::from(vec![1; 1000]), end: false },
             ],
             window: 0,
         });

@@ -21,7 +21,7 @@ use super::endpoint::Endpoint;
 use crate::core::close::CloseReason;
 use crate::core::h2mux::frame::error;
 use crate::core::h2mux::hpack::HeaderField;
-use crate::core::h2mux::{LocalFrame, Mux, MuxEvent, MuxSettings, Output};
+use crate::core::h2mux::{Bytes, LocalFrame, Mux, MuxEvent, MuxSettings, Output};
 use crate::core::relay::EchoStripper;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -36,6 +36,9 @@ const MAX_UNDECIDED_BYTES: usize = 64 * 1024;
 pub enum Action {
     /// Write bytes to the tunnel connection.
     WriteTunnel(Vec<u8>),
+    /// Write these parts to the tunnel connection, in order (the multiplexer's output: its large
+    /// DATA payloads are parts shared with the stream that sent them, not copied into one buffer).
+    WriteTunnelParts(Vec<Bytes>),
     /// Send bytes to an egress connection.
     ToEgress(Arc<Endpoint>, Vec<u8>),
     /// Close an egress connection (it is forgotten here).
@@ -173,14 +176,15 @@ impl TunnelSession {
 
     /// Request body bytes of HTTP stream `from`; `more` when it holds more than its window let it
     /// send (it is told when the window opens).
-    pub fn local_data(&mut self, from: u64, bytes: &[u8], end: bool, more: bool) -> Vec<Action> {
+    pub fn local_data(&mut self, from: u64, bytes: impl Into<Vec<u8>>, end: bool, more: bool) -> Vec<Action> {
+        let bytes: Vec<u8> = bytes.into();
         let Mode::Mux(m) = &mut self.mode else { return Vec::new() };
         let Some(recv) = self.local.get_mut(&from) else { return Vec::new() };
         *recv += bytes.len() as u64;
         if more {
             self.want_window.insert(from);
         }
-        let out = m.local_data(from, LOCAL_SID, bytes, end);
+        let out = m.local_data_owned(from, LOCAL_SID, Bytes::from(bytes), end);
         self.apply(out)
     }
 
@@ -324,7 +328,7 @@ impl TunnelSession {
                 if !self.egress.contains_key(&from) {
                     return Vec::new();
                 }
-                let out = m.on_egress_bytes(from, &bytes);
+                let out = m.on_egress_input(from, Bytes::from(bytes));
                 self.apply(out)
             }
         }
@@ -357,8 +361,8 @@ impl TunnelSession {
     }
 
     /// Bytes from the initiator.
-    pub fn tunnel_data(&mut self, data: &[u8]) -> Vec<Action> {
-        let bytes = self.strip.feed(data);
+    pub fn tunnel_data(&mut self, data: impl Into<Vec<u8>>) -> Vec<Action> {
+        let bytes = self.strip.feed_owned(data.into());
         if bytes.is_empty() {
             return Vec::new();
         }
@@ -373,7 +377,7 @@ impl TunnelSession {
             }
             Mode::Raw => vec![self.to_owner(bytes)],
             Mode::Mux(m) => {
-                let out = m.on_tunnel_bytes(&bytes);
+                let out = m.on_tunnel_input(Bytes::from(bytes));
                 self.apply(out)
             }
         }
@@ -424,7 +428,7 @@ impl TunnelSession {
     fn apply(&mut self, out: Output) -> Vec<Action> {
         let mut acts = Vec::new();
         if !out.to_tunnel.is_empty() {
-            acts.push(Action::WriteTunnel(out.to_tunnel));
+            acts.push(Action::WriteTunnelParts(out.to_tunnel));
         }
         for (id, bytes) in out.to_egress {
             if let Some(ep) = self.egress.get(&id) {
@@ -514,6 +518,7 @@ mod tests {
         acts.iter()
             .map(|a| match a {
                 Action::WriteTunnel(b) => format!("tunnel<{}", String::from_utf8_lossy(b)),
+                Action::WriteTunnelParts(p) => format!("tunnel<{}", String::from_utf8_lossy(&p.concat())),
                 Action::ToEgress(e, b) => format!("egress{}<{}", e.conn_id, String::from_utf8_lossy(b)),
                 Action::CloseEgress(e) => format!("close egress{}", e.conn_id),
                 Action::CloseTunnel(r) => format!("close tunnel {r}"),
@@ -605,7 +610,7 @@ mod tests {
         assert!(s.on_timer(1999).is_empty());
         // First PING goes to the tunnel at the interval; its answer is due 1000 ms later.
         let acts = s.on_timer(2000);
-        assert!(acts.iter().any(|a| matches!(a, Action::WriteTunnel(b) if b.len() == 17 && b[3] == 6)), "PING frame");
+        assert!(acts.iter().any(|a| matches!(a, Action::WriteTunnelParts(p) if p.concat().len() == 17 && p[0][3] == 6)), "PING frame");
         assert_eq!(s.next_deadline(), Some(3000));
         assert!(summary(&s.on_timer(3000)).is_empty(), "first miss, below the threshold of 2");
         s.on_timer(4000); // second PING
@@ -623,7 +628,7 @@ mod tests {
             s.on_timer(t);
             let mut ack = vec![0, 0, 8, 6, 1, 0, 0, 0, 0];
             ack.extend_from_slice(&round.to_be_bytes());
-            s.tunnel_data(&ack);
+            s.tunnel_data(ack.clone());
             let acts = summary(&s.on_timer(t + 1500));
             assert!(!acts.iter().any(|a| a.starts_with("close tunnel")), "round {round}: {acts:?}");
         }
@@ -638,7 +643,7 @@ mod tests {
         let mut frames = Vec::new();
         crate::core::h2mux::frame::write_header_block(&mut frames, 1, false, &block, 16_384);
         crate::core::h2mux::frame::write_data(&mut frames, 1, true, body);
-        acts.extend(s.tunnel_data(&frames));
+        acts.extend(s.tunnel_data(frames.clone()));
         acts
     }
 
@@ -667,11 +672,11 @@ mod tests {
             HeaderField::new(b":path", b"/a"),
         ];
         let acts = s.local_open(ep(41), fields, true);
-        assert!(acts.iter().any(|a| matches!(a, Action::WriteTunnel(b) if b[3] == 1)), "HEADERS on the tunnel");
+        assert!(acts.iter().any(|a| matches!(a, Action::WriteTunnelParts(p) if p[0][3] == 1)), "HEADERS on the tunnel");
         let acts = initiator_answers(&mut s, b"hello");
         let frames = local_frames(&acts, 41);
         assert!(matches!(&frames[0], LocalFrame::Headers { end: false, .. }), "{frames:?}");
-        assert_eq!(frames[1], LocalFrame::Data { bytes: b"hello".to_vec(), end: true });
+        assert_eq!(frames[1], LocalFrame::Data { bytes: Bytes::from_static(b"hello"), end: true });
         // The stream is done and forgotten; the session stays for the next request.
         assert_eq!(s.egress_count(), 0);
         assert!(!acts.iter().any(|a| matches!(a, Action::CloseTunnel(_))));
@@ -690,13 +695,14 @@ mod tests {
         ];
         s.local_open(ep(42), fields, false);
         // A full window of body: the tunnel (65,535 default window) takes part of it, the rest waits.
-        let acts = s.local_data(42, &vec![7u8; LOCAL_INITIAL_WINDOW as usize], false, true);
-        assert!(acts.iter().any(|a| matches!(a, Action::WriteTunnel(_))));
+        let acts = s.local_data(42, vec![7u8; LOCAL_INITIAL_WINDOW as usize], false, true);
+        // Large DATA payloads go out as parts of their own, shared with the stream's chunk.
+        assert!(acts.iter().any(|a| matches!(a, Action::WriteTunnelParts(p) if p.iter().any(|p| p.len() >= crate::core::h2mux::OWN_PART_MIN))));
         // The initiator opens its windows: the stream is told a larger offset than it sent.
         let mut wu = Vec::new();
         crate::core::h2mux::frame::write_window_update(&mut wu, 0, 1 << 24);
         crate::core::h2mux::frame::write_window_update(&mut wu, 1, 1 << 24);
-        let acts = s.tunnel_data(&wu);
+        let acts = s.tunnel_data(wu.clone());
         let offset = acts.iter().find_map(|a| match a {
             Action::ToLocal(e, _, off) if e.conn_id == 42 => Some(*off),
             _ => None,
@@ -704,7 +710,7 @@ mod tests {
         assert!(offset.is_some_and(|o| o > LOCAL_INITIAL_WINDOW), "{:?}", summary(&acts));
         // The client goes away: RST_STREAM(CANCEL) on the tunnel, the tunnel stays.
         let acts = s.local_cancel(42);
-        assert!(acts.iter().any(|a| matches!(a, Action::WriteTunnel(b) if b[3] == 3)), "RST_STREAM");
+        assert!(acts.iter().any(|a| matches!(a, Action::WriteTunnelParts(p) if p[0][3] == 3)), "RST_STREAM");
         assert!(!acts.iter().any(|a| matches!(a, Action::CloseTunnel(_))));
         assert_eq!(s.egress_count(), 0);
     }
@@ -712,7 +718,7 @@ mod tests {
 
 /// Appends `b` to `a` (both from the same mux, in call order).
 fn merge(a: &mut Output, b: Output) {
-    a.to_tunnel.extend_from_slice(&b.to_tunnel);
+    a.to_tunnel.extend(b.to_tunnel);
     a.to_local.extend(b.to_local);
     a.to_egress.extend(b.to_egress);
     a.close_egress.extend(b.close_egress);

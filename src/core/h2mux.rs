@@ -45,6 +45,8 @@ mod local;
 #[cfg(test)]
 mod tests;
 
+pub use bytes::Bytes;
+use bytes::Buf;
 use frame::{error, flag, kind, setting, Frame, FrameHeader, FrameReader, FrameTooLarge};
 use hpack::{Decoder, Encoder, HeaderField, IndexPolicy};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -69,6 +71,10 @@ pub const MAX_PENDING_STREAMS: usize = 1024;
 
 /// Connection-level window of a local leg (in-process: no connection-level flow control).
 const LOCAL_UNLIMITED: i64 = 1 << 48;
+
+/// Smallest DATA payload written to the tunnel as a part of its own instead of being copied
+/// into the frame bytes around it (bytes): below it a copy costs less than one more write.
+pub const OWN_PART_MIN: usize = 4096;
 
 /// Largest [`LocalFrame::Data`] chunk handed to a local leg, in bytes.
 const LOCAL_MAX_CHUNK: u32 = 256 * 1024;
@@ -185,8 +191,8 @@ pub enum LocalFrame {
     },
     /// Body bytes of the response; at most what [`Mux::local_credit`] allowed.
     Data {
-        /// The bytes.
-        bytes: Vec<u8>,
+        /// The bytes (shared with the frame they arrived in, not copied).
+        bytes: Bytes,
         /// END_STREAM: nothing follows.
         end: bool,
     },
@@ -201,8 +207,10 @@ pub enum LocalFrame {
 /// What the caller must do after a call: write bytes (in order, before closing), then close.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Output {
-    /// Bytes to write to the tunnel.
-    pub to_tunnel: Vec<u8>,
+    /// Bytes to write to the tunnel, in order: parts of [`OWN_PART_MIN`] bytes or more are DATA
+    /// payloads shared with their source (no copy); the rest are frames written here. No part is
+    /// empty.
+    pub to_tunnel: Vec<Bytes>,
     /// Response pieces for streams of local egress legs, in order.
     pub to_local: Vec<(EgressId, u32, LocalFrame)>,
     /// Bytes to write to egress connections, at most one entry per egress.
@@ -216,6 +224,11 @@ pub struct Output {
 }
 
 impl Output {
+    /// [`Output::to_tunnel`] as one byte string (a copy; for tests and tools).
+    pub fn tunnel_bytes(&self) -> Vec<u8> {
+        self.to_tunnel.concat()
+    }
+
     /// True when there is nothing to do.
     pub fn is_empty(&self) -> bool {
         self.to_tunnel.is_empty()
@@ -271,7 +284,72 @@ fn rst_to_egress(
 #[derive(Debug)]
 enum Item {
     Headers { fields: Vec<HeaderField>, end: bool },
-    Data { bytes: VecDeque<u8>, end: bool },
+    Data { bytes: Chunks, end: bool },
+}
+
+/// Queued DATA bytes as the chunks they arrived in (frame payloads, request body chunks), shared
+/// with their source rather than copied: a chunk taken whole or from its front is handed on
+/// without a copy; bytes are copied only where several chunks are joined into one piece.
+#[derive(Debug, Default)]
+struct Chunks {
+    chunks: VecDeque<Bytes>,
+    len: usize,
+}
+
+impl Chunks {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn push(&mut self, b: Bytes) {
+        if !b.is_empty() {
+            self.len += b.len();
+            self.chunks.push_back(b);
+        }
+    }
+
+    /// Takes the first `n` bytes (at most [`Chunks::len`]): without a copy when the first chunk
+    /// holds them all.
+    fn take(&mut self, n: usize) -> Bytes {
+        let n = n.min(self.len);
+        self.len -= n;
+        let Some(front) = self.chunks.front_mut() else { return Bytes::new() };
+        if front.len() >= n {
+            let piece = front.split_to(n);
+            if front.is_empty() {
+                self.chunks.pop_front();
+            }
+            return piece;
+        }
+        let mut joined = Vec::with_capacity(n);
+        self.copy_out(n, &mut joined);
+        Bytes::from(joined)
+    }
+
+    /// Appends the first `n` bytes (at most [`Chunks::len`] + what `take` already removed) to
+    /// `out` and drops them.
+    fn take_into(&mut self, n: usize, out: &mut Vec<u8>) {
+        let n = n.min(self.len);
+        self.len -= n;
+        self.copy_out(n, out);
+    }
+
+    fn copy_out(&mut self, mut n: usize, out: &mut Vec<u8>) {
+        while n > 0 {
+            let Some(front) = self.chunks.front_mut() else { return };
+            let k = n.min(front.len());
+            out.extend_from_slice(&front[..k]);
+            front.advance(k);
+            if front.is_empty() {
+                self.chunks.pop_front();
+            }
+            n -= k;
+        }
+    }
 }
 
 /// One direction of one stream: what the source leg sent that the destination leg has not got yet,
@@ -321,22 +399,20 @@ impl Pipe {
         self.items.push_back(Item::Headers { fields, end });
     }
 
-    fn push_data(&mut self, data: &[u8], end: bool) {
+    fn push_data(&mut self, data: Bytes, end: bool) {
         self.buffered += data.len();
         if let Some(Item::Data {
             bytes,
             end: e @ false,
         }) = self.items.back_mut()
         {
-            // `extend` from a slice reference copies in bulk (not byte by byte).
-            bytes.extend(data);
+            bytes.push(data);
             *e = end;
             return;
         }
-        self.items.push_back(Item::Data {
-            bytes: VecDeque::from(data.to_vec()),
-            end,
-        });
+        let mut bytes = Chunks::default();
+        bytes.push(data);
+        self.items.push_back(Item::Data { bytes, end });
     }
 
     /// Drops everything queued; returns the DATA bytes dropped.
@@ -383,8 +459,12 @@ struct Conn {
     reader: FrameReader,
     decoder: Decoder,
     encoder: Encoder,
-    /// Bytes to write on this connection.
+    /// Bytes to write on this connection, after `parts`.
     out: Vec<u8>,
+    /// Complete parts to write before `out` (the tunnel leg only; see [`Conn::push_payload`]).
+    parts: Vec<Bytes>,
+    /// Bytes in `parts`.
+    parts_len: usize,
     /// The peer's first SETTINGS arrived.
     got_settings: bool,
     peer_max_frame: u32,
@@ -410,6 +490,8 @@ impl Conn {
             decoder: Decoder::new(TABLE_SIZE),
             encoder: Encoder::new(TABLE_SIZE, IndexPolicy::Default, true),
             out: Vec::new(),
+            parts: Vec::new(),
+            parts_len: 0,
             got_settings: false,
             peer_max_frame: frame::DEFAULT_MAX_FRAME_SIZE,
             peer_initial_window: frame::DEFAULT_WINDOW,
@@ -421,6 +503,45 @@ impl Conn {
             block: None,
             credit_dirty: false,
         }
+    }
+}
+
+impl Conn {
+    /// Appends a DATA payload (its frame header is already in `out`): one of [`OWN_PART_MIN`]
+    /// bytes or more becomes a part of its own, written without a copy; a smaller one is copied.
+    fn push_payload(&mut self, payload: Bytes) {
+        if payload.len() < OWN_PART_MIN {
+            self.out.extend_from_slice(&payload);
+            return;
+        }
+        if !self.out.is_empty() {
+            let head = std::mem::take(&mut self.out);
+            self.parts_len += head.len();
+            self.parts.push(Bytes::from(head));
+        }
+        self.parts_len += payload.len();
+        self.parts.push(payload);
+    }
+
+    /// Takes everything to write, in order (no empty part).
+    fn take_parts(&mut self) -> Vec<Bytes> {
+        if !self.out.is_empty() {
+            self.parts.push(Bytes::from(std::mem::take(&mut self.out)));
+        }
+        self.parts_len = 0;
+        std::mem::take(&mut self.parts)
+    }
+
+    /// Drops everything not yet taken.
+    fn clear_output(&mut self) {
+        self.out.clear();
+        self.parts.clear();
+        self.parts_len = 0;
+    }
+
+    /// Bytes not yet taken.
+    fn output_len(&self) -> usize {
+        self.parts_len + self.out.len()
     }
 }
 
@@ -615,6 +736,11 @@ impl Mux {
     /// Bytes read from egress connection `egress`. Bytes for an unknown (never attached, detached or
     /// closed) egress are ignored.
     pub fn on_egress_bytes(&mut self, egress: EgressId, data: &[u8]) -> Output {
+        self.on_egress_input(egress, Bytes::copy_from_slice(data))
+    }
+
+    /// [`Mux::on_egress_bytes`] for bytes the caller owns: DATA payloads are queued without a copy.
+    pub fn on_egress_input(&mut self, egress: EgressId, data: Bytes) -> Output {
         if self.dead {
             return self.collect();
         }
@@ -624,7 +750,7 @@ impl Mux {
             None => return self.collect(),
             Some(eg) => {
                 while eg.preface < frame::PREFACE.len() {
-                    let Some((&b, rest)) = input.split_first() else {
+                    let Some(&b) = input.first() else {
                         break;
                     };
                     if b != frame::PREFACE[eg.preface] {
@@ -632,7 +758,7 @@ impl Mux {
                         break;
                     }
                     eg.preface += 1;
-                    input = rest;
+                    input.advance(1);
                 }
             }
         }
@@ -668,6 +794,12 @@ impl Mux {
 
     /// Bytes read from the tunnel (RPING bytes must have been removed by the caller).
     pub fn on_tunnel_bytes(&mut self, data: &[u8]) -> Output {
+        self.on_tunnel_input(Bytes::copy_from_slice(data))
+    }
+
+    /// [`Mux::on_tunnel_bytes`] for bytes the caller owns: DATA payloads are queued (and handed to
+    /// local legs) without a copy.
+    pub fn on_tunnel_input(&mut self, data: Bytes) -> Output {
         if self.dead {
             return self.collect();
         }
@@ -712,7 +844,7 @@ impl Mux {
     pub fn on_tunnel_closed(&mut self) -> Output {
         if !self.dead {
             self.shutdown(false);
-            self.tunnel.conn.out.clear();
+            self.tunnel.conn.clear_output();
         }
         self.collect()
     }
@@ -757,7 +889,7 @@ impl Mux {
     /// blocks (for metrics and bound checks).
     pub fn buffered_bytes(&self) -> usize {
         let conn = |c: &Conn| {
-            c.reader.buffered() + c.block.as_ref().map_or(0, |b| b.buf.len()) + c.out.len()
+            c.reader.buffered() + c.block.as_ref().map_or(0, |b| b.buf.len()) + c.output_len()
         };
         let pipes: usize = self
             .streams

@@ -104,6 +104,15 @@ impl EchoStripper {
         out
     }
 
+    /// [`EchoStripper::feed`] for a read the caller owns: once stripping has ended and nothing is
+    /// held back, the read is returned as it is, without a copy.
+    pub fn feed_owned(&mut self, data: Vec<u8>) -> Vec<u8> {
+        if self.done && self.matched == 0 {
+            return data;
+        }
+        self.feed(&data)
+    }
+
     /// Ends the stream (e.g. the tunnel closed): stops stripping and returns the held-back
     /// partial prefix, if any, so that no byte is lost.
     pub fn finish(&mut self) -> Vec<u8> {

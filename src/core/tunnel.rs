@@ -25,18 +25,20 @@ const HANDSHAKE_SLACK_BYTES: usize = 4096;
 pub trait Session {
     /// What the session asks the adapter to do.
     type Action;
-    /// Bytes from the initiator.
-    fn tunnel_data(&mut self, data: &[u8]) -> Vec<Self::Action>;
+    /// Bytes from the initiator (owned: a session may keep them without a copy).
+    fn tunnel_data(&mut self, data: Vec<u8>) -> Vec<Self::Action>;
     /// The worker clock reached [`Session::next_deadline`].
     fn on_timer(&mut self, now_ms: u64) -> Vec<Self::Action>;
     /// When the session next needs the clock.
     fn next_deadline(&self) -> Option<u64>;
 }
 
+/// The session is boxed: most tunnels are idle, and an idle one then carries a pointer instead
+/// of the session's state (docs/architecture.md#memory-per-idle-tunnel).
 enum Phase<S> {
     Handshake { buf: Vec<u8> },
     Keepalive(Keepalive),
-    Claimed(S),
+    Claimed(Box<S>),
     Done,
 }
 
@@ -152,7 +154,8 @@ impl<S: Session> Tunnel<S> {
     }
 
     /// Bytes read from the connection at `now_ms`, parsed with `rules` during the handshake.
-    pub fn on_read(&mut self, data: &[u8], end_stream: bool, now_ms: u64, rules: &HandshakeRules) -> Read<S::Action> {
+    pub fn on_read(&mut self, data: impl Into<Vec<u8>>, end_stream: bool, now_ms: u64, rules: &HandshakeRules) -> Read<S::Action> {
+        let data: Vec<u8> = data.into();
         match &mut self.phase {
             Phase::Handshake { buf } => {
                 let cap = rules.max_header_bytes + HANDSHAKE_SLACK_BYTES;
@@ -166,7 +169,7 @@ impl<S: Session> Tunnel<S> {
                 }
             }
             Phase::Keepalive(ka) => {
-                let mut ev = ka.on_data(data, now_ms);
+                let mut ev = ka.on_data(&data, now_ms);
                 if end_stream {
                     ev.extend(ka.on_peer_closed());
                 }
@@ -227,7 +230,7 @@ impl<S: Session> Tunnel<S> {
             Phase::Keepalive(ka) => {
                 let partial = ka.partial_echo_len();
                 let in_flight = ka.claim();
-                self.phase = Phase::Claimed(start(EchoStripper::resume(in_flight, partial)));
+                self.phase = Phase::Claimed(Box::new(start(EchoStripper::resume(in_flight, partial))));
                 self.claimed_at_ms = Some(now_ms);
                 Claim::Started
             }
@@ -275,7 +278,7 @@ impl<S: Session> Tunnel<S> {
         let (default, session) = match phase {
             Phase::Done | Phase::Handshake { .. } => return None,
             Phase::Keepalive(_) => (if remote { CloseReason::IdlePeerClose } else { CloseReason::LocalClose }, None),
-            Phase::Claimed(s) => (if remote { CloseReason::RemoteClose } else { CloseReason::LocalClose }, Some(s)),
+            Phase::Claimed(s) => (if remote { CloseReason::RemoteClose } else { CloseReason::LocalClose }, Some(*s)),
         };
         Some(Closed {
             reason: self.close_reason.unwrap_or(default),

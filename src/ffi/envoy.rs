@@ -353,6 +353,8 @@ impl NetFilter {
             if !shim::get_read_buffer_chunks(self.ptr(), chunks.as_mut_ptr()) {
                 return 0;
             }
+            // One allocation for the whole read (growing chunk by chunk would copy it again).
+            out.reserve(chunks.iter().map(|c| c.length).sum());
             let mut total = 0;
             for c in &chunks {
                 let b = envoy_bytes(c);

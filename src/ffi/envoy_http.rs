@@ -106,6 +106,8 @@ impl HttpFilter {
             if !shim::get_body_chunks(self.ptr(), kind, chunks.as_mut_ptr()) {
                 return 0;
             }
+            // One allocation for what is taken (growing chunk by chunk would copy it again).
+            out.reserve(chunks.iter().map(|c| c.length).sum::<usize>().min(max));
             let mut total = 0;
             for c in &chunks {
                 let b = envoy_bytes(c);

@@ -62,9 +62,11 @@ impl Mux {
                 return Err(cerr(error::PROTOCOL_ERROR, "first frame is not SETTINGS"));
             }
         }
-        let p = f.payload.as_slice();
+        if h.kind == kind::DATA {
+            return self.on_data(leg, h, f.payload);
+        }
+        let p = &f.payload[..];
         match h.kind {
-            kind::DATA => self.on_data(leg, h, p),
             kind::HEADERS => self.on_headers(leg, h, p),
             kind::CONTINUATION => self.on_continuation(leg, h, p),
             kind::PRIORITY => self.on_priority(leg, h, p),
@@ -81,11 +83,12 @@ impl Mux {
         }
     }
 
-    pub(super) fn on_data(&mut self, leg: Leg, h: FrameHeader, payload: &[u8]) -> Result<(), ConnError> {
+    pub(super) fn on_data(&mut self, leg: Leg, h: FrameHeader, payload: Bytes) -> Result<(), ConnError> {
         if h.stream == 0 {
             return Err(cerr(error::PROTOCOL_ERROR, "DATA on stream 0"));
         }
-        let body = frame::strip_padding(h.flags, payload)
+        let body = frame::padding_range(h.flags, &payload)
+            .map(|r| payload.slice(r))
             .ok_or_else(|| cerr(error::PROTOCOL_ERROR, "DATA padding too long"))?;
         let flow = payload.len();
         {
@@ -131,8 +134,8 @@ impl Mux {
         pipe.data_seen = true;
         let mut queued = 0;
         if !dest_closed && (!body.is_empty() || end) {
-            pipe.push_data(body, end);
             queued = body.len();
+            pipe.push_data(body, end);
         }
         if end {
             pipe.end_received = true;

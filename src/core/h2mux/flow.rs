@@ -164,7 +164,7 @@ impl Mux {
                 let end = *end;
                 if bytes.is_empty() {
                     if let Some((id, out)) = local.as_mut() {
-                        out.push((*id, sid, LocalFrame::Data { bytes: Vec::new(), end }));
+                        out.push((*id, sid, LocalFrame::Data { bytes: Bytes::new(), end }));
                     } else {
                         frame::write_data(&mut conn.out, sid, end, &[]);
                     }
@@ -182,13 +182,7 @@ impl Mux {
                     } else {
                         let es = end && n == bytes.len();
                         if let Some((id, out)) = local.as_mut() {
-                            let (a, b) = bytes.as_slices();
-                            let na = n.min(a.len());
-                            let mut chunk = Vec::with_capacity(n);
-                            chunk.extend_from_slice(&a[..na]);
-                            chunk.extend_from_slice(&b[..n - na]);
-                            bytes.drain(..n);
-                            out.push((*id, sid, LocalFrame::Data { bytes: chunk, end: es }));
+                            out.push((*id, sid, LocalFrame::Data { bytes: bytes.take(n), end: es }));
                         } else {
                             frame::write_frame_header(
                                 &mut conn.out,
@@ -197,11 +191,11 @@ impl Mux {
                                 if es { flag::END_STREAM } else { 0 },
                                 sid,
                             );
-                            let (a, b) = bytes.as_slices();
-                            let na = n.min(a.len());
-                            conn.out.extend_from_slice(&a[..na]);
-                            conn.out.extend_from_slice(&b[..n - na]);
-                            bytes.drain(..n);
+                            if dir == Dir::ToTunnel {
+                                conn.push_payload(bytes.take(n));
+                            } else {
+                                bytes.take_into(n, &mut conn.out);
+                            }
                         }
                         conn.send_window -= n as i64;
                         pipe.send_window -= n as i64;

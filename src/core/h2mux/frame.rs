@@ -4,6 +4,8 @@
 //! Everything here is bounds-safe: the reader never holds more than one frame (9-byte header plus
 //! at most the payload limit it was given), and the writers never fail.
 
+use bytes::{Buf, Bytes};
+
 /// The client connection preface (RFC 9113 §3.4), 24 bytes.
 pub const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -140,8 +142,8 @@ impl FrameHeader {
 pub struct Frame {
     /// The frame header.
     pub header: FrameHeader,
-    /// The payload, padding included.
-    pub payload: Vec<u8>,
+    /// The payload, padding included (shared with the input when it arrived whole).
+    pub payload: Bytes,
 }
 
 /// Incremental frame reader: feed it byte slices of any size, get whole frames out.
@@ -181,13 +183,13 @@ impl FrameReader {
 
     /// Takes bytes from the front of `input` until one frame is complete and returns it; returns
     /// `Ok(None)` when `input` ran out first (the partial frame is kept for the next call).
-    pub fn pull(&mut self, input: &mut &[u8]) -> Result<Option<Frame>, FrameTooLarge> {
+    pub fn pull(&mut self, input: &mut Bytes) -> Result<Option<Frame>, FrameTooLarge> {
         if self.header.is_none() {
             let want = FRAME_HEADER_LEN - self.head_len;
             let take = want.min(input.len());
             self.head[self.head_len..self.head_len + take].copy_from_slice(&input[..take]);
             self.head_len += take;
-            *input = &input[take..];
+            input.advance(take);
             if self.head_len < FRAME_HEADER_LEN {
                 return Ok(None);
             }
@@ -196,24 +198,30 @@ impl FrameReader {
                 return Err(FrameTooLarge(h.length));
             }
             self.header = Some(h);
-            self.payload = Vec::with_capacity(h.length as usize);
+            self.payload = Vec::new();
         }
         let Some(h) = self.header else {
             return Ok(None);
         };
-        let want = (h.length as usize).saturating_sub(self.payload.len());
-        let take = want.min(input.len());
-        self.payload.extend_from_slice(&input[..take]);
-        *input = &input[take..];
-        if self.payload.len() < h.length as usize {
-            return Ok(None);
-        }
+        let len = h.length as usize;
+        let payload = if self.payload.is_empty() && input.len() >= len {
+            // The whole payload is in this input: share it.
+            input.split_to(len)
+        } else {
+            if self.payload.capacity() == 0 {
+                self.payload.reserve_exact(len);
+            }
+            let take = (len - self.payload.len()).min(input.len());
+            self.payload.extend_from_slice(&input[..take]);
+            input.advance(take);
+            if self.payload.len() < len {
+                return Ok(None);
+            }
+            Bytes::from(std::mem::take(&mut self.payload))
+        };
         self.header = None;
         self.head_len = 0;
-        Ok(Some(Frame {
-            header: h,
-            payload: std::mem::take(&mut self.payload),
-        }))
+        Ok(Some(Frame { header: h, payload }))
     }
 }
 
@@ -324,13 +332,19 @@ pub fn write_header_block(
 /// Removes padding from a DATA or HEADERS payload when PADDED is set (RFC 9113 §6.1, §6.2).
 /// Returns `None` when the pad length is not smaller than the payload (a PROTOCOL_ERROR).
 pub fn strip_padding(flags: u8, payload: &[u8]) -> Option<&[u8]> {
+    let r = padding_range(flags, payload)?;
+    Some(&payload[r])
+}
+
+/// The range of `payload` that [`strip_padding`] keeps.
+pub fn padding_range(flags: u8, payload: &[u8]) -> Option<std::ops::Range<usize>> {
     if flags & flag::PADDED == 0 {
-        return Some(payload);
+        return Some(0..payload.len());
     }
     let (&pad, rest) = payload.split_first()?;
     let pad = pad as usize;
     if pad > rest.len() {
         return None;
     }
-    Some(&rest[..rest.len() - pad])
+    Some(1..1 + rest.len() - pad)
 }

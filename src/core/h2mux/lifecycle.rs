@@ -33,7 +33,7 @@ impl Mux {
             }
         }
         Output {
-            to_tunnel: std::mem::take(&mut self.tunnel.conn.out),
+            to_tunnel: self.tunnel.conn.take_parts(),
             to_local: std::mem::take(&mut self.local_out),
             to_egress,
             close_egress: std::mem::take(&mut self.close_egress),

@@ -53,6 +53,11 @@ impl Mux {
     /// [`Mux::local_send_window`] bytes (more is a stream error: FLOW_CONTROL_ERROR). `end` ends
     /// the request. Unknown or closed streams are ignored.
     pub fn local_data(&mut self, egress: EgressId, sid: u32, data: &[u8], end: bool) -> Output {
+        self.local_data_owned(egress, sid, Bytes::copy_from_slice(data), end)
+    }
+
+    /// [`Mux::local_data`] for bytes the caller owns: they are queued without a copy.
+    pub fn local_data_owned(&mut self, egress: EgressId, sid: u32, data: Bytes, end: bool) -> Output {
         if self.dead || !matches!(self.lookup(Leg::Egress(egress), sid), Lookup::Open(_)) {
             return self.collect();
         }

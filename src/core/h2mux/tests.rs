@@ -283,6 +283,7 @@ impl Peer {
             self.preface_left -= 1;
             input = &input[1..];
         }
+        let mut input = bytes::Bytes::copy_from_slice(input);
         loop {
             let f = match self.reader.pull(&mut input) {
                 Ok(Some(f)) => f,
@@ -584,7 +585,7 @@ impl World {
 
     fn apply(&mut self, out: Output) {
         if !self.tunnel_closed {
-            self.tunnel.feed(&out.to_tunnel);
+            self.tunnel.feed(&out.tunnel_bytes());
         } else {
             assert!(out.to_tunnel.is_empty(), "bytes for a closed tunnel");
         }
@@ -1857,7 +1858,7 @@ fn replay(e_bytes: &[u8], t_bytes: &[u8], e_cuts: &[usize], t_cuts: &[usize]) ->
     let mut events = Vec::new();
     let mut close_tunnel = false;
     let mut absorb = |o: Output| {
-        to_tunnel.extend_from_slice(&o.to_tunnel);
+        to_tunnel.extend_from_slice(&o.tunnel_bytes());
         to_egress.extend_from_slice(o.egress_bytes(7));
         closes.extend(o.close_egress);
         events.extend(o.events);
@@ -1884,3 +1885,45 @@ fn replay(e_bytes: &[u8], t_bytes: &[u8], e_cuts: &[usize], t_cuts: &[usize]) ->
 
 #[path = "local_tests.rs"]
 mod local;
+
+#[test]
+fn queued_data_is_handed_on_without_a_copy_unless_chunks_are_joined() {
+    let first = Bytes::from(vec![1u8; 100]);
+    let ptr = first.as_ptr();
+    let mut q = Chunks::default();
+    q.push(first);
+    q.push(Bytes::new());
+    q.push(Bytes::from(vec![2u8; 50]));
+    assert_eq!(q.len(), 150);
+    // From the front of one chunk: the same memory, no copy.
+    let a = q.take(60);
+    assert_eq!(a.as_ptr(), ptr);
+    assert_eq!(&a[..], &[1u8; 60][..]);
+    // Across two chunks: joined (copied) in order.
+    let b = q.take(70);
+    assert_eq!(b.len(), 70);
+    assert!(b[..40].iter().all(|&x| x == 1) && b[40..].iter().all(|&x| x == 2));
+    // Into a frame buffer, at most what is queued.
+    let mut out = vec![9u8];
+    q.take_into(100, &mut out);
+    assert_eq!(out.len(), 21);
+    assert!(q.is_empty() && q.take(5).is_empty());
+}
+
+#[test]
+fn large_payloads_to_the_tunnel_are_parts_of_their_own_and_small_ones_are_copied() {
+    let mut c = Conn::new(frame::DEFAULT_MAX_FRAME_SIZE, frame::DEFAULT_WINDOW);
+    frame::write_frame_header(&mut c.out, 10, kind::DATA, 0, 1);
+    c.push_payload(Bytes::from(vec![3u8; 10]));
+    let big = Bytes::from(vec![4u8; OWN_PART_MIN]);
+    let ptr = big.as_ptr();
+    frame::write_frame_header(&mut c.out, OWN_PART_MIN, kind::DATA, 0, 1);
+    c.push_payload(big);
+    frame::write_window_update(&mut c.out, 0, 5);
+    assert_eq!(c.output_len(), 9 + 10 + 9 + OWN_PART_MIN + 13);
+    let parts = c.take_parts();
+    assert_eq!(parts.iter().map(|p| p.len()).collect::<Vec<_>>(), vec![9 + 10 + 9, OWN_PART_MIN, 13]);
+    assert_eq!(parts[1].as_ptr(), ptr, "the large payload is not copied");
+    assert_eq!(c.output_len(), 0);
+    assert!(c.take_parts().is_empty());
+}

@@ -12,8 +12,8 @@ struct Rec {
 
 impl Session for Rec {
     type Action = usize;
-    fn tunnel_data(&mut self, data: &[u8]) -> Vec<usize> {
-        self.data.extend_from_slice(data);
+    fn tunnel_data(&mut self, data: Vec<u8>) -> Vec<usize> {
+        self.data.extend_from_slice(&data);
         vec![data.len()]
     }
     fn on_timer(&mut self, now_ms: u64) -> Vec<usize> {

@@ -668,9 +668,10 @@ fn run_actions(conn: &Tunnel, actions: Vec<Action>) {
                 conn.write(&b);
             }
             Action::WriteTunnelParts(parts) => {
-                for b in parts {
+                for p in parts {
+                    let b = p.bytes();
                     rt.stats.relayed(Direction::ToInitiator, b.len());
-                    conn.write(&b);
+                    conn.write(b);
                 }
             }
             Action::ToEgress(ep, b) => {

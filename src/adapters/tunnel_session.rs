@@ -21,7 +21,7 @@ use super::endpoint::Endpoint;
 use crate::core::close::CloseReason;
 use crate::core::h2mux::frame::error;
 use crate::core::h2mux::hpack::HeaderField;
-use crate::core::h2mux::{Bytes, LocalFrame, Mux, MuxEvent, MuxSettings, Output};
+use crate::core::h2mux::{Bytes, LocalFrame, Mux, MuxEvent, MuxSettings, Output, Part};
 use crate::core::relay::EchoStripper;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -36,9 +36,9 @@ const MAX_UNDECIDED_BYTES: usize = 64 * 1024;
 pub enum Action {
     /// Write bytes to the tunnel connection.
     WriteTunnel(Vec<u8>),
-    /// Write these parts to the tunnel connection, in order (the multiplexer's output: its large
-    /// DATA payloads are parts shared with the stream that sent them, not copied into one buffer).
-    WriteTunnelParts(Vec<Bytes>),
+    /// Write these parts to the tunnel connection, in order (the multiplexer's output when it
+    /// holds large DATA payloads: those are shared with the stream that sent them, not copied).
+    WriteTunnelParts(Vec<Part>),
     /// Send bytes to an egress connection.
     ToEgress(Arc<Endpoint>, Vec<u8>),
     /// Close an egress connection (it is forgotten here).
@@ -427,8 +427,16 @@ impl TunnelSession {
     /// Turns a multiplexer [`Output`] into actions, and reports shareability changes.
     fn apply(&mut self, out: Output) -> Vec<Action> {
         let mut acts = Vec::new();
-        if !out.to_tunnel.is_empty() {
-            acts.push(Action::WriteTunnelParts(out.to_tunnel));
+        if out.tunnel_parts.is_empty() {
+            if !out.to_tunnel.is_empty() {
+                acts.push(Action::WriteTunnel(out.to_tunnel));
+            }
+        } else {
+            let mut parts = out.tunnel_parts;
+            if !out.to_tunnel.is_empty() {
+                parts.push(Part::Frames(out.to_tunnel));
+            }
+            acts.push(Action::WriteTunnelParts(parts));
         }
         for (id, bytes) in out.to_egress {
             if let Some(ep) = self.egress.get(&id) {
@@ -518,7 +526,7 @@ mod tests {
         acts.iter()
             .map(|a| match a {
                 Action::WriteTunnel(b) => format!("tunnel<{}", String::from_utf8_lossy(b)),
-                Action::WriteTunnelParts(p) => format!("tunnel<{}", String::from_utf8_lossy(&p.concat())),
+                Action::WriteTunnelParts(p) => format!("tunnel<{}", String::from_utf8_lossy(&p.iter().flat_map(|p| p.bytes().to_vec()).collect::<Vec<u8>>())),
                 Action::ToEgress(e, b) => format!("egress{}<{}", e.conn_id, String::from_utf8_lossy(b)),
                 Action::CloseEgress(e) => format!("close egress{}", e.conn_id),
                 Action::CloseTunnel(r) => format!("close tunnel {r}"),
@@ -610,7 +618,7 @@ mod tests {
         assert!(s.on_timer(1999).is_empty());
         // First PING goes to the tunnel at the interval; its answer is due 1000 ms later.
         let acts = s.on_timer(2000);
-        assert!(acts.iter().any(|a| matches!(a, Action::WriteTunnelParts(p) if p.concat().len() == 17 && p[0][3] == 6)), "PING frame");
+        assert!(acts.iter().any(|a| matches!(a, Action::WriteTunnel(b) if b.len() == 17 && b[3] == 6)), "PING frame");
         assert_eq!(s.next_deadline(), Some(3000));
         assert!(summary(&s.on_timer(3000)).is_empty(), "first miss, below the threshold of 2");
         s.on_timer(4000); // second PING
@@ -672,7 +680,7 @@ mod tests {
             HeaderField::new(b":path", b"/a"),
         ];
         let acts = s.local_open(ep(41), fields, true);
-        assert!(acts.iter().any(|a| matches!(a, Action::WriteTunnelParts(p) if p[0][3] == 1)), "HEADERS on the tunnel");
+        assert!(acts.iter().any(|a| matches!(a, Action::WriteTunnel(b) if b[3] == 1)), "HEADERS on the tunnel");
         let acts = initiator_answers(&mut s, b"hello");
         let frames = local_frames(&acts, 41);
         assert!(matches!(&frames[0], LocalFrame::Headers { end: false, .. }), "{frames:?}");
@@ -697,7 +705,7 @@ mod tests {
         // A full window of body: the tunnel (65,535 default window) takes part of it, the rest waits.
         let acts = s.local_data(42, vec![7u8; LOCAL_INITIAL_WINDOW as usize], false, true);
         // Large DATA payloads go out as parts of their own, shared with the stream's chunk.
-        assert!(acts.iter().any(|a| matches!(a, Action::WriteTunnelParts(p) if p.iter().any(|p| p.len() >= crate::core::h2mux::OWN_PART_MIN))));
+        assert!(acts.iter().any(|a| matches!(a, Action::WriteTunnelParts(p) if p.iter().any(|p| matches!(p, Part::Payload(b) if b.len() >= crate::core::h2mux::OWN_PART_MIN)))));
         // The initiator opens its windows: the stream is told a larger offset than it sent.
         let mut wu = Vec::new();
         crate::core::h2mux::frame::write_window_update(&mut wu, 0, 1 << 24);
@@ -710,7 +718,7 @@ mod tests {
         assert!(offset.is_some_and(|o| o > LOCAL_INITIAL_WINDOW), "{:?}", summary(&acts));
         // The client goes away: RST_STREAM(CANCEL) on the tunnel, the tunnel stays.
         let acts = s.local_cancel(42);
-        assert!(acts.iter().any(|a| matches!(a, Action::WriteTunnelParts(p) if p[0][3] == 3)), "RST_STREAM");
+        assert!(acts.iter().any(|a| matches!(a, Action::WriteTunnel(b) if b[3] == 3)), "RST_STREAM");
         assert!(!acts.iter().any(|a| matches!(a, Action::CloseTunnel(_))));
         assert_eq!(s.egress_count(), 0);
     }
@@ -718,7 +726,15 @@ mod tests {
 
 /// Appends `b` to `a` (both from the same mux, in call order).
 fn merge(a: &mut Output, b: Output) {
-    a.to_tunnel.extend(b.to_tunnel);
+    if b.tunnel_parts.is_empty() {
+        a.to_tunnel.extend_from_slice(&b.to_tunnel);
+    } else {
+        if !a.to_tunnel.is_empty() {
+            a.tunnel_parts.push(Part::Frames(std::mem::take(&mut a.to_tunnel)));
+        }
+        a.tunnel_parts.extend(b.tunnel_parts);
+        a.to_tunnel = b.to_tunnel;
+    }
     a.to_local.extend(b.to_local);
     a.to_egress.extend(b.to_egress);
     a.close_egress.extend(b.close_egress);

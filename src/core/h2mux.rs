@@ -207,10 +207,10 @@ pub enum LocalFrame {
 /// What the caller must do after a call: write bytes (in order, before closing), then close.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Output {
-    /// Bytes to write to the tunnel, in order: parts of [`OWN_PART_MIN`] bytes or more are DATA
-    /// payloads shared with their source (no copy); the rest are frames written here. No part is
-    /// empty.
-    pub to_tunnel: Vec<Bytes>,
+    /// Write these to the tunnel first, in order (empty unless a large DATA payload is sent).
+    pub tunnel_parts: Vec<Part>,
+    /// Then these bytes.
+    pub to_tunnel: Vec<u8>,
     /// Response pieces for streams of local egress legs, in order.
     pub to_local: Vec<(EgressId, u32, LocalFrame)>,
     /// Bytes to write to egress connections, at most one entry per egress.
@@ -223,15 +223,39 @@ pub struct Output {
     pub events: Vec<MuxEvent>,
 }
 
+/// A piece of tunnel output: frames written by the mux, or a DATA payload of [`OWN_PART_MIN`]
+/// bytes or more shared with the stream (or read) it came from, written without a copy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// Frame bytes.
+    Frames(Vec<u8>),
+    /// A DATA payload (its frame header ends the part before).
+    Payload(Bytes),
+}
+
+impl Part {
+    /// The bytes of the part.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Part::Frames(b) => b,
+            Part::Payload(b) => b,
+        }
+    }
+}
+
 impl Output {
-    /// [`Output::to_tunnel`] as one byte string (a copy; for tests and tools).
+    /// Everything for the tunnel ([`Output::tunnel_parts`], then [`Output::to_tunnel`]) as one
+    /// byte string (a copy; for tests and tools).
     pub fn tunnel_bytes(&self) -> Vec<u8> {
-        self.to_tunnel.concat()
+        let mut all: Vec<u8> = self.tunnel_parts.iter().flat_map(|p| p.bytes().iter().copied()).collect();
+        all.extend_from_slice(&self.to_tunnel);
+        all
     }
 
     /// True when there is nothing to do.
     pub fn is_empty(&self) -> bool {
         self.to_tunnel.is_empty()
+            && self.tunnel_parts.is_empty()
             && self.to_local.is_empty()
             && self.to_egress.is_empty()
             && self.close_egress.is_empty()
@@ -462,7 +486,7 @@ struct Conn {
     /// Bytes to write on this connection, after `parts`.
     out: Vec<u8>,
     /// Complete parts to write before `out` (the tunnel leg only; see [`Conn::push_payload`]).
-    parts: Vec<Bytes>,
+    parts: Vec<Part>,
     /// Bytes in `parts`.
     parts_len: usize,
     /// The peer's first SETTINGS arrived.
@@ -517,19 +541,16 @@ impl Conn {
         if !self.out.is_empty() {
             let head = std::mem::take(&mut self.out);
             self.parts_len += head.len();
-            self.parts.push(Bytes::from(head));
+            self.parts.push(Part::Frames(head));
         }
         self.parts_len += payload.len();
-        self.parts.push(payload);
+        self.parts.push(Part::Payload(payload));
     }
 
-    /// Takes everything to write, in order (no empty part).
-    fn take_parts(&mut self) -> Vec<Bytes> {
-        if !self.out.is_empty() {
-            self.parts.push(Bytes::from(std::mem::take(&mut self.out)));
-        }
+    /// Takes everything to write, in order: the parts, then the bytes after them.
+    fn take_output(&mut self) -> (Vec<Part>, Vec<u8>) {
         self.parts_len = 0;
-        std::mem::take(&mut self.parts)
+        (std::mem::take(&mut self.parts), std::mem::take(&mut self.out))
     }
 
     /// Drops everything not yet taken.

@@ -191,7 +191,7 @@ impl Mux {
                                 if es { flag::END_STREAM } else { 0 },
                                 sid,
                             );
-                            if dir == Dir::ToTunnel {
+                            if dir == Dir::ToTunnel && n >= OWN_PART_MIN {
                                 conn.push_payload(bytes.take(n));
                             } else {
                                 bytes.take_into(n, &mut conn.out);

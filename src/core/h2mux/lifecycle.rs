@@ -32,8 +32,10 @@ impl Mux {
                 }
             }
         }
+        let (tunnel_parts, to_tunnel) = self.tunnel.conn.take_output();
         Output {
-            to_tunnel: self.tunnel.conn.take_parts(),
+            tunnel_parts,
+            to_tunnel,
             to_local: std::mem::take(&mut self.local_out),
             to_egress,
             close_egress: std::mem::take(&mut self.close_egress),

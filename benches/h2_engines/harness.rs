@@ -320,7 +320,7 @@ impl OursClient {
         let mut queue = VecDeque::from([out]);
         while let Some(out) = queue.pop_front() {
             assert!(!out.close_tunnel, "ours closed the tunnel: {:?}", out.events);
-            self.tally.client_bytes += out.to_tunnel.iter().map(|p| p.len()).sum::<usize>();
+            self.tally.client_bytes += out.to_tunnel.len() + out.tunnel_parts.iter().map(|p| p.bytes().len()).sum::<usize>();
             for (leg, _sid, frame) in out.to_local {
                 let i = self.slot(leg);
                 match frame {

@@ -354,8 +354,7 @@ impl Chunks {
         Bytes::from(joined)
     }
 
-    /// Appends the first `n` bytes (at most [`Chunks::len`] + what `take` already removed) to
-    /// `out` and drops them.
+    /// Appends the first `n` bytes (at most [`Chunks::len`]) to `out` and drops them.
     fn take_into(&mut self, n: usize, out: &mut Vec<u8>) {
         let n = n.min(self.len);
         self.len -= n;

@@ -301,22 +301,30 @@ admin:
   address: {socket_address: {address: 127.0.0.1, port_value: ADMIN}}
 "#;
 
+/// Starts a plain Envoy (`--concurrency 2`, no module) from `template` (placeholders `PORT`, its
+/// listener, and `ADMIN`) in a fresh directory `label`; returns the directory (kept alive with
+/// the Envoy), the Envoy, ready, and its listener port.
+fn start_plain_envoy(label: &str, template: &str) -> Result<(TestDir, Envoy, u16)> {
+    let dir = TestDir::new(label)?;
+    let ports = free_ports(2)?;
+    let yaml = template.replace("PORT", &ports[0].to_string()).replace("ADMIN", &ports[1].to_string());
+    let path = dir.file(&format!("{label}.yaml"));
+    std::fs::write(&path, yaml)?;
+    let mut envoy = Envoy::start(&path, 2, &[])?;
+    envoy.wait_ready(Duration::from_secs(30))?;
+    Ok((dir, envoy, ports[0]))
+}
+
 /// Median 2xx/s and CPU ms per 10k requests of the W1 load against [`CEILING_YAML`]
 /// (Envoy `--concurrency 2`).
 fn ceiling(opts: &Opts, tick_ms: f64, md: &mut String) -> Result<(f64, f64)> {
     println!("== W1 ceiling: the same load on an Envoy answering /direct itself (no tunnel)");
-    let dir = TestDir::new("bench-ceiling")?;
-    let ports = free_ports(2)?;
-    let yaml = CEILING_YAML.replace("PORT", &ports[0].to_string()).replace("ADMIN", &ports[1].to_string());
-    let path = dir.file("ceiling.yaml");
-    std::fs::write(&path, yaml)?;
-    let mut envoy = Envoy::start(&path, 2, &[])?;
-    envoy.wait_ready(Duration::from_secs(30))?;
+    let (dir, envoy, port) = start_plain_envoy("bench-ceiling", CEILING_YAML)?;
     let pid = envoy.pid();
     let mut samples = Vec::new();
     for run in 0..opts.runs {
         let before = cpu_ticks(pid)?;
-        let r = run_h2load(ports[0], NODE, 20_000, 4, 8, &dir.file("h2load.log"))?;
+        let r = run_h2load(port, NODE, 20_000, 4, 8, &dir.file("h2load.log"))?;
         let cpu = cpu_ticks(pid)?.saturating_sub(before) as f64 * tick_ms * 10_000.0 / (r.total.max(1)) as f64;
         println!("   run {}: {}/{} 2xx, {:.0} 2xx/s, p99 {:.2} ms, CPU {cpu:.0} ms/10k", run + 1, r.ok_2xx, r.total, r.ok_per_s, r.p99_ms);
         samples.push((r.ok_per_s, cpu));
@@ -576,19 +584,13 @@ admin:
 /// connection, KiB allocated per connection), VmRSS and admin `/memory` before and 3 s after.
 fn w4_floor_run(n: usize) -> Result<(f64, f64)> {
     use std::io::{Read, Write};
-    let dir = TestDir::new("bench-w4-floor")?;
-    let ports = free_ports(2)?;
-    let yaml = FLOOR_YAML.replace("PORT", &ports[0].to_string()).replace("ADMIN", &ports[1].to_string());
-    let path = dir.file("floor.yaml");
-    std::fs::write(&path, yaml)?;
-    let mut envoy = Envoy::start(&path, 2, &[])?;
-    envoy.wait_ready(Duration::from_secs(30))?;
+    let (_dir, mut envoy, port) = start_plain_envoy("bench-w4-floor", FLOOR_YAML)?;
     let pid = envoy.pid();
     std::thread::sleep(Duration::from_millis(500));
     let (rss0, alloc0) = (proc_rss_kib(pid)?, rt_integration::envoy::allocated_kib(&mut envoy).unwrap_or(0));
     let mut conns = Vec::with_capacity(n);
     for _ in 0..n {
-        let mut c = std::net::TcpStream::connect(("127.0.0.1", ports[0]))?;
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port))?;
         c.set_read_timeout(Some(Duration::from_secs(10)))?;
         c.write_all(b"RPING")?;
         conns.push(c);

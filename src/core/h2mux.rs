@@ -313,10 +313,14 @@ enum Item {
 
 /// Queued DATA bytes as the chunks they arrived in (frame payloads, request body chunks), shared
 /// with their source rather than copied: a chunk taken whole or from its front is handed on
-/// without a copy; bytes are copied only where several chunks are joined into one piece.
+/// without a copy; bytes are copied only where several chunks are joined into one piece. The
+/// first chunk is held inline, so the usual item of one chunk allocates nothing here.
 #[derive(Debug, Default)]
 struct Chunks {
-    chunks: VecDeque<Bytes>,
+    /// The first chunk (empty only when nothing is queued).
+    front: Bytes,
+    /// The chunks after it.
+    rest: VecDeque<Bytes>,
     len: usize,
 }
 
@@ -330,9 +334,21 @@ impl Chunks {
     }
 
     fn push(&mut self, b: Bytes) {
-        if !b.is_empty() {
-            self.len += b.len();
-            self.chunks.push_back(b);
+        if b.is_empty() {
+            return;
+        }
+        self.len += b.len();
+        if self.front.is_empty() {
+            self.front = b;
+        } else {
+            self.rest.push_back(b);
+        }
+    }
+
+    /// Makes the next chunk the front once the front is used up.
+    fn refill(&mut self) {
+        if self.front.is_empty() {
+            self.front = self.rest.pop_front().unwrap_or_default();
         }
     }
 
@@ -340,36 +356,26 @@ impl Chunks {
     /// holds them all.
     fn take(&mut self, n: usize) -> Bytes {
         let n = n.min(self.len);
-        self.len -= n;
-        let Some(front) = self.chunks.front_mut() else { return Bytes::new() };
-        if front.len() >= n {
-            let piece = front.split_to(n);
-            if front.is_empty() {
-                self.chunks.pop_front();
-            }
+        if self.front.len() >= n {
+            self.len -= n;
+            let piece = self.front.split_to(n);
+            self.refill();
             return piece;
         }
         let mut joined = Vec::with_capacity(n);
-        self.copy_out(n, &mut joined);
+        self.take_into(n, &mut joined);
         Bytes::from(joined)
     }
 
     /// Appends the first `n` bytes (at most [`Chunks::len`]) to `out` and drops them.
     fn take_into(&mut self, n: usize, out: &mut Vec<u8>) {
-        let n = n.min(self.len);
+        let mut n = n.min(self.len);
         self.len -= n;
-        self.copy_out(n, out);
-    }
-
-    fn copy_out(&mut self, mut n: usize, out: &mut Vec<u8>) {
-        while n > 0 {
-            let Some(front) = self.chunks.front_mut() else { return };
-            let k = n.min(front.len());
-            out.extend_from_slice(&front[..k]);
-            front.advance(k);
-            if front.is_empty() {
-                self.chunks.pop_front();
-            }
+        while n > 0 && !self.front.is_empty() {
+            let k = n.min(self.front.len());
+            out.extend_from_slice(&self.front[..k]);
+            self.front.advance(k);
+            self.refill();
             n -= k;
         }
     }

@@ -392,6 +392,8 @@ struct W7 {
     echo_cpu_ms: [f64; 2],
     /// gRPC bidi messages/s.
     msgs: [f64; 2],
+    /// The responder's CPU time during one gRPC run (8,000 messages each way), ms.
+    grpc_cpu_ms: [f64; 2],
 }
 
 /// Workload 7: large bodies and gRPC streaming through a tunnel, per responder (built-in, ours). Same topology as W1 (responder and
@@ -409,6 +411,7 @@ fn workload7(opts: &Opts, tick_ms: f64, md: &mut String) -> Result<W7> {
     let mut mbps: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     let mut msgs: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     let mut cpu: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut gcpu: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     for run in 0..opts.runs {
         for (i, topo) in topos.iter_mut().enumerate() {
             let up = topo.dir().file("w7-up.bin");
@@ -429,6 +432,7 @@ fn workload7(opts: &Opts, tick_ms: f64, md: &mut String) -> Result<W7> {
             let code = String::from_utf8_lossy(&out.stdout).trim().to_string();
             let ok = code == "200" && std::fs::read(&down).map(|d| d == body).unwrap_or(false);
             let rate = if ok { 2.0 * size as f64 / 1e6 / secs } else { 0.0 };
+            let gcpu0 = cpu_ticks(pid)?;
             let g = rt_integration::grpc::run_client(
                 topo.dir(),
                 topo.egress_port,
@@ -436,9 +440,10 @@ fn workload7(opts: &Opts, tick_ms: f64, md: &mut String) -> Result<W7> {
                 &["--mode", "bidi", "--streams", "4", "--messages", "2000", "--size", "64", "--window", "16"],
                 Duration::from_secs(120),
             )?;
+            let grpc_cpu_ms = cpu_ticks(pid)?.saturating_sub(gcpu0) as f64 * tick_ms;
             let m = if g.success { g.f64("messages_per_s") } else { 0.0 };
             println!(
-                "   run {} {:<8}: 32 MiB echo {} in {secs:.2} s = {rate:.0} MB/s, responder CPU {echo_cpu_ms:.0} ms; gRPC bidi {m:.0} messages/s{}",
+                "   run {} {:<8}: 32 MiB echo {} in {secs:.2} s = {rate:.0} MB/s, responder CPU {echo_cpu_ms:.0} ms; gRPC bidi {m:.0} messages/s, responder CPU {grpc_cpu_ms:.0} ms{}",
                 run + 1,
                 name(KINDS[i]),
                 if ok { "intact" } else { "FAILED" },
@@ -446,20 +451,23 @@ fn workload7(opts: &Opts, tick_ms: f64, md: &mut String) -> Result<W7> {
             );
             mbps[i].push(rate);
             cpu[i].push(echo_cpu_ms);
+            gcpu[i].push(grpc_cpu_ms);
             msgs[i].push(m);
         }
     }
-    let _ = writeln!(md, "\nW7 raw runs (32 MiB echo MB/s; responder CPU ms per echo; gRPC bidi messages/s):");
+    let _ = writeln!(
+        md,
+        "\nW7 raw runs (32 MiB echo MB/s; responder CPU ms per echo; gRPC bidi messages/s; responder CPU ms per gRPC run):"
+    );
+    let list = |v: &Vec<f64>| v.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(", ");
     for i in 0..2 {
-        let a: Vec<String> = mbps[i].iter().map(|x| format!("{x:.0}")).collect();
-        let c: Vec<String> = cpu[i].iter().map(|x| format!("{x:.0}")).collect();
-        let b: Vec<String> = msgs[i].iter().map(|x| format!("{x:.0}")).collect();
-        let _ = writeln!(md, "- {}: {}; {}; {}", name(KINDS[i]), a.join(", "), c.join(", "), b.join(", "));
+        let _ = writeln!(md, "- {}: {}; {}; {}; {}", name(KINDS[i]), list(&mbps[i]), list(&cpu[i]), list(&msgs[i]), list(&gcpu[i]));
     }
     Ok(W7 {
         mbps: [median(&mbps[0]), median(&mbps[1])],
         echo_cpu_ms: [median(&cpu[0]), median(&cpu[1])],
         msgs: [median(&msgs[0]), median(&msgs[1])],
+        grpc_cpu_ms: [median(&gcpu[0]), median(&gcpu[1])],
     })
 }
 
@@ -850,8 +858,8 @@ fn run(opts: &Opts) -> Result<()> {
     if opts.w7_only {
         let w7 = workload7(opts, tick_ms, &mut raw)?;
         print!(
-            "{raw}\nW7 medians (built-in, ours): MB/s {:.0} / {:.0}; responder CPU per echo {:.0} / {:.0} ms; messages/s {:.0} / {:.0}\n",
-            w7.mbps[0], w7.mbps[1], w7.echo_cpu_ms[0], w7.echo_cpu_ms[1], w7.msgs[0], w7.msgs[1]
+            "{raw}\nW7 medians (built-in, ours): MB/s {:.0} / {:.0}; responder CPU per echo {:.0} / {:.0} ms; messages/s {:.0} / {:.0}; responder CPU per gRPC run {:.0} / {:.0} ms\n",
+            w7.mbps[0], w7.mbps[1], w7.echo_cpu_ms[0], w7.echo_cpu_ms[1], w7.msgs[0], w7.msgs[1], w7.grpc_cpu_ms[0], w7.grpc_cpu_ms[1]
         );
         return Ok(());
     }
@@ -1012,6 +1020,13 @@ fn run(opts: &Opts) -> Result<()> {
         w7.msgs[1],
         0,
         Target::AtLeast(1.0),
+    );
+    let _ = writeln!(
+        md,
+        "| W7 responder CPU during one gRPC run (ms) | {:.0} | {:.0} | {} | - | - |",
+        w7.grpc_cpu_ms[0],
+        w7.grpc_cpu_ms[1],
+        ratio(w7.grpc_cpu_ms[1], w7.grpc_cpu_ms[0])
     );
     let w8_label = "W8 handshakes/s with an RS256 bearer token (`jwt_validator`, local JWKS)";
     target_row(&mut md, w8_label, w8[0], w8[1], 0, Target::AtLeast(1.0));

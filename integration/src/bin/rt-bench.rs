@@ -74,12 +74,18 @@ const REQUEST_PATH_OPTIONS: &str = r#"
   multiplexer is what lets both share one session and one stream-id space), and the multiplexer is
   already fuzzed and property-tested.
 - **Measured against `h2`** (`make bench-h2`, both as the session's HTTP/2 client on the same
-  recorded `h2` server bytes; callgrind instructions per request, ours / `h2`): 0.65 / 0.71 / 1.09
-  with one stream at a time and 0 B / 1 KiB / 64 KiB bodies, 0.90 / 0.91 / 1.19 with 100 streams in
+  recorded `h2` server bytes; callgrind instructions per request, ours / `h2`): 0.66 / 0.80 / 1.02
+  with one stream at a time and 0 B / 1 KiB / 64 KiB bodies, 0.91 / 0.91 / 1.11 with 100 streams in
   flight (first measurement 1.26 / 1.31 / 1.61 with 100; fixed since: per-call passes over every
-  leg, a linear HPACK static-table scan). `h2` stays cheaper for large bodies (ours copies each body
-  byte three times). Ours stays: cheaper for small requests, one session shared with the cluster
-  path, no async runtime in the workers; method, hot spots and trade-offs in `docs/http2-engine.md`.
+  leg, a linear HPACK static-table scan, body copies). Ours stays: cheaper for small requests, one
+  session shared with the cluster path, no async runtime in the workers; method, hot spots and
+  trade-offs in `docs/http2-engine.md`.
+- **Body copies** (W7 responder CPU row): a perf profile of the 32 MiB echo had `memmove` at 27 % of
+  the responder's samples (5 % for the built-in): a response byte was copied six times, a request
+  byte four. DATA payloads now move as `bytes::Bytes` slices of the read or request chunk they
+  arrived in, and large ones go to the tunnel as writes of their own: two copies per direction (out
+  of Envoy and back in), `memmove` 5-9 % of samples, and the responder's CPU per echo about the
+  built-in's.
 - **Not prototyped**: a transport socket or a module cluster (they do not remove the router and
   codec hops); owning the tunnel sockets in a module event loop (it would remove the Envoy
   connection per idle tunnel, the W4 gap, at the price of a thread hop per request).

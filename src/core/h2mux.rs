@@ -315,14 +315,25 @@ enum Item {
 /// with their source rather than copied: a chunk taken whole or from its front is handed on
 /// without a copy; bytes are copied only where several chunks are joined into one piece. The
 /// first chunk is held inline, so the usual item of one chunk allocates nothing here.
+///
+/// A chunk cut from a larger read keeps that whole read alive. So that a few bytes left queued
+/// (a stream whose reader is slow) cannot hold much more memory than they are worth, every chunk
+/// records the length of the buffer it shares (`backing`, 0 for a buffer of its own), and
+/// [`Chunks::compact`] copies a chunk that is less than 1/[`PIN_RATIO`] of its buffer.
 #[derive(Debug, Default)]
 struct Chunks {
-    /// The first chunk (empty only when nothing is queued).
+    /// The first chunk (empty only when nothing is queued) and its backing length.
     front: Bytes,
-    /// The chunks after it.
-    rest: VecDeque<Bytes>,
+    front_backing: usize,
+    /// The chunks after it, with their backing lengths.
+    rest: VecDeque<(Bytes, usize)>,
     len: usize,
+    /// Chunks at the back not yet seen by [`Chunks::compact`].
+    unchecked: usize,
 }
+
+/// A queued chunk may share a buffer at most this many times its own length (see [`Chunks`]).
+const PIN_RATIO: usize = 4;
 
 impl Chunks {
     fn len(&self) -> usize {
@@ -333,22 +344,45 @@ impl Chunks {
         self.len == 0
     }
 
-    fn push(&mut self, b: Bytes) {
+    /// Queues `b`, which shares a buffer of `backing` bytes (0: a buffer of its own).
+    fn push(&mut self, b: Bytes, backing: usize) {
         if b.is_empty() {
             return;
         }
         self.len += b.len();
+        self.unchecked += 1;
         if self.front.is_empty() {
             self.front = b;
+            self.front_backing = backing;
         } else {
-            self.rest.push_back(b);
+            self.rest.push_back((b, backing));
         }
     }
 
     /// Makes the next chunk the front once the front is used up.
     fn refill(&mut self) {
         if self.front.is_empty() {
-            self.front = self.rest.pop_front().unwrap_or_default();
+            let (b, backing) = self.rest.pop_front().unwrap_or_default();
+            self.front = b;
+            self.front_backing = backing;
+        }
+        self.unchecked = self.unchecked.min(self.chunk_count());
+    }
+
+    fn chunk_count(&self) -> usize {
+        usize::from(!self.front.is_empty()) + self.rest.len()
+    }
+
+    /// Copies every chunk pushed since the last call that holds a buffer more than
+    /// [`PIN_RATIO`] times its own length into a buffer of its own.
+    fn compact(&mut self) {
+        let fresh = std::mem::take(&mut self.unchecked);
+        let skip = self.rest.len().saturating_sub(fresh);
+        for (b, backing) in self.rest.iter_mut().skip(skip) {
+            unpin(b, backing);
+        }
+        if fresh > self.rest.len() {
+            unpin(&mut self.front, &mut self.front_backing);
         }
     }
 
@@ -379,6 +413,14 @@ impl Chunks {
             n -= k;
         }
     }
+}
+
+/// Gives `b` a buffer of its own if it shares one more than [`PIN_RATIO`] times its length.
+fn unpin(b: &mut Bytes, backing: &mut usize) {
+    if *backing > b.len().saturating_mul(PIN_RATIO) {
+        *b = Bytes::copy_from_slice(b);
+    }
+    *backing = 0;
 }
 
 /// One direction of one stream: what the source leg sent that the destination leg has not got yet,
@@ -428,20 +470,31 @@ impl Pipe {
         self.items.push_back(Item::Headers { fields, end });
     }
 
-    fn push_data(&mut self, data: Bytes, end: bool) {
+    /// Queues DATA bytes that share a buffer of `backing` bytes (0: a buffer of their own).
+    fn push_data(&mut self, data: Bytes, backing: usize, end: bool) {
         self.buffered += data.len();
         if let Some(Item::Data {
             bytes,
             end: e @ false,
         }) = self.items.back_mut()
         {
-            bytes.push(data);
+            bytes.push(data, backing);
             *e = end;
             return;
         }
         let mut bytes = Chunks::default();
-        bytes.push(data);
+        bytes.push(data, backing);
         self.items.push_back(Item::Data { bytes, end });
+    }
+
+    /// See [`Chunks::compact`]; only the last DATA items can hold chunks not yet seen.
+    fn compact(&mut self) {
+        for item in self.items.iter_mut().rev() {
+            match item {
+                Item::Data { bytes, .. } if bytes.unchecked > 0 => bytes.compact(),
+                _ => break,
+            }
+        }
     }
 
     /// Drops everything queued; returns the DATA bytes dropped.
@@ -638,6 +691,10 @@ pub struct Mux {
     flush_egress: BTreeSet<StreamKey>,
     /// Streams whose stream-level WINDOW_UPDATEs may be due.
     credit_dirty: BTreeSet<StreamKey>,
+    /// Length of the read being processed (the buffer its frames' payloads share).
+    input_len: usize,
+    /// Streams that queued payloads sharing a read in this call (see [`Chunks::compact`]).
+    pinned: Vec<StreamKey>,
     /// Round-robin offset for fairness between streams.
     rr: usize,
     /// No new streams (tunnel GOAWAY or tunnel ids exhausted).
@@ -701,6 +758,8 @@ impl Mux {
             flush_tunnel: BTreeSet::new(),
             flush_egress: BTreeSet::new(),
             credit_dirty: BTreeSet::new(),
+            input_len: 0,
+            pinned: Vec::new(),
             rr: 0,
             draining: false,
             dead: false,
@@ -770,6 +829,7 @@ impl Mux {
         if self.dead {
             return self.collect();
         }
+        self.input_len = data.len();
         let mut input = data;
         let mut fault: Option<ConnError> = None;
         match self.egresses.get_mut(&egress) {
@@ -829,6 +889,7 @@ impl Mux {
         if self.dead {
             return self.collect();
         }
+        self.input_len = data.len();
         let mut input = data;
         loop {
             let f = match self.tunnel.conn.reader.pull(&mut input) {

@@ -63,7 +63,8 @@ impl Mux {
             }
         }
         if h.kind == kind::DATA {
-            return self.on_data(leg, h, f.payload);
+            let backing = if f.shared { self.input_len } else { 0 };
+            return self.on_data(leg, h, f.payload, backing);
         }
         let p = &f.payload[..];
         match h.kind {
@@ -83,7 +84,8 @@ impl Mux {
         }
     }
 
-    pub(super) fn on_data(&mut self, leg: Leg, h: FrameHeader, payload: Bytes) -> Result<(), ConnError> {
+    /// A DATA frame; its payload shares a buffer of `backing` bytes (0: a buffer of its own).
+    pub(super) fn on_data(&mut self, leg: Leg, h: FrameHeader, payload: Bytes, backing: usize) -> Result<(), ConnError> {
         if h.stream == 0 {
             return Err(cerr(error::PROTOCOL_ERROR, "DATA on stream 0"));
         }
@@ -135,7 +137,10 @@ impl Mux {
         let mut queued = 0;
         if !dest_closed && (!body.is_empty() || end) {
             queued = body.len();
-            pipe.push_data(body, end);
+            pipe.push_data(body, backing, end);
+            if backing > 0 {
+                self.pinned.push(key);
+            }
         }
         if end {
             pipe.end_received = true;

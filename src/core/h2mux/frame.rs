@@ -144,6 +144,8 @@ pub struct Frame {
     pub header: FrameHeader,
     /// The payload, padding included (shared with the input when it arrived whole).
     pub payload: Bytes,
+    /// The payload shares the input buffer (else it has a buffer of its own).
+    pub shared: bool,
 }
 
 /// Incremental frame reader: feed it byte slices of any size, get whole frames out.
@@ -204,7 +206,8 @@ impl FrameReader {
             return Ok(None);
         };
         let len = h.length as usize;
-        let payload = if self.payload.is_empty() && input.len() >= len {
+        let shared = self.payload.is_empty() && input.len() >= len;
+        let payload = if shared {
             // The whole payload is in this input: share it.
             input.split_to(len)
         } else {
@@ -221,7 +224,7 @@ impl FrameReader {
         };
         self.header = None;
         self.head_len = 0;
-        Ok(Some(Frame { header: h, payload }))
+        Ok(Some(Frame { header: h, payload, shared }))
     }
 }
 

@@ -9,6 +9,13 @@ impl Mux {
     // ----------------------------------------------------------------------------------------
 
     pub(super) fn collect(&mut self) -> Output {
+        // Payloads still queued at the end of the call must not keep much larger reads alive.
+        for key in std::mem::take(&mut self.pinned) {
+            if let Some(s) = self.streams.get_mut(&key) {
+                s.up.compact();
+                s.down.compact();
+            }
+        }
         let mut to_egress: Vec<(EgressId, Vec<u8>)> = Vec::new();
         for (id, bytes) in self.orphan_out.drain(..) {
             if bytes.is_empty() {

@@ -67,7 +67,7 @@ impl Mux {
             flags: if end { flag::END_STREAM } else { 0 },
             stream: sid,
         };
-        if let Err(e) = self.on_data(Leg::Egress(egress), h, data) {
+        if let Err(e) = self.on_data(Leg::Egress(egress), h, data, 0) {
             self.egress_conn_error(egress, e);
         }
         self.pump();

@@ -1891,9 +1891,9 @@ fn queued_data_is_handed_on_without_a_copy_unless_chunks_are_joined() {
     let first = Bytes::from(vec![1u8; 100]);
     let ptr = first.as_ptr();
     let mut q = Chunks::default();
-    q.push(first);
-    q.push(Bytes::new());
-    q.push(Bytes::from(vec![2u8; 50]));
+    q.push(first, 0);
+    q.push(Bytes::new(), 0);
+    q.push(Bytes::from(vec![2u8; 50]), 0);
     assert_eq!(q.len(), 150);
     // From the front of one chunk: the same memory, no copy.
     let a = q.take(60);
@@ -1908,6 +1908,61 @@ fn queued_data_is_handed_on_without_a_copy_unless_chunks_are_joined() {
     q.take_into(100, &mut out);
     assert_eq!(out.len(), 21);
     assert!(q.is_empty() && q.take(5).is_empty());
+}
+
+#[test]
+fn a_queued_chunk_never_keeps_a_buffer_more_than_four_times_its_size() {
+    let read = Bytes::from(vec![5u8; 1000]);
+    let mut q = Chunks::default();
+    // Most of its read: kept shared.
+    let big = read.slice(0..600);
+    let big_ptr = big.as_ptr();
+    q.push(big, 1000);
+    q.compact();
+    assert_eq!(q.front.as_ptr(), big_ptr);
+    // A few bytes of the same read, and of a second one: copied into buffers of their own.
+    q.push(read.slice(600..610), 1000);
+    q.push(read.slice(610..620), 1000);
+    q.compact();
+    assert!(q.rest.iter().all(|(b, backing)| *backing == 0 && !(read.as_ptr()..read.as_ptr().wrapping_add(1000)).contains(&b.as_ptr())));
+    assert_eq!(q.front.as_ptr(), big_ptr, "already checked chunks are left alone");
+    assert_eq!(q.unchecked, 0);
+    let mut all = Vec::new();
+    q.take_into(usize::MAX, &mut all);
+    assert_eq!(all, vec![5u8; 620]);
+}
+
+#[test]
+fn a_response_piece_left_queued_does_not_keep_its_whole_read() {
+    let mut w = World::envoy();
+    let req = [(":method", "GET"), (":scheme", "http"), (":authority", "x"), (":path", "/")];
+    for id in [100, 200] {
+        let out = w.mux.attach_local(id);
+        w.apply(out);
+        w.run();
+        let out = w.mux.local_open(id, 1, hf(&req), true);
+        w.apply(out);
+        w.run();
+    }
+    // Tunnel streams 1 (leg 100) and 3 (leg 200). Leg 100 gets its whole window and gives no
+    // credit back, so what follows for it stays queued.
+    w.tunnel.headers(1, &[(":status", "200")], false);
+    w.tunnel.headers(3, &[(":status", "200")], false);
+    w.tunnel.data(1, &vec![1u8; 1 << 20], false);
+    w.run();
+    // One read: 10 bytes for leg 100 (queued) and 30,000 for leg 200 (handed over).
+    w.tunnel.data(1, &[2u8; 10], false);
+    w.tunnel.data(3, &vec![3u8; 30_000], false);
+    w.run();
+    let s = w.mux.streams.values().find(|s| s.egress == 100).expect("stream of leg 100");
+    match s.down.items.front() {
+        Some(Item::Data { bytes, .. }) => {
+            assert_eq!(bytes.len(), 10);
+            assert_eq!(bytes.front_backing, 0, "copied into a buffer of its own");
+            assert_eq!(bytes.unchecked, 0);
+        }
+        other => panic!("expected queued DATA, got {other:?}"),
+    }
 }
 
 #[test]

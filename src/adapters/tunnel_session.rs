@@ -412,9 +412,9 @@ impl TunnelSession {
         let (mut mux, preface) = Mux::new(mux_settings());
         let mut acts = vec![Action::WriteTunnel(preface)];
         let attach = mux.attach(self.owner);
-        let data = mux.on_egress_bytes(self.owner, &first);
+        let data = mux.on_egress_input(self.owner, Bytes::from(first));
         let backlog = std::mem::take(&mut self.backlog);
-        let from_tunnel = if backlog.is_empty() { None } else { Some(mux.on_tunnel_bytes(&backlog)) };
+        let from_tunnel = if backlog.is_empty() { None } else { Some(mux.on_tunnel_input(Bytes::from(backlog))) };
         self.mode = Mode::Mux(Box::new(mux));
         acts.extend(self.apply(attach));
         acts.extend(self.apply(data));
@@ -526,7 +526,7 @@ mod tests {
         acts.iter()
             .map(|a| match a {
                 Action::WriteTunnel(b) => format!("tunnel<{}", String::from_utf8_lossy(b)),
-                Action::WriteTunnelParts(p) => format!("tunnel<{}", String::from_utf8_lossy(&p.iter().flat_map(|p| p.bytes().to_vec()).collect::<Vec<u8>>())),
+                Action::WriteTunnelParts(p) => format!("tunnel<{}", String::from_utf8_lossy(&Part::join(p))),
                 Action::ToEgress(e, b) => format!("egress{}<{}", e.conn_id, String::from_utf8_lossy(b)),
                 Action::CloseEgress(e) => format!("close egress{}", e.conn_id),
                 Action::CloseTunnel(r) => format!("close tunnel {r}"),

@@ -241,13 +241,22 @@ impl Part {
             Part::Payload(b) => b,
         }
     }
+
+    /// `parts` as one byte string, in order (a copy; for tests and tools).
+    pub fn join(parts: &[Part]) -> Vec<u8> {
+        let mut all = Vec::with_capacity(parts.iter().map(|p| p.bytes().len()).sum());
+        for p in parts {
+            all.extend_from_slice(p.bytes());
+        }
+        all
+    }
 }
 
 impl Output {
     /// Everything for the tunnel ([`Output::tunnel_parts`], then [`Output::to_tunnel`]) as one
     /// byte string (a copy; for tests and tools).
     pub fn tunnel_bytes(&self) -> Vec<u8> {
-        let mut all: Vec<u8> = self.tunnel_parts.iter().flat_map(|p| p.bytes().iter().copied()).collect();
+        let mut all = Part::join(&self.tunnel_parts);
         all.extend_from_slice(&self.to_tunnel);
         all
     }
@@ -545,8 +554,6 @@ struct Conn {
     out: Vec<u8>,
     /// Complete parts to write before `out` (the tunnel leg only; see [`Conn::push_payload`]).
     parts: Vec<Part>,
-    /// Bytes in `parts`.
-    parts_len: usize,
     /// The peer's first SETTINGS arrived.
     got_settings: bool,
     peer_max_frame: u32,
@@ -573,7 +580,6 @@ impl Conn {
             encoder: Encoder::new(TABLE_SIZE, IndexPolicy::Default, true),
             out: Vec::new(),
             parts: Vec::new(),
-            parts_len: 0,
             got_settings: false,
             peer_max_frame: frame::DEFAULT_MAX_FRAME_SIZE,
             peer_initial_window: frame::DEFAULT_WINDOW,
@@ -586,9 +592,7 @@ impl Conn {
             credit_dirty: false,
         }
     }
-}
 
-impl Conn {
     /// Appends a DATA payload (its frame header is already in `out`): one of [`OWN_PART_MIN`]
     /// bytes or more becomes a part of its own, written without a copy; a smaller one is copied.
     fn push_payload(&mut self, payload: Bytes) {
@@ -597,17 +601,13 @@ impl Conn {
             return;
         }
         if !self.out.is_empty() {
-            let head = std::mem::take(&mut self.out);
-            self.parts_len += head.len();
-            self.parts.push(Part::Frames(head));
+            self.parts.push(Part::Frames(std::mem::take(&mut self.out)));
         }
-        self.parts_len += payload.len();
         self.parts.push(Part::Payload(payload));
     }
 
     /// Takes everything to write, in order: the parts, then the bytes after them.
     fn take_output(&mut self) -> (Vec<Part>, Vec<u8>) {
-        self.parts_len = 0;
         (std::mem::take(&mut self.parts), std::mem::take(&mut self.out))
     }
 
@@ -615,12 +615,11 @@ impl Conn {
     fn clear_output(&mut self) {
         self.out.clear();
         self.parts.clear();
-        self.parts_len = 0;
     }
 
     /// Bytes not yet taken.
     fn output_len(&self) -> usize {
-        self.parts_len + self.out.len()
+        self.parts.iter().map(|p| p.bytes().len()).sum::<usize>() + self.out.len()
     }
 }
 

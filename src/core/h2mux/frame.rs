@@ -200,7 +200,6 @@ impl FrameReader {
                 return Err(FrameTooLarge(h.length));
             }
             self.header = Some(h);
-            self.payload = Vec::new();
         }
         let Some(h) = self.header else {
             return Ok(None);

@@ -40,6 +40,31 @@ pub unsafe fn envoy_bytes<'a>(b: &abi::envoy_dynamic_module_type_envoy_buffer) -
     }
 }
 
+/// Appends the bytes of Envoy's buffer `chunks`, in order, to `out`, at most `max` of them, in
+/// one allocation (growing chunk by chunk would copy them again); returns how many it appended.
+///
+/// # Safety
+/// Every chunk must satisfy [`envoy_bytes`]'s contract.
+pub(crate) unsafe fn append_chunks(
+    chunks: &[abi::envoy_dynamic_module_type_envoy_buffer],
+    out: &mut Vec<u8>,
+    max: usize,
+) -> usize {
+    out.reserve(chunks.iter().map(|c| c.length).sum::<usize>().min(max));
+    let mut total = 0;
+    for c in chunks {
+        // SAFETY: per the contract above.
+        let b = unsafe { envoy_bytes(c) };
+        let take = b.len().min(max - total);
+        out.extend_from_slice(&b[..take]);
+        total += take;
+        if total == max {
+            break;
+        }
+    }
+    total
+}
+
 pub(crate) const EMPTY_ENVOY_BUF: abi::envoy_dynamic_module_type_envoy_buffer =
     abi::envoy_dynamic_module_type_envoy_buffer { ptr: std::ptr::null(), length: 0 };
 
@@ -353,15 +378,7 @@ impl NetFilter {
             if !shim::get_read_buffer_chunks(self.ptr(), chunks.as_mut_ptr()) {
                 return 0;
             }
-            // One allocation for the whole read (growing chunk by chunk would copy it again).
-            out.reserve(chunks.iter().map(|c| c.length).sum());
-            let mut total = 0;
-            for c in &chunks {
-                let b = envoy_bytes(c);
-                out.extend_from_slice(b);
-                total += b.len();
-            }
-            total
+            append_chunks(&chunks, out, usize::MAX)
         }
     }
 

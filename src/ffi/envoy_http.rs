@@ -8,7 +8,7 @@
 
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
-use super::envoy::{envoy_bytes, mbuf, EMPTY_ENVOY_BUF};
+use super::envoy::{append_chunks, envoy_bytes, mbuf, EMPTY_ENVOY_BUF};
 use envoy_abi as abi;
 use std::os::raw::c_void;
 
@@ -106,18 +106,7 @@ impl HttpFilter {
             if !shim::get_body_chunks(self.ptr(), kind, chunks.as_mut_ptr()) {
                 return 0;
             }
-            // One allocation for what is taken (growing chunk by chunk would copy it again).
-            out.reserve(chunks.iter().map(|c| c.length).sum::<usize>().min(max));
-            let mut total = 0;
-            for c in &chunks {
-                let b = envoy_bytes(c);
-                let take = b.len().min(max - total);
-                out.extend_from_slice(&b[..take]);
-                total += take;
-                if total == max {
-                    break;
-                }
-            }
+            let total = append_chunks(&chunks, out, max);
             shim::drain_body(self.ptr(), kind, total);
             total
         }

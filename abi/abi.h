@@ -531,3 +531,56 @@ void envoy_dynamic_module_callback_http_filter_reset_stream(
     envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr,
     envoy_dynamic_module_type_http_filter_stream_reset_reason reason,
     envoy_dynamic_module_type_module_buffer details);
+
+/* ---- listener filter (docs/envoy-abi.md#listener-filter) ------------------------------------- */
+typedef void* envoy_dynamic_module_type_listener_filter_config_envoy_ptr;
+typedef const void* envoy_dynamic_module_type_listener_filter_config_module_ptr;
+typedef void* envoy_dynamic_module_type_listener_filter_envoy_ptr;
+typedef const void* envoy_dynamic_module_type_listener_filter_module_ptr;
+
+typedef enum envoy_dynamic_module_type_on_listener_filter_status {
+  envoy_dynamic_module_type_on_listener_filter_status_Continue = 0,
+  envoy_dynamic_module_type_on_listener_filter_status_StopIteration = 1,
+} envoy_dynamic_module_type_on_listener_filter_status;
+
+/* hooks, all required: config_new, config_destroy, new, on_accept, on_data, on_close,
+ * get_max_read_bytes, destroy, scheduled */
+typedef envoy_dynamic_module_type_listener_filter_config_module_ptr (
+    *envoy_dynamic_module_on_listener_filter_config_new_fn)(
+    envoy_dynamic_module_type_listener_filter_config_envoy_ptr filter_config_envoy_ptr,
+    envoy_dynamic_module_type_envoy_buffer name, envoy_dynamic_module_type_envoy_buffer config);
+typedef void (*envoy_dynamic_module_on_listener_filter_config_destroy_fn)(
+    envoy_dynamic_module_type_listener_filter_config_module_ptr filter_config_ptr);
+typedef envoy_dynamic_module_type_listener_filter_module_ptr (
+    *envoy_dynamic_module_on_listener_filter_new_fn)(
+    envoy_dynamic_module_type_listener_filter_config_module_ptr filter_config_ptr,
+    envoy_dynamic_module_type_listener_filter_envoy_ptr filter_envoy_ptr);
+typedef envoy_dynamic_module_type_on_listener_filter_status (
+    *envoy_dynamic_module_on_listener_filter_on_accept_fn)(
+    envoy_dynamic_module_type_listener_filter_envoy_ptr filter_envoy_ptr,
+    envoy_dynamic_module_type_listener_filter_module_ptr filter_module_ptr);
+typedef envoy_dynamic_module_type_on_listener_filter_status (
+    *envoy_dynamic_module_on_listener_filter_on_data_fn)(
+    envoy_dynamic_module_type_listener_filter_envoy_ptr filter_envoy_ptr,
+    envoy_dynamic_module_type_listener_filter_module_ptr filter_module_ptr, size_t data_length);
+typedef void (*envoy_dynamic_module_on_listener_filter_on_close_fn)(
+    envoy_dynamic_module_type_listener_filter_envoy_ptr filter_envoy_ptr,
+    envoy_dynamic_module_type_listener_filter_module_ptr filter_module_ptr);
+typedef size_t (*envoy_dynamic_module_on_listener_filter_get_max_read_bytes_fn)(
+    envoy_dynamic_module_type_listener_filter_envoy_ptr filter_envoy_ptr,
+    envoy_dynamic_module_type_listener_filter_module_ptr filter_module_ptr);
+typedef void (*envoy_dynamic_module_on_listener_filter_destroy_fn)(
+    envoy_dynamic_module_type_listener_filter_module_ptr filter_module_ptr);
+typedef void (*envoy_dynamic_module_on_listener_filter_scheduled_fn)(
+    envoy_dynamic_module_type_listener_filter_envoy_ptr filter_envoy_ptr,
+    envoy_dynamic_module_type_listener_filter_module_ptr filter_module_ptr, uint64_t event_id);
+
+/* The accepted socket's descriptor (Envoy's; -1 if none). The module may dup it, not close it. */
+int64_t envoy_dynamic_module_callback_listener_filter_get_socket_fd(
+    envoy_dynamic_module_type_listener_filter_envoy_ptr filter_envoy_ptr);
+/* Closes Envoy's descriptor (plain close, no shutdown) with `details` as termination details. */
+void envoy_dynamic_module_callback_listener_filter_close_socket(
+    envoy_dynamic_module_type_listener_filter_envoy_ptr filter_envoy_ptr,
+    envoy_dynamic_module_type_module_buffer details);
+uint32_t envoy_dynamic_module_callback_listener_filter_get_worker_index(
+    envoy_dynamic_module_type_listener_filter_envoy_ptr filter_envoy_ptr);

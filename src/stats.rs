@@ -42,7 +42,7 @@
 
 use crate::core::close::CloseReason;
 use crate::core::handshake::Counter;
-use crate::core::tracker::{Claimed, Identity, Registered, Removed, WorkerName};
+use crate::core::tracker::{Claimed, Identity, Registered, Removed, WorkerName, SOCKET_LOOP_BASE};
 use crate::ffi::envoy::{BootstrapConfigHandle, MetricKind, MetricOp};
 use parking_lot::Mutex;
 use std::collections::hash_map::DefaultHasher;
@@ -103,10 +103,50 @@ impl MetricSink for BootstrapConfigHandle {
     }
 }
 
+thread_local! {
+    static DEFER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the calling thread as one Envoy does not know (a socket loop): its metric updates are
+/// queued and applied by [`Stats::flush_deferred`] on the main thread, since Envoy's stats store
+/// may only be used from Envoy's own threads (its thread-local caches).
+pub fn defer_on_this_thread() {
+    DEFER.with(|d| d.set(true));
+}
+
+/// One queued metric update (see [`defer_on_this_thread`]).
+struct DeferredUpdate {
+    op: MetricOp,
+    id: usize,
+    labels: Vec<String>,
+    value: u64,
+}
+
+/// The sink every update goes through: straight to Envoy's on Envoy's threads, queued on the
+/// threads marked by [`defer_on_this_thread`].
+struct DeferringSink {
+    inner: Box<dyn MetricSink>,
+    queue: Mutex<Vec<DeferredUpdate>>,
+}
+
+impl MetricSink for DeferringSink {
+    fn define(&self, kind: MetricKind, name: &str, labels: &[&str]) -> Result<usize, u32> {
+        self.inner.define(kind, name, labels)
+    }
+    fn update(&self, op: MetricOp, id: usize, labels: &[&str], value: u64) {
+        if DEFER.with(|d| d.get()) {
+            let labels = labels.iter().map(|l| l.to_string()).collect();
+            self.queue.lock().push(DeferredUpdate { op, id, labels, value });
+        } else {
+            self.inner.update(op, id, labels, value);
+        }
+    }
+}
+
 /// Metric ids (defined once in bootstrap `config_new`) and the typed update helpers the adapters
 /// call. `None` ids (a definition Envoy refused, logged at definition) make updates no-ops.
 pub struct Stats {
-    sink: Box<dyn MetricSink>,
+    sink: DeferringSink,
     handshake: [Option<usize>; Counter::ALL.len()],
     fallback_no_reverse_socket: Option<usize>,
     claims_same_worker: Option<usize>,
@@ -136,6 +176,8 @@ pub struct Stats {
     reporter_snapshots: Published,
     reporter_dropped_events: Published,
     worker_names: Vec<String>,
+    /// Names of the socket loops (docs/architecture.md#owned-sockets), one per worker.
+    loop_names: Vec<String>,
     detailed: Option<DetailedTunnels>,
 }
 
@@ -211,8 +253,9 @@ impl Stats {
             reporter_snapshots: Published::new(d(MetricKind::Counter, p("reporter.snapshots"), &[])),
             reporter_dropped_events: Published::new(d(MetricKind::Counter, p("reporter.dropped_events"), &[])),
             worker_names: (0..o.concurrency.max(1)).map(|w| WorkerName(w).to_string()).collect(),
+            loop_names: (0..o.concurrency.max(1)).map(|k| WorkerName(SOCKET_LOOP_BASE + k).to_string()).collect(),
             detailed,
-            sink,
+            sink: DeferringSink { inner: sink, queue: Mutex::new(Vec::new()) },
         }
     }
 
@@ -223,7 +266,21 @@ impl Stats {
     }
 
     fn worker(&self, w: u32) -> &str {
-        self.worker_names.get(w as usize).map(|s| s.as_str()).unwrap_or("worker_unknown")
+        let name = match w.checked_sub(SOCKET_LOOP_BASE) {
+            Some(k) => self.loop_names.get(k as usize),
+            None => self.worker_names.get(w as usize),
+        };
+        name.map(|s| s.as_str()).unwrap_or("worker_unknown")
+    }
+
+    /// Applies the updates queued by socket loops (see [`defer_on_this_thread`]), in order.
+    /// Main thread, every clock period.
+    pub fn flush_deferred(&self) {
+        let batch = std::mem::take(&mut *self.sink.queue.lock());
+        for u in batch {
+            let labels: Vec<&str> = u.labels.iter().map(|l| l.as_str()).collect();
+            self.sink.inner.update(u.op, u.id, &labels, u.value);
+        }
     }
 
     /// Counts a handshake outcome.
@@ -256,7 +313,7 @@ impl Stats {
             self.up(MetricOp::IncCounter, self.cluster_conflict, &[], 1);
         }
         if let Some(d) = &self.detailed {
-            d.add(&*self.sink, &reg.identity, MetricOp::IncGauge);
+            d.add(&self.sink, &reg.identity, MetricOp::IncGauge);
         }
     }
 
@@ -294,7 +351,7 @@ impl Stats {
             self.up(MetricOp::DecGauge, self.total_clusters, &[w], 1);
         }
         if let Some(d) = &self.detailed {
-            d.add(&*self.sink, &rm.identity, MetricOp::DecGauge);
+            d.add(&self.sink, &rm.identity, MetricOp::DecGauge);
         }
         self.closed(reason);
     }
@@ -331,22 +388,22 @@ impl Stats {
     /// from the clock timer.
     pub fn publish_relayed(&self) {
         for (published, total) in self.relay_bytes.iter().zip(&self.relay_totals) {
-            published.publish(&*self.sink, total.load(Ordering::Relaxed));
+            published.publish(&self.sink, total.load(Ordering::Relaxed));
         }
     }
     /// Brings `panics_caught` up to `total` (the process-wide count of panics caught at the FFI
     /// boundary). Main thread, from the clock timer: a panic never touches Envoy's stats from
     /// inside the guard.
     pub fn publish_panics(&self, total: u64) {
-        self.panics_caught.publish(&*self.sink, total);
+        self.panics_caught.publish(&self.sink, total);
     }
     /// Brings the reporter counters up to the reporter's totals (`reporter.sent`, `.failed`,
     /// `.snapshots`, `.dropped_events`; see `docs/reporter.md`). Main thread, from the clock timer.
     pub fn publish_reporter(&self, c: &crate::core::reporter::ReporterCounters) {
-        self.reporter_sent.publish(&*self.sink, c.sent);
-        self.reporter_failed.publish(&*self.sink, c.failed);
-        self.reporter_snapshots.publish(&*self.sink, c.snapshots);
-        self.reporter_dropped_events.publish(&*self.sink, c.dropped);
+        self.reporter_sent.publish(&self.sink, c.sent);
+        self.reporter_failed.publish(&self.sink, c.failed);
+        self.reporter_snapshots.publish(&self.sink, c.snapshots);
+        self.reporter_dropped_events.publish(&self.sink, c.dropped);
     }
 
     /// Detailed label sets created so far (0 without `enable_detailed_stats`).

@@ -25,6 +25,9 @@ pub enum Responder {
     /// Our dynamic module with the recommended request path, the HTTP filter
     /// `reverse_tunnel_route` (`envoy-config/upstream-direct.yaml`).
     Direct,
+    /// [`Responder::Direct`] with owned sockets: the listener filter `reverse_tunnel` takes each
+    /// tunnel socket from Envoy (`envoy-config/upstream-owned.yaml`).
+    Owned,
     /// Envoy's built-in responder (`envoy-config/builtin-upstream.yaml`), for comparison.
     Builtin,
 }
@@ -35,6 +38,7 @@ impl Responder {
         match self {
             Responder::Module => "upstream.yaml",
             Responder::Direct => "upstream-direct.yaml",
+            Responder::Owned => "upstream-owned.yaml",
             Responder::Builtin => "builtin-upstream.yaml",
         }
     }
@@ -42,7 +46,7 @@ impl Responder {
     /// Prefix of the responder's tunnel stats (`rt.upstream_rc.` or `upstream_rc.`).
     pub fn stats_prefix(self) -> &'static str {
         match self {
-            Responder::Module | Responder::Direct => "rt.upstream_rc.",
+            Responder::Module | Responder::Direct | Responder::Owned => "rt.upstream_rc.",
             Responder::Builtin => "upstream_rc.",
         }
     }
@@ -412,7 +416,7 @@ impl Topology {
     ///   (hidden gauges; a missing gauge counts as 0).
     pub fn tunnels(&mut self) -> Result<u64> {
         match self.kind {
-            Responder::Module | Responder::Direct => {
+            Responder::Module | Responder::Direct | Responder::Owned => {
                 let mut total = 0;
                 for g in ["rt.upstream_rc.tunnels_idle", "rt.upstream_rc.tunnels_in_use"] {
                     total += self

@@ -86,6 +86,7 @@ impl BootstrapExtension {
         self.runtime.stats.access_log_dropped(self.runtime.lifecycle.dropped());
         self.runtime.stats.publish_panics(crate::ffi::PANICS_CAUGHT.load(Ordering::Relaxed));
         self.runtime.stats.publish_relayed();
+        self.runtime.stats.flush_deferred();
         if let Some(t) = &*self.timer.lock() {
             t.enable(CLOCK_PERIOD_MS);
         }

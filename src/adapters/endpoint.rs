@@ -61,6 +61,9 @@ pub enum Sched {
     Net(NetScheduler),
     /// An HTTP stream of the request path.
     Http(HttpScheduler),
+    /// A tunnel socket the module owns: its socket loop runs the connection's mail
+    /// ([`super::socket_loop`]).
+    Loop(super::socket_loop::LoopSched),
 }
 
 impl Sched {
@@ -68,12 +71,14 @@ impl Sched {
         match self {
             Sched::Net(s) => s.commit(event),
             Sched::Http(s) => s.commit(event),
+            Sched::Loop(s) => s.commit(),
         }
     }
     fn delete(self) {
         match self {
             Sched::Net(s) => s.delete(),
             Sched::Http(s) => s.delete(),
+            Sched::Loop(_) => {}
         }
     }
 }

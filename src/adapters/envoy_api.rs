@@ -9,7 +9,8 @@
 //! Threading is the FFI's (docs/envoy-abi.md#threads): a network filter handle may only be used
 //! on the worker that owns its connection, between the filter's `new` and `destroy` hooks.
 
-use crate::ffi::envoy::{BootstrapConfigHandle, BootstrapTimer, CalloutInitError, CloseType, NetFilter, NetScheduler};
+use super::endpoint::Sched;
+use crate::ffi::envoy::{BootstrapConfigHandle, BootstrapTimer, CalloutInitError, CloseType, NetFilter};
 use crate::ffi::envoy_http::HttpFilter;
 
 /// The Envoy side of one network-filter connection (`envoy_dynamic_module_callback_network_*`,
@@ -40,8 +41,9 @@ pub trait EnvoyNetworkFilter {
     fn filter_state(&self, key: &str) -> Option<Vec<u8>>;
     /// Sets a string in the connection's dynamic metadata under `namespace`.
     fn set_metadata(&self, namespace: &str, key: &str, value: &str);
-    /// Creates the connection's scheduler (its events run the `scheduled` hook on this worker).
-    fn scheduler_new(&self) -> NetScheduler;
+    /// Creates the connection's scheduler (its events run the `scheduled` hook on this worker;
+    /// for a socket the module owns, the socket loop's delivery of the connection's mail).
+    fn scheduler_new(&self) -> Sched;
 }
 
 impl EnvoyNetworkFilter for NetFilter {
@@ -81,8 +83,8 @@ impl EnvoyNetworkFilter for NetFilter {
     fn set_metadata(&self, namespace: &str, key: &str, value: &str) {
         NetFilter::set_metadata(*self, namespace, key, value)
     }
-    fn scheduler_new(&self) -> NetScheduler {
-        NetFilter::scheduler_new(*self)
+    fn scheduler_new(&self) -> Sched {
+        Sched::Net(NetFilter::scheduler_new(*self))
     }
 }
 

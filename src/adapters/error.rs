@@ -18,6 +18,8 @@ pub enum SetupError {
     NoBootstrap { filter: String },
     /// `filter_name` other than ours (`expected`: our filter names).
     UnknownFilter { name: String, expected: [&'static str; 2] },
+    /// A listener filter `filter_name` other than ours.
+    UnknownListenerFilter { name: String, expected: &'static str },
     /// The `reverse_tunnel` filter's config.
     HandshakeFilter(ConfigError),
     /// A `validation.*_id_format` of the `reverse_tunnel` filter.
@@ -41,6 +43,9 @@ impl std::fmt::Display for SetupError {
             ),
             SetupError::UnknownFilter { name, expected: [a, b] } => {
                 write!(f, "filter_name: unknown filter '{name}' (expected '{a}' or '{b}')")
+            }
+            SetupError::UnknownListenerFilter { name, expected } => {
+                write!(f, "filter_name: unknown listener filter '{name}' (expected '{expected}')")
             }
             SetupError::HandshakeFilter(e) => write!(f, "reverse_tunnel filter config: {e}"),
             SetupError::IdFormat { field, error } => write!(f, "reverse_tunnel filter config: {field}: {error}"),

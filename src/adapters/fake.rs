@@ -5,6 +5,7 @@
 //! scheduler is inert, and a test delivers queued messages with [`deliver_mail`].
 
 use super::conn::Connection;
+use super::endpoint::Sched;
 use super::envoy_api::EnvoyNetworkFilter;
 use super::network::{self, NetConfig};
 use super::worker;
@@ -139,9 +140,9 @@ impl EnvoyNetworkFilter for FakeNetworkFilter {
     fn set_metadata(&self, namespace: &str, key: &str, value: &str) {
         self.calls.borrow_mut().push(Call::Metadata(namespace.into(), key.into(), value.into()));
     }
-    fn scheduler_new(&self) -> NetScheduler {
+    fn scheduler_new(&self) -> Sched {
         // Inert in unit tests (the FFI shims are no-ops); mail is delivered by `deliver_mail`.
-        NetScheduler(0)
+        Sched::Net(NetScheduler(0))
     }
 }
 

@@ -29,5 +29,6 @@ pub mod lifecycle;
 pub mod network;
 pub mod reporter;
 pub mod runtime;
+pub mod socket_loop;
 pub mod tunnel_session;
 pub mod worker;

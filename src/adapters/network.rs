@@ -68,7 +68,7 @@ impl NetConfig {
 pub fn on_new(cfg: &NetConfig, filter: Rc<dyn EnvoyNetworkFilter>) -> Rc<dyn Connection> {
     let conn_id = filter.connection_id();
     let worker_idx = filter.worker_index();
-    let ep = Endpoint::new(conn_id, worker_idx, filter.scheduler_new());
+    let ep = Endpoint::with_sched(conn_id, worker_idx, filter.scheduler_new());
     let runtime = cfg.runtime.clone();
     let conn: Rc<dyn Connection> = match &cfg.kind {
         NetKind::Handshake(s) => {
@@ -98,6 +98,13 @@ pub fn on_read(conn: &Rc<dyn Connection>, end_stream: bool) {
     if n > 0 {
         f.drain_read(n);
     }
+    deliver_read(conn, data, end_stream);
+}
+
+/// Hands bytes read from the connection to its role (the connection's worker is busy meanwhile,
+/// so that mail sent from inside waits behind the read): Envoy's read hook, or a socket loop's
+/// read of a socket the module owns.
+pub fn deliver_read(conn: &Rc<dyn Connection>, data: Vec<u8>, end_stream: bool) {
     let _busy = conn.ep().hold();
     conn.on_read(data, end_stream);
 }

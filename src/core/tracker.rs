@@ -69,9 +69,17 @@ pub type WorkerId = u32;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WorkerName(pub WorkerId);
 
+/// Worker ids from here on name the module's socket loops (`SOCKET_LOOP_BASE + k` serves the
+/// sockets Envoy worker `k` accepted; docs/architecture.md#owned-sockets), not Envoy's workers.
+pub const SOCKET_LOOP_BASE: WorkerId = 1 << 16;
+
+/// `worker_<n>` for Envoy worker n, `socket_loop_<k>` for socket loop k.
 impl fmt::Display for WorkerName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "worker_{}", self.0)
+        match self.0.checked_sub(SOCKET_LOOP_BASE) {
+            Some(k) => write!(f, "socket_loop_{k}"),
+            None => write!(f, "worker_{}", self.0),
+        }
     }
 }
 

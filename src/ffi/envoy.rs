@@ -515,6 +515,44 @@ impl NetScheduler {
     }
 }
 
+/// A listener filter's Envoy pointer: one accepted socket before Envoy made a connection of it.
+/// Only valid on the accepting worker, inside the filter's hooks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenerSocket(pub usize);
+
+impl ListenerSocket {
+    fn ptr(self) -> *mut c_void {
+        self.0 as *mut c_void
+    }
+
+    /// A descriptor of our own for the accepted socket (`dup` of Envoy's, close-on-exec), or the
+    /// error. Envoy's descriptor stays Envoy's: [`ListenerSocket::close`] closes it.
+    pub fn dup_socket(self) -> std::io::Result<std::os::fd::OwnedFd> {
+        // SAFETY: accepting worker inside a hook.
+        let fd = unsafe { shim::listener_get_socket_fd(self.ptr()) };
+        if fd < 0 || fd > i32::MAX as i64 {
+            return Err(std::io::Error::new(std::io::ErrorKind::NotFound, "the listener filter has no socket"));
+        }
+        // SAFETY: Envoy keeps the descriptor open for the length of the hook; it is only
+        // borrowed to duplicate it (F_DUPFD_CLOEXEC).
+        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd as i32) };
+        borrowed.try_clone_to_owned()
+    }
+
+    /// Closes Envoy's descriptor of the socket (a plain `close`, so a duplicate keeps the
+    /// connection open) with `details` as termination details; Envoy makes no connection of it.
+    pub fn close(self, details: &str) {
+        // SAFETY: accepting worker inside a hook; Envoy copies the details.
+        unsafe { shim::listener_close_socket(self.ptr(), mbuf(details.as_bytes())) }
+    }
+
+    /// 0-based index of the accepting worker.
+    pub fn worker_index(self) -> u32 {
+        // SAFETY: accepting worker inside a hook.
+        unsafe { shim::listener_get_worker_index(self.ptr()) }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The raw callbacks, or no-op shims in unit tests.
 // ---------------------------------------------------------------------------------------------
@@ -560,6 +598,9 @@ mod shim {
         envoy_dynamic_module_callback_network_get_filter_state_bytes as get_filter_state_bytes,
         envoy_dynamic_module_callback_network_get_filter_state_typed as get_filter_state_typed,
         envoy_dynamic_module_callback_network_set_dynamic_metadata_string as set_dynamic_metadata_string,
+        envoy_dynamic_module_callback_listener_filter_get_socket_fd as listener_get_socket_fd,
+        envoy_dynamic_module_callback_listener_filter_close_socket as listener_close_socket,
+        envoy_dynamic_module_callback_listener_filter_get_worker_index as listener_get_worker_index,
     };
 }
 
@@ -607,6 +648,9 @@ mod shim {
     pub unsafe fn scheduler_new(_: *mut c_void) -> *mut c_void { std::ptr::null_mut() }
     pub unsafe fn scheduler_commit(_: *mut c_void, _: u64) {}
     pub unsafe fn scheduler_delete(_: *mut c_void) {}
+    pub unsafe fn listener_get_socket_fd(_: *mut c_void) -> i64 { -1 }
+    pub unsafe fn listener_close_socket(_: *mut c_void, _: MB) {}
+    pub unsafe fn listener_get_worker_index(_: *mut c_void) -> u32 { 0 }
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ pub mod envoy_http;
 pub mod envoy_mode;
 mod hooks_bootstrap;
 mod hooks_http;
+mod hooks_listener;
 mod hooks_network;
 
 use std::os::raw::c_char;

@@ -25,6 +25,7 @@ fn main() -> ExitCode {
         match a.as_str() {
             "--builtin" => kind = Responder::Builtin,
             "--cluster-path" => kind = Responder::Module,
+            "--owned" => kind = Responder::Owned,
             "-h" | "--help" => {
                 println!(
                     "usage: demo [--builtin | --cluster-path]\n  (default: our module, recommended request path: the HTTP filter reverse_tunnel_route)\n  --cluster-path  our module with the cluster request path (router, cluster, internal listener)\n  --builtin       Envoy's built-in responder instead of the module"
@@ -68,6 +69,10 @@ fn run(kind: Responder) -> Result<()> {
         ),
         Responder::Module => println!(
             "   responder : our dynamic module {} (request path: router -> cluster -> internal listener)",
+            module_path().display()
+        ),
+        Responder::Owned => println!(
+            "   responder : our dynamic module {} (owned sockets; request path: HTTP filter reverse_tunnel_route)",
             module_path().display()
         ),
         Responder::Builtin => println!("   responder : Envoy's BUILT-IN reverse tunnel extensions"),

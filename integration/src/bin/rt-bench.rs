@@ -37,9 +37,18 @@ const NODE: &str = "bench-node";
 const CLUSTER: &str = "bench-cluster";
 /// The two responders every workload compares: the built-in and ours in the recommended
 /// configuration (the HTTP filter request path). W1 also measures ours on the cluster path.
-const KINDS: [Responder; 2] = [Responder::Builtin, Responder::Direct];
-/// W1's responders: [`KINDS`] plus ours on the cluster path (`upstream.yaml`).
-const W1_KINDS: [Responder; 3] = [Responder::Builtin, Responder::Direct, Responder::Module];
+static OWNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Our responder: the recommended configuration, or with `--owned` its owned-sockets variant.
+fn ours() -> Responder {
+    if OWNED.load(std::sync::atomic::Ordering::Relaxed) { Responder::Owned } else { Responder::Direct }
+}
+fn kinds() -> [Responder; 2] {
+    [Responder::Builtin, ours()]
+}
+/// W1's responders: [`kinds`] plus ours on the cluster path (`upstream.yaml`).
+fn w1_kinds() -> [Responder; 3] {
+    [Responder::Builtin, ours(), Responder::Module]
+}
 
 struct Opts {
     out: std::path::PathBuf,
@@ -134,6 +143,11 @@ fn main() -> ExitCode {
                 i += 1;
                 continue;
             }
+            "--owned" => {
+                OWNED.store(true, std::sync::atomic::Ordering::Relaxed);
+                i += 1;
+                continue;
+            }
             "--w34-only" => {
                 opts.w34_only = true;
                 i += 1;
@@ -168,13 +182,14 @@ fn name(k: Responder) -> &'static str {
         Responder::Builtin => "built-in",
         Responder::Module => "ours (cluster path)",
         Responder::Direct => "ours",
+        Responder::Owned => "ours (owned sockets)",
     }
 }
 
 fn idx(k: Responder) -> usize {
     match k {
         Responder::Builtin => 0,
-        Responder::Direct => 1,
+        Responder::Direct | Responder::Owned => 1,
         Responder::Module => 2,
     }
 }
@@ -236,7 +251,7 @@ fn start_topo_with(label: &str, kind: Responder, resp_conc: u32, spec: Initiator
 fn workload1(opts: &Opts, tick_ms: f64, md: &mut String) -> Result<[W1; 3]> {
     println!("== W1: request path, responder --concurrency 2, initiator --concurrency 2");
     let mut topos = Vec::new();
-    for k in W1_KINDS {
+    for k in w1_kinds() {
         topos.push(start_topo(&format!("bench-w1-{}", idx(k)), k, 2, 2)?);
     }
     let mut samples: [Vec<(H2Result, f64)>; 3] = [Vec::new(), Vec::new(), Vec::new()];
@@ -246,7 +261,7 @@ fn workload1(opts: &Opts, tick_ms: f64, md: &mut String) -> Result<[W1; 3]> {
             println!(
                 "   run {} {:<19}: {}/{} 2xx, {:.0} 2xx/s, p50 {:.2} ms, p99 {:.2} ms, CPU {:.0} ms/10k",
                 run + 1,
-                name(W1_KINDS[i]),
+                name(w1_kinds()[i]),
                 r.ok_2xx,
                 r.total,
                 r.ok_per_s,
@@ -273,7 +288,7 @@ fn workload1(opts: &Opts, tick_ms: f64, md: &mut String) -> Result<[W1; 3]> {
             .iter()
             .map(|(r, c)| format!("{:.0}/{:.2}/{:.2}/{:.0}", r.ok_per_s, r.p50_ms, r.p99_ms, c))
             .collect();
-        let _ = writeln!(md, "- {}: {}", name(W1_KINDS[i]), runs.join(", "));
+        let _ = writeln!(md, "- {}: {}", name(w1_kinds()[i]), runs.join(", "));
     }
     Ok(res)
 }
@@ -354,7 +369,7 @@ type W2 = ([(f64, f64); 2], [u64; 2]);
 fn workload2(opts: &Opts, conc: u32, md: &mut String) -> Result<W2> {
     println!("== W2: one tunnel, responder --concurrency {conc}");
     let mut topos = Vec::new();
-    for k in KINDS {
+    for k in kinds() {
         topos.push(start_topo(&format!("bench-w2-{}-{conc}", name(k)), k, conc, 1)?);
     }
     let mut samples: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
@@ -367,7 +382,7 @@ fn workload2(opts: &Opts, conc: u32, md: &mut String) -> Result<W2> {
             println!(
                 "   run {} {:<8}: {}/{} 2xx ({rate:.1}%), {:.0} 2xx/s",
                 run + 1,
-                name(KINDS[i]),
+                name(kinds()[i]),
                 r.ok_2xx,
                 r.total,
                 r.ok_per_s
@@ -379,7 +394,7 @@ fn workload2(opts: &Opts, conc: u32, md: &mut String) -> Result<W2> {
     let _ = writeln!(md, "\nW2 (--concurrency {conc}) raw runs (success %, 2xx/s):");
     for (i, s) in samples.iter().enumerate() {
         let runs: Vec<String> = s.iter().map(|(a, b)| format!("{a:.1}/{b:.0}")).collect();
-        let _ = writeln!(md, "- {}: {}", name(KINDS[i]), runs.join(", "));
+        let _ = writeln!(md, "- {}: {}", name(kinds()[i]), runs.join(", "));
     }
     let med = |s: &Vec<(f64, f64)>| {
         (
@@ -409,7 +424,7 @@ fn workload7(opts: &Opts, tick_ms: f64, md: &mut String) -> Result<W7> {
     println!("== W7: 32 MiB bodies and gRPC streaming through a tunnel");
     let spec = InitiatorSpec::new(NODE, CLUSTER).concurrency(2).tunnels(1).grpc(true);
     let mut topos = Vec::new();
-    for k in KINDS {
+    for k in kinds() {
         topos.push(start_topo_with(&format!("bench-w7-{}", idx(k)), k, 2, spec.clone())?);
     }
     let size = 32usize << 20;
@@ -451,7 +466,7 @@ fn workload7(opts: &Opts, tick_ms: f64, md: &mut String) -> Result<W7> {
             println!(
                 "   run {} {:<8}: 32 MiB echo {} in {secs:.2} s = {rate:.0} MB/s, responder CPU {echo_cpu_ms:.0} ms; gRPC bidi {m:.0} messages/s, responder CPU {grpc_cpu_ms:.0} ms{}",
                 run + 1,
-                name(KINDS[i]),
+                name(kinds()[i]),
                 if ok { "intact" } else { "FAILED" },
                 if g.success { String::new() } else { format!(" (client failed: {})", g.result) }
             );
@@ -467,7 +482,7 @@ fn workload7(opts: &Opts, tick_ms: f64, md: &mut String) -> Result<W7> {
     );
     let list = |v: &Vec<f64>| v.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(", ");
     for i in 0..2 {
-        let _ = writeln!(md, "- {}: {}; {}; {}; {}", name(KINDS[i]), list(&mbps[i]), list(&cpu[i]), list(&msgs[i]), list(&gcpu[i]));
+        let _ = writeln!(md, "- {}: {}; {}; {}; {}", name(kinds()[i]), list(&mbps[i]), list(&cpu[i]), list(&msgs[i]), list(&gcpu[i]));
     }
     Ok(W7 {
         mbps: [median(&mbps[0]), median(&mbps[1])],
@@ -480,7 +495,7 @@ fn workload7(opts: &Opts, tick_ms: f64, md: &mut String) -> Result<W7> {
 /// Tunnels registered at a responder with raw tunnels (node ids `bench-raw-*`).
 fn raw_tunnel_count(topo: &mut Topology) -> Result<u64> {
     match topo.kind {
-        Responder::Module | Responder::Direct => {
+        Responder::Module | Responder::Direct | Responder::Owned => {
             let idle = topo.responder().stat_u64("rt.upstream_rc.tunnels_idle")?.unwrap_or(0);
             let used = topo.responder().stat_u64("rt.upstream_rc.tunnels_in_use")?.unwrap_or(0);
             Ok(idle + used)
@@ -558,7 +573,7 @@ fn workload34(opts: &Opts, tick_ms: f64, md: &mut String) -> Result<[(f64, f64, 
     let mut samples: [Vec<(f64, f64, f64)>; 2] = [Vec::new(), Vec::new()];
     let _ = writeln!(md, "\nW3/W4 raw runs ({} tunnels each):", opts.tunnels);
     for run in 0..opts.runs {
-        for k in KINDS {
+        for k in kinds() {
             let (hs, rss, cpu, note) = w34_run(k, opts.tunnels, opts.cpu_window, tick_ms)?;
             let line = format!("{hs:.0} handshakes/s, {rss:.2} KiB/tunnel, {cpu:.1} ms CPU/s per 10k ({note})");
             println!("   run {} {:<8}: {line}", run + 1, name(k));
@@ -667,7 +682,7 @@ fn workload8(opts: &Opts, md: &mut String) -> Result<[f64; 2]> {
     let _ = writeln!(md, "\nW8 raw runs ({n} tunnels each, RS256 tokens):");
     let mut samples: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     for run in 0..opts.runs {
-        for k in KINDS {
+        for k in kinds() {
             let (hs, note) = w8_run(k, n, &key, &token)?;
             println!("   run {} {:<8}: {hs:.0} handshakes/s ({note})", run + 1, name(k));
             let _ = writeln!(md, "- run {} {}: {hs:.0} handshakes/s ({note})", run + 1, name(k));
@@ -720,7 +735,7 @@ fn workload5(opts: &Opts, md: &mut String) -> Result<[(f64, f64); 2]> {
     let mut samples: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
     let _ = writeln!(md, "\nW5 raw runs ({W5_TUNNELS} tunnels each; ms from silence to close, median/max):");
     for run in 0..opts.runs.min(2) {
-        for k in KINDS {
+        for k in kinds() {
             let (med, max, note) = w5_run(k)?;
             println!("   run {} {:<8}: {med:.0}/{max:.0} ms ({note})", run + 1, name(k));
             let _ = writeln!(md, "- run {} {}: {med:.0}/{max:.0} ({note})", run + 1, name(k));

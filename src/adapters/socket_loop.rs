@@ -1,0 +1,484 @@
+//! Owned sockets: tunnel sockets the module serves itself, with no Envoy connection behind them
+//! (docs/architecture.md#owned-sockets).
+//!
+//! The listener filter `reverse_tunnel` takes each socket the handshake listener accepts
+//! (`ffi::hooks_listener`) and [`adopt`]s it: the socket goes to the *socket loop* of the
+//! accepting worker, a thread of the module's own running an epoll loop (`mio`). There the
+//! socket gets the same [`Conn`]`<`[`TunnelConn`]`>` a handshake-listener connection gets, over an
+//! [`OwnedSocket`] instead of Envoy's network filter: the handshake, the RPING keepalive, the
+//! tracker, claims, the HTTP/2 session and the relay are the same code. To that code a socket
+//! loop is one more worker (index [`SOCKET_LOOP_BASE`]` + k`): it has its own connection
+//! registry and deadline queue (`adapters::worker`, thread-local), runs its clock tick itself
+//! every `CLOCK_PERIOD_MS`, and receives mail through a [`LoopSched`] instead of an Envoy
+//! scheduler. Requests reach such a tunnel from Envoy's workers as they reach a tunnel of
+//! another worker: through its mailbox.
+//!
+//! What an owned socket does not have: Envoy's connection stats and access log for the tunnel,
+//! dynamic metadata (the handshake's identity and JWT claims are not written anywhere), and a
+//! transport socket (a TLS listener cannot take sockets). Metric updates made on a socket loop
+//! are applied by the main thread's clock (`Stats::flush_deferred`), since Envoy's stats store
+//! is only safe from Envoy's own threads.
+//!
+//! Threads: [`adopt`] runs on the accepting Envoy worker; everything else on the socket loop.
+
+use super::conn::{Conn, Connection};
+use super::endpoint::{Endpoint, Sched};
+use super::envoy_api::EnvoyNetworkFilter;
+use super::error::SetupError;
+use super::handshake_filter::{HandshakeSettings, TunnelConn};
+use super::network::{self, HANDSHAKE_FILTER_NAME};
+use super::worker;
+use crate::ffi::envoy::{CloseType, ConnectionEvent};
+use crate::runtime::{now_ms, Runtime};
+use crate::rt_log;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token, Waker};
+use parking_lot::Mutex;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::io::{ErrorKind, Read, Write};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+pub use crate::core::tracker::SOCKET_LOOP_BASE;
+
+/// Connection ids of owned sockets start here: above Envoy's connection ids, below the HTTP
+/// streams' (`http_filter`), so the three never collide.
+pub const OWNED_ID_BASE: u64 = 1 << 61;
+static NEXT_OWNED_ID: AtomicU64 = AtomicU64::new(OWNED_ID_BASE);
+
+/// The waker's token (connection tokens are connection ids, all below it).
+const WAKE: Token = Token(usize::MAX);
+/// Bytes read per `read` call into the loop's scratch buffer.
+const READ_CHUNK: usize = 64 * 1024;
+/// How long a socket closed with `FlushWrite` may take to write what it still holds (Envoy's
+/// default `delayed_close_timeout` is 1 s).
+const LINGER_MS: u64 = 1000;
+
+/// The listener filter's config: the handshake filter's own (`ReverseTunnel`), decoded once.
+pub struct OwnedConfig {
+    /// The shared runtime.
+    pub runtime: Arc<Runtime>,
+    /// What every tunnel of the listener needs from the config.
+    pub settings: Arc<HandshakeSettings>,
+}
+
+impl OwnedConfig {
+    /// Decodes the config of listener filter `name` (only `reverse_tunnel`). Errors name the field.
+    pub fn new(name: &str, config: &[u8]) -> Result<OwnedConfig, SetupError> {
+        let runtime = crate::runtime::current().ok_or_else(|| SetupError::NoBootstrap { filter: name.to_string() })?;
+        OwnedConfig::with_runtime(runtime, name, config)
+    }
+
+    /// Decodes the config of listener filter `name` over `runtime`.
+    pub fn with_runtime(runtime: Arc<Runtime>, name: &str, config: &[u8]) -> Result<OwnedConfig, SetupError> {
+        if name != HANDSHAKE_FILTER_NAME {
+            return Err(SetupError::UnknownListenerFilter { name: name.to_string(), expected: HANDSHAKE_FILTER_NAME });
+        }
+        let settings = Arc::new(HandshakeSettings::new(config, &runtime)?);
+        Ok(OwnedConfig { runtime, settings })
+    }
+}
+
+/// What a socket loop receives from other threads.
+#[derive(Default)]
+struct Inbox {
+    /// Sockets to take on.
+    adopt: Vec<(std::net::TcpStream, Arc<HandshakeSettings>, Arc<Runtime>)>,
+    /// Connections with mail (one entry per scheduler commit).
+    ready: Vec<u64>,
+    /// The waker was called since the loop last emptied the inbox.
+    woken: bool,
+}
+
+/// The cross-thread face of one socket loop. Lives for the whole process.
+struct Shared {
+    /// The loop's worker index (`SOCKET_LOOP_BASE + k`).
+    worker: u32,
+    inbox: Mutex<Inbox>,
+    waker: Waker,
+}
+
+impl Shared {
+    /// Changes the inbox and wakes the loop (once per batch). Any thread.
+    fn push(&self, f: impl FnOnce(&mut Inbox)) {
+        let mut g = self.inbox.lock();
+        f(&mut g);
+        if !std::mem::replace(&mut g.woken, true) {
+            drop(g);
+            if let Err(e) = self.waker.wake() {
+                rt_log!(Error, "reverse_tunnel: cannot wake socket loop {}: {}", self.worker, e);
+            }
+        }
+    }
+}
+
+/// The "scheduler" of an owned socket's mailbox: committing it queues the connection on its
+/// socket loop. `Copy`, and never deleted (the loop lives as long as the process).
+#[derive(Clone, Copy)]
+pub struct LoopSched {
+    shared: &'static Shared,
+    conn_id: u64,
+}
+
+impl std::fmt::Debug for LoopSched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LoopSched(worker {}, conn {})", self.shared.worker, self.conn_id)
+    }
+}
+
+impl LoopSched {
+    /// Queues the connection's mail for delivery on its loop. Any thread.
+    pub fn commit(self) {
+        let id = self.conn_id;
+        self.shared.push(|i| i.ready.push(id));
+    }
+}
+
+/// One socket loop per Envoy worker that accepted a socket, started on first use.
+static LOOPS: Mutex<Vec<Option<&'static Shared>>> = Mutex::new(Vec::new());
+
+/// The socket loop of Envoy worker `k`, started if needed.
+fn loop_of(k: u32) -> std::io::Result<&'static Shared> {
+    let mut loops = LOOPS.lock();
+    if let Some(Some(s)) = loops.get(k as usize) {
+        return Ok(s);
+    }
+    let poll = Poll::new()?;
+    let waker = Waker::new(poll.registry(), WAKE)?;
+    let worker = SOCKET_LOOP_BASE + k;
+    let shared: &'static Shared = Box::leak(Box::new(Shared { worker, inbox: Mutex::new(Inbox::default()), waker }));
+    std::thread::Builder::new().name(format!("rt-socket-loop-{k}")).spawn(move || SocketLoop::new(shared, poll).run())?;
+    if loops.len() <= k as usize {
+        loops.resize(k as usize + 1, None);
+    }
+    loops[k as usize] = Some(shared);
+    Ok(shared)
+}
+
+/// Hands a socket the handshake listener accepted on Envoy worker `worker` to that worker's
+/// socket loop. On failure (the loop cannot start) the socket is closed and the error logged.
+/// Accepting worker.
+pub fn adopt(cfg: &OwnedConfig, stream: std::net::TcpStream, worker: u32) {
+    match loop_of(worker) {
+        Ok(shared) => {
+            let (settings, runtime) = (cfg.settings.clone(), cfg.runtime.clone());
+            shared.push(|i| i.adopt.push((stream, settings, runtime)));
+        }
+        Err(e) => rt_log!(Error, "reverse_tunnel: cannot start a socket loop: {}; socket closed", e),
+    }
+}
+
+/// What the sockets of one loop tell the loop after a callback: who asked to close.
+#[derive(Default)]
+struct Notes {
+    closes: RefCell<Vec<u64>>,
+}
+
+/// A tunnel socket the module owns, as its connection's [`EnvoyNetworkFilter`]. Socket loop only.
+pub struct OwnedSocket {
+    id: u64,
+    worker: u32,
+    stream: TcpStream,
+    /// Bytes accepted by `write` that the socket could not take yet (sent when it is writable).
+    out: RefCell<Vec<u8>>,
+    /// Close requested (by us) or the socket failed / the peer closed.
+    close: Cell<Option<CloseType>>,
+    /// The peer closed, or a read or write failed: the close is a remote one.
+    remote_closed: Cell<bool>,
+    notes: Rc<Notes>,
+}
+
+impl OwnedSocket {
+    fn new(id: u64, worker: u32, stream: TcpStream, notes: Rc<Notes>) -> OwnedSocket {
+        OwnedSocket { id, worker, stream, out: RefCell::new(Vec::new()), close: Cell::new(None), remote_closed: Cell::new(false), notes }
+    }
+
+    /// Marks the socket failed (or closed by the peer) and queues its close.
+    fn fail(&self) {
+        self.remote_closed.set(true);
+        if self.close.replace(Some(CloseType::NoFlush)).is_none() {
+            self.notes.closes.borrow_mut().push(self.id);
+        }
+    }
+
+    /// Writes as much of `out` as the socket takes. Returns true when nothing is left.
+    fn flush(&self) -> bool {
+        let mut out = self.out.borrow_mut();
+        let mut done = 0;
+        while done < out.len() {
+            match (&self.stream).write(&out[done..]) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    out.clear();
+                    drop(out);
+                    self.fail();
+                    return true;
+                }
+            }
+        }
+        out.drain(..done);
+        out.is_empty()
+    }
+
+    /// Reads everything the socket has into `scratch`-sized pieces; returns the bytes and
+    /// whether the peer closed (or the read failed).
+    fn read_all(&self, scratch: &mut [u8]) -> (Vec<u8>, bool) {
+        let mut data = Vec::new();
+        loop {
+            match (&self.stream).read(scratch) {
+                Ok(0) => return (data, true),
+                Ok(n) => data.extend_from_slice(&scratch[..n]),
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return (data, false),
+                Err(_) => return (data, true),
+            }
+        }
+    }
+}
+
+/// `ip:port` like Envoy's address strings ("" if unknown).
+fn addr_text(a: std::io::Result<std::net::SocketAddr>) -> String {
+    a.map(|a| format!("{}:{}", a.ip(), a.port())).unwrap_or_default()
+}
+
+impl EnvoyNetworkFilter for OwnedSocket {
+    fn read_into(&self, _out: &mut Vec<u8>) -> usize {
+        0 // the loop reads the socket itself and hands the bytes to the connection
+    }
+    fn drain_read(&self, _len: usize) {}
+    fn write(&self, data: &[u8], _end_stream: bool) {
+        if self.close.get().is_some() || data.is_empty() {
+            return;
+        }
+        let mut rest = data;
+        if self.out.borrow().is_empty() {
+            loop {
+                match (&self.stream).write(rest) {
+                    Ok(n) if n == rest.len() => return,
+                    Ok(0) => break,
+                    Ok(n) => rest = &rest[n..],
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(_) => return self.fail(),
+                }
+            }
+        }
+        // The socket is registered for writability (edge-triggered): the loop sends the rest.
+        self.out.borrow_mut().extend_from_slice(rest);
+    }
+    fn close(&self, how: CloseType, _details: &str) {
+        if self.close.replace(Some(how)).is_none() {
+            self.notes.closes.borrow_mut().push(self.id);
+        }
+    }
+    fn ensure_reading(&self) {}
+    fn connection_id(&self) -> u64 {
+        self.id
+    }
+    fn worker_index(&self) -> u32 {
+        self.worker
+    }
+    fn remote_address(&self) -> String {
+        addr_text(self.stream.peer_addr())
+    }
+    fn local_address(&self) -> String {
+        addr_text(self.stream.local_addr())
+    }
+    fn is_ssl(&self) -> bool {
+        false
+    }
+    fn filter_state(&self, _key: &str) -> Option<Vec<u8>> {
+        None
+    }
+    fn set_metadata(&self, _namespace: &str, _key: &str, _value: &str) {
+        // No Envoy connection, so no dynamic metadata to write to.
+    }
+    fn scheduler_new(&self) -> Sched {
+        unreachable!("an owned socket's endpoint is made by its loop")
+    }
+}
+
+/// The state of one socket loop, on its thread.
+struct SocketLoop {
+    shared: &'static Shared,
+    poll: Poll,
+    runtime: Option<Arc<Runtime>>,
+    sockets: HashMap<u64, Rc<OwnedSocket>>,
+    /// Closed sockets still writing what they hold, until their deadline.
+    lingering: HashMap<u64, (Rc<OwnedSocket>, u64)>,
+    notes: Rc<Notes>,
+    scratch: Vec<u8>,
+}
+
+impl SocketLoop {
+    fn new(shared: &'static Shared, poll: Poll) -> SocketLoop {
+        SocketLoop {
+            shared,
+            poll,
+            runtime: None,
+            sockets: HashMap::new(),
+            lingering: HashMap::new(),
+            notes: Rc::new(Notes::default()),
+            scratch: vec![0; READ_CHUNK],
+        }
+    }
+
+    fn run(mut self) {
+        crate::stats::defer_on_this_thread();
+        let period = super::bootstrap::CLOCK_PERIOD_MS;
+        let mut events = Events::with_capacity(1024);
+        let mut next_tick = now_ms() + period;
+        loop {
+            let timeout = next_tick.saturating_sub(now_ms());
+            if let Err(e) = self.poll.poll(&mut events, Some(std::time::Duration::from_millis(timeout))) {
+                if e.kind() != ErrorKind::Interrupted {
+                    rt_log!(Error, "reverse_tunnel: socket loop {} poll failed: {}", self.shared.worker, e);
+                }
+                continue;
+            }
+            for ev in events.iter() {
+                if ev.token() == WAKE {
+                    continue;
+                }
+                let id = ev.token().0 as u64;
+                if ev.is_writable() {
+                    self.on_writable(id);
+                }
+                if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                    self.on_readable(id);
+                }
+                self.settle();
+            }
+            self.take_inbox();
+            if now_ms() >= next_tick {
+                next_tick = now_ms() + period;
+                self.tick();
+            }
+        }
+    }
+
+    /// Takes new sockets and delivers mail.
+    fn take_inbox(&mut self) {
+        let (adopt, ready) = {
+            let mut g = self.shared.inbox.lock();
+            g.woken = false;
+            (std::mem::take(&mut g.adopt), std::mem::take(&mut g.ready))
+        };
+        for (stream, settings, runtime) in adopt {
+            self.adopt(stream, settings, runtime);
+            self.settle();
+        }
+        for id in ready {
+            if let Some(conn) = worker::get(id) {
+                self.guarded(id, "socket loop mail", || network::on_scheduled(&conn));
+                self.settle();
+            }
+        }
+    }
+
+    /// Registers a new socket and starts its connection (the handshake's deadline, as on a
+    /// handshake-listener connection).
+    fn adopt(&mut self, stream: std::net::TcpStream, settings: Arc<HandshakeSettings>, runtime: Arc<Runtime>) {
+        if let Err(e) = stream.set_nonblocking(true) {
+            rt_log!(Warn, "reverse_tunnel: owned socket dropped: {}", e);
+            return;
+        }
+        let mut stream = TcpStream::from_std(stream);
+        let id = NEXT_OWNED_ID.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = self.poll.registry().register(&mut stream, Token(id as usize), Interest::READABLE | Interest::WRITABLE) {
+            rt_log!(Warn, "reverse_tunnel: owned socket dropped: {}", e);
+            return;
+        }
+        self.runtime.get_or_insert_with(|| runtime.clone());
+        let worker = self.shared.worker;
+        let sock = Rc::new(OwnedSocket::new(id, worker, stream, self.notes.clone()));
+        let ep = Endpoint::with_sched(id, worker, Sched::Loop(LoopSched { shared: self.shared, conn_id: id }));
+        let conn: Rc<dyn Connection> = Rc::new(Conn::new(sock.clone(), ep, runtime, TunnelConn::new(settings, now_ms())));
+        self.sockets.insert(id, sock);
+        worker::insert(id, conn.clone());
+        self.guarded(id, "socket loop new", || network::on_new_connection(&conn));
+    }
+
+    fn on_readable(&mut self, id: u64) {
+        let Some(sock) = self.sockets.get(&id).cloned() else { return };
+        if sock.close.get().is_some() {
+            return;
+        }
+        let (data, closed) = sock.read_all(&mut self.scratch);
+        if !data.is_empty() {
+            if let Some(conn) = worker::get(id) {
+                self.guarded(id, "socket loop read", || network::deliver_read(&conn, data, false));
+            }
+        }
+        if closed {
+            sock.fail();
+        }
+    }
+
+    fn on_writable(&mut self, id: u64) {
+        if let Some(sock) = self.sockets.get(&id) {
+            sock.flush();
+        } else if let Some((sock, _)) = self.lingering.get(&id) {
+            if sock.flush() {
+                self.lingering.remove(&id);
+            }
+        }
+    }
+
+    /// Runs `f` for connection `id`; a panic (caught, logged and counted) closes that
+    /// connection only.
+    fn guarded(&self, id: u64, what: &str, f: impl FnOnce()) {
+        let ok = crate::ffi::guard(what, false, || {
+            f();
+            true
+        });
+        if !ok {
+            if let Some(sock) = self.sockets.get(&id) {
+                sock.close(CloseType::NoFlush, "reverse_tunnel_internal_error");
+            }
+        }
+    }
+
+    /// Carries out the closes the last callback asked for: the connection's close event and
+    /// destroy, as Envoy would run them, then the socket (kept a while if it has bytes to flush).
+    fn settle(&mut self) {
+        loop {
+            let ids = std::mem::take(&mut *self.notes.closes.borrow_mut());
+            if ids.is_empty() {
+                return;
+            }
+            for id in ids {
+                let Some(sock) = self.sockets.remove(&id) else { continue };
+                if let Some(conn) = worker::get(id) {
+                    let event = if sock.remote_closed.get() { ConnectionEvent::RemoteClose } else { ConnectionEvent::LocalClose };
+                    self.guarded(id, "socket loop close", || {
+                        network::on_event(&conn, event);
+                        network::on_destroy(conn);
+                    });
+                }
+                if sock.close.get() == Some(CloseType::FlushWrite) && !sock.remote_closed.get() && !sock.flush() {
+                    self.lingering.insert(id, (sock, now_ms() + LINGER_MS));
+                }
+            }
+        }
+    }
+
+    /// The loop's clock tick: due deadlines of its connections, lingering sockets past theirs.
+    fn tick(&mut self) {
+        if let Some(rt) = self.runtime.clone() {
+            let worker = self.shared.worker;
+            crate::ffi::guard("socket loop tick", (), || worker::run_worker_tick(&rt, worker));
+            self.settle();
+        }
+        let now = now_ms();
+        self.lingering.retain(|_, (_, deadline)| *deadline > now);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -88,8 +88,9 @@ struct Inbox {
     adopt: Vec<(std::net::TcpStream, Arc<HandshakeSettings>, Arc<Runtime>)>,
     /// Connections with mail (one entry per scheduler commit).
     ready: Vec<u64>,
-    /// The waker was called since the loop last emptied the inbox.
-    woken: bool,
+    /// The loop is (about to be) blocked in `poll`: the next push must wake it. While it
+    /// runs, pushes need no wake-up: it looks at the inbox before it sleeps again.
+    sleeping: bool,
 }
 
 /// The cross-thread face of one socket loop. Lives for the whole process.
@@ -101,11 +102,11 @@ struct Shared {
 }
 
 impl Shared {
-    /// Changes the inbox and wakes the loop (once per batch). Any thread.
+    /// Changes the inbox and wakes the loop if it sleeps. Any thread.
     fn push(&self, f: impl FnOnce(&mut Inbox)) {
         let mut g = self.inbox.lock();
         f(&mut g);
-        if !std::mem::replace(&mut g.woken, true) {
+        if std::mem::replace(&mut g.sleeping, false) {
             drop(g);
             if let Err(e) = self.waker.wake() {
                 rt_log!(Error, "reverse_tunnel: cannot wake socket loop {}: {}", self.worker, e);
@@ -170,10 +171,14 @@ pub fn adopt(cfg: &OwnedConfig, stream: std::net::TcpStream, worker: u32) {
     }
 }
 
-/// What the sockets of one loop tell the loop after a callback: who asked to close.
+/// What the sockets of one loop tell the loop after a callback: who asked to close, who has
+/// bytes to send.
 #[derive(Default)]
 struct Notes {
     closes: RefCell<Vec<u64>>,
+    /// Sockets whose `out` went from empty to not empty: the loop sends it once the callback
+    /// is over, so that the frames of one batch of mail leave in one `write`.
+    flushes: RefCell<Vec<u64>>,
 }
 
 /// A tunnel socket the module owns, as its connection's [`EnvoyNetworkFilter`]. Socket loop only.
@@ -226,12 +231,18 @@ impl OwnedSocket {
     }
 
     /// Reads everything the socket has into `scratch`-sized pieces; returns the bytes and
-    /// whether the peer closed (or the read failed).
+    /// whether the peer closed (or the read failed). A read shorter than `scratch` emptied the
+    /// socket: bytes arriving later raise a new (edge-triggered) event, so no read is spent on
+    /// hearing `WouldBlock`.
     fn read_all(&self, scratch: &mut [u8]) -> (Vec<u8>, bool) {
         let mut data = Vec::new();
         loop {
             match (&self.stream).read(scratch) {
                 Ok(0) => return (data, true),
+                Ok(n) if n < scratch.len() => {
+                    data.extend_from_slice(&scratch[..n]);
+                    return (data, false);
+                }
                 Ok(n) => data.extend_from_slice(&scratch[..n]),
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return (data, false),
@@ -255,21 +266,12 @@ impl EnvoyNetworkFilter for OwnedSocket {
         if self.close.get().is_some() || data.is_empty() {
             return;
         }
-        let mut rest = data;
-        if self.out.borrow().is_empty() {
-            loop {
-                match (&self.stream).write(rest) {
-                    Ok(n) if n == rest.len() => return,
-                    Ok(0) => break,
-                    Ok(n) => rest = &rest[n..],
-                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(_) => return self.fail(),
-                }
-            }
+        let mut out = self.out.borrow_mut();
+        if out.is_empty() {
+            self.notes.flushes.borrow_mut().push(self.id);
         }
-        // The socket is registered for writability (edge-triggered): the loop sends the rest.
-        self.out.borrow_mut().extend_from_slice(rest);
+        // Sent when the loop settles the callback, or when the socket is writable again.
+        out.extend_from_slice(data);
     }
     fn close(&self, how: CloseType, _details: &str) {
         if self.close.replace(Some(how)).is_none() {
@@ -334,8 +336,18 @@ impl SocketLoop {
         let mut events = Events::with_capacity(1024);
         let mut next_tick = now_ms() + period;
         loop {
-            let timeout = next_tick.saturating_sub(now_ms());
-            if let Err(e) = self.poll.poll(&mut events, Some(std::time::Duration::from_millis(timeout))) {
+            let mut timeout = next_tick.saturating_sub(now_ms());
+            {
+                let mut g = self.shared.inbox.lock();
+                if g.adopt.is_empty() && g.ready.is_empty() {
+                    g.sleeping = true;
+                } else {
+                    timeout = 0;
+                }
+            }
+            let polled = self.poll.poll(&mut events, Some(std::time::Duration::from_millis(timeout)));
+            self.shared.inbox.lock().sleeping = false;
+            if let Err(e) = polled {
                 if e.kind() != ErrorKind::Interrupted {
                     rt_log!(Error, "reverse_tunnel: socket loop {} poll failed: {}", self.shared.worker, e);
                 }
@@ -366,7 +378,6 @@ impl SocketLoop {
     fn take_inbox(&mut self) {
         let (adopt, ready) = {
             let mut g = self.shared.inbox.lock();
-            g.woken = false;
             (std::mem::take(&mut g.adopt), std::mem::take(&mut g.ready))
         };
         for (stream, settings, runtime) in adopt {
@@ -444,12 +455,19 @@ impl SocketLoop {
         }
     }
 
-    /// Carries out the closes the last callback asked for: the connection's close event and
-    /// destroy, as Envoy would run them, then the socket (kept a while if it has bytes to flush).
+    /// Carries out what the last callback asked for: sends the bytes it wrote, then the closes:
+    /// the connection's close event and destroy, as Envoy would run them, then the socket (kept
+    /// a while if it has bytes to flush).
     fn settle(&mut self) {
         loop {
+            let flushes = std::mem::take(&mut *self.notes.flushes.borrow_mut());
+            for id in flushes {
+                if let Some(sock) = self.sockets.get(&id) {
+                    sock.flush();
+                }
+            }
             let ids = std::mem::take(&mut *self.notes.closes.borrow_mut());
-            if ids.is_empty() {
+            if ids.is_empty() && self.notes.flushes.borrow().is_empty() {
                 return;
             }
             for id in ids {

@@ -46,6 +46,8 @@ pub const ROUTE_FILTER_NAME: &str = "reverse_tunnel_route";
 
 /// Ids of HTTP streams start here, above any Envoy connection id, so one id space names both.
 const STREAM_ID_BASE: u64 = 1 << 62;
+/// Response bytes a stream consumes before it credits a tunnel on another thread (bytes).
+const CROSS_CREDIT_BATCH: u64 = 64 * 1024;
 static NEXT_STREAM_ID: AtomicU64 = AtomicU64::new(STREAM_ID_BASE);
 
 /// True if `id` names an HTTP stream (not a connection).
@@ -389,7 +391,10 @@ impl HttpStream {
             let send = {
                 let mut st = self.st.borrow_mut();
                 st.owed_credit += credit;
-                if st.above_watermark || st.resp_done {
+                // A tunnel on another thread gets credit in batches: each message there costs
+                // a wake-up. The batch is far below the stream window, so data never stalls.
+                let cross = st.tunnel.as_ref().is_some_and(|t| t.worker != self.ep.worker);
+                if st.above_watermark || st.resp_done || (cross && st.owed_credit < CROSS_CREDIT_BATCH) {
                     None
                 } else {
                     Some(std::mem::take(&mut st.owed_credit))

@@ -51,7 +51,7 @@ static NEXT_OWNED_ID: AtomicU64 = AtomicU64::new(OWNED_ID_BASE);
 /// The waker's token (connection tokens are connection ids, all below it).
 const WAKE: Token = Token(usize::MAX);
 /// Bytes read per `read` call into the loop's scratch buffer.
-const READ_CHUNK: usize = 64 * 1024;
+const READ_CHUNK: usize = 256 * 1024;
 /// How long a socket closed with `FlushWrite` may take to write what it still holds (Envoy's
 /// default `delayed_close_timeout` is 1 s).
 const LINGER_MS: u64 = 1000;

@@ -48,6 +48,8 @@ pub const ROUTE_FILTER_NAME: &str = "reverse_tunnel_route";
 const STREAM_ID_BASE: u64 = 1 << 62;
 /// Response bytes a stream consumes before it credits a tunnel on another thread (bytes).
 const CROSS_CREDIT_BATCH: u64 = 64 * 1024;
+// Held credit never stalls a stream: it stays far below the stream's window.
+const _: () = assert!(CROSS_CREDIT_BATCH * 4 <= LOCAL_INITIAL_WINDOW);
 static NEXT_STREAM_ID: AtomicU64 = AtomicU64::new(STREAM_ID_BASE);
 
 /// True if `id` names an HTTP stream (not a connection).

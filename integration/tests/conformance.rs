@@ -126,7 +126,7 @@ impl Side {
     /// Prefix of the handshake counters (docs/protocol.md#handshake-counters; ours under namespace `rt`).
     fn counter_prefix(&self) -> &'static str {
         match self.kind {
-            Responder::Module | Responder::Direct => "rt.reverse_tunnel.handshake.",
+            Responder::Module | Responder::Direct | Responder::Owned => "rt.reverse_tunnel.handshake.",
             Responder::Builtin => "reverse_tunnel.handshake.",
         }
     }
@@ -146,7 +146,7 @@ impl Side {
 
 fn side_name(kind: Responder) -> &'static str {
     match kind {
-        Responder::Module | Responder::Direct => "ours",
+        Responder::Module | Responder::Direct | Responder::Owned => "ours",
         Responder::Builtin => "builtin",
     }
 }
@@ -815,7 +815,7 @@ fn check_registered(side: &mut Side, node: &str) -> Result<()> {
                     Some(n) if n >= 1 => Check::Done(()),
                     other => Check::NotYet(format!("gauge {other:?}")),
                 },
-                Responder::Module | Responder::Direct => {
+                Responder::Module | Responder::Direct | Responder::Owned => {
                     let body = envoy.admin_get("/reverse_tunnels")?;
                     if body.contains(&format!("\"{node}\"")) {
                         Check::Done(())

@@ -34,6 +34,7 @@ fn responder_under_test() -> Responder {
     match std::env::var("RT_E2E_RESPONDER").as_deref() {
         Ok("builtin") => Responder::Builtin,
         Ok("direct") => Responder::Direct,
+        Ok("owned") => Responder::Owned,
         _ => Responder::Module,
     }
 }
@@ -242,7 +243,7 @@ fn malformed_config_is_refused_naming_the_field() -> Result<()> {
     let kind = responder_under_test();
     // The built-in refuses through proto validation, which names the field in CamelCase.
     let field = match kind {
-        Responder::Module | Responder::Direct => {
+        Responder::Module | Responder::Direct | Responder::Owned => {
             require_module()?;
             "ping_failure_threshold"
         }

@@ -4,7 +4,9 @@
 //! h2load), all on 127.0.0.1 with free ports.
 //!
 //! Every test runs the responder with 2 workers and an initiator with ONE tunnel, so requests of
-//! both responder workers share that tunnel's HTTP/2 session.
+//! both responder workers share that tunnel's HTTP/2 session. Each runs twice: `direct::` on the
+//! recommended configuration, `owned::` with owned sockets (`envoy-config/upstream-owned.yaml`:
+//! the tunnel lives on the module's socket loop, so every request crosses threads).
 //!
 //! ```text
 //! cargo test --release -p rt-integration --test route -- --test-threads=1
@@ -24,9 +26,9 @@ use rt_integration::{serial, wait_for, Check, InitiatorSpec, Responder, Result, 
 const NODE: &str = "route-node";
 const TUNNELS_UP: Duration = Duration::from_secs(20);
 
-/// Responder with 2 workers, one initiator with one tunnel (shared by both workers).
-fn one_tunnel_two_workers(label: &str) -> Result<Topology> {
-    let mut topo = Topology::start(label, Responder::Direct, 2, &[InitiatorSpec::new(NODE, "route-cluster")])?;
+/// Responder `kind` with 2 workers, one initiator with one tunnel (shared by both workers).
+fn one_tunnel_two_workers(label: &str, kind: Responder) -> Result<Topology> {
+    let mut topo = Topology::start(label, kind, 2, &[InitiatorSpec::new(NODE, "route-cluster")])?;
     topo.wait_tunnels(1, TUNNELS_UP)?;
     Ok(topo)
 }
@@ -56,10 +58,9 @@ fn same_file(path: &Path, want: &[u8], what: &str) -> Result<()> {
 /// 32 MiB both ways, byte for byte, on both client protocols, and four parallel uploads. This
 /// once caught response pieces reordered by a nested same-worker delivery (a response ending one
 /// window short, about one run in eight): see docs/architecture.md, "The path of a request".
-#[test]
-fn large_bodies_both_ways_over_http1_and_h2c() -> Result<()> {
+fn large_bodies_both_ways_over_http1_and_h2c(kind: Responder) -> Result<()> {
     let _serial = serial();
-    let mut topo = one_tunnel_two_workers("route-large")?;
+    let mut topo = one_tunnel_two_workers(&format!("route-large-{kind:?}"), kind)?;
     let port = topo.egress_port;
     let size = 32 << 20;
     let body = pattern_bytes(size);
@@ -132,10 +133,9 @@ fn read_n(s: &mut TcpStream, n: usize) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
-#[test]
-fn client_cancel_mid_response_resets_the_stream_and_keeps_the_tunnel() -> Result<()> {
+fn client_cancel_mid_response_resets_the_stream_and_keeps_the_tunnel(kind: Responder) -> Result<()> {
     let _serial = serial();
-    let mut topo = one_tunnel_two_workers("route-cancel")?;
+    let mut topo = one_tunnel_two_workers(&format!("route-cancel-{kind:?}"), kind)?;
     let port = topo.egress_port;
     let resets_before = topo
         .initiator(0)
@@ -170,10 +170,9 @@ fn client_cancel_mid_response_resets_the_stream_and_keeps_the_tunnel() -> Result
     Ok(())
 }
 
-#[test]
-fn slow_readers_keep_the_responder_memory_bounded() -> Result<()> {
+fn slow_readers_keep_the_responder_memory_bounded(kind: Responder) -> Result<()> {
     let _serial = serial();
-    let mut topo = one_tunnel_two_workers("route-slow")?;
+    let mut topo = one_tunnel_two_workers(&format!("route-slow-{kind:?}"), kind)?;
     let port = topo.egress_port;
     let pid = topo.responder().pid();
     // Warm up (the HTTP/2 session exists), then measure.
@@ -213,10 +212,9 @@ fn slow_readers_keep_the_responder_memory_bounded() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn fast_upload_to_a_slow_node_keeps_the_responder_memory_bounded() -> Result<()> {
+fn fast_upload_to_a_slow_node_keeps_the_responder_memory_bounded(kind: Responder) -> Result<()> {
     let _serial = serial();
-    let mut topo = one_tunnel_two_workers("route-slow-node")?;
+    let mut topo = one_tunnel_two_workers(&format!("route-slow-node-{kind:?}"), kind)?;
     let port = topo.egress_port;
     let pid = topo.responder().pid();
     assert_eq!(topo.get(NODE, "/warm")?.status, 200);
@@ -246,10 +244,9 @@ fn fast_upload_to_a_slow_node_keeps_the_responder_memory_bounded() -> Result<()>
     Ok(())
 }
 
-#[test]
-fn a_thousand_concurrent_streams_over_one_tunnel() -> Result<()> {
+fn a_thousand_concurrent_streams_over_one_tunnel(kind: Responder) -> Result<()> {
     let _serial = serial();
-    let mut topo = one_tunnel_two_workers("route-many")?;
+    let mut topo = one_tunnel_two_workers(&format!("route-many-{kind:?}"), kind)?;
     let port = topo.egress_port;
     let log = topo.dir().file("h2load.log");
     // 4 connections x 250 concurrent streams = 1,000 streams in flight at a time (the initiator
@@ -263,10 +260,9 @@ fn a_thousand_concurrent_streams_over_one_tunnel() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn no_tunnel_is_a_clear_503_and_hcm_stats_and_access_log_work() -> Result<()> {
+fn no_tunnel_is_a_clear_503_and_hcm_stats_and_access_log_work(kind: Responder) -> Result<()> {
     let _serial = serial();
-    let mut topo = one_tunnel_two_workers("route-503")?;
+    let mut topo = one_tunnel_two_workers(&format!("route-503-{kind:?}"), kind)?;
     let r = topo.get("nobody-here", "/x")?;
     assert_eq!(r.status, 503);
     assert!(r.body.contains("no reverse tunnel for node 'nobody-here'"), "{}", r.body);
@@ -283,10 +279,9 @@ fn no_tunnel_is_a_clear_503_and_hcm_stats_and_access_log_work() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn tunnel_loss_mid_response_resets_the_client_and_the_node_comes_back() -> Result<()> {
+fn tunnel_loss_mid_response_resets_the_client_and_the_node_comes_back(kind: Responder) -> Result<()> {
     let _serial = serial();
-    let mut topo = one_tunnel_two_workers("route-loss")?;
+    let mut topo = one_tunnel_two_workers(&format!("route-loss-{kind:?}"), kind)?;
     let port = topo.egress_port;
     let mut s = raw_get(port, 64 << 20)?;
     read_n(&mut s, 64 * 1024)?;
@@ -306,3 +301,35 @@ fn tunnel_loss_mid_response_resets_the_client_and_the_node_comes_back() -> Resul
     assert_eq!(topo.get(NODE, "/back")?.status, 200);
     Ok(())
 }
+
+/// One `#[test]` per body and responder.
+macro_rules! tests_for {
+    ($module:ident, $kind:expr, [$($name:ident),* $(,)?]) => {
+        mod $module {
+            $(
+                #[test]
+                fn $name() -> rt_integration::Result<()> {
+                    super::$name($kind)
+                }
+            )*
+        }
+    };
+}
+
+tests_for!(direct, rt_integration::Responder::Direct, [
+    large_bodies_both_ways_over_http1_and_h2c,
+    client_cancel_mid_response_resets_the_stream_and_keeps_the_tunnel,
+    slow_readers_keep_the_responder_memory_bounded,
+    fast_upload_to_a_slow_node_keeps_the_responder_memory_bounded,
+    a_thousand_concurrent_streams_over_one_tunnel,
+    no_tunnel_is_a_clear_503_and_hcm_stats_and_access_log_work,
+    tunnel_loss_mid_response_resets_the_client_and_the_node_comes_back
+]);
+tests_for!(owned, rt_integration::Responder::Owned, [
+    large_bodies_both_ways_over_http1_and_h2c,
+    client_cancel_mid_response_resets_the_stream_and_keeps_the_tunnel,
+    slow_readers_keep_the_responder_memory_bounded,
+    fast_upload_to_a_slow_node_keeps_the_responder_memory_bounded,
+    a_thousand_concurrent_streams_over_one_tunnel,
+    tunnel_loss_mid_response_resets_the_client_and_the_node_comes_back
+]);

@@ -186,8 +186,10 @@ pub struct OwnedSocket {
     id: u64,
     worker: u32,
     stream: TcpStream,
-    /// Bytes accepted by `write` that the socket could not take yet (sent when it is writable).
-    out: RefCell<Vec<u8>>,
+    /// Bytes accepted by `write` and not sent yet, as the chunks they came in (small ones
+    /// joined): sent by the loop after the callback, or when the socket is writable again. Chunks
+    /// never move once queued and are freed as they are sent.
+    out: RefCell<OutQueue>,
     /// Close requested (by us) or the socket failed / the peer closed.
     close: Cell<Option<CloseType>>,
     /// The peer closed, or a read or write failed: the close is a remote one.
@@ -197,7 +199,7 @@ pub struct OwnedSocket {
 
 impl OwnedSocket {
     fn new(id: u64, worker: u32, stream: TcpStream, notes: Rc<Notes>) -> OwnedSocket {
-        OwnedSocket { id, worker, stream, out: RefCell::new(Vec::new()), close: Cell::new(None), remote_closed: Cell::new(false), notes }
+        OwnedSocket { id, worker, stream, out: RefCell::new(OutQueue::default()), close: Cell::new(None), remote_closed: Cell::new(false), notes }
     }
 
     /// Marks the socket failed (or closed by the peer) and queues its close.
@@ -211,22 +213,24 @@ impl OwnedSocket {
     /// Writes as much of `out` as the socket takes. Returns true when nothing is left.
     fn flush(&self) -> bool {
         let mut out = self.out.borrow_mut();
-        let mut done = 0;
-        while done < out.len() {
-            match (&self.stream).write(&out[done..]) {
+        while !out.is_empty() {
+            let result = {
+                let slices = out.slices();
+                (&self.stream).write_vectored(&slices)
+            };
+            match result {
                 Ok(0) => break,
-                Ok(n) => done += n,
+                Ok(n) => out.advance(n),
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(_) => {
-                    out.clear();
+                    *out = OutQueue::default();
                     drop(out);
                     self.fail();
                     return true;
                 }
             }
         }
-        out.drain(..done);
         out.is_empty()
     }
 
@@ -252,6 +256,61 @@ impl OwnedSocket {
     }
 }
 
+/// Chunks written to an owned socket and not sent yet.
+#[derive(Default)]
+struct OutQueue {
+    chunks: std::collections::VecDeque<Vec<u8>>,
+    /// Bytes of the front chunk already sent.
+    sent: usize,
+}
+
+impl OutQueue {
+    /// A chunk at most this large is appended to the last queued one (frames of one batch of
+    /// mail leave in few slices); a larger one is queued on its own.
+    const JOIN_MAX: usize = 16 * 1024;
+    /// Most slices handed to one `writev`.
+    const MAX_SLICES: usize = 64;
+
+    fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    fn push(&mut self, data: &[u8]) {
+        if data.len() <= Self::JOIN_MAX {
+            if let Some(last) = self.chunks.back_mut() {
+                if last.len() + data.len() <= Self::JOIN_MAX {
+                    last.extend_from_slice(data);
+                    return;
+                }
+            }
+        }
+        self.chunks.push_back(data.to_vec());
+    }
+
+    fn slices(&self) -> Vec<std::io::IoSlice<'_>> {
+        let mut v = Vec::with_capacity(self.chunks.len().min(Self::MAX_SLICES));
+        for (i, c) in self.chunks.iter().take(Self::MAX_SLICES).enumerate() {
+            v.push(std::io::IoSlice::new(if i == 0 { &c[self.sent..] } else { c }));
+        }
+        v
+    }
+
+    /// Forgets `n` sent bytes.
+    fn advance(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(front) = self.chunks.front() else { return };
+            let left = front.len() - self.sent;
+            if n < left {
+                self.sent += n;
+                return;
+            }
+            n -= left;
+            self.sent = 0;
+            self.chunks.pop_front();
+        }
+    }
+}
+
 /// `ip:port` like Envoy's address strings ("" if unknown).
 fn addr_text(a: std::io::Result<std::net::SocketAddr>) -> String {
     a.map(|a| format!("{}:{}", a.ip(), a.port())).unwrap_or_default()
@@ -271,7 +330,7 @@ impl EnvoyNetworkFilter for OwnedSocket {
             self.notes.flushes.borrow_mut().push(self.id);
         }
         // Sent when the loop settles the callback, or when the socket is writable again.
-        out.extend_from_slice(data);
+        out.push(data);
     }
     fn close(&self, how: CloseType, _details: &str) {
         if self.close.replace(Some(how)).is_none() {

@@ -939,12 +939,17 @@ fn print_table(title: &str, rows: &[Row]) {
     }
 }
 
-/// Starts both sides with `extra` in one test directory.
+/// Starts both sides with `extra` in one test directory (ours on the cluster-path template).
 fn start_pair(label: &str, extra: &Extra) -> Result<(TestDir, Side, Side)> {
+    start_pair_with(label, extra, Responder::Module)
+}
+
+/// Starts the built-in and `ours` with `extra` in one test directory.
+fn start_pair_with(label: &str, extra: &Extra, ours: Responder) -> Result<(TestDir, Side, Side)> {
     require_module()?;
     let dir = TestDir::new(label)?;
     let builtin = Side::start(&dir, Responder::Builtin, extra, label)?;
-    let ours = Side::start(&dir, Responder::Module, extra, label)?;
+    let ours = Side::start(&dir, ours, extra, label)?;
     Ok((dir, builtin, ours))
 }
 
@@ -984,8 +989,19 @@ fn watch_close(
 
 #[test]
 fn conformance_table_default_config() -> Result<()> {
+    default_table(Responder::Module, "conformance-default")
+}
+
+/// The same table against owned sockets (`envoy-config/upstream-owned.yaml`): the module's socket
+/// loop reads the handshake and writes every answer itself, with no Envoy connection.
+#[test]
+fn conformance_table_owned_sockets() -> Result<()> {
+    default_table(Responder::Owned, "conformance-owned")
+}
+
+fn default_table(ours_kind: Responder, label: &str) -> Result<()> {
     let _g = serial();
-    let (_dir, mut builtin, mut ours) = start_pair("conformance-default", &Extra::default())?;
+    let (_dir, mut builtin, mut ours) = start_pair_with(label, &Extra::default(), ours_kind)?;
     // Timeout row (default handshake_timeout 10 s): opened first, checked after the table.
     let t_before = (builtin.counters()?, ours.counters()?);
     let started = Instant::now();

@@ -12,7 +12,8 @@ done
 n=$(nm -D --undefined-only "$SO" | grep -c 'envoy_dynamic_module_callback_' || true)
 for hook in program_init \
   bootstrap_extension_{config_new,config_destroy,new,worker_thread_initialized,server_initialized,drain_started,shutdown,destroy,config_scheduled,timer_fired,file_changed,http_callout_done,admin_request,cluster_add_or_update,cluster_removal,listener_add_or_update,listener_removal} \
-  network_filter_{config_new,config_destroy,new,new_connection,read,write,event,destroy,scheduled}; do
+  network_filter_{config_new,config_destroy,new,new_connection,read,write,event,destroy,scheduled} \
+  listener_filter_{config_new,config_destroy,new,on_accept,on_data,on_close,get_max_read_bytes,destroy,scheduled}; do
   if ! nm -D --defined-only "$SO" | awk "{print \$3}" | grep -x "envoy_dynamic_module_on_$hook" >/dev/null; then
     echo "MISSING HOOK: envoy_dynamic_module_on_$hook"; missing=1
   fi

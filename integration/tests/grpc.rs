@@ -201,8 +201,19 @@ fn unknown_node_unavailable(topo: &mut Topology) -> Result<()> {
 
 #[test]
 fn direct_path_carries_grpc_over_one_shared_tunnel() -> Result<()> {
+    route_filter_grpc("grpc-direct", Responder::Direct)
+}
+
+/// The same calls with owned sockets: the tunnel lives on the module's socket loop, so every
+/// message crosses from the request's worker to the loop and back.
+#[test]
+fn owned_sockets_carry_grpc_over_one_shared_tunnel() -> Result<()> {
+    route_filter_grpc("grpc-owned", Responder::Owned)
+}
+
+fn route_filter_grpc(label: &str, kind: Responder) -> Result<()> {
     let _g = serial();
-    let mut topo = start("grpc-direct", Responder::Direct)?;
+    let mut topo = start(label, kind)?;
 
     warm_up(&mut topo)?;
     unary(&mut topo, 500)?;

@@ -81,7 +81,17 @@ fn check_records(
 
 #[test]
 fn misbehaving_tunnels_are_closed_in_time_and_echoing_ones_stay() -> Result<()> {
-    let mut topo = Topology::start("keepalive", Responder::Module, 2, &[])?;
+    misbehaving_tunnels(Responder::Module)
+}
+
+/// The same with owned sockets: the socket loop's own clock runs the RPING deadlines.
+#[test]
+fn owned_sockets_close_misbehaving_tunnels_in_time() -> Result<()> {
+    misbehaving_tunnels(Responder::Owned)
+}
+
+fn misbehaving_tunnels(kind: Responder) -> Result<()> {
+    let mut topo = Topology::start(&format!("keepalive-{kind:?}"), kind, 2, &[])?;
     let port = topo.handshake_port;
     let bound = close_bound();
     let (n_echo, n_silent, n_garbage, n_half) = (20usize, 10usize, 10usize, 10usize);

@@ -254,12 +254,22 @@ fn listing_rows(envoy: &mut Envoy, node: &str) -> Result<Vec<(String, String)>> 
 /// callback, or Envoy would hang).
 #[test]
 fn drain_closes_idle_tunnels_keeps_in_flight_requests_and_exits_cleanly() -> Result<()> {
+    drain(Responder::Module)
+}
+
+/// The same with owned sockets: the drain reaches tunnels on the socket loops by their mailboxes.
+#[test]
+fn owned_sockets_drain_like_envoy_connections() -> Result<()> {
+    drain(Responder::Owned)
+}
+
+fn drain(kind: Responder) -> Result<()> {
     let _serial = serial();
     let node = "node-drain";
     let tunnels = 3;
     let mut topo = Topology::start(
-        "drain",
-        Responder::Module,
+        &format!("drain-{kind:?}"),
+        kind,
         2,
         &[InitiatorSpec::new(node, "cluster-drain").tunnels(tunnels)],
     )?;

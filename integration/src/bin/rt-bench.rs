@@ -37,18 +37,12 @@ const NODE: &str = "bench-node";
 const CLUSTER: &str = "bench-cluster";
 /// The two responders every workload compares: the built-in and ours in the recommended
 /// configuration (the HTTP filter request path). W1 also measures ours on the cluster path.
-static OWNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-/// Our responder: the recommended configuration, or with `--owned` its owned-sockets variant.
-fn ours() -> Responder {
-    if OWNED.load(std::sync::atomic::Ordering::Relaxed) { Responder::Owned } else { Responder::Direct }
-}
-fn kinds() -> [Responder; 2] {
-    [Responder::Builtin, ours()]
-}
-/// W1's responders: [`kinds`] plus ours on the cluster path (`upstream.yaml`).
-fn w1_kinds() -> [Responder; 3] {
-    [Responder::Builtin, ours(), Responder::Module]
-}
+/// The built-in and ours in the recommended configuration (W2, W5, W8).
+const PAIR: [Responder; 2] = [Responder::Builtin, Responder::Direct];
+/// [`PAIR`] plus ours with owned sockets (`upstream-owned.yaml`): W3, W4, W7.
+const KINDS: [Responder; 3] = [Responder::Builtin, Responder::Direct, Responder::Owned];
+/// [`KINDS`] plus ours on the cluster path (`upstream.yaml`): W1.
+const W1_KINDS: [Responder; 4] = [Responder::Builtin, Responder::Direct, Responder::Owned, Responder::Module];
 
 struct Opts {
     out: std::path::PathBuf,
@@ -143,11 +137,6 @@ fn main() -> ExitCode {
                 i += 1;
                 continue;
             }
-            "--owned" => {
-                OWNED.store(true, std::sync::atomic::Ordering::Relaxed);
-                i += 1;
-                continue;
-            }
             "--w34-only" => {
                 opts.w34_only = true;
                 i += 1;
@@ -189,8 +178,9 @@ fn name(k: Responder) -> &'static str {
 fn idx(k: Responder) -> usize {
     match k {
         Responder::Builtin => 0,
-        Responder::Direct | Responder::Owned => 1,
-        Responder::Module => 2,
+        Responder::Direct => 1,
+        Responder::Owned => 2,
+        Responder::Module => 3,
     }
 }
 
@@ -248,20 +238,20 @@ fn start_topo_with(label: &str, kind: Responder, resp_conc: u32, spec: Initiator
     Ok(topo)
 }
 
-fn workload1(opts: &Opts, tick_ms: f64, md: &mut String) -> Result<[W1; 3]> {
+fn workload1(opts: &Opts, tick_ms: f64, md: &mut String) -> Result<[W1; 4]> {
     println!("== W1: request path, responder --concurrency 2, initiator --concurrency 2");
     let mut topos = Vec::new();
-    for k in w1_kinds() {
+    for k in W1_KINDS {
         topos.push(start_topo(&format!("bench-w1-{}", idx(k)), k, 2, 2)?);
     }
-    let mut samples: [Vec<(H2Result, f64)>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+    let mut samples: [Vec<(H2Result, f64)>; 4] = Default::default();
     for run in 0..opts.runs {
         for (i, topo) in topos.iter_mut().enumerate() {
             let (r, cpu) = h2_run(topo, 20_000, tick_ms)?;
             println!(
                 "   run {} {:<19}: {}/{} 2xx, {:.0} 2xx/s, p50 {:.2} ms, p99 {:.2} ms, CPU {:.0} ms/10k",
                 run + 1,
-                name(w1_kinds()[i]),
+                name(W1_KINDS[i]),
                 r.ok_2xx,
                 r.total,
                 r.ok_per_s,
@@ -281,14 +271,14 @@ fn workload1(opts: &Opts, tick_ms: f64, md: &mut String) -> Result<[W1; 3]> {
         ok: median(&s.iter().map(|x| x.0.ok_2xx as f64).collect::<Vec<_>>()),
         total: median(&s.iter().map(|x| x.0.total as f64).collect::<Vec<_>>()),
     };
-    let res = [med(&samples[0]), med(&samples[1]), med(&samples[2])];
+    let res = [med(&samples[0]), med(&samples[1]), med(&samples[2]), med(&samples[3])];
     let _ = writeln!(md, "\nW1 raw runs (2xx/s, p50 ms, p99 ms, CPU ms/10k):");
     for (i, s) in samples.iter().enumerate() {
         let runs: Vec<String> = s
             .iter()
             .map(|(r, c)| format!("{:.0}/{:.2}/{:.2}/{:.0}", r.ok_per_s, r.p50_ms, r.p99_ms, c))
             .collect();
-        let _ = writeln!(md, "- {}: {}", name(w1_kinds()[i]), runs.join(", "));
+        let _ = writeln!(md, "- {}: {}", name(W1_KINDS[i]), runs.join(", "));
     }
     Ok(res)
 }
@@ -369,7 +359,7 @@ type W2 = ([(f64, f64); 2], [u64; 2]);
 fn workload2(opts: &Opts, conc: u32, md: &mut String) -> Result<W2> {
     println!("== W2: one tunnel, responder --concurrency {conc}");
     let mut topos = Vec::new();
-    for k in kinds() {
+    for k in PAIR {
         topos.push(start_topo(&format!("bench-w2-{}-{conc}", name(k)), k, conc, 1)?);
     }
     let mut samples: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
@@ -382,7 +372,7 @@ fn workload2(opts: &Opts, conc: u32, md: &mut String) -> Result<W2> {
             println!(
                 "   run {} {:<8}: {}/{} 2xx ({rate:.1}%), {:.0} 2xx/s",
                 run + 1,
-                name(kinds()[i]),
+                name(PAIR[i]),
                 r.ok_2xx,
                 r.total,
                 r.ok_per_s
@@ -394,7 +384,7 @@ fn workload2(opts: &Opts, conc: u32, md: &mut String) -> Result<W2> {
     let _ = writeln!(md, "\nW2 (--concurrency {conc}) raw runs (success %, 2xx/s):");
     for (i, s) in samples.iter().enumerate() {
         let runs: Vec<String> = s.iter().map(|(a, b)| format!("{a:.1}/{b:.0}")).collect();
-        let _ = writeln!(md, "- {}: {}", name(kinds()[i]), runs.join(", "));
+        let _ = writeln!(md, "- {}: {}", name(PAIR[i]), runs.join(", "));
     }
     let med = |s: &Vec<(f64, f64)>| {
         (
@@ -407,14 +397,14 @@ fn workload2(opts: &Opts, conc: u32, md: &mut String) -> Result<W2> {
 
 /// Medians of workload 7 per responder (built-in, ours).
 struct W7 {
-    /// MB/s of a 32 MiB echo (up + down).
-    mbps: [f64; 2],
+    /// MB/s of a 32 MiB echo (up + down), per [`KINDS`].
+    mbps: [f64; 3],
     /// The responder's CPU time during one 32 MiB echo, ms.
-    echo_cpu_ms: [f64; 2],
+    echo_cpu_ms: [f64; 3],
     /// gRPC bidi messages/s.
-    msgs: [f64; 2],
+    msgs: [f64; 3],
     /// The responder's CPU time during one gRPC run (8,000 messages each way), ms.
-    grpc_cpu_ms: [f64; 2],
+    grpc_cpu_ms: [f64; 3],
 }
 
 /// Workload 7: large bodies and gRPC streaming through a tunnel, per responder (built-in, ours).
@@ -424,15 +414,15 @@ fn workload7(opts: &Opts, tick_ms: f64, md: &mut String) -> Result<W7> {
     println!("== W7: 32 MiB bodies and gRPC streaming through a tunnel");
     let spec = InitiatorSpec::new(NODE, CLUSTER).concurrency(2).tunnels(1).grpc(true);
     let mut topos = Vec::new();
-    for k in kinds() {
+    for k in KINDS {
         topos.push(start_topo_with(&format!("bench-w7-{}", idx(k)), k, 2, spec.clone())?);
     }
     let size = 32usize << 20;
     let body = rt_integration::backend::pattern_bytes(size);
-    let mut mbps: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
-    let mut msgs: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
-    let mut cpu: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
-    let mut gcpu: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut mbps: [Vec<f64>; 3] = Default::default();
+    let mut msgs: [Vec<f64>; 3] = Default::default();
+    let mut cpu: [Vec<f64>; 3] = Default::default();
+    let mut gcpu: [Vec<f64>; 3] = Default::default();
     for run in 0..opts.runs {
         for (i, topo) in topos.iter_mut().enumerate() {
             let up = topo.dir().file("w7-up.bin");
@@ -466,7 +456,7 @@ fn workload7(opts: &Opts, tick_ms: f64, md: &mut String) -> Result<W7> {
             println!(
                 "   run {} {:<8}: 32 MiB echo {} in {secs:.2} s = {rate:.0} MB/s, responder CPU {echo_cpu_ms:.0} ms; gRPC bidi {m:.0} messages/s, responder CPU {grpc_cpu_ms:.0} ms{}",
                 run + 1,
-                name(kinds()[i]),
+                name(KINDS[i]),
                 if ok { "intact" } else { "FAILED" },
                 if g.success { String::new() } else { format!(" (client failed: {})", g.result) }
             );
@@ -481,14 +471,14 @@ fn workload7(opts: &Opts, tick_ms: f64, md: &mut String) -> Result<W7> {
         "\nW7 raw runs (32 MiB echo MB/s; responder CPU ms per echo; gRPC bidi messages/s; responder CPU ms per gRPC run):"
     );
     let list = |v: &Vec<f64>| v.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(", ");
-    for i in 0..2 {
-        let _ = writeln!(md, "- {}: {}; {}; {}; {}", name(kinds()[i]), list(&mbps[i]), list(&cpu[i]), list(&msgs[i]), list(&gcpu[i]));
+    for i in 0..KINDS.len() {
+        let _ = writeln!(md, "- {}: {}; {}; {}; {}", name(KINDS[i]), list(&mbps[i]), list(&cpu[i]), list(&msgs[i]), list(&gcpu[i]));
     }
     Ok(W7 {
-        mbps: [median(&mbps[0]), median(&mbps[1])],
-        echo_cpu_ms: [median(&cpu[0]), median(&cpu[1])],
-        msgs: [median(&msgs[0]), median(&msgs[1])],
-        grpc_cpu_ms: [median(&gcpu[0]), median(&gcpu[1])],
+        mbps: mbps.each_ref().map(|v| median(v)),
+        echo_cpu_ms: cpu.each_ref().map(|v| median(v)),
+        msgs: msgs.each_ref().map(|v| median(v)),
+        grpc_cpu_ms: gcpu.each_ref().map(|v| median(v)),
     })
 }
 
@@ -568,12 +558,12 @@ fn w34_run(kind: Responder, n: usize, window: u64, tick_ms: f64) -> Result<(f64,
     Ok((hs.per_s(), per, cpu, note))
 }
 
-fn workload34(opts: &Opts, tick_ms: f64, md: &mut String) -> Result<[(f64, f64, f64); 2]> {
+fn workload34(opts: &Opts, tick_ms: f64, md: &mut String) -> Result<[(f64, f64, f64); 3]> {
     println!("== W3/W4: {} raw tunnels, 200 handshakes in flight, responder --concurrency 2", opts.tunnels);
-    let mut samples: [Vec<(f64, f64, f64)>; 2] = [Vec::new(), Vec::new()];
+    let mut samples: [Vec<(f64, f64, f64)>; 3] = Default::default();
     let _ = writeln!(md, "\nW3/W4 raw runs ({} tunnels each):", opts.tunnels);
     for run in 0..opts.runs {
-        for k in kinds() {
+        for k in KINDS {
             let (hs, rss, cpu, note) = w34_run(k, opts.tunnels, opts.cpu_window, tick_ms)?;
             let line = format!("{hs:.0} handshakes/s, {rss:.2} KiB/tunnel, {cpu:.1} ms CPU/s per 10k ({note})");
             println!("   run {} {:<8}: {line}", run + 1, name(k));
@@ -588,7 +578,7 @@ fn workload34(opts: &Opts, tick_ms: f64, md: &mut String) -> Result<[(f64, f64, 
             median(&s.iter().map(|x| x.2).collect::<Vec<_>>()),
         )
     };
-    Ok([med(&samples[0]), med(&samples[1])])
+    Ok([med(&samples[0]), med(&samples[1]), med(&samples[2])])
 }
 
 /// An Envoy with no module whose listener keeps every accepted connection open with Envoy's echo
@@ -682,7 +672,7 @@ fn workload8(opts: &Opts, md: &mut String) -> Result<[f64; 2]> {
     let _ = writeln!(md, "\nW8 raw runs ({n} tunnels each, RS256 tokens):");
     let mut samples: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     for run in 0..opts.runs {
-        for k in kinds() {
+        for k in PAIR {
             let (hs, note) = w8_run(k, n, &key, &token)?;
             println!("   run {} {:<8}: {hs:.0} handshakes/s ({note})", run + 1, name(k));
             let _ = writeln!(md, "- run {} {}: {hs:.0} handshakes/s ({note})", run + 1, name(k));
@@ -735,7 +725,7 @@ fn workload5(opts: &Opts, md: &mut String) -> Result<[(f64, f64); 2]> {
     let mut samples: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
     let _ = writeln!(md, "\nW5 raw runs ({W5_TUNNELS} tunnels each; ms from silence to close, median/max):");
     for run in 0..opts.runs.min(2) {
-        for k in kinds() {
+        for k in PAIR {
             let (med, max, note) = w5_run(k)?;
             println!("   run {} {:<8}: {med:.0}/{max:.0} ms ({note})", run + 1, name(k));
             let _ = writeln!(md, "- run {} {}: {med:.0}/{max:.0} ({note})", run + 1, name(k));
@@ -877,8 +867,8 @@ fn run(opts: &Opts) -> Result<()> {
     if opts.w7_only {
         let w7 = workload7(opts, tick_ms, &mut raw)?;
         print!(
-            "{raw}\nW7 medians (built-in, ours): MB/s {:.0} / {:.0}; responder CPU per echo {:.0} / {:.0} ms; messages/s {:.0} / {:.0}; responder CPU per gRPC run {:.0} / {:.0} ms\n",
-            w7.mbps[0], w7.mbps[1], w7.echo_cpu_ms[0], w7.echo_cpu_ms[1], w7.msgs[0], w7.msgs[1], w7.grpc_cpu_ms[0], w7.grpc_cpu_ms[1]
+            "{raw}\nW7 medians (built-in, ours, owned sockets): MB/s {:?}; responder CPU per echo {:?} ms; messages/s {:?}; responder CPU per gRPC run {:?} ms\n",
+            w7.mbps, w7.echo_cpu_ms, w7.msgs, w7.grpc_cpu_ms
         );
         return Ok(());
     }
@@ -891,9 +881,9 @@ fn run(opts: &Opts) -> Result<()> {
         let w34 = workload34(opts, tick_ms, &mut raw)?;
         let floor = workload4_floor(opts, &mut raw)?;
         print!(
-            "{raw}\nW3/W4 medians (built-in, ours): {:.0} / {:.0} handshakes/s; {:.2} / {:.2} KiB per tunnel, ratio {}; {:.1} / {:.1} ms CPU/s per 10k\n\
+            "{raw}\nW3/W4 medians (built-in, ours, owned sockets): {:?} (handshakes/s, KiB per tunnel, ms CPU/s per 10k); RSS ratio {}, owned {}\n\
              W4 floor (an Envoy connection per socket, no module): {:.2} KiB RSS ({:.2} KiB allocated) per connection, ratio to the built-in {}\n",
-            w34[0].0, w34[1].0, w34[0].1, w34[1].1, ratio(w34[1].1, w34[0].1), w34[0].2, w34[1].2,
+            w34, ratio(w34[1].1, w34[0].1), ratio(w34[2].1, w34[0].1),
             floor.0, floor.1, ratio(floor.0, w34[0].1)
         );
         return Ok(());
@@ -919,7 +909,7 @@ fn run(opts: &Opts) -> Result<()> {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
     let (nproc, cpu) = machine();
-    let (b, o, c) = (&w1[0], &w1[1], &w1[2]);
+    let (b, o, w, c) = (&w1[0], &w1[1], &w1[2], &w1[3]);
     let mut md = String::new();
     let _ = writeln!(md, "# Benchmarks: our responder module vs Envoy 1.40.0's built-in responder\n");
     let _ = writeln!(md, "- Date: {date}");
@@ -957,6 +947,22 @@ fn run(opts: &Opts) -> Result<()> {
     );
     let _ = writeln!(
         md,
+        "| W1 ours with owned sockets (`upstream-owned.yaml`): 2xx/s, p50 ms, p99 ms, CPU ms/10k | {:.0}, {:.2}, {:.2}, {:.0} | {:.0}, {:.2}, {:.2}, {:.0} | {}, {}, {}, {} | - | - |",
+        b.ok_per_s,
+        b.p50,
+        b.p99,
+        b.cpu_ms_10k,
+        w.ok_per_s,
+        w.p50,
+        w.p99,
+        w.cpu_ms_10k,
+        ratio(w.ok_per_s, b.ok_per_s),
+        ratio(w.p50, b.p50),
+        ratio(w.p99, b.p99),
+        ratio(w.cpu_ms_10k, b.cpu_ms_10k)
+    );
+    let _ = writeln!(
+        md,
         "| W1 2xx responses | {:.0}/{:.0} | {:.0}/{:.0} | {} | - | - |",
         b.ok,
         b.total,
@@ -991,6 +997,9 @@ fn run(opts: &Opts) -> Result<()> {
     target_row(&mut md, floor_label, w34[0].1, floor.0, 2, Target::None);
     let w4_cpu = "W4 keepalive CPU (ms CPU per s per 10,000 idle tunnels)";
     target_row(&mut md, w4_cpu, w34[0].2, w34[1].2, 1, Target::AtMost(1.0));
+    target_row(&mut md, "W3 handshakes/s, owned sockets", w34[0].0, w34[2].0, 0, Target::None);
+    target_row(&mut md, "W4 RSS per idle tunnel (KiB), owned sockets", w34[0].1, w34[2].1, 2, Target::AtMost(1.0));
+    target_row(&mut md, "W4 keepalive CPU, owned sockets", w34[0].2, w34[2].2, 1, Target::None);
     let _ = writeln!(
         md,
         "| W5 dead-tunnel detection, median (ms from silence to close) | {:.0} | {:.0} | {} | <= built-in (+100 ms resolution) | {} |",
@@ -1027,6 +1036,10 @@ fn run(opts: &Opts) -> Result<()> {
     );
     let (b7, o7) = (w7.grpc_cpu_ms[0], w7.grpc_cpu_ms[1]);
     target_row(&mut md, "W7 responder CPU during one gRPC run (ms)", b7, o7, 0, Target::None);
+    target_row(&mut md, "W7 32 MiB echo MB/s, owned sockets", w7.mbps[0], w7.mbps[2], 0, Target::None);
+    target_row(&mut md, "W7 responder CPU per 32 MiB echo (ms), owned sockets", w7.echo_cpu_ms[0], w7.echo_cpu_ms[2], 0, Target::None);
+    target_row(&mut md, "W7 gRPC messages/s, owned sockets", w7.msgs[0], w7.msgs[2], 0, Target::None);
+    target_row(&mut md, "W7 responder CPU per gRPC run (ms), owned sockets", w7.grpc_cpu_ms[0], w7.grpc_cpu_ms[2], 0, Target::None);
     let w8_label = "W8 handshakes/s with an RS256 bearer token (`jwt_validator`, local JWKS)";
     target_row(&mut md, w8_label, w8[0], w8[1], 0, Target::AtLeast(1.0));
     let _ = writeln!(md, "\n![ratios ours / built-in](docs/bench-chart.svg)\n");
@@ -1040,6 +1053,7 @@ fn run(opts: &Opts) -> Result<()> {
         ("W3 handshakes/s".into(), r(w34[1].0, w34[0].0), Some(1.0)),
         ("W8 handshakes/s, RS256 JWT".into(), r(w8[1], w8[0]), Some(1.0)),
         ("W4 RSS per idle tunnel".into(), r(w34[1].1, w34[0].1), Some(2.0)),
+        ("W4 RSS per idle tunnel, owned sockets".into(), r(w34[2].1, w34[0].1), Some(1.0)),
         ("W4 keepalive CPU".into(), r(w34[1].2, w34[0].2), Some(1.0)),
         ("W5 detection time (median)".into(), r(w5[1].0, w5[0].0), Some(1.0)),
         ("W5 detection time (max)".into(), r(w5[1].1, w5[0].1), Some(1.0)),

@@ -89,9 +89,23 @@ const REQUEST_PATH_OPTIONS: &str = r#"
   arrived in, and large ones go to the tunnel as writes of their own: two copies per direction (out
   of Envoy and back in), `memmove` 5-9 % of samples, and the responder's CPU per echo about the
   built-in's.
+- **Built and measured here (rows "owned sockets"): the module owns the tunnel sockets**
+  (`envoy-config/upstream-owned.yaml`). The listener filter `reverse_tunnel` duplicates each
+  accepted socket's descriptor, closes Envoy's and serves the socket on a socket loop of the
+  module (one thread per Envoy worker, epoll through `mio`); the route filter is the same. An
+  idle tunnel is then the socket plus the module's state: W4 RSS about 0.5x the built-in's,
+  handshakes/s about 1.7x, keepalive CPU about 0.3x (no Envoy connection to create, no filter
+  chain per RPING). The price is a thread hop each way on every request: small requests (W1)
+  come out about even with the built-in (Envoy's own per-request work dominates), but bulk
+  bodies cost the responder 1.5-1.9x the built-in's CPU per 32 MiB echo and 0.8-1.0x its MB/s
+  on this 2-core machine, where every hop is a wake-up of a thread competing for the same two
+  CPUs. *Tried*: one `writev` per batch of mail, waking a loop only when it sleeps, a short read
+  ending a read burst, credit to a tunnel on another thread in 64 KiB batches (gRPC 0.95 ->
+  1.0-1.15x); spinning 100 us before sleeping made bulk worse (every spin took CPU the workers
+  needed). So the recommended configuration keeps an Envoy connection per tunnel, and owned
+  sockets are the choice when idle tunnels dominate (README, "Owned sockets").
 - **Not prototyped**: a transport socket or a module cluster (they do not remove the router and
-  codec hops); owning the tunnel sockets in a module event loop (it would remove the Envoy
-  connection per idle tunnel, the W4 gap, at the price of a thread hop per request).
+  codec hops).
 - **Request-body back-pressure toward a slow node**: past 256 KiB that the tunnel stream's window
   cannot take yet, request chunks stay in Envoy's buffer (`StopIterationAndWatermark`), which stops
   reading from the client at its high watermark; they are drained as the window opens. With
@@ -1064,7 +1078,7 @@ fn run(opts: &Opts) -> Result<()> {
     let _ = writeln!(md, "\n## Workloads\n");
     let _ = writeln!(
         md,
-        "- **Ours** is the module in the recommended configuration (`envoy-config/upstream-direct.yaml`): the\n  terminal HTTP filter `reverse_tunnel_route` answers each request over the node's tunnel HTTP/2 session\n  itself. W1 also measures the module's cluster path (`envoy-config/upstream.yaml`: router, HTTP/2 cluster,\n  internal listener, egress network filter).\n\
+        "- **Ours** is the module in the recommended configuration (`envoy-config/upstream-direct.yaml`): the\n  terminal HTTP filter `reverse_tunnel_route` answers each request over the node's tunnel HTTP/2 session\n  itself. W1 also measures the module's cluster path (`envoy-config/upstream.yaml`: router, HTTP/2 cluster,\n  internal listener, egress network filter). *Ours, owned sockets* is the same plus the listener filter\n  `reverse_tunnel` on the handshake listener (`envoy-config/upstream-owned.yaml`): the module owns every\n  tunnel socket (rows marked \"owned sockets\").\n\
          - **W1 request path**: responder `--concurrency 2`; one built-in initiator `--concurrency 2` (one tunnel per\n  worker); `h2load -n 20000 -c 4 -m 8 -H 'x-remote-node-id: {NODE}' http://127.0.0.1:<egress>/direct` (h2c prior\n  knowledge). `/direct` is a direct_response on the initiator, so the responder is what is measured. Requests/s\n  counts 2xx responses only; latency percentiles come from h2load's `--log-file` (2xx only); CPU is utime+stime\n  of the responder from `/proc/<pid>/stat` around the h2load run, per 10,000 requests sent. A warm-up of 200\n  requests precedes the runs. The *ceiling* row runs the same h2load against a plain Envoy `--concurrency 2`
   whose HTTP listener answers with a direct_response itself (no tunnel, no initiator): the most this machine
   gives for this load."
@@ -1124,9 +1138,10 @@ fn run(opts: &Opts) -> Result<()> {
         missed += 1;
         let _ = writeln!(
             md,
-            "- **W4 RSS per idle tunnel**. *Why (measured)*: an idle tunnel of ours is a whole Envoy connection; the\n  built-in keeps only the socket and a timer after the handshake. The floor row measures an Envoy connection\n  alone (no module, Envoy's echo filter): {:.2} KiB, {} the built-in's whole tunnel, so no design that keeps\n  an Envoy connection per idle tunnel can meet 2.0x, whatever the module holds. The rest is ours: Envoy's\n  side of our network filter and the module's own state (about 1.3 KiB: the connection's state with the\n  HTTP/2 session boxed until a claim, its mailbox, the tracker entry, ids and addresses). *Tried*: one deadline queue per worker instead of a\n  timer per tunnel; the HTTP/2 multiplexer created only when a tunnel is claimed. *Would close it*: owning\n  the idle sockets outside Envoy (a listener filter answering the handshake and taking the descriptor,\n  docs/architecture.md#memory-per-idle-tunnel), which moves every request of a tunnel to the module's own\n  event loop, a thread hop per request.",
+            "- **W4 RSS per idle tunnel**. *Why (measured)*: an idle tunnel of ours is a whole Envoy connection; the\n  built-in keeps only the socket and a timer after the handshake. The floor row measures an Envoy connection\n  alone (no module, Envoy's echo filter): {:.2} KiB, {} the built-in's whole tunnel, so no design that keeps\n  an Envoy connection per idle tunnel can meet 2.0x, whatever the module holds. The rest is ours: Envoy's\n  side of our network filter and the module's own state (about 1.3 KiB: the connection's state with the\n  HTTP/2 session boxed until a claim, its mailbox, the tracker entry, ids and addresses). *Tried*: one deadline queue per worker instead of a\n  timer per tunnel; the HTTP/2 multiplexer created only when a tunnel is claimed. *Closed by*: owned\n  sockets (row \"W4 RSS per idle tunnel, owned sockets\", {}x), which move every request of a tunnel to\n  the module's socket loop, a thread hop per request (their W1 and W7 rows; see \"Request-path options\").",
             floor.0,
-            ratio(floor.0, w34[0].1)
+            ratio(floor.0, w34[0].1),
+            ratio(w34[2].1, w34[0].1)
         );
     }
     if r(w34[1].2, w34[0].2) > 1.0 {

@@ -431,7 +431,7 @@ impl AsyncRead for ScriptIo {
                 if n == front.len() {
                     p.rx.pop_front();
                 } else {
-                    let _ = bytes::Buf::advance(front, n);
+                    bytes::Buf::advance(front, n);
                 }
                 Poll::Ready(Ok(()))
             }

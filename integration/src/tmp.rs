@@ -121,6 +121,17 @@ pub fn render_str(template: &str, vars: &[(&str, String)]) -> Result<String> {
 /// line's indentation (for editing a rendered config). Errors if `anchor` is not found exactly
 /// once.
 pub fn insert_sibling_lines(text: &str, anchor: &str, lines: &[&str]) -> Result<String> {
+    insert_at(text, anchor, lines, |found| found == 1)
+}
+
+/// [`insert_sibling_lines`] after every line equal to `anchor` (at least one), e.g. the two
+/// copies of the handshake filter's config in `upstream-owned.yaml` (listener filter and the
+/// network filter behind it).
+pub fn insert_sibling_lines_each(text: &str, anchor: &str, lines: &[&str]) -> Result<String> {
+    insert_at(text, anchor, lines, |found| found >= 1)
+}
+
+fn insert_at(text: &str, anchor: &str, lines: &[&str], found_ok: impl Fn(usize) -> bool) -> Result<String> {
     if lines.is_empty() {
         return Ok(text.to_string());
     }
@@ -139,7 +150,7 @@ pub fn insert_sibling_lines(text: &str, anchor: &str, lines: &[&str]) -> Result<
             }
         }
     }
-    if found != 1 {
+    if !found_ok(found) {
         return Err(Error(format!("anchor {anchor:?} found {found} times in the template")));
     }
     Ok(out)

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use rt_integration::jwks_server::JwksServer;
 use rt_integration::jwt::{claims, jwks, validator_yaml, SigningKey};
-use rt_integration::tmp::insert_sibling_lines;
+use rt_integration::tmp::{insert_sibling_lines, insert_sibling_lines_each};
 use rt_integration::topology::READY_TIMEOUT;
 use rt_integration::{bail, ensure, serial, wait_for, Check, Envoy, Error, InitiatorSpec, Responder, Result, Topology};
 
@@ -33,7 +33,7 @@ fn responder(label: &str, kind: Responder, lines: &[String], extra_cluster: Opti
         overrides.push(("EXTRA_CLUSTERS", c));
     }
     let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
-    Topology::start_edited(label, kind, 1, &[], &overrides, |t| insert_sibling_lines(&t, "ping_interval: 2s", &refs))
+    Topology::start_edited(label, kind, 1, &[], &overrides, |t| insert_sibling_lines_each(&t, "ping_interval: 2s", &refs))
 }
 
 /// The responder's handshake counter `name` (ours under the `rt.` metrics namespace).
@@ -90,12 +90,22 @@ fn has_no_tunnel(topo: &mut Topology, node: &str) -> Result<bool> {
 
 #[test]
 fn enforcing_refuses_bad_tokens_binds_the_node_to_sub_and_accepts_rsa_and_hmac() -> Result<()> {
+    enforcing(Responder::Direct)
+}
+
+/// The same with owned sockets: the socket loop verifies the tokens.
+#[test]
+fn owned_sockets_enforce_tokens_too() -> Result<()> {
+    enforcing(Responder::Owned)
+}
+
+fn enforcing(kind: Responder) -> Result<()> {
     let _serial = serial();
     let hmac = SigningKey::hmac(SECRET, "h1");
     let rsa = SigningKey::rsa("r1")?;
     let forger = SigningKey::hmac(OTHER_SECRET, "h1");
     let lines = vec![validator_yaml(ISS, AUD, &jwks(&[&hmac, &rsa]), ""), BIND_SUB.to_string()];
-    let mut topo = responder("jwt-enforcing", Responder::Direct, &lines, None)?;
+    let mut topo = responder(&format!("jwt-enforcing-{kind:?}"), kind, &lines, None)?;
     let bad: Vec<(&str, Option<String>)> = vec![
         ("no-token", None),
         ("bad-signature", Some(forger.sign(&claims(ISS, AUD, "bad-signature", 3600))?)),

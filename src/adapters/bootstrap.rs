@@ -142,6 +142,7 @@ impl BootstrapExtension {
             t.delete();
         }
         self.runtime.lifecycle.shutdown();
+        self.runtime.socket_loops.shutdown();
     }
 
     /// `admin_request` for [`ADMIN_PATH`]: returns (status, body).

@@ -27,6 +27,7 @@
 use super::endpoint::{Endpoint, Msg, Sched};
 use super::worker::deliver;
 use super::tunnel_session::LOCAL_INITIAL_WINDOW;
+use crate::core::tracker::SOCKET_LOOP_BASE;
 use crate::config::route::RouteConfig;
 use crate::core::h2mux::frame::error;
 use crate::core::h2mux::hpack::HeaderField;
@@ -46,10 +47,11 @@ pub const ROUTE_FILTER_NAME: &str = "reverse_tunnel_route";
 
 /// Ids of HTTP streams start here, above any Envoy connection id, so one id space names both.
 const STREAM_ID_BASE: u64 = 1 << 62;
-/// Response bytes a stream consumes before it credits a tunnel on another thread (bytes).
-const CROSS_CREDIT_BATCH: u64 = 64 * 1024;
+/// Response bytes a stream consumes before it credits a tunnel on a socket loop (owned sockets):
+/// each message there may cost the loop a wake-up (bytes).
+const LOOP_CREDIT_BATCH: u64 = 64 * 1024;
 // Held credit never stalls a stream: it stays far below the stream's window.
-const _: () = assert!(CROSS_CREDIT_BATCH * 4 <= LOCAL_INITIAL_WINDOW);
+const _: () = assert!(LOOP_CREDIT_BATCH * 4 <= LOCAL_INITIAL_WINDOW);
 static NEXT_STREAM_ID: AtomicU64 = AtomicU64::new(STREAM_ID_BASE);
 
 /// True if `id` names an HTTP stream (not a connection).
@@ -393,10 +395,11 @@ impl HttpStream {
             let send = {
                 let mut st = self.st.borrow_mut();
                 st.owed_credit += credit;
-                // A tunnel on another thread gets credit in batches: each message there costs
-                // a wake-up. The batch is far below the stream window, so data never stalls.
-                let cross = st.tunnel.as_ref().is_some_and(|t| t.worker != self.ep.worker);
-                if st.above_watermark || st.resp_done || (cross && st.owed_credit < CROSS_CREDIT_BATCH) {
+                // A tunnel on a socket loop gets credit in batches, far below the stream window
+                // (so data never stalls). Envoy's workers are woken by Envoy anyway: credit per
+                // batch of response pieces, as before.
+                let on_loop = st.tunnel.as_ref().is_some_and(|t| t.worker >= SOCKET_LOOP_BASE);
+                if st.above_watermark || st.resp_done || (on_loop && st.owed_credit < LOOP_CREDIT_BATCH) {
                     None
                 } else {
                     Some(std::mem::take(&mut st.owed_credit))

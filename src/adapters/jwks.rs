@@ -140,6 +140,10 @@ impl RemoteJwks {
     }
 }
 
+/// A callout result that arrived before its id was known: (callout id, response body or
+/// failure reason).
+type EarlyResult = (u64, Result<Vec<u8>, String>);
+
 /// Every remote JWKS source of the process (one per filter config with `remote_jwks`); held
 /// weakly, so a source goes away with its filter config.
 #[derive(Default)]
@@ -148,8 +152,8 @@ pub struct JwksRegistry {
     /// True while [`JwksRegistry::tick`] is inside a `start` call: Envoy may finish a callout
     /// synchronously, inside `http_callout`, before its id is known here.
     starting: Mutex<bool>,
-    /// A result that arrived that way: (callout id, response body or failure reason).
-    early: Mutex<Option<(u64, Result<Vec<u8>, String>)>>,
+    /// A result that arrived that way.
+    early: Mutex<Option<EarlyResult>>,
 }
 
 /// Grace after a fetch's own timeout before a callout that never finished counts as failed

@@ -52,6 +52,8 @@ pub struct Runtime {
     /// Remote JWKS sources of the handshake filters' `jwt_validator`, fetched by the bootstrap
     /// extension's clock (`adapters::jwks`).
     pub jwks: crate::adapters::jwks::JwksRegistry,
+    /// The socket loops serving owned sockets (`adapters::socket_loop`), started on first use.
+    pub socket_loops: crate::adapters::socket_loop::SocketLoops,
 }
 
 /// Runtime key that turns on the noisy `idle_ping_sent` / `idle_ping_ack` lifecycle events.
@@ -114,6 +116,7 @@ impl Runtime {
             log_ping_events: crate::ffi::envoy::runtime_bool(PING_EVENTS_RUNTIME_KEY, false),
             reporter,
             jwks: Default::default(),
+            socket_loops: Default::default(),
         })
     }
 

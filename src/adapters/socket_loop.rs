@@ -52,6 +52,9 @@ static NEXT_OWNED_ID: AtomicU64 = AtomicU64::new(OWNED_ID_BASE);
 const WAKE: Token = Token(usize::MAX);
 /// Bytes read per `read` call into the loop's scratch buffer.
 const READ_CHUNK: usize = 256 * 1024;
+/// Most bytes read from one socket before the loop turns to the others (and to its mail); the
+/// rest is read in the next round.
+const READ_BURST: usize = 1024 * 1024;
 /// How long a socket closed with `FlushWrite` may take to write what it still holds (Envoy's
 /// default `delayed_close_timeout` is 1 s).
 const LINGER_MS: u64 = 1000;
@@ -91,6 +94,8 @@ struct Inbox {
     /// The loop is (about to be) blocked in `poll`: the next push must wake it. While it
     /// runs, pushes need no wake-up: it looks at the inbox before it sleeps again.
     sleeping: bool,
+    /// Envoy is shutting down: the loop exits, closing its sockets.
+    stop: bool,
 }
 
 /// The cross-thread face of one socket loop. Lives for the whole process.
@@ -137,32 +142,78 @@ impl LoopSched {
     }
 }
 
-/// One socket loop per Envoy worker that accepted a socket, started on first use.
-static LOOPS: Mutex<Vec<Option<&'static Shared>>> = Mutex::new(Vec::new());
+/// The socket loops of one runtime (a field of [`Runtime`]): one per Envoy worker that accepted a
+/// socket, started on first use, with its thread (taken by [`SocketLoops::shutdown`]).
+#[derive(Default)]
+pub struct SocketLoops {
+    loops: Mutex<LoopList>,
+}
 
-/// The socket loop of Envoy worker `k`, started if needed.
-fn loop_of(k: u32) -> std::io::Result<&'static Shared> {
-    let mut loops = LOOPS.lock();
-    if let Some(Some(s)) = loops.get(k as usize) {
-        return Ok(s);
+/// A running socket loop and its thread (`None` once joined).
+struct LoopEntry {
+    shared: &'static Shared,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct LoopList {
+    by_worker: Vec<Option<LoopEntry>>,
+    /// Set by [`SocketLoops::shutdown`]: no loop starts and no socket is adopted any more.
+    stopped: bool,
+}
+
+impl SocketLoops {
+    /// Stops every socket loop and waits for its thread: each closes its sockets (the initiators
+    /// see the close, as when Envoy closes its connections at shutdown) and exits. Main thread,
+    /// from the bootstrap extension's `shutdown` hook, so that no module thread outlives Envoy's
+    /// teardown.
+    pub fn shutdown(&self) {
+        let threads: Vec<_> = {
+            let mut l = self.loops.lock();
+            l.stopped = true;
+            l.by_worker
+                .iter_mut()
+                .flatten()
+                .map(|e| {
+                    e.shared.push(|i| i.stop = true);
+                    e.thread.take()
+                })
+                .collect()
+        };
+        for t in threads.into_iter().flatten() {
+            if t.join().is_err() {
+                rt_log!(Error, "reverse_tunnel: a socket loop ended with a panic");
+            }
+        }
     }
-    let poll = Poll::new()?;
-    let waker = Waker::new(poll.registry(), WAKE)?;
-    let worker = SOCKET_LOOP_BASE + k;
-    let shared: &'static Shared = Box::leak(Box::new(Shared { worker, inbox: Mutex::new(Inbox::default()), waker }));
-    std::thread::Builder::new().name(format!("rt-socket-loop-{k}")).spawn(move || SocketLoop::new(shared, poll).run())?;
-    if loops.len() <= k as usize {
-        loops.resize(k as usize + 1, None);
+
+    /// The socket loop of Envoy worker `k`, started if needed.
+    fn loop_of(&self, k: u32) -> std::io::Result<&'static Shared> {
+        let mut l = self.loops.lock();
+        if l.stopped {
+            return Err(std::io::Error::other("Envoy is shutting down"));
+        }
+        if let Some(Some(e)) = l.by_worker.get(k as usize) {
+            return Ok(e.shared);
+        }
+        let poll = Poll::new()?;
+        let waker = Waker::new(poll.registry(), WAKE)?;
+        let worker = SOCKET_LOOP_BASE + k;
+        let shared: &'static Shared = Box::leak(Box::new(Shared { worker, inbox: Mutex::new(Inbox::default()), waker }));
+        let thread = std::thread::Builder::new().name(format!("rt-socket-loop-{k}")).spawn(move || SocketLoop::new(shared, poll).run())?;
+        if l.by_worker.len() <= k as usize {
+            l.by_worker.resize_with(k as usize + 1, || None);
+        }
+        l.by_worker[k as usize] = Some(LoopEntry { shared, thread: Some(thread) });
+        Ok(shared)
     }
-    loops[k as usize] = Some(shared);
-    Ok(shared)
 }
 
 /// Hands a socket the handshake listener accepted on Envoy worker `worker` to that worker's
 /// socket loop. On failure (the loop cannot start) the socket is closed and the error logged.
 /// Accepting worker.
 pub fn adopt(cfg: &OwnedConfig, stream: std::net::TcpStream, worker: u32) {
-    match loop_of(worker) {
+    match cfg.runtime.socket_loops.loop_of(worker) {
         Ok(shared) => {
             let (settings, runtime) = (cfg.settings.clone(), cfg.runtime.clone());
             shared.push(|i| i.adopt.push((stream, settings, runtime)));
@@ -234,26 +285,42 @@ impl OwnedSocket {
         out.is_empty()
     }
 
-    /// Reads everything the socket has into `scratch`-sized pieces; returns the bytes and
-    /// whether the peer closed (or the read failed). A read shorter than `scratch` emptied the
-    /// socket: bytes arriving later raise a new (edge-triggered) event, so no read is spent on
-    /// hearing `WouldBlock`.
-    fn read_all(&self, scratch: &mut [u8]) -> (Vec<u8>, bool) {
+    /// Reads what the socket has, in `scratch`-sized pieces, up to [`READ_BURST`] bytes.
+    /// A read shorter than `scratch` emptied the socket: bytes arriving later raise a new
+    /// (edge-triggered) event, so no read is spent on hearing `WouldBlock`. A burst that stopped
+    /// at the cap must be continued by the caller (no new event will come for those bytes).
+    fn read_burst(&self, scratch: &mut [u8]) -> ReadBurst {
         let mut data = Vec::new();
         loop {
-            match (&self.stream).read(scratch) {
-                Ok(0) => return (data, true),
+            let (closed, more) = match (&self.stream).read(scratch) {
+                Ok(0) => (true, false),
                 Ok(n) if n < scratch.len() => {
                     data.extend_from_slice(&scratch[..n]);
-                    return (data, false);
+                    (false, false)
                 }
-                Ok(n) => data.extend_from_slice(&scratch[..n]),
+                Ok(n) => {
+                    data.extend_from_slice(&scratch[..n]);
+                    if data.len() < READ_BURST {
+                        continue;
+                    }
+                    (false, true)
+                }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return (data, false),
-                Err(_) => return (data, true),
-            }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => (false, false),
+                Err(_) => (true, false),
+            };
+            return ReadBurst { data, closed, more };
         }
     }
+}
+
+/// What one [`OwnedSocket::read_burst`] got.
+struct ReadBurst {
+    data: Vec<u8>,
+    /// The peer closed (or the read failed).
+    closed: bool,
+    /// Stopped at [`READ_BURST`]: the socket may hold more.
+    more: bool,
 }
 
 /// Chunks written to an owned socket and not sent yet.
@@ -374,6 +441,8 @@ struct SocketLoop {
     lingering: HashMap<u64, (Rc<OwnedSocket>, u64)>,
     notes: Rc<Notes>,
     scratch: Vec<u8>,
+    /// Sockets whose last read stopped at [`READ_BURST`]: read again in the next round.
+    unread: Vec<u64>,
 }
 
 impl SocketLoop {
@@ -386,6 +455,7 @@ impl SocketLoop {
             lingering: HashMap::new(),
             notes: Rc::new(Notes::default()),
             scratch: vec![0; READ_CHUNK],
+            unread: Vec::new(),
         }
     }
 
@@ -398,7 +468,10 @@ impl SocketLoop {
             let mut timeout = next_tick.saturating_sub(now_ms());
             {
                 let mut g = self.shared.inbox.lock();
-                if g.adopt.is_empty() && g.ready.is_empty() {
+                if g.stop {
+                    break;
+                }
+                if g.adopt.is_empty() && g.ready.is_empty() && self.unread.is_empty() {
                     g.sleeping = true;
                 } else {
                     timeout = 0;
@@ -425,12 +498,20 @@ impl SocketLoop {
                 }
                 self.settle();
             }
+            for id in std::mem::take(&mut self.unread) {
+                self.on_readable(id);
+                self.settle();
+            }
             self.take_inbox();
             if now_ms() >= next_tick {
                 next_tick = now_ms() + period;
                 self.tick();
             }
         }
+        // Shutdown: the sockets close when their connections are dropped with this thread's
+        // registry; nothing is sent and no mail is handled any more.
+        self.sockets.clear();
+        self.lingering.clear();
     }
 
     /// Takes new sockets and delivers mail.
@@ -479,13 +560,16 @@ impl SocketLoop {
         if sock.close.get().is_some() {
             return;
         }
-        let (data, closed) = sock.read_all(&mut self.scratch);
-        if !data.is_empty() {
+        let burst = sock.read_burst(&mut self.scratch);
+        if burst.more {
+            self.unread.push(id);
+        }
+        if !burst.data.is_empty() {
             if let Some(conn) = worker::get(id) {
-                self.guarded(id, "socket loop read", || network::deliver_read(&conn, data, false));
+                self.guarded(id, "socket loop read", || network::deliver_read(&conn, burst.data, false));
             }
         }
-        if closed {
+        if burst.closed {
             sock.fail();
         }
     }

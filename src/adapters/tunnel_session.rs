@@ -513,6 +513,24 @@ impl TunnelSession {
     }
 }
 
+/// Appends `b` to `a` (both from the same mux, in call order).
+fn merge(a: &mut Output, b: Output) {
+    if b.tunnel_parts.is_empty() {
+        a.to_tunnel.extend_from_slice(&b.to_tunnel);
+    } else {
+        if !a.to_tunnel.is_empty() {
+            a.tunnel_parts.push(Part::Frames(std::mem::take(&mut a.to_tunnel)));
+        }
+        a.tunnel_parts.extend(b.tunnel_parts);
+        a.to_tunnel = b.to_tunnel;
+    }
+    a.to_local.extend(b.to_local);
+    a.to_egress.extend(b.to_egress);
+    a.close_egress.extend(b.close_egress);
+    a.close_tunnel |= b.close_tunnel;
+    a.events.extend(b.events);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -630,7 +648,7 @@ mod tests {
     fn answered_http2_pings_keep_the_session() {
         let mut s = started_session();
         // The initiator's SETTINGS, then the PING ACK for opaque 1.
-        s.tunnel_data(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        s.tunnel_data([0, 0, 0, 4, 0, 0, 0, 0, 0]);
         for round in 1..=5u64 {
             let t = round * 2000;
             s.on_timer(t);
@@ -644,7 +662,7 @@ mod tests {
 
     /// The initiator's side: SETTINGS, then the response to stream 1 (headers, body, trailers).
     fn initiator_answers(s: &mut TunnelSession, body: &[u8]) -> Vec<Action> {
-        let mut acts = s.tunnel_data(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        let mut acts = s.tunnel_data([0, 0, 0, 4, 0, 0, 0, 0, 0]);
         let mut enc = crate::core::h2mux::hpack::Encoder::new(4096, crate::core::h2mux::hpack::IndexPolicy::None, false);
         let mut block = Vec::new();
         enc.encode(&[HeaderField::new(b":status", b"200")], &mut block);
@@ -694,7 +712,7 @@ mod tests {
     #[test]
     fn http_stream_offsets_grow_with_what_the_tunnel_takes_and_cancel_resets() {
         let (mut s, _) = TunnelSession::new_local(EchoStripper::new(0), 2000, 3);
-        s.tunnel_data(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        s.tunnel_data([0, 0, 0, 4, 0, 0, 0, 0, 0]);
         let fields = vec![
             HeaderField::new(b":method", b"POST"),
             HeaderField::new(b":scheme", b"http"),
@@ -724,20 +742,3 @@ mod tests {
     }
 }
 
-/// Appends `b` to `a` (both from the same mux, in call order).
-fn merge(a: &mut Output, b: Output) {
-    if b.tunnel_parts.is_empty() {
-        a.to_tunnel.extend_from_slice(&b.to_tunnel);
-    } else {
-        if !a.to_tunnel.is_empty() {
-            a.tunnel_parts.push(Part::Frames(std::mem::take(&mut a.to_tunnel)));
-        }
-        a.tunnel_parts.extend(b.tunnel_parts);
-        a.to_tunnel = b.to_tunnel;
-    }
-    a.to_local.extend(b.to_local);
-    a.to_egress.extend(b.to_egress);
-    a.close_egress.extend(b.close_egress);
-    a.close_tunnel |= b.close_tunnel;
-    a.events.extend(b.events);
-}

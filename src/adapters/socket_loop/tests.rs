@@ -169,3 +169,41 @@ fn metric_updates_are_deferred_only_on_marked_threads() {
     rt.stats.flush_deferred();
     assert_eq!(unsolicited(), 2);
 }
+
+#[test]
+fn shutdown_closes_the_sockets_and_stops_taking_new_ones() {
+    let (rt, _) = fake::runtime("{}");
+    let cfg = config(&rt);
+    let mut client = admitted(&cfg, 45, "n4");
+    wait_for("the tunnel to be admitted", || rt.tracker.idle_count_for("n4") == 1);
+    rt.socket_loops.shutdown();
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).expect("the initiator sees the close");
+    // A socket arriving after the shutdown is closed at once.
+    let (mut late, server) = pair();
+    adopt(&cfg, server, 45);
+    let mut buf = Vec::new();
+    assert_eq!(late.read_to_end(&mut buf).unwrap(), 0, "closed without an answer");
+}
+
+#[test]
+fn the_out_queue_joins_small_writes_keeps_large_ones_whole_and_forgets_what_was_sent() {
+    let mut q = OutQueue::default();
+    q.push(b"abc");
+    q.push(b"def");
+    assert_eq!(q.chunks.len(), 1, "small writes share a chunk");
+    q.push(&[7u8; 20_000]);
+    q.push(b"xyz");
+    assert_eq!(q.chunks.len(), 3, "a large write is a chunk of its own");
+    let all: Vec<u8> = q.slices().iter().flat_map(|s| s.to_vec()).collect();
+    assert_eq!(&all[..6], b"abcdef");
+    assert_eq!(all.len(), 6 + 20_000 + 3);
+    q.advance(4);
+    assert_eq!(&*q.slices()[0], b"ef", "a partly sent chunk resumes where it stopped");
+    q.advance(2 + 19_999);
+    let rest: Vec<Vec<u8>> = q.slices().iter().map(|s| s.to_vec()).collect();
+    assert_eq!(rest, vec![vec![7u8], b"xyz".to_vec()]);
+    q.advance(4);
+    assert!(q.is_empty());
+}
+

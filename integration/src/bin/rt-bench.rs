@@ -851,6 +851,26 @@ fn target_row(md: &mut String, label: &str, builtin: f64, ours: f64, decimals: u
     let _ = writeln!(md, "| {label} | {builtin:.decimals$} | {ours:.decimals$} | {} | {text} | {met} |", ratio(ours, builtin));
 }
 
+/// A W1 row with no target: 2xx/s, p50, p99 and CPU of responder `x` against the built-in's.
+fn w1_reference_row(md: &mut String, label: &str, b: &W1, x: &W1) {
+    let _ = writeln!(
+        md,
+        "| {label}: 2xx/s, p50 ms, p99 ms, CPU ms/10k | {:.0}, {:.2}, {:.2}, {:.0} | {:.0}, {:.2}, {:.2}, {:.0} | {}, {}, {}, {} | - | - |",
+        b.ok_per_s,
+        b.p50,
+        b.p99,
+        b.cpu_ms_10k,
+        x.ok_per_s,
+        x.p50,
+        x.p99,
+        x.cpu_ms_10k,
+        ratio(x.ok_per_s, b.ok_per_s),
+        ratio(x.p50, b.p50),
+        ratio(x.p99, b.p99),
+        ratio(x.cpu_ms_10k, b.cpu_ms_10k)
+    );
+}
+
 fn ratio(ours: f64, builtin: f64) -> String {
     if builtin > 0.0 {
         format!("{:.2}", ours / builtin)
@@ -943,38 +963,8 @@ fn run(opts: &Opts) -> Result<()> {
     target_row(&mut md, "W1 p50 latency (ms, 2xx)", b.p50, o.p50, 2, Target::AtMost(1.0));
     target_row(&mut md, "W1 p99 latency (ms, 2xx)", b.p99, o.p99, 2, Target::AtMost(1.0));
     target_row(&mut md, "W1 responder CPU per 10k requests (ms)", b.cpu_ms_10k, o.cpu_ms_10k, 0, Target::AtMost(1.0));
-    let _ = writeln!(
-        md,
-        "| W1 ours on the cluster path (`upstream.yaml`): 2xx/s, p50 ms, p99 ms, CPU ms/10k | {:.0}, {:.2}, {:.2}, {:.0} | {:.0}, {:.2}, {:.2}, {:.0} | {}, {}, {}, {} | - | - |",
-        b.ok_per_s,
-        b.p50,
-        b.p99,
-        b.cpu_ms_10k,
-        c.ok_per_s,
-        c.p50,
-        c.p99,
-        c.cpu_ms_10k,
-        ratio(c.ok_per_s, b.ok_per_s),
-        ratio(c.p50, b.p50),
-        ratio(c.p99, b.p99),
-        ratio(c.cpu_ms_10k, b.cpu_ms_10k)
-    );
-    let _ = writeln!(
-        md,
-        "| W1 ours with owned sockets (`upstream-owned.yaml`): 2xx/s, p50 ms, p99 ms, CPU ms/10k | {:.0}, {:.2}, {:.2}, {:.0} | {:.0}, {:.2}, {:.2}, {:.0} | {}, {}, {}, {} | - | - |",
-        b.ok_per_s,
-        b.p50,
-        b.p99,
-        b.cpu_ms_10k,
-        w.ok_per_s,
-        w.p50,
-        w.p99,
-        w.cpu_ms_10k,
-        ratio(w.ok_per_s, b.ok_per_s),
-        ratio(w.p50, b.p50),
-        ratio(w.p99, b.p99),
-        ratio(w.cpu_ms_10k, b.cpu_ms_10k)
-    );
+    w1_reference_row(&mut md, "W1 ours on the cluster path (`upstream.yaml`)", b, c);
+    w1_reference_row(&mut md, "W1 ours with owned sockets (`upstream-owned.yaml`)", b, w);
     let _ = writeln!(
         md,
         "| W1 2xx responses | {:.0}/{:.0} | {:.0}/{:.0} | {} | - | - |",

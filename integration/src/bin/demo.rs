@@ -28,7 +28,7 @@ fn main() -> ExitCode {
             "--owned" => kind = Responder::Owned,
             "-h" | "--help" => {
                 println!(
-                    "usage: demo [--builtin | --cluster-path]\n  (default: our module, recommended request path: the HTTP filter reverse_tunnel_route)\n  --cluster-path  our module with the cluster request path (router, cluster, internal listener)\n  --builtin       Envoy's built-in responder instead of the module"
+                    "usage: demo [--owned | --cluster-path | --builtin]\n  (default: our module, recommended request path: the HTTP filter reverse_tunnel_route)\n  --owned         the same with owned sockets (the module's socket loops own the tunnels)\n  --cluster-path  our module with the cluster request path (router, cluster, internal listener)\n  --builtin       Envoy's built-in responder instead of the module"
                 );
                 return ExitCode::SUCCESS;
             }

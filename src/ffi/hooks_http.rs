@@ -55,10 +55,8 @@ const _: abi::envoy_dynamic_module_on_http_filter_config_new_fn = Some(envoy_dyn
 
 #[no_mangle]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(cfg: ConfigModule) {
-    if !cfg.is_null() {
-        // SAFETY: created by Box::into_raw in config_new; destroyed once, after its streams.
-        drop(unsafe { Box::from_raw(cfg as *mut RouteFilterConfig) });
-    }
+    // SAFETY: Envoy passes the pointer our config_new returned, once, after its streams.
+    unsafe { super::config_drop::<RouteFilterConfig>(cfg) }
 }
 const _: abi::envoy_dynamic_module_on_http_filter_config_destroy_fn = Some(envoy_dynamic_module_on_http_filter_config_destroy);
 

@@ -36,10 +36,8 @@ const _: abi::envoy_dynamic_module_on_listener_filter_config_new_fn = Some(envoy
 
 #[no_mangle]
 pub unsafe extern "C" fn envoy_dynamic_module_on_listener_filter_config_destroy(cfg: ConfigModule) {
-    if !cfg.is_null() {
-        // SAFETY: created by Box::into_raw in config_new; destroyed once, after its filters.
-        drop(unsafe { Box::from_raw(cfg as *mut OwnedConfig) });
-    }
+    // SAFETY: Envoy passes the pointer our config_new returned, once, after its filters.
+    unsafe { super::config_drop::<OwnedConfig>(cfg) }
 }
 const _: abi::envoy_dynamic_module_on_listener_filter_config_destroy_fn =
     Some(envoy_dynamic_module_on_listener_filter_config_destroy);

@@ -44,10 +44,8 @@ const _: abi::envoy_dynamic_module_on_network_filter_config_new_fn = Some(envoy_
 
 #[no_mangle]
 pub unsafe extern "C" fn envoy_dynamic_module_on_network_filter_config_destroy(cfg: ConfigModule) {
-    if !cfg.is_null() {
-        // SAFETY: created by Box::into_raw in config_new; destroyed once.
-        drop(unsafe { Box::from_raw(cfg as *mut NetConfig) });
-    }
+    // SAFETY: Envoy passes the pointer our config_new returned, once, after its filters.
+    unsafe { super::config_drop::<NetConfig>(cfg) }
 }
 const _: abi::envoy_dynamic_module_on_network_filter_config_destroy_fn =
     Some(envoy_dynamic_module_on_network_filter_config_destroy);

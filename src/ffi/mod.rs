@@ -2,9 +2,10 @@
 //!
 //! - [`envoy`]: safe wrappers over the Envoy callbacks we call (declared in `abi/abi.h`). Each
 //!   wrapper says which thread it may run on (docs/envoy-abi.md#threads).
-//! - `hooks_bootstrap`, `hooks_network`, `hooks_http`: the `extern "C"` hooks Envoy calls. Each
-//!   hook is a few lines: convert pointers and buffers, run the adapter inside [`guard`], return.
-//!   The three `config_new` hooks share [`config_new`].
+//! - `hooks_bootstrap`, `hooks_network`, `hooks_http`, `hooks_listener`: the `extern "C"` hooks
+//!   Envoy calls. Each hook is a few lines: convert pointers and buffers, run the adapter inside
+//!   [`guard`], return. The `config_new` hooks share [`config_new`], the filters' `config_destroy`
+//!   hooks `config_drop`.
 //! - [`log`](crate::rt_log): logging through Envoy's `dynamic_modules` logger.
 //!
 //! No panic crosses into Envoy: every hook runs inside [`guard`], which catches unwinding and
@@ -51,7 +52,7 @@ pub fn guard<T>(what: &str, on_panic: T, f: impl FnOnce() -> T) -> T {
     }
 }
 
-/// The body of every `config_new` hook (bootstrap extension, network filter, HTTP filter), main
+/// The body of every `config_new` hook (bootstrap extension, network, HTTP and listener filter), main
 /// thread: `make` decodes the config named `name` inside [`guard`]; a config is boxed and its
 /// pointer handed to Envoy (the matching `config_destroy` frees it); an error is logged (it names
 /// the field) and answers NULL, which makes Envoy refuse the config.
@@ -74,6 +75,19 @@ unsafe fn config_new<C, E: std::fmt::Display>(
             std::ptr::null()
         }
     })
+}
+
+/// The body of the filter `config_destroy` hooks (network, HTTP, listener), main thread: frees a
+/// config that [`config_new`] boxed as a `C`; NULL (a config that was refused) frees nothing.
+///
+/// # Safety
+/// `cfg` must be NULL or a pointer [`config_new`] returned for a `C`, not freed yet, and no filter
+/// of that config may still use it (Envoy destroys a config after its filters).
+unsafe fn config_drop<C>(cfg: *const std::os::raw::c_void) {
+    if !cfg.is_null() {
+        // SAFETY: per the contract above.
+        drop(unsafe { Box::from_raw(cfg as *mut C) });
+    }
 }
 
 /// Logs through Envoy's `dynamic_modules` logger from any thread, formatting only when the

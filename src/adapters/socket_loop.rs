@@ -88,7 +88,7 @@ impl OwnedConfig {
 #[derive(Default)]
 struct Inbox {
     /// Sockets to take on.
-    adopt: Vec<(std::net::TcpStream, Arc<HandshakeSettings>, Arc<Runtime>)>,
+    adopt: Vec<(std::net::TcpStream, Arc<HandshakeSettings>)>,
     /// Connections with mail (one entry per scheduler commit).
     ready: Vec<u64>,
     /// The loop is (about to be) blocked in `poll`: the next push must wake it. While it
@@ -187,9 +187,10 @@ impl SocketLoops {
         }
     }
 
-    /// The socket loop of Envoy worker `k`, started if needed.
-    fn loop_of(&self, k: u32) -> std::io::Result<&'static Shared> {
-        let mut l = self.loops.lock();
+    /// The socket loop of Envoy worker `k` in `runtime`, started if needed (its thread keeps the
+    /// runtime until [`SocketLoops::shutdown`]).
+    fn loop_of(runtime: &Arc<Runtime>, k: u32) -> std::io::Result<&'static Shared> {
+        let mut l = runtime.socket_loops.loops.lock();
         if l.stopped {
             return Err(std::io::Error::other("Envoy is shutting down"));
         }
@@ -200,7 +201,10 @@ impl SocketLoops {
         let waker = Waker::new(poll.registry(), WAKE)?;
         let worker = SOCKET_LOOP_BASE + k;
         let shared: &'static Shared = Box::leak(Box::new(Shared { worker, inbox: Mutex::new(Inbox::default()), waker }));
-        let thread = std::thread::Builder::new().name(format!("rt-socket-loop-{k}")).spawn(move || SocketLoop::new(shared, poll).run())?;
+        let thread = std::thread::Builder::new().name(format!("rt-socket-loop-{k}")).spawn({
+            let runtime = runtime.clone();
+            move || SocketLoop::new(shared, poll, runtime).run()
+        })?;
         if l.by_worker.len() <= k as usize {
             l.by_worker.resize_with(k as usize + 1, || None);
         }
@@ -213,10 +217,10 @@ impl SocketLoops {
 /// socket loop. On failure (the loop cannot start) the socket is closed and the error logged.
 /// Accepting worker.
 pub fn adopt(cfg: &OwnedConfig, stream: std::net::TcpStream, worker: u32) {
-    match cfg.runtime.socket_loops.loop_of(worker) {
+    match SocketLoops::loop_of(&cfg.runtime, worker) {
         Ok(shared) => {
-            let (settings, runtime) = (cfg.settings.clone(), cfg.runtime.clone());
-            shared.push(|i| i.adopt.push((stream, settings, runtime)));
+            let settings = cfg.settings.clone();
+            shared.push(|i| i.adopt.push((stream, settings)));
         }
         Err(e) => rt_log!(Error, "reverse_tunnel: cannot start a socket loop: {}; socket closed", e),
     }
@@ -435,7 +439,7 @@ impl EnvoyNetworkFilter for OwnedSocket {
 struct SocketLoop {
     shared: &'static Shared,
     poll: Poll,
-    runtime: Option<Arc<Runtime>>,
+    runtime: Arc<Runtime>,
     sockets: HashMap<u64, Rc<OwnedSocket>>,
     /// Closed sockets still writing what they hold, until their deadline.
     lingering: HashMap<u64, (Rc<OwnedSocket>, u64)>,
@@ -446,11 +450,11 @@ struct SocketLoop {
 }
 
 impl SocketLoop {
-    fn new(shared: &'static Shared, poll: Poll) -> SocketLoop {
+    fn new(shared: &'static Shared, poll: Poll, runtime: Arc<Runtime>) -> SocketLoop {
         SocketLoop {
             shared,
             poll,
-            runtime: None,
+            runtime,
             sockets: HashMap::new(),
             lingering: HashMap::new(),
             notes: Rc::new(Notes::default()),
@@ -520,8 +524,8 @@ impl SocketLoop {
             let mut g = self.shared.inbox.lock();
             (std::mem::take(&mut g.adopt), std::mem::take(&mut g.ready))
         };
-        for (stream, settings, runtime) in adopt {
-            self.adopt(stream, settings, runtime);
+        for (stream, settings) in adopt {
+            self.adopt(stream, settings);
             self.settle();
         }
         for id in ready {
@@ -534,7 +538,7 @@ impl SocketLoop {
 
     /// Registers a new socket and starts its connection (the handshake's deadline, as on a
     /// handshake-listener connection).
-    fn adopt(&mut self, stream: std::net::TcpStream, settings: Arc<HandshakeSettings>, runtime: Arc<Runtime>) {
+    fn adopt(&mut self, stream: std::net::TcpStream, settings: Arc<HandshakeSettings>) {
         if let Err(e) = stream.set_nonblocking(true) {
             rt_log!(Warn, "reverse_tunnel: owned socket dropped: {}", e);
             return;
@@ -545,11 +549,10 @@ impl SocketLoop {
             rt_log!(Warn, "reverse_tunnel: owned socket dropped: {}", e);
             return;
         }
-        self.runtime.get_or_insert_with(|| runtime.clone());
         let worker = self.shared.worker;
         let sock = Rc::new(OwnedSocket::new(id, worker, stream, self.notes.clone()));
         let ep = Endpoint::with_sched(id, worker, Sched::Loop(LoopSched { shared: self.shared, conn_id: id }));
-        let conn: Rc<dyn Connection> = Rc::new(Conn::new(sock.clone(), ep, runtime, TunnelConn::new(settings, now_ms())));
+        let conn: Rc<dyn Connection> = Rc::new(Conn::new(sock.clone(), ep, self.runtime.clone(), TunnelConn::new(settings, now_ms())));
         self.sockets.insert(id, sock);
         worker::insert(id, conn.clone());
         self.guarded(id, "socket loop new", || network::on_new_connection(&conn));
@@ -631,11 +634,9 @@ impl SocketLoop {
 
     /// The loop's clock tick: due deadlines of its connections, lingering sockets past theirs.
     fn tick(&mut self) {
-        if let Some(rt) = self.runtime.clone() {
-            let worker = self.shared.worker;
-            crate::ffi::guard("socket loop tick", (), || worker::run_worker_tick(&rt, worker));
-            self.settle();
-        }
+        let (rt, worker) = (&self.runtime, self.shared.worker);
+        crate::ffi::guard("socket loop tick", (), || worker::run_worker_tick(rt, worker));
+        self.settle();
         let now = now_ms();
         self.lingering.retain(|_, (_, deadline)| *deadline > now);
     }

@@ -127,7 +127,6 @@ fn mail_from_another_thread_reaches_the_tunnel() {
     // The drain posts Msg::Drain to the tunnel's endpoint from this (the "main") thread; the
     // loop closes the idle tunnel.
     assert_eq!(drain_idle_tunnels(&rt), 1);
-    client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut rest = Vec::new();
     client.read_to_end(&mut rest).unwrap();
     wait_for("the tunnel to be removed", || rt.tracker.counts().idle + rt.tracker.counts().in_use == 0);

@@ -129,7 +129,9 @@ pub struct LiveStats {
 }
 
 impl Endpoint {
-    /// Creates the endpoint of connection `conn_id` on `worker` with its scheduler.
+    /// Creates the endpoint of connection `conn_id` on `worker` with a network filter's
+    /// scheduler (unit tests; the adapters take the scheduler their handle gives).
+    #[cfg(test)]
     pub fn new(conn_id: u64, worker: u32, sched: NetScheduler) -> Arc<Endpoint> {
         Endpoint::with_sched(conn_id, worker, Sched::Net(sched))
     }

@@ -94,14 +94,15 @@ const REQUEST_PATH_OPTIONS: &str = r#"
   accepted socket's descriptor, closes Envoy's and serves the socket on a socket loop of the
   module (one thread per Envoy worker, epoll through `mio`); the route filter is the same. An
   idle tunnel is then the socket plus the module's state: W4 RSS 0.5-0.6x the built-in's,
-  handshakes/s 1.3-1.7x, keepalive CPU 0.3-0.4x (no Envoy connection to create, no filter chain
-  per RPING; ranges over the runs made while building it). The price is a thread hop each way on
-  every request: small requests (W1) still beat the built-in (requests/s 1.0-1.3x, CPU
+  handshakes/s 1.25-1.7x, keepalive CPU 0.3-0.4x (no Envoy connection to create, no filter chain
+  per RPING; ranges over the `make bench` and `rt-bench --w1-only` / `--w34-only` / `--w7-only`
+  runs made while building it). The price is a thread hop each way on every request: small
+  requests (W1) come out at or above the built-in (requests/s 0.98-1.3x, CPU
   0.75-0.85x, Envoy's own per-request work dominates) but cost more than with an Envoy
   connection per tunnel (CPU 0.6-0.7x), and bulk bodies cost the responder 1.3-1.7x the
-  built-in's CPU per 32 MiB echo at 0.75-1.0x its MB/s on this 2-core machine, where every hop is
+  built-in's CPU per 32 MiB echo at 0.7-1.0x its MB/s on this 2-core machine, where every hop is
   a wake-up of a thread competing for the same two CPUs. *Tried*: one `writev` per batch of mail, waking a loop only when it sleeps, a short read
-  ending a read burst, credit to a tunnel on another thread in 64 KiB batches (gRPC 0.95 ->
+  ending a read burst, credit to a tunnel on a socket loop in 64 KiB batches (gRPC 0.95 ->
   1.0-1.15x); spinning 100 us before sleeping made bulk worse (every spin took CPU the workers
   needed). So the recommended configuration keeps an Envoy connection per tunnel, and owned
   sockets are the choice when idle tunnels dominate (README, "Owned sockets").

@@ -27,6 +27,8 @@ pub enum CloseDetail {
     HandshakeIncomplete,
     /// An accepted tunnel could not be registered.
     RegistrationFailed,
+    /// A spare tunnel's socket moved to a socket loop (Envoy's connection ends, the tunnel not).
+    MovedToSocketLoop,
     /// The other end of the relay closed.
     PeerClosed,
     /// Egress: no target in the connection's filter state.
@@ -51,6 +53,7 @@ impl CloseDetail {
             CloseDetail::HandshakeTimeout => "reverse_tunnel_handshake_timeout",
             CloseDetail::HandshakeIncomplete => "reverse_tunnel_handshake_incomplete",
             CloseDetail::RegistrationFailed => "reverse_tunnel_registration_failed",
+            CloseDetail::MovedToSocketLoop => "reverse_tunnel_moved_to_socket_loop",
             CloseDetail::PeerClosed => "reverse_tunnel_peer_closed",
             CloseDetail::NoTarget => "reverse_tunnel_no_target",
             CloseDetail::NoTunnel => "reverse_tunnel_no_tunnel",

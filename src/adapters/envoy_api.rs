@@ -41,6 +41,10 @@ pub trait EnvoyNetworkFilter {
     fn filter_state(&self, key: &str) -> Option<Vec<u8>>;
     /// Sets a string in the connection's dynamic metadata under `namespace`.
     fn set_metadata(&self, namespace: &str, key: &str, value: &str);
+    /// Our own duplicate of the connection's socket, for moving a spare tunnel to a socket loop:
+    /// Some only when listener filter `reverse_tunnel_spares` noted the socket at accept (and
+    /// once per connection). Envoy's descriptor stays open until the connection closes.
+    fn take_socket(&self) -> Option<std::net::TcpStream>;
     /// Creates the connection's scheduler (its events run the `scheduled` hook on this worker;
     /// for a socket the module owns, the socket loop's delivery of the connection's mail).
     fn scheduler_new(&self) -> Sched;
@@ -82,6 +86,9 @@ impl EnvoyNetworkFilter for NetFilter {
     }
     fn set_metadata(&self, namespace: &str, key: &str, value: &str) {
         NetFilter::set_metadata(*self, namespace, key, value)
+    }
+    fn take_socket(&self) -> Option<std::net::TcpStream> {
+        NetFilter::take_socket(*self)
     }
     fn scheduler_new(&self) -> Sched {
         Sched::Net(NetFilter::scheduler_new(*self))

@@ -18,8 +18,10 @@ pub enum SetupError {
     NoBootstrap { filter: String },
     /// `filter_name` other than ours (`expected`: our filter names).
     UnknownFilter { name: String, expected: [&'static str; 2] },
-    /// A listener filter `filter_name` other than ours.
-    UnknownListenerFilter { name: String, expected: &'static str },
+    /// A listener filter `filter_name` other than ours (`expected`: our listener filter names).
+    UnknownListenerFilter { name: String, expected: [&'static str; 2] },
+    /// A `filter_config` given to listener filter `reverse_tunnel_spares`, which takes none.
+    SparesConfig,
     /// The `reverse_tunnel` filter's config.
     HandshakeFilter(ConfigError),
     /// A `validation.*_id_format` of the `reverse_tunnel` filter.
@@ -44,9 +46,13 @@ impl std::fmt::Display for SetupError {
             SetupError::UnknownFilter { name, expected: [a, b] } => {
                 write!(f, "filter_name: unknown filter '{name}' (expected '{a}' or '{b}')")
             }
-            SetupError::UnknownListenerFilter { name, expected } => {
-                write!(f, "filter_name: unknown listener filter '{name}' (expected '{expected}')")
+            SetupError::UnknownListenerFilter { name, expected: [a, b] } => {
+                write!(f, "filter_name: unknown listener filter '{name}' (expected '{a}' or '{b}')")
             }
+            SetupError::SparesConfig => write!(
+                f,
+                "filter_config: listener filter 'reverse_tunnel_spares' takes no config (the handshake filter behind it has the tunnel's)"
+            ),
             SetupError::HandshakeFilter(e) => write!(f, "reverse_tunnel filter config: {e}"),
             SetupError::IdFormat { field, error } => write!(f, "reverse_tunnel filter config: {field}: {error}"),
             SetupError::EgressFilter(e) => write!(f, "reverse_tunnel_egress config: {e}"),

@@ -41,6 +41,8 @@ pub struct FakeNetworkFilter {
     pub filter_state: RefCell<HashMap<String, Vec<u8>>>,
     /// `is_ssl`.
     pub ssl: Cell<bool>,
+    /// Given once by `take_socket` (as if listener filter `reverse_tunnel_spares` noted it).
+    pub socket: RefCell<Option<std::net::TcpStream>>,
     /// Every call, in order.
     pub calls: RefCell<Vec<Call>>,
 }
@@ -54,6 +56,7 @@ impl FakeNetworkFilter {
             read_buffer: RefCell::new(Vec::new()),
             filter_state: RefCell::new(HashMap::new()),
             ssl: Cell::new(false),
+            socket: RefCell::new(None),
             calls: RefCell::new(Vec::new()),
         })
     }
@@ -139,6 +142,9 @@ impl EnvoyNetworkFilter for FakeNetworkFilter {
     }
     fn set_metadata(&self, namespace: &str, key: &str, value: &str) {
         self.calls.borrow_mut().push(Call::Metadata(namespace.into(), key.into(), value.into()));
+    }
+    fn take_socket(&self) -> Option<std::net::TcpStream> {
+        self.socket.borrow_mut().take()
     }
     fn scheduler_new(&self) -> Sched {
         // Inert in unit tests (the FFI shims are no-ops); mail is delivered by `deliver_mail`.

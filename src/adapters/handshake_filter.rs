@@ -5,6 +5,9 @@
 //! 1. Handshake: bytes accumulate (bounded) until [`handshake::evaluate`] decides; a rejection is
 //!    written and the connection closed (FlushWrite); a success writes exactly the 200/101
 //!    (docs/protocol.md#handshake-response).
+//!    A spare tunnel (a node's further tunnel on this worker, when listener filter
+//!    `reverse_tunnel_spares` is configured) moves to the worker's socket loop here instead,
+//!    handshake bytes and all ([`move_spare`], docs/architecture.md#spare-tunnels).
 //! 2. Admission: the first RPING goes out ~50 ms later, never in the same write as the 200
 //!    (docs/protocol.md#after-the-accept); its echo admits the tunnel to the tracker's idle pool.
 //! 3. Idle: RPING keepalive driven by the worker clock ([`Keepalive`]).
@@ -27,7 +30,9 @@ use crate::core::handshake::{self, Counter, HandshakeRequest, HandshakeRules, Re
 use crate::core::idformat::{self, FormatContext, IdFormat};
 use crate::core::keepalive::{Event, Keepalive, KeepaliveSettings, RPING};
 use crate::core::tunnel::{Claim, Drain, Read, Session, Timer, Tunnel as Phases};
-use crate::core::tracker::{Identity, TunnelMeta, WorkerName};
+use crate::core::spares::Keepers;
+use crate::core::tracker::{Identity, TunnelMeta, WorkerName, SOCKET_LOOP_BASE};
+use super::socket_loop;
 use crate::ffi::envoy::CloseType;
 use crate::runtime::{now_ms, Runtime};
 use crate::rt_log;
@@ -128,6 +133,13 @@ pub struct TunnelConn {
     initiator: (String, String),
     /// The handshake's initiation time (epoch ms, 0 if absent), for the reporter.
     initiation_time_ms: i64,
+    /// The node key, while this connection is its node's keeper on this worker ([`KEEPERS`]).
+    keeper_of: Option<String>,
+}
+
+thread_local! {
+    /// The keepers of this worker's nodes (docs/architecture.md#spare-tunnels).
+    static KEEPERS: std::cell::RefCell<Keepers> = std::cell::RefCell::new(Keepers::default());
 }
 
 impl TunnelConn {
@@ -142,6 +154,7 @@ impl TunnelConn {
             local: String::new(),
             initiator: (String::new(), String::new()),
             initiation_time_ms: 0,
+            keeper_of: None,
         }
     }
 }
@@ -197,7 +210,11 @@ pub fn on_read(conn: &Tunnel, data: Vec<u8>, end_stream: bool) {
         Read::Nothing => {}
         Read::HandshakeIncomplete => conn.close(CloseType::NoFlush, CloseDetail::HandshakeIncomplete),
         Read::Reject(r) => reject(conn, &r),
-        Read::Accept(req) => accept(conn, req, now),
+        Read::Accept(req) => {
+            if !move_spare(conn, &req) {
+                accept(conn, req, now)
+            }
+        }
         Read::Keepalive(events) => handle_keepalive_events(conn, events, now),
         Read::Relay { actions, end_stream } => {
             run_actions(conn, actions);
@@ -206,6 +223,33 @@ pub fn on_read(conn: &Tunnel, data: Vec<u8>, end_stream: bool) {
             }
         }
     }
+}
+
+/// Spare tunnels (docs/architecture.md#spare-tunnels): when listener filter
+/// `reverse_tunnel_spares` noted this connection's socket, the node's first tunnel on this worker
+/// stays here as its keeper, and a further one moves to the worker's socket loop with the bytes
+/// of its handshake, which the loop answers as if it had read them itself. This connection then
+/// closes silently (no stats, no log: the tunnel lives on). Returns true if the tunnel moved.
+fn move_spare(conn: &Tunnel, req: &HandshakeRequest) -> bool {
+    if conn.ep.worker >= SOCKET_LOOP_BASE {
+        return false;
+    }
+    let Some(f) = conn.envoy() else { return false };
+    let Some(stream) = f.take_socket() else { return false };
+    let identity = Identity { node_id: req.node_id.clone(), cluster_id: req.cluster_id.clone(), tenant_id: req.tenant_id.clone() };
+    let key = conn.runtime.tracker.node_key(&identity);
+    if KEEPERS.with(|k| k.borrow_mut().admit(&key)) {
+        with_tunnel(conn, |t| t.keeper_of = Some(key));
+        return false; // `stream` (our duplicate) closes; Envoy's connection keeps the socket
+    }
+    let Some((read, settings)) = with_tunnel(conn, |t| t.phases.hand_over(&t.settings.rules).map(|b| (b, t.settings.clone()))) else {
+        return false;
+    };
+    worker::set_deadline(conn.ep.conn_id, None);
+    rt_log!(Debug, "reverse_tunnel: spare tunnel of node '{}' moves to socket loop {} (conn={})", req.node_id, conn.ep.worker, conn.ep.conn_id);
+    socket_loop::adopt_read(&conn.runtime, settings, stream, conn.ep.worker, read);
+    conn.close(CloseType::NoFlush, CloseDetail::MovedToSocketLoop);
+    true
 }
 
 fn reject(conn: &Tunnel, r: &Rejection) {
@@ -718,6 +762,9 @@ fn run_actions(conn: &Tunnel, actions: Vec<Action>) {
 
 /// The connection closed (event or destroy); idempotent.
 pub fn on_closed(conn: &Tunnel, remote: bool) {
+    if let Some(key) = with_tunnel(conn, |t| t.keeper_of.take()) {
+        KEEPERS.with(|k| k.borrow_mut().closed(&key));
+    }
     let Some(mut closed) = with_tunnel(conn, |t| t.phases.closed(remote)) else { return };
     let now = now_ms();
     if let Some(mut session) = closed.session.take() {

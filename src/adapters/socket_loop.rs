@@ -59,7 +59,37 @@ const READ_BURST: usize = 1024 * 1024;
 /// default `delayed_close_timeout` is 1 s).
 const LINGER_MS: u64 = 1000;
 
-/// The listener filter's config: the handshake filter's own (`ReverseTunnel`), decoded once.
+/// Listener filter name of the *spares* mode: Envoy keeps every socket, and the handshake filter
+/// hands a node's spare tunnels to the socket loops (docs/architecture.md#spare-tunnels).
+pub const SPARES_FILTER_NAME: &str = "reverse_tunnel_spares";
+
+/// The listener filter's config, by its `filter_name`.
+pub enum ListenerConfig {
+    /// `reverse_tunnel`: the module takes every socket the listener accepts.
+    TakeAll(OwnedConfig),
+    /// `reverse_tunnel_spares`: the filter only notes each accepted socket's descriptor (by its
+    /// address pair, on the accepting worker), so that the handshake network filter can move the
+    /// socket of a spare tunnel to the socket loop after its handshake arrived.
+    Spares,
+}
+
+impl ListenerConfig {
+    /// Decodes the config of listener filter `name`; errors name the field.
+    pub fn new(name: &str, config: &[u8]) -> Result<ListenerConfig, SetupError> {
+        if name == SPARES_FILTER_NAME {
+            // Nothing to configure: the handshake filter behind it has the tunnel config.
+            let text = std::str::from_utf8(config).unwrap_or("?").trim();
+            return match text {
+                "" | "{}" => Ok(ListenerConfig::Spares),
+                _ => Err(SetupError::SparesConfig),
+            };
+        }
+        OwnedConfig::new(name, config).map(ListenerConfig::TakeAll)
+    }
+}
+
+/// The config of listener filter `reverse_tunnel`: the handshake filter's own (`ReverseTunnel`),
+/// decoded once.
 pub struct OwnedConfig {
     /// The shared runtime.
     pub runtime: Arc<Runtime>,
@@ -77,18 +107,29 @@ impl OwnedConfig {
     /// Decodes the config of listener filter `name` over `runtime`.
     pub fn with_runtime(runtime: Arc<Runtime>, name: &str, config: &[u8]) -> Result<OwnedConfig, SetupError> {
         if name != HANDSHAKE_FILTER_NAME {
-            return Err(SetupError::UnknownListenerFilter { name: name.to_string(), expected: HANDSHAKE_FILTER_NAME });
+            return Err(SetupError::UnknownListenerFilter {
+                name: name.to_string(),
+                expected: [HANDSHAKE_FILTER_NAME, SPARES_FILTER_NAME],
+            });
         }
         let settings = Arc::new(HandshakeSettings::new(config, &runtime)?);
         Ok(OwnedConfig { runtime, settings })
     }
 }
 
+/// A socket handed to a socket loop: the stream, its tunnel config, and the bytes already read
+/// from it (the handshake of a spare tunnel, read by Envoy; empty for a socket taken at accept).
+struct Adopted {
+    stream: std::net::TcpStream,
+    settings: Arc<HandshakeSettings>,
+    read: Vec<u8>,
+}
+
 /// What a socket loop receives from other threads.
 #[derive(Default)]
 struct Inbox {
     /// Sockets to take on.
-    adopt: Vec<(std::net::TcpStream, Arc<HandshakeSettings>)>,
+    adopt: Vec<Adopted>,
     /// Connections with mail (one entry per scheduler commit).
     ready: Vec<u64>,
     /// The loop is (about to be) blocked in `poll`: the next push must wake it. While it
@@ -217,11 +258,15 @@ impl SocketLoops {
 /// socket loop. On failure (the loop cannot start) the socket is closed and the error logged.
 /// Accepting worker.
 pub fn adopt(cfg: &OwnedConfig, stream: std::net::TcpStream, worker: u32) {
-    match SocketLoops::loop_of(&cfg.runtime, worker) {
-        Ok(shared) => {
-            let settings = cfg.settings.clone();
-            shared.push(|i| i.adopt.push((stream, settings)));
-        }
+    adopt_read(&cfg.runtime, cfg.settings.clone(), stream, worker, Vec::new());
+}
+
+/// Like [`adopt`], for a socket whose first bytes `read` (a spare tunnel's handshake) Envoy
+/// already read: the loop hands them to the new connection before anything it reads itself.
+/// Accepting worker.
+pub fn adopt_read(runtime: &Arc<Runtime>, settings: Arc<HandshakeSettings>, stream: std::net::TcpStream, worker: u32, read: Vec<u8>) {
+    match SocketLoops::loop_of(runtime, worker) {
+        Ok(shared) => shared.push(|i| i.adopt.push(Adopted { stream, settings, read })),
         Err(e) => rt_log!(Error, "reverse_tunnel: cannot start a socket loop: {}; socket closed", e),
     }
 }
@@ -430,6 +475,9 @@ impl EnvoyNetworkFilter for OwnedSocket {
     fn set_metadata(&self, _namespace: &str, _key: &str, _value: &str) {
         // No Envoy connection, so no dynamic metadata to write to.
     }
+    fn take_socket(&self) -> Option<std::net::TcpStream> {
+        None // already the module's
+    }
     fn scheduler_new(&self) -> Sched {
         unreachable!("an owned socket's endpoint is made by its loop")
     }
@@ -524,8 +572,8 @@ impl SocketLoop {
             let mut g = self.shared.inbox.lock();
             (std::mem::take(&mut g.adopt), std::mem::take(&mut g.ready))
         };
-        for (stream, settings) in adopt {
-            self.adopt(stream, settings);
+        for a in adopt {
+            self.adopt(a);
             self.settle();
         }
         for id in ready {
@@ -537,8 +585,8 @@ impl SocketLoop {
     }
 
     /// Registers a new socket and starts its connection (the handshake's deadline, as on a
-    /// handshake-listener connection).
-    fn adopt(&mut self, stream: std::net::TcpStream, settings: Arc<HandshakeSettings>) {
+    /// handshake-listener connection), then hands it the bytes Envoy already read.
+    fn adopt(&mut self, Adopted { stream, settings, read }: Adopted) {
         if let Err(e) = stream.set_nonblocking(true) {
             rt_log!(Warn, "reverse_tunnel: owned socket dropped: {}", e);
             return;
@@ -556,6 +604,9 @@ impl SocketLoop {
         self.sockets.insert(id, sock);
         worker::insert(id, conn.clone());
         self.guarded(id, "socket loop new", || network::on_new_connection(&conn));
+        if !read.is_empty() {
+            self.guarded(id, "socket loop read", || network::deliver_read(&conn, read, false));
+        }
     }
 
     fn on_readable(&mut self, id: u64) {

@@ -9,6 +9,7 @@ pub mod jwt;
 pub mod keepalive;
 pub mod relay;
 pub mod reporter;
+pub mod spares;
 pub mod tracker;
 pub mod tunnel;
 pub mod h2mux;

@@ -25,7 +25,8 @@
 //!   exhausted, closing) stops further shared claims; the tunnel stays `InUse`.
 //! - A claim of a node prefers, in this order: (a) the oldest shareable session on the claiming
 //!   worker; (b) the oldest idle tunnel on the claiming worker; (c) the oldest (by registration)
-//!   shareable session on any other worker; (d) the oldest idle tunnel on any other worker.
+//!   shareable session on any other worker; (d) the oldest idle tunnel on any other worker; in
+//!   (c) and (d) Envoy's workers before socket loops, which hold a node's spares.
 //! - A cluster key resolves to one of its nodes by round-robin over the cluster's nodes that have
 //!   an idle tunnel or a shareable session (*ready* nodes), in the order the nodes joined the
 //!   cluster. A node without any tunnel leaves its cluster; an empty cluster disappears

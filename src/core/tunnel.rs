@@ -190,6 +190,22 @@ impl<S: Session> Tunnel<S> {
         self.phase = Phase::Done;
     }
 
+    /// The connection hands its accepted handshake to another owner (a spare tunnel moving to a
+    /// socket loop): returns every byte read so far and ends the phases (the close that follows
+    /// is silent). None, changing nothing, outside the handshake phase or if the handshake
+    /// buffer reached its cap (bytes may have been dropped).
+    pub fn hand_over(&mut self, rules: &HandshakeRules) -> Option<Vec<u8>> {
+        let cap = rules.max_header_bytes + HANDSHAKE_SLACK_BYTES;
+        match &mut self.phase {
+            Phase::Handshake { buf } if buf.len() < cap => {
+                let bytes = std::mem::take(buf);
+                self.phase = Phase::Done;
+                Some(bytes)
+            }
+            _ => None,
+        }
+    }
+
     /// The handshake was accepted: the keepalive `ka` starts (its first RPING admits the tunnel).
     pub fn accepted(&mut self, ka: Keepalive) {
         self.phase = Phase::Keepalive(ka);

@@ -425,6 +425,16 @@ impl NetFilter {
         unsafe { shim::get_worker_index(self.ptr()) }
     }
 
+    /// A descriptor of our own (a duplicate) of the connection's socket, when listener filter
+    /// `reverse_tunnel_spares` noted it at accept and it still is this connection's socket
+    /// (`ffi::seen_sockets`); None otherwise. Owning worker. Envoy's descriptor stays open until
+    /// the connection closes; a plain close of it leaves the duplicate's connection open.
+    pub fn take_socket(self) -> Option<std::net::TcpStream> {
+        let local = self.local_address().parse().ok()?;
+        let peer = self.remote_address().parse().ok()?;
+        super::seen_sockets::take(local, peer)
+    }
+
     /// The peer's `ip:port`, or "" for a non-IP peer (internal listener).
     pub fn remote_address(self) -> String {
         let mut b = EMPTY_ENVOY_BUF;
@@ -537,6 +547,17 @@ impl ListenerSocket {
         // borrowed to duplicate it (F_DUPFD_CLOEXEC).
         let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd as i32) };
         borrowed.try_clone_to_owned()
+    }
+
+    /// Notes Envoy's descriptor of the socket for [`NetFilter::take_socket`] (listener filter
+    /// `reverse_tunnel_spares`); Envoy keeps the socket. Accepting worker inside a hook.
+    pub fn remember(self, now_ms: u64) -> std::io::Result<()> {
+        // SAFETY: accepting worker inside a hook.
+        let fd = unsafe { shim::listener_get_socket_fd(self.ptr()) };
+        if fd < 0 || fd > i32::MAX as i64 {
+            return Err(std::io::Error::new(std::io::ErrorKind::NotFound, "the listener filter has no socket"));
+        }
+        super::seen_sockets::remember(fd as i32, now_ms)
     }
 
     /// Closes Envoy's descriptor of the socket (a plain `close`, so a duplicate keeps the

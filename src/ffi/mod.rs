@@ -6,6 +6,8 @@
 //!   Envoy calls. Each hook is a few lines: convert pointers and buffers, run the adapter inside
 //!   [`guard`], return. The `config_new` hooks share [`config_new`], the filters' `config_destroy`
 //!   hooks `config_drop`.
+//! - [`seen_sockets`]: descriptors the listener filter saw accepted, for the handshake filter
+//!   to move a spare tunnel's socket to a socket loop.
 //! - [`log`](crate::rt_log): logging through Envoy's `dynamic_modules` logger.
 //!
 //! No panic crosses into Envoy: every hook runs inside [`guard`], which catches unwinding and
@@ -14,6 +16,7 @@
 pub mod envoy;
 pub mod envoy_http;
 pub mod envoy_mode;
+pub mod seen_sockets;
 mod hooks_bootstrap;
 mod hooks_http;
 mod hooks_listener;

@@ -146,9 +146,14 @@ fn many_tunnels_share_one_loop() {
 fn the_listener_filter_takes_only_its_own_name_and_checks_the_config() {
     let (rt, _) = fake::runtime("{}");
     let e = OwnedConfig::with_runtime(rt.clone(), "other", b"").err().unwrap();
-    assert_eq!(e.to_string(), "filter_name: unknown listener filter 'other' (expected 'reverse_tunnel')");
+    assert_eq!(e.to_string(), "filter_name: unknown listener filter 'other' (expected 'reverse_tunnel' or 'reverse_tunnel_spares')");
     let e = OwnedConfig::with_runtime(rt, HANDSHAKE_FILTER_NAME, br#"{"ping_interval": "0.5s"}"#).err().unwrap();
     assert!(e.to_string().starts_with("reverse_tunnel filter config: ping_interval"), "{e}");
+    // The spares mode takes no config of its own.
+    assert!(matches!(ListenerConfig::new(SPARES_FILTER_NAME, b""), Ok(ListenerConfig::Spares)));
+    assert!(matches!(ListenerConfig::new(SPARES_FILTER_NAME, b" {} "), Ok(ListenerConfig::Spares)));
+    let e = ListenerConfig::new(SPARES_FILTER_NAME, br#"{"ping_interval": "2s"}"#).err().unwrap();
+    assert!(e.to_string().starts_with("filter_config: listener filter 'reverse_tunnel_spares' takes no config"), "{e}");
 }
 
 #[test]
@@ -206,3 +211,48 @@ fn the_out_queue_joins_small_writes_keeps_large_ones_whole_and_forgets_what_was_
     assert!(q.is_empty());
 }
 
+
+/// Listener filter `reverse_tunnel_spares` and the handshake filter: a node's first tunnel on a
+/// worker stays an Envoy connection, a further one moves to the socket loop with its handshake
+/// bytes, and once the keeper closes the next tunnel is kept again.
+#[test]
+fn a_nodes_spare_tunnel_moves_to_the_socket_loop_and_its_keeper_stays() {
+    let (rt, sink) = fake::runtime("{}");
+    let cfg = fake::net_config(&rt, HANDSHAKE_FILTER_NAME, r#"{"ping_interval": "1s"}"#);
+    let envoy_conn = |id: u64| {
+        let (client, server) = pair();
+        let f = fake::FakeNetworkFilter::new(id);
+        *f.socket.borrow_mut() = Some(server);
+        let conn = fake::open(&cfg, &f);
+        fake::read(&conn, &f, &request("n9"), false);
+        (client, f, conn)
+    };
+
+    // The first tunnel of n9 on worker 0 is its keeper: Envoy's connection answers it.
+    let (_c1, f1, conn1) = envoy_conn(1);
+    assert_eq!(f1.written(), OK_200);
+    assert!(f1.closes().is_empty());
+
+    // The second is a spare: Envoy's connection closes at once, writing nothing, and the
+    // socket loop answers the handshake Envoy read.
+    let (mut c2, f2, conn2) = envoy_conn(2);
+    assert!(f2.written().is_empty());
+    assert_eq!(f2.closes(), vec![(CloseType::NoFlush, "reverse_tunnel_moved_to_socket_loop".to_string())]);
+    network::on_event(&conn2, ConnectionEvent::LocalClose);
+    network::on_destroy(conn2);
+    assert_eq!(read_n(&mut c2, OK_200.len()), OK_200);
+    assert_eq!(read_n(&mut c2, 5), b"RPING");
+    c2.write_all(b"RPING").unwrap();
+    wait_for("the spare to be admitted", || rt.tracker.idle_count_for("n9") == 1);
+    let listed = rt.tracker.snapshot();
+    assert_eq!((listed.len(), listed[0].worker), (1, SOCKET_LOOP_BASE), "the spare belongs to socket loop 0");
+    rt.stats.flush_deferred();
+    assert!(sink.series("reverse_tunnel_acceptor.tunnels_closed").values().all(|v| *v == 0), "the move closed no tunnel");
+
+    // The keeper closes: the next tunnel of n9 on this worker is kept again.
+    network::on_event(&conn1, ConnectionEvent::RemoteClose);
+    network::on_destroy(conn1);
+    let (_c3, f3, _conn3) = envoy_conn(3);
+    assert_eq!(f3.written(), OK_200);
+    assert!(f3.closes().is_empty());
+}

@@ -15,7 +15,8 @@ impl<H: Clone + Send> Tracker<H> {
     /// ready node gives `None`. Otherwise `target` is a node key. Within the node, in order:
     /// (a) the oldest shareable session on `worker`; (b) the oldest idle tunnel on `worker`;
     /// (c) the oldest (lowest registration sequence) shareable session on any other worker;
-    /// (d) the oldest idle tunnel on any other worker.
+    /// (d) the oldest idle tunnel on any other worker. In (c) and (d), Envoy's workers come
+    /// before socket loops.
     ///
     /// `None` when nothing is reachable. O(log n) + O(#workers holding the node).
     pub fn claim(&self, target: &str, worker: WorkerId) -> Option<Claimed<H>> {
@@ -101,17 +102,20 @@ impl<H: Clone + Send> Tracker<H> {
                 return Some(Pick::Idle(i));
             }
         }
-        // The own slot (if any) has neither, so the minimum over all slots is over the others.
+        // The own slot (if any) has neither, so the minimum over all slots is over the others:
+        // Envoy's workers before socket loops (a loop's tunnels are a node's spares,
+        // docs/architecture.md#spare-tunnels), then the oldest.
+        let on_loop = |s: &WorkerSlot| s.worker >= SOCKET_LOOP_BASE;
         if node.shareable > 0 {
-            let oldest = node.slots.iter().filter_map(|s| s.shared.first_key_value()).min();
+            let oldest = node.slots.iter().filter_map(|s| s.shared.first_key_value().map(|(seq, t)| ((on_loop(s), *seq), *t))).min();
             if let Some((_, tunnel)) = oldest {
-                return Some(Pick::Shared(*tunnel));
+                return Some(Pick::Shared(tunnel));
             }
         }
         node.slots
             .iter()
             .enumerate()
-            .filter_map(|(i, s)| s.idle.keys().next().map(|seq| (*seq, i)))
+            .filter_map(|(i, s)| s.idle.keys().next().map(|seq| ((on_loop(s), *seq), i)))
             .min()
             .map(|(_, i)| Pick::Idle(i))
     }

@@ -524,6 +524,29 @@ fn claim_preference_order_with_two_workers() {
 }
 
 #[test]
+fn other_envoy_workers_come_before_socket_loops() {
+    let t = Tracker::new(false);
+    let who = ident("", "n", "c");
+    let lp = SOCKET_LOOP_BASE;
+    reg(&t, 1, lp, &who); // a spare, older than everything else
+    reg(&t, 2, 1, &who);
+    reg(&t, 3, lp + 1, &who);
+    // (d): worker 1's idle tunnel before the older one on a socket loop.
+    assert_eq!(claim3(&t, "n", 0), Some((2, false, false)));
+    // (c): worker 1's session before the loop's.
+    assert!(t.set_shareable(2, true));
+    assert_eq!(claim3(&t, "n", lp), Some((1, false, true)), "a loop's own tunnel is its (b)");
+    assert!(t.set_shareable(1, true));
+    assert_eq!(claim3(&t, "n", 0), Some((2, true, false)));
+    // Only loops are left: the oldest of them.
+    assert!(t.set_shareable(2, false));
+    assert_eq!(claim3(&t, "n", 0), Some((1, true, false)));
+    assert!(t.set_shareable(1, false));
+    assert_eq!(claim3(&t, "n", 0), Some((3, false, false)));
+    t.check_consistency().unwrap();
+}
+
+#[test]
 fn cross_worker_sessions_take_the_oldest() {
     let t = Tracker::new(false);
     let who = ident("", "n", "c");

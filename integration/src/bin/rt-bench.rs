@@ -104,8 +104,16 @@ const REQUEST_PATH_OPTIONS: &str = r#"
   a wake-up of a thread competing for the same two CPUs. *Tried*: one `writev` per batch of mail, waking a loop only when it sleeps, a short read
   ending a read burst, credit to a tunnel on a socket loop in 64 KiB batches (gRPC 0.95 ->
   1.0-1.15x); spinning 100 us before sleeping made bulk worse (every spin took CPU the workers
-  needed). So the recommended configuration keeps an Envoy connection per tunnel, and owned
-  sockets are the choice when idle tunnels dominate (README, "Owned sockets").
+  needed). So owned sockets are an option (README, "Owned sockets"), and the recommended
+  configuration takes only a node's spare tunnels off Envoy (next item).
+- **Built and measured here: spare tunnels** (the recommended `envoy-config/upstream-direct.yaml`;
+  rows without a mark). A node's first tunnel on each worker stays an Envoy connection and
+  carries its requests; each further one moves to the worker's socket loop right after its
+  handshake (the listener filter `reverse_tunnel_spares` notes each socket's descriptor, since
+  the network filter ABI gives none). Requests keep the recommended path's figures (W1, W7), and
+  W4 drops from 2.45x to 0.65-0.7x with 100 tunnels per node (`rt-bench --w34-only --runs 3`:
+  0.68x; handshakes/s 1.28x; keepalive CPU 0.36x). A node with one tunnel per responder worker
+  still costs an Envoy connection per tunnel.
 - **Not prototyped**: a transport socket or a module cluster (they do not remove the router and
   codec hops).
 - **Request-body back-pressure toward a slow node**: past 256 KiB that the tunnel stream's window
@@ -1070,7 +1078,7 @@ fn run(opts: &Opts) -> Result<()> {
     let _ = writeln!(md, "\n## Workloads\n");
     let _ = writeln!(
         md,
-        "- **Ours** is the module in the recommended configuration (`envoy-config/upstream-direct.yaml`): the\n  terminal HTTP filter `reverse_tunnel_route` answers each request over the node's tunnel HTTP/2 session\n  itself. W1 also measures the module's cluster path (`envoy-config/upstream.yaml`: router, HTTP/2 cluster,\n  internal listener, egress network filter). *Ours, owned sockets* is the same plus the listener filter\n  `reverse_tunnel` on the handshake listener (`envoy-config/upstream-owned.yaml`): the module owns every\n  tunnel socket (rows marked \"owned sockets\").\n\
+        "- **Ours** is the module in the recommended configuration (`envoy-config/upstream-direct.yaml`): the\n  terminal HTTP filter `reverse_tunnel_route` answers each request over the node's tunnel HTTP/2 session\n  itself. W1 also measures the module's cluster path (`envoy-config/upstream.yaml`: router, HTTP/2 cluster,\n  internal listener, egress network filter). Its handshake listener has the listener filter\n  `reverse_tunnel_spares`: a node's first tunnel per worker stays an Envoy connection and the others move\n  to the module's socket loops (README, \"Spare tunnels\"). *Ours, owned sockets* has the listener filter\n  `reverse_tunnel` instead (`envoy-config/upstream-owned.yaml`): the module owns every tunnel socket (rows\n  marked \"owned sockets\").\n\
          - **W1 request path**: responder `--concurrency 2`; one built-in initiator `--concurrency 2` (one tunnel per\n  worker); `h2load -n 20000 -c 4 -m 8 -H 'x-remote-node-id: {NODE}' http://127.0.0.1:<egress>/direct` (h2c prior\n  knowledge). `/direct` is a direct_response on the initiator, so the responder is what is measured. Requests/s\n  counts 2xx responses only; latency percentiles come from h2load's `--log-file` (2xx only); CPU is utime+stime\n  of the responder from `/proc/<pid>/stat` around the h2load run, per 10,000 requests sent. A warm-up of 200\n  requests precedes the runs. The *ceiling* row runs the same h2load against a plain Envoy `--concurrency 2`
   whose HTTP listener answers with a direct_response itself (no tunnel, no initiator): the most this machine
   gives for this load."
@@ -1130,7 +1138,7 @@ fn run(opts: &Opts) -> Result<()> {
         missed += 1;
         let _ = writeln!(
             md,
-            "- **W4 RSS per idle tunnel**. *Why (measured)*: an idle tunnel of ours is a whole Envoy connection; the\n  built-in keeps only the socket and a timer after the handshake. The floor row measures an Envoy connection\n  alone (no module, Envoy's echo filter): {:.2} KiB, {} the built-in's whole tunnel, so no design that keeps\n  an Envoy connection per idle tunnel can meet 2.0x, whatever the module holds. The rest is ours: Envoy's\n  side of our network filter and the module's own state (about 1.3 KiB: the connection's state with the\n  HTTP/2 session boxed until a claim, its mailbox, the tracker entry, ids and addresses). *Tried*: one deadline queue per worker instead of a\n  timer per tunnel; the HTTP/2 multiplexer created only when a tunnel is claimed. *Closed by*: owned\n  sockets (row \"W4 RSS per idle tunnel, owned sockets\", {}x), which move every request of a tunnel to\n  the module's socket loop, a thread hop per request (their W1 and W7 rows; see \"Request-path options\").",
+            "- **W4 RSS per idle tunnel**. *Why (measured)*: a keeper (a node's first tunnel on a worker) is a whole\n  Envoy connection, and the spares did not move (check the listener filter `reverse_tunnel_spares`); the\n  built-in keeps only the socket and a timer after the handshake. The floor row measures an Envoy connection\n  alone (no module, Envoy's echo filter): {:.2} KiB, {} the built-in's whole tunnel, so no design that keeps\n  an Envoy connection per idle tunnel can meet 2.0x, whatever the module holds. The rest is ours: Envoy's\n  side of our network filter and the module's own state (about 1.3 KiB: the connection's state with the\n  HTTP/2 session boxed until a claim, its mailbox, the tracker entry, ids and addresses). *Tried*: one deadline queue per worker instead of a\n  timer per tunnel; the HTTP/2 multiplexer created only when a tunnel is claimed. *Closed by*: owned\n  sockets (row \"W4 RSS per idle tunnel, owned sockets\", {}x), which move every request of a tunnel to\n  the module's socket loop, a thread hop per request (their W1 and W7 rows; see \"Request-path options\").",
             floor.0,
             ratio(floor.0, w34[0].1),
             ratio(w34[2].1, w34[0].1)

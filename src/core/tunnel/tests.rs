@@ -157,3 +157,28 @@ fn an_earlier_close_reason_wins_unless_replaced() {
     assert_eq!(t.closed(false).unwrap().reason, CloseReason::Drain);
     assert!(t.closed(false).is_none(), "accounted once");
 }
+
+#[test]
+fn an_accepted_handshake_is_handed_over_with_every_byte_read_and_closes_silently() {
+    let rules = HandshakeRules::default();
+    let mut t: Tunnel<Rec> = Tunnel::new(0, 10_000);
+    assert!(matches!(t.on_read(&REQ[..20], false, 1, &rules), Read::Nothing));
+    assert!(matches!(t.on_read(&REQ[20..], false, 2, &rules), Read::Accept(_)));
+    assert_eq!(t.hand_over(&rules).as_deref(), Some(REQ), "both reads, in order");
+    assert!(t.hand_over(&rules).is_none(), "once");
+    assert!(t.closed(false).is_none(), "the close that follows is not a tunnel's");
+    // Past the handshake there is nothing to hand over.
+    let mut t = accepted();
+    assert!(t.hand_over(&rules).is_none());
+    assert!(t.closed(false).is_some());
+}
+
+#[test]
+fn a_handshake_buffer_at_its_cap_is_not_handed_over() {
+    let rules = HandshakeRules { max_header_bytes: 16, ..HandshakeRules::default() };
+    let mut t: Tunnel<Rec> = Tunnel::new(0, 10_000);
+    let mut big = vec![b'x'; 16 + HANDSHAKE_SLACK_BYTES + 1];
+    big[..REQ.len()].copy_from_slice(REQ);
+    let _ = t.on_read(big, false, 1, &rules); // cut at the cap
+    assert!(t.hand_over(&rules).is_none(), "bytes may have been dropped");
+}

@@ -23,7 +23,8 @@ pub enum Responder {
     /// `libreverse_tunnel.so`).
     Module,
     /// Our dynamic module with the recommended request path, the HTTP filter
-    /// `reverse_tunnel_route` (`envoy-config/upstream-direct.yaml`).
+    /// `reverse_tunnel_route` (`envoy-config/upstream-direct.yaml`; a node's spare tunnels on the
+    /// module's socket loops).
     Direct,
     /// [`Responder::Direct`] with owned sockets: the listener filter `reverse_tunnel` takes each
     /// tunnel socket from Envoy (`envoy-config/upstream-owned.yaml`).

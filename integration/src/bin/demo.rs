@@ -80,7 +80,9 @@ fn run(kind: Responder) -> Result<()> {
     println!("   envoy     : {}", envoy_bin().display());
 
     println!("\n[1/4] Starting the responder, then a built-in initiator ({NODE}, 2 workers) with its backend ...");
-    let spec = InitiatorSpec::new(NODE, CLUSTER).tenant(TENANT).concurrency(2).tunnels(1);
+    // 2 initiator workers x 2 tunnels: on the recommended configuration each responder worker
+    // keeps one of the node's tunnels as an Envoy connection and moves the other to its socket loop.
+    let spec = InitiatorSpec::new(NODE, CLUSTER).tenant(TENANT).concurrency(2).tunnels(2);
     let expected = spec.expected_tunnels();
     let mut topo = Topology::start("demo", kind, 2, &[spec])?;
     println!(
@@ -102,6 +104,15 @@ fn run(kind: Responder) -> Result<()> {
     let t = Instant::now();
     let n = topo.wait_tunnels(expected, Duration::from_secs(30))?;
     println!("   {n} tunnel(s) up after {:.1} s", t.elapsed().as_secs_f64());
+    if kind != Responder::Builtin {
+        // Where each tunnel lives: worker_<k> is an Envoy connection, socket_loop_<k> the module's.
+        let listing = topo.responder().admin_get("/reverse_tunnels?format=text")?;
+        for line in listing.lines().filter(|l| l.contains("node=")) {
+            let field = |k: &str| line.split(' ').find_map(|f| f.strip_prefix(k)).unwrap_or("?").to_string();
+            let place = if field("worker=").starts_with("socket_loop_") { "module's socket loop" } else { "Envoy connection" };
+            println!("   tunnel {:>20} on {:<14} ({place})", field("tunnel="), field("worker="));
+        }
+    }
 
     println!("\n[3/4] Requests to the responder's HTTP listener (header {NODE_HEADER}):");
     let direct = topo.initiator(0).direct_body();

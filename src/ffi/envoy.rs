@@ -430,8 +430,8 @@ impl NetFilter {
     /// (`ffi::seen_sockets`); None otherwise. Owning worker. Envoy's descriptor stays open until
     /// the connection closes; a plain close of it leaves the duplicate's connection open.
     pub fn take_socket(self) -> Option<std::net::TcpStream> {
-        let local = self.local_address().parse().ok()?;
-        let peer = self.remote_address().parse().ok()?;
+        let local = super::seen_sockets::parse_address(&self.local_address())?;
+        let peer = super::seen_sockets::parse_address(&self.remote_address())?;
         super::seen_sockets::take(local, peer)
     }
 

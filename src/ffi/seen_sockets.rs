@@ -69,6 +69,14 @@ pub fn take(local: SocketAddr, peer: SocketAddr) -> Option<TcpStream> {
     Some(TcpStream::from(owned))
 }
 
+/// Parses Envoy's address text `ip:port` (an IPv6 address with or without brackets) into a
+/// socket address; None for anything else (a pipe, an internal address, "").
+pub fn parse_address(text: &str) -> Option<SocketAddr> {
+    let (ip, port) = text.rsplit_once(':')?;
+    let ip: std::net::IpAddr = ip.trim_start_matches('[').trim_end_matches(']').parse().ok()?;
+    Some(SocketAddr::new(ip, port.parse().ok()?))
+}
+
 /// Records held by this thread (tests and diagnostics).
 pub fn held() -> usize {
     SEEN.with(|t| t.borrow().len())
@@ -103,6 +111,17 @@ mod tests {
         dup.write_all(b"pong").unwrap();
         client.read_exact(&mut b).unwrap();
         assert_eq!(&b, b"pong");
+    }
+
+    #[test]
+    fn envoy_address_texts_parse_for_both_families() {
+        assert_eq!(parse_address("127.0.0.1:9000"), Some(([127, 0, 0, 1], 9000).into()));
+        let v6: SocketAddr = "[::1]:9000".parse().unwrap();
+        assert_eq!(parse_address("::1:9000"), Some(v6));
+        assert_eq!(parse_address("[::1]:9000"), Some(v6));
+        for bad in ["", "envoy://internal", "127.0.0.1", "127.0.0.1:x", "/tmp/sock:0"] {
+            assert_eq!(parse_address(bad), None, "{bad}");
+        }
     }
 
     #[test]

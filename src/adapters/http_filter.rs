@@ -27,7 +27,6 @@
 use super::endpoint::{Endpoint, Msg, Sched};
 use super::worker::deliver;
 use super::tunnel_session::LOCAL_INITIAL_WINDOW;
-use crate::core::tracker::SOCKET_LOOP_BASE;
 use crate::config::route::RouteConfig;
 use crate::core::h2mux::frame::error;
 use crate::core::h2mux::hpack::HeaderField;
@@ -47,11 +46,13 @@ pub const ROUTE_FILTER_NAME: &str = "reverse_tunnel_route";
 
 /// Ids of HTTP streams start here, above any Envoy connection id, so one id space names both.
 const STREAM_ID_BASE: u64 = 1 << 62;
-/// Response bytes a stream consumes before it credits a tunnel on a socket loop (owned sockets):
-/// each message there may cost the loop a wake-up (bytes).
-const LOOP_CREDIT_BATCH: u64 = 64 * 1024;
+/// Response bytes a stream consumes before it credits its tunnel (bytes). Each credit is a
+/// message to the tunnel, which is usually busy with the read that produced the response (so
+/// the message costs a scheduler event, one more pass of the worker's event loop) or on a
+/// socket loop (a wake-up); the session only sends a WINDOW_UPDATE past half a window anyway.
+const CREDIT_BATCH: u64 = 64 * 1024;
 // Held credit never stalls a stream: it stays far below the stream's window.
-const _: () = assert!(LOOP_CREDIT_BATCH * 4 <= LOCAL_INITIAL_WINDOW);
+const _: () = assert!(CREDIT_BATCH * 4 <= LOCAL_INITIAL_WINDOW);
 static NEXT_STREAM_ID: AtomicU64 = AtomicU64::new(STREAM_ID_BASE);
 
 /// True if `id` names an HTTP stream (not a connection).
@@ -395,11 +396,8 @@ impl HttpStream {
             let send = {
                 let mut st = self.st.borrow_mut();
                 st.owed_credit += credit;
-                // A tunnel on a socket loop gets credit in batches, far below the stream window
-                // (so data never stalls). Envoy's workers are woken by Envoy anyway: credit per
-                // batch of response pieces, as before.
-                let on_loop = st.tunnel.as_ref().is_some_and(|t| t.worker >= SOCKET_LOOP_BASE);
-                if st.above_watermark || st.resp_done || (on_loop && st.owed_credit < LOOP_CREDIT_BATCH) {
+                // Credit goes in batches, far below the stream window (so data never stalls).
+                if st.above_watermark || st.resp_done || st.owed_credit < CREDIT_BATCH {
                     None
                 } else {
                     Some(std::mem::take(&mut st.owed_credit))

@@ -114,6 +114,15 @@ const REQUEST_PATH_OPTIONS: &str = r#"
   W4 drops from 2.45x to 0.65-0.7x with 100 tunnels per node (`rt-bench --w34-only --runs 3`:
   0.68x; handshakes/s 1.28x; keepalive CPU 0.36x). A node with one tunnel per responder worker
   still costs an Envoy connection per tunnel.
+- **Credit in batches toward every tunnel** (W7 gRPC): counting mailbox messages during the gRPC
+  run showed the route filter posting a credit to its own worker's tunnel for most response
+  messages (48,000 per 64,000 messages): the tunnel was busy with the read that produced the
+  data, so each credit took a scheduler event, one more pass of the worker's event loop. Credit
+  now goes in 64 KiB batches toward every tunnel (it went so only toward socket loops): about 700
+  mailbox posts per 64,000 messages, and the responder's system calls during the run close to the
+  built-in's (`strace -c -f`, 6 s: `epoll_wait` 8,158 against 7,333, before 9,664; `sendto`
+  8,450 against 8,285, before 10,242). Messages/s 0.96-0.98x over `rt-bench --w7-only --runs 6`
+  before and after, within this machine's run-to-run spread (single runs 0.85-1.2x).
 - **Not prototyped**: a transport socket or a module cluster (they do not remove the router and
   codec hops).
 - **Request-body back-pressure toward a slow node**: past 256 KiB that the tunnel stream's window

@@ -102,11 +102,11 @@ fn run(kill: bool) -> Result<()> {
     let names: Vec<String> = (0..fleet.responder_count())
         .map(|i| fleet.responder(i).name.clone())
         .collect();
-    for i in 0..names.len() {
+    for (i, name) in names.iter().enumerate() {
         let v = fleet.view(i)?;
         println!(
             "   GET /reverse_tunnels on {}: responder={:?} draining={} idle={} in_use={} by node {:?}",
-            names[i], v.responder, v.draining, v.idle, v.in_use, v.by_node
+            name, v.responder, v.draining, v.idle, v.in_use, v.by_node
         );
     }
 
@@ -135,8 +135,7 @@ fn run(kill: bool) -> Result<()> {
     }
 
     println!("\n[3/4] Rolling restart, one responder at a time ...");
-    for i in 0..names.len() {
-        let name = &names[i];
+    for (i, name) in names.iter().enumerate() {
         let t = Instant::now();
         fleet.wait_front_all_in(Duration::from_secs(20))?;
         println!("   {name}: POST /drain_listeners?graceful (responders run with --drain-time-s {DRAIN_TIME_S} --drain-strategy immediate)");

@@ -153,6 +153,7 @@ pub struct Stats {
     claims_cross_worker: Option<usize>,
     claims_shared: Option<usize>,
     outer_tls_refused: Option<usize>,
+    spare_tunnels_moved: Option<usize>,
     cluster_conflict: Option<usize>,
     tunnels_closed: Option<usize>,
     tunnels_idle: Option<usize>,
@@ -229,6 +230,7 @@ impl Stats {
             claims_cross_worker: d(MetricKind::Counter, p("claims_cross_worker"), &[]),
             claims_shared: d(MetricKind::Counter, p("claims_shared"), &[]),
             outer_tls_refused: d(MetricKind::Counter, p("outer_tls_refused"), &[]),
+            spare_tunnels_moved: d(MetricKind::Counter, p("spare_tunnels_moved"), &[]),
             cluster_conflict: d(MetricKind::Counter, p("cluster_conflict"), &[]),
             tunnels_closed: d(MetricKind::Counter, p("tunnels_closed"), &["close_reason"]),
             tunnels_idle: d(MetricKind::Gauge, p("tunnels_idle"), &[]),
@@ -295,6 +297,12 @@ impl Stats {
     /// A handshake arrived on a TLS listener and was refused (docs/architecture.md#known-limits).
     pub fn outer_tls_refused(&self) {
         self.up(MetricOp::IncCounter, self.outer_tls_refused, &[], 1);
+    }
+    /// A spare tunnel's socket moved from an Envoy connection to a socket loop after its
+    /// handshake (docs/architecture.md#spare-tunnels); Envoy counts that connection as closed
+    /// locally on the handshake listener, the module counts no tunnel closed.
+    pub fn spare_tunnel_moved(&self) {
+        self.up(MetricOp::IncCounter, self.spare_tunnels_moved, &[], 1);
     }
 
     /// A tunnel joined the idle pool on `worker` (after [`crate::core::tracker::Tracker::register`]):

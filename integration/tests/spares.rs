@@ -64,6 +64,8 @@ fn a_nodes_first_tunnel_per_worker_stays_in_envoy_and_the_spares_move_to_socket_
         .filter_map(|(_, v)| v.parse::<u64>().ok())
         .sum();
     ensure!(closed == 0, "{closed} tunnel(s) counted closed");
+    let moved = topo.responder().stat_u64("rt.upstream_rc.spare_tunnels_moved")?.unwrap_or(0);
+    ensure!(moved == 6, "spare_tunnels_moved is {moved}, expected 6");
     ensure!(topo.tunnels()? == 8, "the tunnels stay");
 
     // The initiator goes away and comes back: its old keepers are gone, so the first new tunnel

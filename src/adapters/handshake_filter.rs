@@ -229,7 +229,8 @@ pub fn on_read(conn: &Tunnel, data: Vec<u8>, end_stream: bool) {
 /// `reverse_tunnel_spares` noted this connection's socket, the node's first tunnel on this worker
 /// stays here as its keeper, and a further one moves to the worker's socket loop with the bytes
 /// of its handshake, which the loop answers as if it had read them itself. This connection then
-/// closes silently (no stats, no log: the tunnel lives on). Returns true if the tunnel moved.
+/// closes without a tunnel close (no `tunnels_closed`, no lifecycle entry: the tunnel lives on;
+/// `spare_tunnels_moved` counts it). Returns true if the tunnel moved.
 fn move_spare(conn: &Tunnel, req: &HandshakeRequest) -> bool {
     if conn.ep.worker >= SOCKET_LOOP_BASE {
         return false;
@@ -248,6 +249,7 @@ fn move_spare(conn: &Tunnel, req: &HandshakeRequest) -> bool {
     worker::set_deadline(conn.ep.conn_id, None);
     rt_log!(Debug, "reverse_tunnel: spare tunnel of node '{}' moves to socket loop {} (conn={})", req.node_id, conn.ep.worker, conn.ep.conn_id);
     socket_loop::adopt_read(&conn.runtime, settings, stream, conn.ep.worker, read);
+    conn.runtime.stats.spare_tunnel_moved();
     conn.close(CloseType::NoFlush, CloseDetail::MovedToSocketLoop);
     true
 }

@@ -248,6 +248,7 @@ fn a_nodes_spare_tunnel_moves_to_the_socket_loop_and_its_keeper_stays() {
     assert_eq!((listed.len(), listed[0].worker), (1, SOCKET_LOOP_BASE), "the spare belongs to socket loop 0");
     rt.stats.flush_deferred();
     assert!(sink.series("reverse_tunnel_acceptor.tunnels_closed").values().all(|v| *v == 0), "the move closed no tunnel");
+    assert_eq!(sink.get("reverse_tunnel_acceptor.spare_tunnels_moved", &[]), 1, "the move is counted");
 
     // The keeper closes: the next tunnel of n9 on this worker is kept again.
     network::on_event(&conn1, ConnectionEvent::RemoteClose);

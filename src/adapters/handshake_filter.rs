@@ -236,6 +236,9 @@ fn move_spare(conn: &Tunnel, req: &HandshakeRequest) -> bool {
         return false;
     }
     let Some(f) = conn.envoy() else { return false };
+    if f.is_ssl() {
+        return false; // the socket carries Envoy's TLS; `accept` refuses such a handshake
+    }
     let Some(stream) = f.take_socket() else { return false };
     let identity = Identity { node_id: req.node_id.clone(), cluster_id: req.cluster_id.clone(), tenant_id: req.tenant_id.clone() };
     let key = conn.runtime.tracker.node_key(&identity);

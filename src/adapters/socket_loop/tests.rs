@@ -257,3 +257,24 @@ fn a_nodes_spare_tunnel_moves_to_the_socket_loop_and_its_keeper_stays() {
     assert_eq!(f3.written(), OK_200);
     assert!(f3.closes().is_empty());
 }
+
+/// A TLS connection never moves: its socket carries Envoy's TLS, and the handshake filter
+/// refuses outer TLS with its usual answer.
+#[test]
+fn a_spare_on_a_tls_listener_stays_and_is_refused_as_before() {
+    let (rt, sink) = fake::runtime("{}");
+    let cfg = fake::net_config(&rt, HANDSHAKE_FILTER_NAME, r#"{"ping_interval": "1s"}"#);
+    let mut keep = Vec::new();
+    for id in 1..=2 {
+        let (client, server) = pair();
+        let f = fake::FakeNetworkFilter::new(id);
+        f.ssl.set(true);
+        *f.socket.borrow_mut() = Some(server);
+        let conn = fake::open(&cfg, &f);
+        fake::read(&conn, &f, &request("n10"), false);
+        assert!(f.written().starts_with(b"HTTP/1.1 400"), "{}", String::from_utf8_lossy(&f.written()));
+        assert!(f.closes().iter().all(|(_, d)| d != "reverse_tunnel_moved_to_socket_loop"));
+        keep.push((client, f, conn));
+    }
+    assert_eq!(sink.get("reverse_tunnel_acceptor.spare_tunnels_moved", &[]), 0);
+}

@@ -240,8 +240,7 @@ fn move_spare(conn: &Tunnel, req: &HandshakeRequest) -> bool {
         return false; // the socket carries Envoy's TLS; `accept` refuses such a handshake
     }
     let Some(stream) = f.take_socket() else { return false };
-    let identity = Identity { node_id: req.node_id.clone(), cluster_id: req.cluster_id.clone(), tenant_id: req.tenant_id.clone() };
-    let key = conn.runtime.tracker.node_key(&identity);
+    let key = conn.runtime.tracker.node_key(&identity_of(req));
     if KEEPERS.with(|k| k.borrow_mut().admit(&key)) {
         with_tunnel(conn, |t| t.keeper_of = Some(key));
         return false; // `stream` (our duplicate) closes; Envoy's connection keeps the socket
@@ -255,6 +254,11 @@ fn move_spare(conn: &Tunnel, req: &HandshakeRequest) -> bool {
     conn.runtime.stats.spare_tunnel_moved();
     conn.close(CloseType::NoFlush, CloseDetail::MovedToSocketLoop);
     true
+}
+
+/// The tracker identity an accepted handshake names.
+fn identity_of(req: &HandshakeRequest) -> Identity {
+    Identity { node_id: req.node_id.clone(), cluster_id: req.cluster_id.clone(), tenant_id: req.tenant_id.clone() }
 }
 
 fn reject(conn: &Tunnel, r: &Rejection) {
@@ -273,11 +277,7 @@ fn accept(conn: &Tunnel, req: HandshakeRequest, now: u64) {
     if draining(rt) {
         return reject(conn, &Rejection::draining());
     }
-    let identity = Identity {
-        node_id: req.node_id.clone(),
-        cluster_id: req.cluster_id.clone(),
-        tenant_id: req.tenant_id.clone(),
-    };
+    let identity = identity_of(&req);
     let settings = with_tunnel(conn, |t| t.settings.clone());
     let Some(f) = conn.envoy() else { return };
     if f.is_ssl() {

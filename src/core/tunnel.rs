@@ -21,6 +21,11 @@ use super::relay::EchoStripper;
 /// silent cut, decides about an oversized head).
 const HANDSHAKE_SLACK_BYTES: usize = 4096;
 
+/// Most handshake bytes a connection keeps under `rules` (later ones are dropped).
+fn handshake_cap(rules: &HandshakeRules) -> usize {
+    rules.max_header_bytes + HANDSHAKE_SLACK_BYTES
+}
+
 /// What a claimed tunnel runs, supplied by the adapter.
 pub trait Session {
     /// What the session asks the adapter to do.
@@ -158,8 +163,7 @@ impl<S: Session> Tunnel<S> {
         let data: Vec<u8> = data.into();
         match &mut self.phase {
             Phase::Handshake { buf } => {
-                let cap = rules.max_header_bytes + HANDSHAKE_SLACK_BYTES;
-                let room = cap.saturating_sub(buf.len());
+                let room = handshake_cap(rules).saturating_sub(buf.len());
                 buf.extend_from_slice(&data[..data.len().min(room)]);
                 match handshake::evaluate(buf, rules) {
                     Outcome::NeedMore if end_stream => Read::HandshakeIncomplete,
@@ -195,9 +199,8 @@ impl<S: Session> Tunnel<S> {
     /// is silent). None, changing nothing, outside the handshake phase or if the handshake
     /// buffer reached its cap (bytes may have been dropped).
     pub fn hand_over(&mut self, rules: &HandshakeRules) -> Option<Vec<u8>> {
-        let cap = rules.max_header_bytes + HANDSHAKE_SLACK_BYTES;
         match &mut self.phase {
-            Phase::Handshake { buf } if buf.len() < cap => {
+            Phase::Handshake { buf } if buf.len() < handshake_cap(rules) => {
                 let bytes = std::mem::take(buf);
                 self.phase = Phase::Done;
                 Some(bytes)

@@ -535,29 +535,31 @@ impl ListenerSocket {
         self.0 as *mut c_void
     }
 
-    /// A descriptor of our own for the accepted socket (`dup` of Envoy's, close-on-exec), or the
-    /// error. Envoy's descriptor stays Envoy's: [`ListenerSocket::close`] closes it.
-    pub fn dup_socket(self) -> std::io::Result<std::os::fd::OwnedFd> {
+    /// Envoy's descriptor of the accepted socket (open for the length of the hook), or
+    /// `NotFound` if Envoy has none. Accepting worker inside a hook.
+    fn envoy_fd(self) -> std::io::Result<std::os::fd::RawFd> {
         // SAFETY: accepting worker inside a hook.
         let fd = unsafe { shim::listener_get_socket_fd(self.ptr()) };
         if fd < 0 || fd > i32::MAX as i64 {
             return Err(std::io::Error::new(std::io::ErrorKind::NotFound, "the listener filter has no socket"));
         }
+        Ok(fd as std::os::fd::RawFd)
+    }
+
+    /// A descriptor of our own for the accepted socket (`dup` of Envoy's, close-on-exec), or the
+    /// error. Envoy's descriptor stays Envoy's: [`ListenerSocket::close`] closes it.
+    pub fn dup_socket(self) -> std::io::Result<std::os::fd::OwnedFd> {
+        let fd = self.envoy_fd()?;
         // SAFETY: Envoy keeps the descriptor open for the length of the hook; it is only
         // borrowed to duplicate it (F_DUPFD_CLOEXEC).
-        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd as i32) };
+        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
         borrowed.try_clone_to_owned()
     }
 
     /// Notes Envoy's descriptor of the socket for [`NetFilter::take_socket`] (listener filter
     /// `reverse_tunnel_spares`); Envoy keeps the socket. Accepting worker inside a hook.
     pub fn remember(self, now_ms: u64) -> std::io::Result<()> {
-        // SAFETY: accepting worker inside a hook.
-        let fd = unsafe { shim::listener_get_socket_fd(self.ptr()) };
-        if fd < 0 || fd > i32::MAX as i64 {
-            return Err(std::io::Error::new(std::io::ErrorKind::NotFound, "the listener filter has no socket"));
-        }
-        super::seen_sockets::remember(fd as i32, now_ms)
+        super::seen_sockets::remember(self.envoy_fd()?, now_ms)
     }
 
     /// Closes Envoy's descriptor of the socket (a plain `close`, so a duplicate keeps the

@@ -212,6 +212,19 @@ fn the_out_queue_joins_small_writes_keeps_large_ones_whole_and_forgets_what_was_
 }
 
 
+/// An Envoy connection of the handshake filter `cfg` whose socket listener filter
+/// `reverse_tunnel_spares` noted (the fake hands it out once), with `node`'s handshake read:
+/// (the initiator's end, the fake Envoy side, the connection).
+fn noted_envoy_conn(cfg: &network::NetConfig, id: u64, node: &str, ssl: bool) -> (StdStream, Rc<fake::FakeNetworkFilter>, Rc<dyn Connection>) {
+    let (client, server) = pair();
+    let f = fake::FakeNetworkFilter::new(id);
+    f.ssl.set(ssl);
+    *f.socket.borrow_mut() = Some(server);
+    let conn = fake::open(cfg, &f);
+    fake::read(&conn, &f, &request(node), false);
+    (client, f, conn)
+}
+
 /// Listener filter `reverse_tunnel_spares` and the handshake filter: a node's first tunnel on a
 /// worker stays an Envoy connection, a further one moves to the socket loop with its handshake
 /// bytes, and once the keeper closes the next tunnel is kept again.
@@ -219,14 +232,7 @@ fn the_out_queue_joins_small_writes_keeps_large_ones_whole_and_forgets_what_was_
 fn a_nodes_spare_tunnel_moves_to_the_socket_loop_and_its_keeper_stays() {
     let (rt, sink) = fake::runtime("{}");
     let cfg = fake::net_config(&rt, HANDSHAKE_FILTER_NAME, r#"{"ping_interval": "1s"}"#);
-    let envoy_conn = |id: u64| {
-        let (client, server) = pair();
-        let f = fake::FakeNetworkFilter::new(id);
-        *f.socket.borrow_mut() = Some(server);
-        let conn = fake::open(&cfg, &f);
-        fake::read(&conn, &f, &request("n9"), false);
-        (client, f, conn)
-    };
+    let envoy_conn = |id: u64| noted_envoy_conn(&cfg, id, "n9", false);
 
     // The first tunnel of n9 on worker 0 is its keeper: Envoy's connection answers it.
     let (_c1, f1, conn1) = envoy_conn(1);
@@ -266,12 +272,7 @@ fn a_spare_on_a_tls_listener_stays_and_is_refused_as_before() {
     let cfg = fake::net_config(&rt, HANDSHAKE_FILTER_NAME, r#"{"ping_interval": "1s"}"#);
     let mut keep = Vec::new();
     for id in 1..=2 {
-        let (client, server) = pair();
-        let f = fake::FakeNetworkFilter::new(id);
-        f.ssl.set(true);
-        *f.socket.borrow_mut() = Some(server);
-        let conn = fake::open(&cfg, &f);
-        fake::read(&conn, &f, &request("n10"), false);
+        let (client, f, conn) = noted_envoy_conn(&cfg, id, "n10", true);
         assert!(f.written().starts_with(b"HTTP/1.1 400"), "{}", String::from_utf8_lossy(&f.written()));
         assert!(f.closes().iter().all(|(_, d)| d != "reverse_tunnel_moved_to_socket_loop"));
         keep.push((client, f, conn));

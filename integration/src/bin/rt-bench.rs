@@ -111,8 +111,9 @@ const REQUEST_PATH_OPTIONS: &str = r#"
   carries its requests; each further one moves to the worker's socket loop right after its
   handshake (the listener filter `reverse_tunnel_spares` notes each socket's descriptor, since
   the network filter ABI gives none). Requests keep the recommended path's figures (W1, W7), and
-  W4 drops from 2.45x to 0.65-0.7x with 100 tunnels per node (`rt-bench --w34-only --runs 3`:
-  0.68x; handshakes/s 1.28x; keepalive CPU 0.36x). A node with one tunnel per responder worker
+  W4 drops from 2.45x to 0.68-0.71x with 100 tunnels per node (`rt-bench --w34-only --runs 3`:
+  0.68x, handshakes/s 1.28x, keepalive CPU 0.36x; three `make bench` runs: 0.70-0.71x, 1.12-1.30x,
+  0.34-0.39x). A node with one tunnel per responder worker
   still costs an Envoy connection per tunnel.
 - **Credit in batches toward every tunnel** (W7 gRPC): counting mailbox messages during the gRPC
   run showed the route filter posting a credit to its own worker's tunnel for most response

@@ -161,6 +161,19 @@ pub fn cpu_ticks(pid: u32) -> Result<u64> {
     Ok(parse(14)? + parse(15)?)
 }
 
+/// Busy CPU time of the whole machine in clock ticks, summed over its CPUs: user, nice, system,
+/// irq and softirq of the `cpu` line of `/proc/stat` (idle, iowait and steal left out). Set
+/// against [`cpu_ticks`] of one process over the same window, it gives that process's share of
+/// the work the machine did.
+pub fn machine_busy_ticks() -> Result<u64> {
+    let text = std::fs::read_to_string("/proc/stat")?;
+    let line = text.lines().find(|l| l.starts_with("cpu ")).ok_or_else(|| Error("no cpu line in /proc/stat".into()))?;
+    let f: Vec<u64> = line.split_whitespace().skip(1).map(|v| v.parse().unwrap_or(0)).collect();
+    // Fields: user nice system idle iowait irq softirq steal ...
+    let at = |i: usize| f.get(i).copied().unwrap_or(0);
+    Ok(at(0) + at(1) + at(2) + at(5) + at(6))
+}
+
 /// Clock ticks per second (`getconf CLK_TCK`; 100 if that fails).
 pub fn clk_tck() -> u64 {
     Command::new("getconf")

@@ -219,7 +219,8 @@ fn route_filter_grpc(label: &str, kind: Responder) -> Result<()> {
     unary(&mut topo, 500)?;
     bidi(&mut topo, 10, 1000)?;
 
-    // Server streaming: many small messages, then 1 MiB messages (more than any window).
+    // Server streaming: many small messages, then 1 MiB messages (each more than the 64 KiB
+    // stream window the responder gives its clients, and a quarter of the tunnel stream's).
     let run = client(&topo, NODE, &["--mode", "server-stream", "--streams", "4", "--messages", "2000", "--size", "1024", "--channels", "2"])?;
     expect_ok(&mut topo, "server streaming (1 KiB)", &run, 4)?;
     let run = client(&topo, NODE, &["--mode", "server-stream", "--streams", "2", "--messages", "16", "--size", "1048576", "--channels", "2"])?;

@@ -197,8 +197,10 @@ fn slow_readers_keep_the_responder_memory_bounded(kind: Responder) -> Result<()>
     }
     let growth_mib = peak.saturating_sub(rss_before) as f64 / 1024.0;
     println!("{streams} stalled readers of {} MiB each: responder RSS grew {growth_mib:.1} MiB", size >> 20);
-    // Unbounded buffering would hold most of 4 x 48 MiB; flow control holds a window or two.
-    assert!(growth_mib < 40.0, "responder RSS grew {growth_mib:.1} MiB with stalled readers");
+    // Unbounded buffering would hold most of 4 x 48 MiB (192 MiB); flow control holds per stream
+    // the tunnel stream's 4 MiB window and Envoy's 1 MiB connection buffer, with the allocator's
+    // slack about 35 MiB for the four (about 13 MiB with a 1 MiB window).
+    assert!(growth_mib < 64.0, "responder RSS grew {growth_mib:.1} MiB with stalled readers");
     // The readers resume and get every byte, intact.
     let want = pattern_bytes(size);
     for (i, (mut s, first)) in socks.into_iter().enumerate() {

@@ -60,8 +60,16 @@ pub enum Action {
 pub const LOCAL_SID: u32 = 1;
 
 /// Request body bytes an HTTP stream may send before the session reports a larger offset: the
-/// stream window of a local leg ([`mux_settings`]).
-pub const LOCAL_INITIAL_WINDOW: u64 = 1 << 20;
+/// stream window of a local leg ([`mux_settings`]), and the stream window advertised to the
+/// initiator.
+///
+/// 4 MiB, not less: the route filter stops crediting while the client is above its write high
+/// watermark and resumes at the low watermark, so at the resume the client has about half of
+/// Envoy's per-connection buffer (1 MiB by default) left to read while the credit travels to the
+/// initiator and its data comes back. On a loaded machine that round trip outlasts the drain with
+/// a 1 MiB window: 32 MiB downloads took 7 % longer than through the built-in (41 paired runs;
+/// 2 MiB 6 %, 4 MiB and 8 MiB at parity). Memory per stream stays bounded by this window.
+pub const LOCAL_INITIAL_WINDOW: u64 = 4 << 20;
 
 enum Mode {
     Deciding(Vec<u8>),
@@ -98,9 +106,10 @@ struct SessionPing {
 
 /// Settings of the multiplexer on every tunnel.
 ///
-/// Stream windows are 1 MiB (what one stream may hold in the mux per direction); the connection
-/// windows are 64 MiB, so streams whose readers stall (each holding its 1 MiB) do not close the
-/// whole connection on the others (head-of-line blocking across streams).
+/// Stream windows are [`LOCAL_INITIAL_WINDOW`] (4 MiB: what one stream may hold in the mux per
+/// direction); the connection windows are 64 MiB, so streams whose readers stall (each holding
+/// its window) do not close the whole connection on the others (head-of-line blocking across
+/// streams).
 pub fn mux_settings() -> MuxSettings {
     MuxSettings {
         max_concurrent_streams_per_egress: 1024,

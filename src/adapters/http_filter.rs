@@ -36,7 +36,7 @@ use crate::ffi::envoy_http::HttpFilter;
 use crate::runtime::Runtime;
 use crate::rt_log;
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -94,8 +94,8 @@ struct St {
     sent: u64,
     /// Absolute request-body offset the tunnel allows (sent + window).
     allowed: u64,
-    /// Request body waiting for window.
-    pending: Vec<u8>,
+    /// Request body waiting for window, as taken from Envoy.
+    pending: BodyQueue,
     /// The downstream request ended (body end or trailers seen).
     req_end: bool,
     /// Request trailers waiting behind `pending`.
@@ -118,6 +118,51 @@ struct St {
     grpc: bool,
     /// Envoy holds request body for us (we answered `StopIterationAndWatermark`).
     held_in_envoy: bool,
+}
+
+/// Request body chunks in arrival order, each kept as the buffer it was taken from Envoy into, so
+/// that passing a chunk on to the tunnel copies nothing (only a chunk split at the window's edge
+/// copies its tail).
+#[derive(Default)]
+struct BodyQueue {
+    chunks: VecDeque<Vec<u8>>,
+    /// Bytes in `chunks`.
+    len: usize,
+}
+
+impl BodyQueue {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn push(&mut self, chunk: Vec<u8>) {
+        if !chunk.is_empty() {
+            self.len += chunk.len();
+            self.chunks.push_back(chunk);
+        }
+    }
+
+    /// Removes the first `n` bytes (at most [`BodyQueue::len`]) as whole chunks, the last one
+    /// split if it reaches past `n`.
+    fn take(&mut self, n: usize) -> Vec<Vec<u8>> {
+        let mut n = n.min(self.len);
+        self.len -= n;
+        let mut out = Vec::new();
+        while n > 0 {
+            let Some(mut front) = self.chunks.pop_front() else { break };
+            if front.len() > n {
+                let tail = front.split_off(n);
+                self.chunks.push_front(tail);
+            }
+            n -= front.len();
+            out.push(front);
+        }
+        out
+    }
 }
 
 /// Most request body bytes held while a request waits for a tunnel.
@@ -267,12 +312,12 @@ impl HttpStream {
                 if (!st.pending.is_empty() || held_in_envoy) && room == 0 {
                     // Ask to be told when the window opens.
                     let from = self.ep.conn_id;
-                    Some((Msg::LocalData { from, bytes: Vec::new(), end: false, more: true }, None))
+                    Some(vec![Msg::LocalData { from, bytes: Vec::new(), end: false, more: true }])
                 } else {
                     None
                 }
             } else {
-                let bytes: Vec<u8> = st.pending.drain(..n).collect();
+                let mut chunks = st.pending.take(n);
                 st.sent += n as u64;
                 let trailers =
                     if st.req_end && st.pending.is_empty() && !held_in_envoy { st.trailers.take() } else { None };
@@ -281,20 +326,20 @@ impl HttpStream {
                 }
                 let from = self.ep.conn_id;
                 let more = !st.pending.is_empty() || held_in_envoy;
-                let data = if n > 0 || end { Some(Msg::LocalData { from, bytes, end, more }) } else { None };
-                let tr = trailers.map(|fields| Msg::LocalTrailers { from, fields });
-                match (data, tr) {
-                    (Some(d), t) => Some((d, t)),
-                    (None, Some(t)) => Some((t, None)),
-                    (None, None) => None,
+                // One message per chunk (no copy to join them); only the last one may carry
+                // END_STREAM or ask for the window.
+                let last = chunks.pop().unwrap_or_default();
+                let mut msgs: Vec<Msg> =
+                    chunks.into_iter().map(|bytes| Msg::LocalData { from, bytes, end: false, more: false }).collect();
+                if n > 0 || end {
+                    msgs.push(Msg::LocalData { from, bytes: last, end, more });
                 }
+                msgs.extend(trailers.map(|fields| Msg::LocalTrailers { from, fields }));
+                Some(msgs)
             }
         };
-        if let Some((a, b)) = msg {
-                self.to_tunnel(a);
-            if let Some(b) = b {
-                self.to_tunnel(b);
-            }
+        for m in msg.into_iter().flatten() {
+            self.to_tunnel(m);
         }
     }
 
@@ -313,7 +358,7 @@ impl HttpStream {
         if want > 0 {
             let mut bytes = Vec::new();
             f.take_buffered_request_body(&mut bytes, want);
-            self.st.borrow_mut().pending.extend_from_slice(&bytes);
+            self.st.borrow_mut().pending.push(bytes);
         }
         if f.buffered_request_body_len() == 0 {
             self.st.borrow_mut().held_in_envoy = false;
@@ -557,7 +602,7 @@ pub fn on_request_body(s: &Rc<HttpStream>, end_of_stream: bool) -> BodyTaken {
         if (st.tunnel.is_none() && st.waiting.is_none()) || st.req_done {
             return BodyTaken::Taken;
         }
-        st.pending.extend_from_slice(&data);
+        st.pending.push(data);
         st.req_end |= end_of_stream;
         st.waiting.is_some() && st.pending.len() > MAX_WAITING_BYTES
     };
@@ -922,6 +967,55 @@ mod tests {
     fn grpc_message_is_percent_encoded() {
         assert_eq!(grpc_message("no reverse tunnel for node 'n1'"), "no reverse tunnel for node 'n1'");
         assert_eq!(grpc_message("100% é\n"), "100%25 %C3%A9%0A");
+    }
+
+    #[test]
+    fn body_queue_hands_over_whole_chunks_and_splits_only_at_the_edge() {
+        let mut q = BodyQueue::default();
+        q.push(b"abc".to_vec());
+        q.push(Vec::new());
+        q.push(b"defgh".to_vec());
+        q.push(b"ij".to_vec());
+        assert_eq!(q.len(), 10);
+        // Whole chunks move as they are (no join); the chunk crossing n is split.
+        assert_eq!(q.take(5), vec![b"abc".to_vec(), b"de".to_vec()]);
+        assert_eq!(q.len(), 5);
+        assert_eq!(q.take(0), Vec::<Vec<u8>>::new());
+        assert_eq!(q.take(100), vec![b"fgh".to_vec(), b"ij".to_vec()]);
+        assert!(q.is_empty());
+        assert_eq!(q.take(1), Vec::<Vec<u8>>::new());
+    }
+
+    #[test]
+    fn a_window_limited_flush_sends_chunks_in_order_and_ends_on_the_last() {
+        let (rt, ep, _cfg) = world();
+        let f = FakeHttpFilter::with_headers(&get("n1"));
+        let s = stream(&rt, &f);
+        let mut st = s.st.borrow_mut();
+        st.tunnel = Some(ep.clone());
+        st.allowed = 6;
+        st.pending.push(b"abcd".to_vec());
+        st.pending.push(b"efgh".to_vec());
+        st.req_end = true;
+        drop(st);
+        s.flush_request();
+        let sent: Vec<(Vec<u8>, bool, bool)> = ep
+            .take()
+            .0
+            .into_iter()
+            .filter_map(|m| if let Msg::LocalData { bytes, end, more, .. } = m { Some((bytes, end, more)) } else { None })
+            .collect();
+        // The window takes 6 bytes: one whole chunk and the head of the next; more is pending.
+        assert_eq!(sent, vec![(b"abcd".to_vec(), false, false), (b"ef".to_vec(), false, true)]);
+        s.st.borrow_mut().allowed = 100;
+        s.flush_request();
+        let sent: Vec<(Vec<u8>, bool)> = ep
+            .take()
+            .0
+            .into_iter()
+            .filter_map(|m| if let Msg::LocalData { bytes, end, .. } = m { Some((bytes, end)) } else { None })
+            .collect();
+        assert_eq!(sent, vec![(b"gh".to_vec(), true)]);
     }
 
     #[test]

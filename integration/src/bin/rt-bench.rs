@@ -86,9 +86,12 @@ const REQUEST_PATH_OPTIONS: &str = r#"
 - **Body copies** (W7 responder CPU row): a perf profile of the 32 MiB echo had `memmove` at 27 % of
   the responder's samples (5 % for the built-in): a response byte was copied six times, a request
   byte four. DATA payloads now move as `bytes::Bytes` slices of the read or request chunk they
-  arrived in, and large ones go to the tunnel as writes of their own: two copies per direction (out
-  of Envoy and back in), `memmove` 5-9 % of samples, and the responder's CPU per echo about the
-  built-in's.
+  arrived in, and large ones go to the tunnel as writes of their own; the route filter keeps a
+  request body waiting for window as the chunks it took from Envoy (it copied them into one
+  buffer and out again until this stop). That leaves two copies per direction, out of Envoy and
+  back in, which the ABI imposes (it passes bytes into and out of a module by copy), and the
+  responder's CPU per echo at 1.0-1.1x the built-in's, whose router hands a request body from
+  codec to codec without a copy and whose upstream codec copies a response once.
 - **Built and measured here (rows "owned sockets"): the module owns the tunnel sockets**
   (`envoy-config/upstream-owned.yaml`). The listener filter `reverse_tunnel` duplicates each
   accepted socket's descriptor, closes Envoy's and serves the socket on a socket loop of the
@@ -1215,7 +1218,7 @@ fn run(opts: &Opts) -> Result<()> {
         missed += 1;
         let _ = writeln!(
             md,
-            "- **W7**. Both transfers are bound by the client and backend on this 2-core machine more than by the\n  responder (the initiator, the backend, curl or the Python gRPC client and the responder share 2 CPUs):\n  during the gRPC runs the responder did {:.0} % of the machine's work (the built-in {:.0} %), so even a\n  free responder would move messages/s by about that much (see \"Where the CPU goes in W7 gRPC\").\n  The route filter moves each body chunk once between Envoy and the tunnel session, with a 4 MiB\n  stream window and credit in 64 KiB batches; the responder CPU rows show what it costs against the\n  built-in's ({:.2}x per echo, {:.2}x per gRPC run here). Single W7 runs spread by about +-20 %; compare\n  the raw runs.",
+            "- **W7**. Both transfers are bound by the client and backend on this 2-core machine more than by the\n  responder (the initiator, the backend, curl or the Python gRPC client and the responder share 2 CPUs):\n  during the gRPC runs the responder did {:.0} % of the machine's work (the built-in {:.0} %), so even a\n  free responder would move messages/s by about that much (see \"Where the CPU goes in W7 gRPC\").\n  The route filter moves each body chunk once between Envoy and the tunnel session, with a 4 MiB\n  stream window and credit in 64 KiB batches; the responder CPU rows show what it costs against the\n  built-in's ({:.2}x per echo, {:.2}x per gRPC run here). Single W7 runs spread by about +-20 %; compare\n  the raw runs. *Why the echo lags (profiled)*: the responder's CPU per echo is 1.0-1.1x the\n  built-in's, and that difference is the ABI's copies (\"Body copies\" above): with two copies of\n  each body byte per direction against the built-in's one or none, `memmove` takes about 8 % of our\n  responder's samples during the echo against 4 % of the built-in's. *Would close it*: on a\n  tunnel of the request's own worker, writing a request chunk from Envoy's buffer slices straight\n  to the tunnel connection, and passing response DATA to Envoy from the tunnel's read buffer in\n  place (each saves one copy of the body per direction); neither is built.",
             w7.grpc_share[1],
             w7.grpc_share[0],
             r(w7.echo_cpu_ms[1], w7.echo_cpu_ms[0]),

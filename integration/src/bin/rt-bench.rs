@@ -15,6 +15,9 @@
 //! 8. Handshakes/s with `jwt_validator`: W3's raw tunnels, each handshake carrying an RS256
 //!    bearer token checked against a local JWKS (`--w8-only` runs this one alone, printed).
 //!
+//! `--w7-paired N` (printed, no report) compares W7's bulk transfers pair by pair, for effects
+//! smaller than single runs' spread (see [`w7_paired`]).
+//!
 //! Also writes `docs/bench-chart.svg`, a bar chart of the main ratios.
 //!
 //! Usage: `rt-bench [--out FILE] [--runs N] [--tunnels N] [--cpu-window S]` (defaults:
@@ -58,6 +61,8 @@ struct Opts {
     w8_only: bool,
     /// Run W3/W4 alone and print it (BENCHMARKS.md untouched).
     w34_only: bool,
+    /// Pairs of W7's paired comparison (`--w7-paired N`; 0: not run). Printed only.
+    w7_pairs: usize,
 }
 
 /// The request-path options section of the report (static text: what was built, measured,
@@ -146,6 +151,12 @@ const REQUEST_PATH_OPTIONS: &str = r#"
   the Python processes, so no responder can move messages/s by more than about 10 % here, and the
   ratio mostly measures run-to-run noise around the responders' difference in CPU per message
   (the rows above it).
+- **W7 bulk transfers pair by pair** (`rt-bench --w7-paired 41`, printed only): a ratio within
+  each pair of runs taken seconds apart cancels the machine's drift, which single runs cannot.
+  After the changes above, over 41 pairs: 32 MiB downloads 0.985x the built-in's MB/s (per-pair
+  quartiles 0.92-1.04x), uploads 0.98x, echoes 0.99x (0.91-1.14x); the responder's CPU 1.01x,
+  1.09x and 1.01x. Bulk transfers are at parity; uploads cost the responder more CPU, the ABI's
+  copies of the request body ("Body copies").
 - **Not prototyped**: a transport socket or a module cluster (they do not remove the router and
   codec hops).
 - **Request-body back-pressure toward a slow node**: past 256 KiB that the tunnel stream's window
@@ -168,7 +179,7 @@ const W5_RESOLUTION_MS: f64 = 100.0;
 const W5_ECHO: Duration = Duration::from_secs(5);
 
 fn main() -> ExitCode {
-    let mut opts = Opts { out: repo_root().join("BENCHMARKS.md"), runs: 3, tunnels: 10_000, cpu_window: 20, w1_only: false, w7_only: false, w8_only: false, w34_only: false };
+    let mut opts = Opts { out: repo_root().join("BENCHMARKS.md"), runs: 3, tunnels: 10_000, cpu_window: 20, w1_only: false, w7_only: false, w8_only: false, w34_only: false, w7_pairs: 0 };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < args.len() {
@@ -178,6 +189,7 @@ fn main() -> ExitCode {
             "--runs" => opts.runs = val.parse().unwrap_or(3).max(1),
             "--tunnels" => opts.tunnels = val.parse().unwrap_or(10_000).max(1),
             "--cpu-window" => opts.cpu_window = val.parse().unwrap_or(20).max(1),
+            "--w7-paired" => opts.w7_pairs = val.parse().unwrap_or(41).max(3),
             "--w1-only" => {
                 opts.w1_only = true;
                 i += 1;
@@ -199,7 +211,7 @@ fn main() -> ExitCode {
                 continue;
             }
             _ => {
-                eprintln!("usage: rt-bench [--out FILE] [--runs N] [--tunnels N] [--cpu-window S] [--w1-only | --w7-only | --w8-only | --w34-only]");
+                eprintln!("usage: rt-bench [--out FILE] [--runs N] [--tunnels N] [--cpu-window S] [--w1-only | --w7-only | --w8-only | --w34-only | --w7-paired N]");
                 return ExitCode::from(2);
             }
         }
@@ -551,6 +563,85 @@ fn workload7(opts: &Opts, tick_ms: f64, md: &mut String) -> Result<W7> {
         grpc_cpu_ms: gcpu.each_ref().map(|v| median(v)),
         grpc_share: gshare.each_ref().map(|v| median(v)),
     })
+}
+
+/// One 32 MiB transfer of W7's paired comparison through `topo`: (wall seconds, responder CPU
+/// ticks), or an error if the response was not a 200.
+fn timed_curl(topo: &mut Topology, args: &[&str], path: &str) -> Result<(f64, f64)> {
+    let pid = topo.responder().pid();
+    let cpu0 = cpu_ticks(pid)?;
+    let started = Instant::now();
+    let out = Command::new("curl")
+        .args(["-sS", "--http2-prior-knowledge", "--max-time", "120", "-o", "/dev/null", "-w", "%{http_code}"])
+        .args(["-H", &format!("x-remote-node-id: {NODE}")])
+        .args(args)
+        .arg(format!("http://127.0.0.1:{}{path}", topo.egress_port))
+        .output()
+        .map_err(|e| Error(format!("cannot run curl: {e}")))?;
+    let secs = started.elapsed().as_secs_f64();
+    let ticks = cpu_ticks(pid)?.saturating_sub(cpu0) as f64;
+    let code = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if code != "200" {
+        return Err(Error(format!("{path}: HTTP {code} {}", String::from_utf8_lossy(&out.stderr))));
+    }
+    Ok((secs, ticks))
+}
+
+/// W7's bulk transfers compared pair by pair (`--w7-paired N`): the W7 topology for the built-in
+/// and ours, then N times, alternating, on each a 32 MiB download (`GET /get?bytes=`), a 32 MiB
+/// upload (`POST /digest`) and a 32 MiB echo. A ratio is taken within each pair (ours / built-in,
+/// measured seconds apart), so drift of the shared machine between pairs cancels out; printed are
+/// the median and quartiles of the per-pair time ratios, and the ratio of the responders' summed
+/// CPU. Single W7 runs spread by about +-20 %: this is the tool for effects of a few percent.
+fn w7_paired(pairs: usize, tick_ms: f64) -> Result<()> {
+    println!("== W7 paired: {pairs} pairs of 32 MiB download, upload and echo (built-in, ours)");
+    let spec = InitiatorSpec::new(NODE, CLUSTER).concurrency(2).tunnels(1).grpc(true);
+    let mut topos = Vec::new();
+    for k in PAIR {
+        topos.push(start_topo_with(&format!("bench-w7p-{}", idx(k)), k, 2, spec.clone())?);
+    }
+    let size = 32usize << 20;
+    let up = topos[0].dir().file("w7p-up.bin");
+    std::fs::write(&up, rt_integration::backend::pattern_bytes(size))?;
+    let data = format!("@{}", up.display());
+    let get = format!("/get?bytes={size}");
+    let cases: [(&str, Vec<&str>, &str); 3] = [
+        ("download", vec![], get.as_str()),
+        ("upload", vec!["--data-binary", data.as_str()], "/digest/w7p"),
+        ("echo", vec!["--data-binary", data.as_str()], "/echo/w7p"),
+    ];
+    // [case][kind] -> (seconds, ticks) per pair.
+    let mut res: Vec<[Vec<(f64, f64)>; 2]> = (0..cases.len()).map(|_| [Vec::new(), Vec::new()]).collect();
+    for _ in 0..pairs {
+        for (c, (_, args, path)) in cases.iter().enumerate() {
+            for (i, topo) in topos.iter_mut().enumerate() {
+                res[c][i].push(timed_curl(topo, args, path)?);
+            }
+        }
+    }
+    let quartiles = |mut v: Vec<f64>| -> (f64, f64, f64) {
+        v.sort_by(|a, b| a.total_cmp(b));
+        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+        (at(0.25), at(0.5), at(0.75))
+    };
+    for (c, (name, _, _)) in cases.iter().enumerate() {
+        let [b, o] = &res[c];
+        let ratios: Vec<f64> = b.iter().zip(o).map(|(b, o)| o.0 / b.0).collect();
+        let (q1, med, q3) = quartiles(ratios);
+        let cpu = |v: &Vec<(f64, f64)>| v.iter().map(|x| x.1).sum::<f64>() * tick_ms;
+        let secs = |v: &Vec<(f64, f64)>| median(&v.iter().map(|x| x.0).collect::<Vec<_>>());
+        println!(
+            "   {name:<8}: time ours / built-in per pair: median {med:.3} (quartiles {q1:.3}-{q3:.3}) -> MB/s ratio {:.3}; \
+             median time {:.3} / {:.3} s; responder CPU in all {pairs} pairs {:.0} / {:.0} ms, ratio {:.3}",
+            1.0 / med,
+            secs(b),
+            secs(o),
+            cpu(b),
+            cpu(o),
+            cpu(o) / cpu(b)
+        );
+    }
+    Ok(())
 }
 
 /// Tunnels registered at a responder with raw tunnels (node ids `bench-raw-*`).
@@ -962,6 +1053,9 @@ fn run(opts: &Opts) -> Result<()> {
             w7.mbps, w7.echo_cpu_ms, w7.msgs, w7.grpc_cpu_ms, w7.grpc_share
         );
         return Ok(());
+    }
+    if opts.w7_pairs > 0 {
+        return w7_paired(opts.w7_pairs, tick_ms);
     }
     if opts.w8_only {
         let w8 = workload8(opts, &mut raw)?;

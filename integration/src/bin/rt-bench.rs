@@ -15,8 +15,8 @@
 //! 8. Handshakes/s with `jwt_validator`: W3's raw tunnels, each handshake carrying an RS256
 //!    bearer token checked against a local JWKS (`--w8-only` runs this one alone, printed).
 //!
-//! `--w7-paired N` (printed, no report) compares W7's bulk transfers pair by pair, for effects
-//! smaller than single runs' spread (see [`w7_paired`]).
+//! `--w7-paired N` (printed, no report) compares W7's transfers and gRPC run pair by pair, for
+//! effects smaller than single runs' spread (see [`w7_paired`]).
 //!
 //! Also writes `docs/bench-chart.svg`, a bar chart of the main ratios.
 //!
@@ -151,12 +151,17 @@ const REQUEST_PATH_OPTIONS: &str = r#"
   the Python processes, so no responder can move messages/s by more than about 10 % here, and the
   ratio mostly measures run-to-run noise around the responders' difference in CPU per message
   (the rows above it).
-- **W7 bulk transfers pair by pair** (`rt-bench --w7-paired 41`, printed only): a ratio within
+- **W7 pair by pair** (`rt-bench --w7-paired 41`, printed only): a ratio within
   each pair of runs taken seconds apart cancels the machine's drift, which single runs cannot.
   After the changes above, over 41 pairs: 32 MiB downloads 0.985x the built-in's MB/s (per-pair
   quartiles 0.92-1.04x), uploads 0.98x, echoes 0.99x (0.91-1.14x); the responder's CPU 1.01x,
   1.09x and 1.01x. Bulk transfers are at parity; uploads cost the responder more CPU, the ABI's
-  copies of the request body ("Body copies").
+  copies of the request body ("Body copies"). With W7's gRPC run in each pair (21 pairs):
+  messages/s 0.98x (quartiles 0.85-1.04x) with the responder's CPU per run 1.13x the built-in's
+  (single `make bench` medians had put it at 0.95-1.17x); echoes 0.96x at 1.09x CPU in that run.
+  Where gRPC's extra CPU goes is not found yet: in a perf profile the module's own code is about
+  11 % of the responder's samples, Envoy's about 8 points less than the built-in's, and the
+  responder makes 13 % more `epoll_wait` and 4-6 % more `readv`/`sendto` calls.
 - **Not prototyped**: a transport socket or a module cluster (they do not remove the router and
   codec hops).
 - **Request-body back-pressure toward a slow node**: past 256 KiB that the tunnel stream's window
@@ -463,6 +468,9 @@ fn workload2(opts: &Opts, conc: u32, md: &mut String) -> Result<W2> {
     Ok(([med(&samples[0]), med(&samples[1])], failures))
 }
 
+/// The gRPC client's arguments in W7: bidirectional streams, each message echoed and checked.
+const W7_GRPC_ARGS: [&str; 10] = ["--mode", "bidi", "--streams", "4", "--messages", "2000", "--size", "64", "--window", "16"];
+
 /// Medians of workload 7 per responder (built-in, ours).
 struct W7 {
     /// MB/s of a 32 MiB echo (up + down), per [`KINDS`].
@@ -522,13 +530,7 @@ fn workload7(opts: &Opts, tick_ms: f64, md: &mut String) -> Result<W7> {
             let rate = if ok { 2.0 * size as f64 / 1e6 / secs } else { 0.0 };
             let gcpu0 = cpu_ticks(pid)?;
             let busy0 = machine_busy_ticks()?;
-            let g = rt_integration::grpc::run_client(
-                topo.dir(),
-                topo.egress_port,
-                NODE,
-                &["--mode", "bidi", "--streams", "4", "--messages", "2000", "--size", "64", "--window", "16"],
-                Duration::from_secs(120),
-            )?;
+            let g = rt_integration::grpc::run_client(topo.dir(), topo.egress_port, NODE, &W7_GRPC_ARGS, Duration::from_secs(120))?;
             let grpc_ticks = cpu_ticks(pid)?.saturating_sub(gcpu0);
             let busy = machine_busy_ticks()?.saturating_sub(busy0);
             let grpc_cpu_ms = grpc_ticks as f64 * tick_ms;
@@ -587,12 +589,13 @@ fn timed_curl(topo: &mut Topology, args: &[&str], path: &str) -> Result<(f64, f6
     Ok((secs, ticks))
 }
 
-/// W7's bulk transfers compared pair by pair (`--w7-paired N`): the W7 topology for the built-in
-/// and ours, then N times, alternating, on each a 32 MiB download (`GET /get?bytes=`), a 32 MiB
-/// upload (`POST /digest`) and a 32 MiB echo. A ratio is taken within each pair (ours / built-in,
-/// measured seconds apart), so drift of the shared machine between pairs cancels out; printed are
-/// the median and quartiles of the per-pair time ratios, and the ratio of the responders' summed
-/// CPU. Single W7 runs spread by about +-20 %: this is the tool for effects of a few percent.
+/// W7 compared pair by pair (`--w7-paired N`): the W7 topology for the built-in and ours, then N
+/// times, alternating, on each a 32 MiB download (`GET /get?bytes=`), a 32 MiB upload
+/// (`POST /digest`), a 32 MiB echo and W7's gRPC run. A ratio is taken within each pair (ours /
+/// built-in, measured seconds apart), so drift of the shared machine between pairs cancels out;
+/// printed are the median and quartiles of the per-pair ratios (time for the transfers,
+/// messages/s for gRPC), and the ratio of the responders' summed CPU. Single W7 runs spread by
+/// about +-20 %: this is the tool for effects of a few percent.
 fn w7_paired(pairs: usize, tick_ms: f64) -> Result<()> {
     println!("== W7 paired: {pairs} pairs of 32 MiB download, upload and echo (built-in, ours)");
     let spec = InitiatorSpec::new(NODE, CLUSTER).concurrency(2).tunnels(1).grpc(true);
@@ -612,11 +615,22 @@ fn w7_paired(pairs: usize, tick_ms: f64) -> Result<()> {
     ];
     // [case][kind] -> (seconds, ticks) per pair.
     let mut res: Vec<[Vec<(f64, f64)>; 2]> = (0..cases.len()).map(|_| [Vec::new(), Vec::new()]).collect();
+    // Per kind: (messages/s, responder CPU ticks) of each gRPC run.
+    let mut grpc: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
     for _ in 0..pairs {
         for (c, (_, args, path)) in cases.iter().enumerate() {
             for (i, topo) in topos.iter_mut().enumerate() {
                 res[c][i].push(timed_curl(topo, args, path)?);
             }
+        }
+        for (i, topo) in topos.iter_mut().enumerate() {
+            let pid = topo.responder().pid();
+            let cpu0 = cpu_ticks(pid)?;
+            let g = rt_integration::grpc::run_client(topo.dir(), topo.egress_port, NODE, &W7_GRPC_ARGS, Duration::from_secs(120))?;
+            if !g.success {
+                return Err(Error(format!("gRPC run failed: {}", g.result)));
+            }
+            grpc[i].push((g.f64("messages_per_s"), cpu_ticks(pid)?.saturating_sub(cpu0) as f64));
         }
     }
     let quartiles = |mut v: Vec<f64>| -> (f64, f64, f64) {
@@ -641,6 +655,16 @@ fn w7_paired(pairs: usize, tick_ms: f64) -> Result<()> {
             cpu(o) / cpu(b)
         );
     }
+    let [b, o] = &grpc;
+    let (q1, med, q3) = quartiles(b.iter().zip(o).map(|(b, o)| o.0 / b.0).collect());
+    let cpu = |v: &Vec<(f64, f64)>| v.iter().map(|x| x.1).sum::<f64>() * tick_ms;
+    println!(
+        "   gRPC    : messages/s ours / built-in per pair: median {med:.3} (quartiles {q1:.3}-{q3:.3}); \
+         responder CPU in all {pairs} pairs {:.0} / {:.0} ms, ratio {:.3}",
+        cpu(b),
+        cpu(o),
+        cpu(o) / cpu(b)
+    );
     Ok(())
 }
 

@@ -597,7 +597,7 @@ fn timed_curl(topo: &mut Topology, args: &[&str], path: &str) -> Result<(f64, f6
 /// messages/s for gRPC), and the ratio of the responders' summed CPU. Single W7 runs spread by
 /// about +-20 %: this is the tool for effects of a few percent.
 fn w7_paired(pairs: usize, tick_ms: f64) -> Result<()> {
-    println!("== W7 paired: {pairs} pairs of 32 MiB download, upload and echo (built-in, ours)");
+    println!("== W7 paired: {pairs} pairs of 32 MiB download, upload, echo and a gRPC run (built-in, ours)");
     let spec = InitiatorSpec::new(NODE, CLUSTER).concurrency(2).tunnels(1).grpc(true);
     let mut topos = Vec::new();
     for k in PAIR {

@@ -485,22 +485,37 @@ struct W7 {
     grpc_share: [f64; 3],
 }
 
-/// Workload 7: large bodies and gRPC streaming through a tunnel, per responder (built-in, ours).
-/// Same topology as W1 (responder and initiator `--concurrency 2`, a tunnel on each responder
-/// worker), the initiator with a grpcio server behind it.
 /// Runs of W7: at least 7, since its single runs spread by about +-20 % on this machine (the Python
 /// gRPC client and curl share the two CPUs with both Envoys), more than the other workloads.
 fn w7_runs(opts: &Opts) -> usize {
     opts.runs.max(7)
 }
 
+/// W7's topology for each responder of `kinds`, labelled `<label>-<kind>`: the W1 topology
+/// (responder and initiator `--concurrency 2`, a tunnel on each responder worker), the initiator
+/// with a grpcio server behind it.
+fn start_w7_topos(label: &str, kinds: &[Responder]) -> Result<Vec<Topology>> {
+    let spec = InitiatorSpec::new(NODE, CLUSTER).concurrency(2).tunnels(1).grpc(true);
+    kinds.iter().map(|&k| start_topo_with(&format!("{label}-{}", idx(k)), k, 2, spec.clone())).collect()
+}
+
+/// One W7 gRPC run through `topo`: the client's result, the responder's CPU ticks during it and
+/// the machine's busy ticks during it ([`machine_busy_ticks`]).
+fn w7_grpc_run(topo: &mut Topology) -> Result<(rt_integration::grpc::ClientRun, u64, u64)> {
+    let pid = topo.responder().pid();
+    let cpu0 = cpu_ticks(pid)?;
+    let busy0 = machine_busy_ticks()?;
+    let g = rt_integration::grpc::run_client(topo.dir(), topo.egress_port, NODE, &W7_GRPC_ARGS, Duration::from_secs(120))?;
+    let ticks = cpu_ticks(pid)?.saturating_sub(cpu0);
+    let busy = machine_busy_ticks()?.saturating_sub(busy0);
+    Ok((g, ticks, busy))
+}
+
+/// Workload 7: large bodies and gRPC streaming through a tunnel, per responder of [`KINDS`]
+/// ([`start_w7_topos`]).
 fn workload7(opts: &Opts, tick_ms: f64, md: &mut String) -> Result<W7> {
     println!("== W7: 32 MiB bodies and gRPC streaming through a tunnel");
-    let spec = InitiatorSpec::new(NODE, CLUSTER).concurrency(2).tunnels(1).grpc(true);
-    let mut topos = Vec::new();
-    for k in KINDS {
-        topos.push(start_topo_with(&format!("bench-w7-{}", idx(k)), k, 2, spec.clone())?);
-    }
+    let mut topos = start_w7_topos("bench-w7", &KINDS)?;
     let size = 32usize << 20;
     let body = rt_integration::backend::pattern_bytes(size);
     let mut mbps: [Vec<f64>; 3] = Default::default();
@@ -528,11 +543,7 @@ fn workload7(opts: &Opts, tick_ms: f64, md: &mut String) -> Result<W7> {
             let code = String::from_utf8_lossy(&out.stdout).trim().to_string();
             let ok = code == "200" && std::fs::read(&down).map(|d| d == body).unwrap_or(false);
             let rate = if ok { 2.0 * size as f64 / 1e6 / secs } else { 0.0 };
-            let gcpu0 = cpu_ticks(pid)?;
-            let busy0 = machine_busy_ticks()?;
-            let g = rt_integration::grpc::run_client(topo.dir(), topo.egress_port, NODE, &W7_GRPC_ARGS, Duration::from_secs(120))?;
-            let grpc_ticks = cpu_ticks(pid)?.saturating_sub(gcpu0);
-            let busy = machine_busy_ticks()?.saturating_sub(busy0);
+            let (g, grpc_ticks, busy) = w7_grpc_run(topo)?;
             let grpc_cpu_ms = grpc_ticks as f64 * tick_ms;
             let share = if busy > 0 { 100.0 * grpc_ticks as f64 / busy as f64 } else { 0.0 };
             let m = if g.success { g.f64("messages_per_s") } else { 0.0 };
@@ -598,11 +609,7 @@ fn timed_curl(topo: &mut Topology, args: &[&str], path: &str) -> Result<(f64, f6
 /// about +-20 %: this is the tool for effects of a few percent.
 fn w7_paired(pairs: usize, tick_ms: f64) -> Result<()> {
     println!("== W7 paired: {pairs} pairs of 32 MiB download, upload, echo and a gRPC run (built-in, ours)");
-    let spec = InitiatorSpec::new(NODE, CLUSTER).concurrency(2).tunnels(1).grpc(true);
-    let mut topos = Vec::new();
-    for k in PAIR {
-        topos.push(start_topo_with(&format!("bench-w7p-{}", idx(k)), k, 2, spec.clone())?);
-    }
+    let mut topos = start_w7_topos("bench-w7p", &PAIR)?;
     let size = 32usize << 20;
     let up = topos[0].dir().file("w7p-up.bin");
     std::fs::write(&up, rt_integration::backend::pattern_bytes(size))?;
@@ -624,13 +631,11 @@ fn w7_paired(pairs: usize, tick_ms: f64) -> Result<()> {
             }
         }
         for (i, topo) in topos.iter_mut().enumerate() {
-            let pid = topo.responder().pid();
-            let cpu0 = cpu_ticks(pid)?;
-            let g = rt_integration::grpc::run_client(topo.dir(), topo.egress_port, NODE, &W7_GRPC_ARGS, Duration::from_secs(120))?;
+            let (g, ticks, _) = w7_grpc_run(topo)?;
             if !g.success {
                 return Err(Error(format!("gRPC run failed: {}", g.result)));
             }
-            grpc[i].push((g.f64("messages_per_s"), cpu_ticks(pid)?.saturating_sub(cpu0) as f64));
+            grpc[i].push((g.f64("messages_per_s"), ticks as f64));
         }
     }
     let quartiles = |mut v: Vec<f64>| -> (f64, f64, f64) {
@@ -638,11 +643,12 @@ fn w7_paired(pairs: usize, tick_ms: f64) -> Result<()> {
         let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
         (at(0.25), at(0.5), at(0.75))
     };
+    // Summed responder CPU of one responder's runs, ms.
+    let cpu = |v: &Vec<(f64, f64)>| v.iter().map(|x| x.1).sum::<f64>() * tick_ms;
     for (c, (name, _, _)) in cases.iter().enumerate() {
         let [b, o] = &res[c];
         let ratios: Vec<f64> = b.iter().zip(o).map(|(b, o)| o.0 / b.0).collect();
         let (q1, med, q3) = quartiles(ratios);
-        let cpu = |v: &Vec<(f64, f64)>| v.iter().map(|x| x.1).sum::<f64>() * tick_ms;
         let secs = |v: &Vec<(f64, f64)>| median(&v.iter().map(|x| x.0).collect::<Vec<_>>());
         println!(
             "   {name:<8}: time ours / built-in per pair: median {med:.3} (quartiles {q1:.3}-{q3:.3}) -> MB/s ratio {:.3}; \
@@ -657,7 +663,6 @@ fn w7_paired(pairs: usize, tick_ms: f64) -> Result<()> {
     }
     let [b, o] = &grpc;
     let (q1, med, q3) = quartiles(b.iter().zip(o).map(|(b, o)| o.0 / b.0).collect());
-    let cpu = |v: &Vec<(f64, f64)>| v.iter().map(|x| x.1).sum::<f64>() * tick_ms;
     println!(
         "   gRPC    : messages/s ours / built-in per pair: median {med:.3} (quartiles {q1:.3}-{q3:.3}); \
          responder CPU in all {pairs} pairs {:.0} / {:.0} ms, ratio {:.3}",

@@ -82,6 +82,13 @@ pub trait Role: Sized + 'static {
     fn on_message(conn: &Conn<Self>, msg: Msg);
     /// The connection closed (event or destroy); must be idempotent.
     fn on_closed(conn: &Conn<Self>, remote: bool);
+    /// Request body of same-worker HTTP stream `from`, written to this connection straight from
+    /// `payload` (Envoy's buffer of that stream, valid for this call only) instead of being
+    /// copied into a message. Returns whether it was taken; a role that relays no HTTP streams,
+    /// or a tunnel that cannot send it all at once now, takes nothing.
+    fn send_inline(_conn: &Conn<Self>, _from: u64, _payload: &[&[u8]]) -> bool {
+        false
+    }
 }
 
 /// One connection owned by one of our filters, with role state `S`. Lives on its worker; its
@@ -161,6 +168,8 @@ pub trait Connection {
     fn on_message(&self, msg: Msg);
     /// See [`Role::on_closed`].
     fn on_closed(&self, remote: bool);
+    /// See [`Role::send_inline`].
+    fn send_inline(&self, from: u64, payload: &[&[u8]]) -> bool;
 }
 
 impl<R: Role> Connection for Conn<R> {
@@ -202,5 +211,8 @@ impl<R: Role> Connection for Conn<R> {
     }
     fn on_closed(&self, remote: bool) {
         R::on_closed(self, remote)
+    }
+    fn send_inline(&self, from: u64, payload: &[&[u8]]) -> bool {
+        R::send_inline(self, from, payload)
     }
 }

@@ -150,6 +150,10 @@ pub trait EnvoyHttpFilter {
     fn request_trailers(&self) -> Vec<(Vec<u8>, Vec<u8>)>;
     /// Moves the current `request_body` hook's chunk into `out`; returns its length.
     fn take_received_request_body(&self, out: &mut Vec<u8>) -> usize;
+    /// Shows `use_body` the current `request_body` hook's chunk where Envoy holds it (its slices,
+    /// in order, valid during the call only); if `use_body` returns true the chunk is drained
+    /// from Envoy (taken, as by `take_received_request_body`). Returns what `use_body` returned.
+    fn use_received_request_body(&self, use_body: &mut dyn FnMut(&[&[u8]]) -> bool) -> bool;
     /// Bytes of request body Envoy holds for the filter (chunks earlier `request_body` hooks left
     /// buffered by answering `StopIterationAndWatermark`).
     fn buffered_request_body_len(&self) -> usize;
@@ -178,6 +182,9 @@ impl EnvoyHttpFilter for HttpFilter {
     }
     fn take_received_request_body(&self, out: &mut Vec<u8>) -> usize {
         HttpFilter::take_received_request_body(*self, out)
+    }
+    fn use_received_request_body(&self, use_body: &mut dyn FnMut(&[&[u8]]) -> bool) -> bool {
+        HttpFilter::use_received_request_body(*self, use_body)
     }
     fn buffered_request_body_len(&self) -> usize {
         HttpFilter::buffered_request_body_len(*self)

@@ -380,6 +380,19 @@ impl crate::adapters::envoy_api::EnvoyHttpFilter for FakeHttpFilter {
         out.extend_from_slice(&b);
         b.len()
     }
+    fn use_received_request_body(&self, use_body: &mut dyn FnMut(&[&[u8]]) -> bool) -> bool {
+        let body = self.body.borrow().clone();
+        if body.is_empty() {
+            return false;
+        }
+        // Two slices when it can, as Envoy's buffer may hold a chunk in several.
+        let (a, b) = body.split_at(body.len() / 2);
+        let used = use_body(&[a, b]);
+        if used {
+            self.body.borrow_mut().clear();
+        }
+        used
+    }
     fn buffered_request_body_len(&self) -> usize {
         self.buffered.borrow().len()
     }

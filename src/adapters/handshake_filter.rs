@@ -194,6 +194,9 @@ impl Role for TunnelConn {
     fn on_closed(conn: &Tunnel, remote: bool) {
         on_closed(conn, remote)
     }
+    fn send_inline(conn: &Tunnel, from: u64, payload: &[&[u8]]) -> bool {
+        send_inline(conn, from, payload)
+    }
 }
 
 /// Arms the handshake deadline.
@@ -675,6 +678,27 @@ pub fn on_local_msg(conn: &Tunnel, msg: Msg) {
         None => Vec::new(),
     });
     run_actions(conn, acts);
+}
+
+/// Request body of same-worker HTTP stream `from`, written from Envoy's buffer (`payload`) right
+/// after its DATA frame header ([`TunnelSession::local_data_inline`]); false when not taken.
+pub fn send_inline(conn: &Tunnel, from: u64, payload: &[&[u8]]) -> bool {
+    let n = payload.iter().map(|p| p.len()).sum();
+    let acts = with_tunnel(conn, |t| t.phases.session_mut().and_then(|s| s.local_data_inline(from, n)));
+    let Some(mut acts) = acts else { return false };
+    // The frame header ends the last tunnel write; the payload follows it at once.
+    let split = acts
+        .iter()
+        .rposition(|a| matches!(a, Action::WriteTunnel(_) | Action::WriteTunnelParts(_)))
+        .map_or(0, |i| i + 1);
+    let rest = acts.split_off(split);
+    run_actions(conn, acts);
+    for p in payload {
+        conn.runtime.stats.relayed(Direction::ToInitiator, p.len());
+        conn.write(p);
+    }
+    run_actions(conn, rest);
+    true
 }
 
 /// Bytes from egress connection `from` for this (claimed) tunnel.

@@ -36,7 +36,8 @@ use crate::ffi::envoy_http::HttpFilter;
 use crate::runtime::Runtime;
 use crate::rt_log;
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use rustc_hash::FxHashMap as HashMap;
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -194,7 +195,7 @@ pub struct HttpStream {
 
 thread_local! {
     /// This worker's live HTTP streams, for same-worker delivery.
-    static STREAMS: RefCell<HashMap<u64, Rc<HttpStream>>> = RefCell::new(HashMap::new());
+    static STREAMS: RefCell<HashMap<u64, Rc<HttpStream>>> = RefCell::new(HashMap::default());
     /// This worker's streams waiting for a tunnel (retried on every clock tick).
     static WAITING: RefCell<Vec<Rc<HttpStream>>> = const { RefCell::new(Vec::new()) };
 }
@@ -341,6 +342,38 @@ impl HttpStream {
         for m in msg.into_iter().flatten() {
             self.to_tunnel(m);
         }
+    }
+
+    /// Sends this `request_body` hook's chunk to a tunnel of this worker straight from Envoy's
+    /// buffer, without copying it into a message (`Connection::send_inline`). Only
+    /// mid-request, with nothing of the request pending or held, the tunnel's mailbox quiet (so
+    /// nothing is reordered) and the stream's window taking the whole chunk. Returns whether it
+    /// went; if not, nothing changed.
+    fn send_inline(&self, f: &Rc<dyn EnvoyHttpFilter>) -> bool {
+        let (t, room) = {
+            let st = self.st.borrow();
+            let quiet = !st.req_done && st.pending.is_empty() && !st.held_in_envoy && st.waiting.is_none();
+            match &st.tunnel {
+                Some(t) if quiet && t.worker == self.ep.worker => (t.clone(), st.allowed.saturating_sub(st.sent)),
+                _ => return false,
+            }
+        };
+        let Some(conn) = super::worker::get(t.conn_id) else { return false };
+        let Some(_busy) = t.begin_direct() else { return false };
+        let from = self.ep.conn_id;
+        let mut sent = 0usize;
+        let taken = f.use_received_request_body(&mut |slices| {
+            let n: usize = slices.iter().map(|s| s.len()).sum();
+            if n as u64 > room || !conn.send_inline(from, slices) {
+                return false;
+            }
+            sent = n;
+            true
+        });
+        if taken {
+            self.st.borrow_mut().sent += sent as u64;
+        }
+        taken
     }
 
     /// Moves request body that Envoy holds for us into `pending`, as far as the tunnel stream's
@@ -594,6 +627,9 @@ pub fn on_request_body(s: &Rc<HttpStream>, end_of_stream: bool) -> BodyTaken {
         // refill now could see an empty buffer and end the request before this chunk); the
         // window opening (the tunnel was told this stream has more) takes it.
         return BodyTaken::LeftInEnvoy;
+    }
+    if !end_of_stream && s.send_inline(&f) {
+        return BodyTaken::Taken;
     }
     let mut data = Vec::new();
     f.take_received_request_body(&mut data);

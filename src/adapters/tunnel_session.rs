@@ -23,7 +23,7 @@ use crate::core::h2mux::frame::error;
 use crate::core::h2mux::hpack::HeaderField;
 use crate::core::h2mux::{Bytes, LocalFrame, Mux, MuxEvent, MuxSettings, Output, Part};
 use crate::core::relay::EchoStripper;
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::sync::Arc;
 
 /// The HTTP/2 client connection preface (RFC 9113 §3.4).
@@ -135,11 +135,11 @@ impl TunnelSession {
             owner: 0,
             strip,
             mode: Mode::Deciding(Vec::new()),
-            egress: HashMap::new(),
+            egress: HashMap::default(),
             backlog: Vec::new(),
             shareable: false,
-            local: HashMap::new(),
-            want_window: HashSet::new(),
+            local: HashMap::default(),
+            want_window: HashSet::default(),
             persistent: false,
             ping: SessionPing {
                 interval_ms: ping_interval_ms.max(1000),
@@ -195,6 +195,18 @@ impl TunnelSession {
         }
         let out = m.local_data_owned(from, LOCAL_SID, Bytes::from(bytes), end);
         self.apply(out)
+    }
+
+    /// Request body of HTTP stream `from` that the caller writes to the tunnel straight from
+    /// Envoy's buffer ([`Mux::local_data_inline`]): `n` bytes, the request not ending. `Some`:
+    /// taken; the actions' last tunnel write ends with the DATA frame header, after which the
+    /// caller writes the `n` bytes. `None`: not taken (send them with [`TunnelSession::local_data`]).
+    pub fn local_data_inline(&mut self, from: u64, n: usize) -> Option<Vec<Action>> {
+        let Mode::Mux(m) = &mut self.mode else { return None };
+        let recv = self.local.get_mut(&from)?;
+        let out = m.local_data_inline(from, LOCAL_SID, n)?;
+        *recv += n as u64;
+        Some(self.apply(out))
     }
 
     /// Request trailers of HTTP stream `from`.

@@ -10,7 +10,7 @@ use super::endpoint::{Endpoint, Msg};
 use crate::ffi::envoy::CloseType;
 use crate::core::deadlines::DeadlineQueue;
 use std::cell::RefCell;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -21,7 +21,7 @@ struct WorkerLocal {
 
 thread_local! {
     static LOCAL: RefCell<WorkerLocal> = RefCell::new(WorkerLocal {
-        conns: HashMap::new(),
+        conns: HashMap::default(),
         deadlines: DeadlineQueue::new(),
     });
 }

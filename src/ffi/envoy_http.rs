@@ -79,6 +79,31 @@ impl HttpFilter {
         self.take_body(abi::envoy_dynamic_module_type_http_body_type::ReceivedRequestBody, out, usize::MAX)
     }
 
+    /// Shows `use_body` the current `request_body` hook's chunk in place (Envoy's slices, valid
+    /// during the call only); drains it from Envoy if `use_body` returns true, and returns that.
+    /// Stream's worker.
+    pub fn use_received_request_body(self, use_body: &mut dyn FnMut(&[&[u8]]) -> bool) -> bool {
+        let kind = abi::envoy_dynamic_module_type_http_body_type::ReceivedRequestBody;
+        // SAFETY: stream's worker; the slices are used before the drain and not kept.
+        unsafe {
+            let n = shim::get_body_chunks_size(self.ptr(), kind);
+            if n == 0 {
+                return false;
+            }
+            let mut chunks = vec![EMPTY_ENVOY_BUF; n];
+            if !shim::get_body_chunks(self.ptr(), kind, chunks.as_mut_ptr()) {
+                return false;
+            }
+            let slices: Vec<&[u8]> = chunks.iter().map(|c| envoy_bytes(c)).collect();
+            let total = slices.iter().map(|s| s.len()).sum();
+            if !use_body(&slices) {
+                return false;
+            }
+            shim::drain_body(self.ptr(), kind, total);
+            true
+        }
+    }
+
     /// Bytes of the request body Envoy holds for this filter (what earlier `request_body` hooks
     /// left buffered by returning `StopIterationAndWatermark`).
     pub fn buffered_request_body_len(self) -> usize {

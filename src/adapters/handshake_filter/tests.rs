@@ -458,3 +458,49 @@ mod jwt_fuzz {
         }
     }
 }
+
+#[test]
+fn a_same_worker_request_body_is_written_to_the_tunnel_from_envoys_buffer() {
+    use crate::adapters::endpoint::Sched;
+    use crate::adapters::fake::FakeHttpFilter;
+    use crate::adapters::http_filter::{self, BodyTaken, RouteFilterConfig};
+    use crate::ffi::envoy_http::HttpScheduler;
+    let env = fake::Env::new("{}", "{}");
+    let (f, c) = env.admitted(31, "n1");
+    let cfg = RouteFilterConfig { runtime: env.rt.clone(), cfg: Default::default() };
+    let hf = FakeHttpFilter::with_headers(&[
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":authority", "x"),
+        (":path", "/up"),
+        ("x-remote-node-id", "n1"),
+    ]);
+    let s = http_filter::new_stream(hf.clone(), c.ep().worker, Sched::Http(HttpScheduler(0)), env.rt.clone());
+    http_filter::on_request_headers(&cfg, &s, false);
+    // The tunnel's answer to the open (the stream's window) waits in the stream's mailbox.
+    http_filter::on_scheduled(&s);
+    f.clear_writes();
+    *hf.body.borrow_mut() = b"0123456789".to_vec();
+    assert!(matches!(http_filter::on_request_body(&s, false), BodyTaken::Taken));
+    let writes: Vec<Vec<u8>> = f
+        .calls
+        .borrow()
+        .iter()
+        .filter_map(|call| if let Call::Write(d, _) = call { Some(d.clone()) } else { None })
+        .collect();
+    // A DATA frame of 10 bytes on tunnel stream 1, its payload written from Envoy's two slices
+    // as they are (no copy joined them).
+    let n = writes.len();
+    assert!(n >= 3, "{writes:?}");
+    let header = &writes[n - 3];
+    assert_eq!(header[header.len() - 9..], [0, 0, 10, 0, 0, 0, 0, 0, 1], "{writes:?}");
+    assert_eq!((writes[n - 2].as_slice(), writes[n - 1].as_slice()), (&b"01234"[..], &b"56789"[..]));
+    assert!(hf.body.borrow().is_empty(), "taken out of Envoy");
+    // The last chunk ends the request: it goes the usual way, after the inline one.
+    f.clear_writes();
+    *hf.body.borrow_mut() = b"end".to_vec();
+    http_filter::on_request_body(&s, true);
+    fake::deliver_mail(&[&c]);
+    let w = f.written();
+    assert_eq!(w[w.len() - 12..], [0, 0, 3, 0, 1, 0, 0, 0, 1, b'e', b'n', b'd'], "DATA with END_STREAM: {w:?}");
+}

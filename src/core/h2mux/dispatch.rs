@@ -134,6 +134,34 @@ impl Mux {
         pipe.recv_window -= flow as i64;
         pipe.owed += flow;
         pipe.data_seen = true;
+        // Response bytes for a local leg, with nothing queued ahead of them and credit for all of
+        // them, are handed over at once: what flush_one would do with them next, minus the queue.
+        let local = match self.egresses.get_mut(&s.egress) {
+            Some(eg) if eg.local && !from_egress && !dest_closed => Some(eg),
+            _ => None,
+        };
+        let n = body.len() as i64;
+        if let Some(eg) = local.filter(|eg| {
+            n > 0
+                && pipe.items.is_empty()
+                && pipe.reset_after.is_none()
+                && n <= pipe.send_window
+                && n <= eg.conn.send_window
+                && n <= i64::from(eg.conn.peer_max_frame)
+        }) {
+            eg.conn.send_window -= n;
+            pipe.send_window -= n;
+            pipe.sent_end |= end;
+            if end {
+                pipe.end_received = true;
+            }
+            self.local_out.push((s.egress, s.egress_sid, LocalFrame::Data { bytes: body, end }));
+            self.credit_dirty.insert(key);
+            if end {
+                self.settle(key);
+            }
+            return Ok(());
+        }
         let mut queued = 0;
         if !dest_closed && (!body.is_empty() || end) {
             queued = body.len();

@@ -74,6 +74,53 @@ impl Mux {
         self.collect()
     }
 
+    /// Request body bytes of stream `sid` of local leg `egress` that the caller writes to the
+    /// tunnel itself, straight from where they are (no copy into the mux). Taken only when the
+    /// stream has nothing queued toward the tunnel and every window takes all `n` bytes as one
+    /// DATA frame (at most the initiator's MAX_FRAME_SIZE); the request does not end here. Then
+    /// the windows and credits move exactly as if [`Mux::local_data_owned`] had sent the bytes,
+    /// and the returned output ends with that frame's 9-byte header: the caller writes it, then
+    /// the `n` payload bytes right after it, before anything else reaches the tunnel. `None`:
+    /// not taken, nothing changed (send them with [`Mux::local_data_owned`]).
+    pub fn local_data_inline(&mut self, egress: EgressId, sid: u32, n: usize) -> Option<Output> {
+        if self.dead || n == 0 || n > self.tunnel.conn.peer_max_frame as usize {
+            return None;
+        }
+        let Lookup::Open(key) = self.lookup(Leg::Egress(egress), sid) else { return None };
+        let flow = n as i64;
+        {
+            let leg = self.egresses.get(&egress)?;
+            let s = self.streams.get(&key)?;
+            let up = &s.up;
+            let open = s.tunnel_sid.is_some() && !s.tunnel_closed && !up.end_received;
+            let idle = up.items.is_empty() && up.reset_after.is_none();
+            let windows = flow <= up.recv_window
+                && flow <= up.send_window
+                && flow <= self.tunnel.conn.send_window
+                && flow <= leg.conn.recv_window;
+            if !(leg.local && open && idle && windows) {
+                return None;
+            }
+        }
+        // What on_data does for arriving bytes, then what flush_one does for sending them.
+        if let Some(c) = self.conn(Leg::Egress(egress)) {
+            c.recv_window -= flow;
+            c.owed += n;
+            c.credit_dirty = true;
+        }
+        let s = self.streams.get_mut(&key)?;
+        s.up.recv_window -= flow;
+        s.up.owed += n;
+        s.up.data_seen = true;
+        s.up.send_window -= flow;
+        let t = s.tunnel_sid?;
+        self.tunnel.conn.send_window -= flow;
+        self.credit_dirty.insert(key);
+        self.pump();
+        frame::write_frame_header(&mut self.tunnel.conn.out, n, kind::DATA, 0, t);
+        Some(self.collect())
+    }
+
     /// Request trailers of stream `sid` of local leg `egress` (ends the request).
     pub fn local_trailers(&mut self, egress: EgressId, sid: u32, fields: Vec<HeaderField>) -> Output {
         if self.dead {

@@ -215,3 +215,57 @@ fn local_streams_are_refused_while_draining() {
     assert_eq!(local_reset(&w, 4, 3), Some(error::REFUSED_STREAM));
     assert!(!w.mux.can_accept_egress());
 }
+
+/// A POST opened on local leg 100, stream 1, in a fresh world.
+fn world_with_open_post(mut w: World) -> World {
+    let out = w.mux.attach_local(100);
+    step(&mut w, out);
+    let req = [(":method", "POST"), (":scheme", "http"), (":authority", "x"), (":path", "/up")];
+    let out = w.mux.local_open(100, 1, hf(&req), false);
+    step(&mut w, out);
+    w
+}
+
+#[test]
+fn inline_request_data_moves_windows_and_bytes_as_queued_data_would() {
+    let run = |inline: bool| {
+        let mut w = world_with_open_post(World::envoy());
+        for i in 0..7u8 {
+            let chunk = vec![i; 9000];
+            let out = if inline {
+                let mut out = w.mux.local_data_inline(100, 1, chunk.len()).expect("taken: nothing queued, windows open");
+                let n = out.to_tunnel.len();
+                assert!(n >= 9, "the output ends with the DATA frame header");
+                // length 9000, type DATA, no flags, stream 1
+                assert_eq!(out.to_tunnel[n - 9..], [0x00, 0x23, 0x28, 0x0, 0x0, 0, 0, 0, 1]);
+                out.to_tunnel.extend_from_slice(&chunk);
+                out
+            } else {
+                w.mux.local_data(100, 1, &chunk, false)
+            };
+            step(&mut w, out);
+        }
+        (w.tunnel.body_on(1), w.mux.local_send_window(100, 1))
+    };
+    let (inline, queued) = (run(true), run(false));
+    assert_eq!(inline.0.len(), 63_000);
+    assert_eq!(inline, queued);
+}
+
+#[test]
+fn inline_request_data_is_refused_without_changing_anything() {
+    // An initiator with RFC 9113's default windows (65,535 bytes) that credits nothing back.
+    let mut w = world_with_open_post(World::new(MuxSettings::default(), &[], 0));
+    w.tunnel.auto_credit = false;
+    assert!(w.mux.local_data_inline(100, 1, 16_385).is_none(), "more than one frame");
+    assert!(w.mux.local_data_inline(100, 3, 10).is_none(), "unknown stream");
+    assert!(w.mux.local_data_inline(100, 1, 0).is_none(), "nothing to send");
+    // Fill the initiator's stream window: the rest waits in the queue...
+    let out = w.mux.local_data(100, 1, &vec![7u8; 70_000], false);
+    step(&mut w, out);
+    assert_eq!(w.tunnel.body_on(1).len(), 65_535);
+    let window = w.mux.local_send_window(100, 1);
+    // ...so nothing may overtake it, whatever the windows say.
+    assert!(w.mux.local_data_inline(100, 1, 10).is_none(), "data is queued");
+    assert_eq!(w.mux.local_send_window(100, 1), window, "a refusal changes nothing");
+}

@@ -20,6 +20,7 @@ use super::conn::{CloseDetail, Conn, Role};
 use super::error::SetupError;
 use crate::core::close::CloseReason;
 use super::tunnel_session::{Action, TunnelSession};
+use crate::core::h2mux::{Part, OWN_PART_MIN};
 use super::worker::{self, deliver};
 use crate::config::filter::FilterConfig;
 use crate::config::jwt::JwksSource;
@@ -692,6 +693,26 @@ pub fn send_inline(conn: &Tunnel, from: u64, payload: &[&[u8]]) -> bool {
         .rposition(|a| matches!(a, Action::WriteTunnel(_) | Action::WriteTunnelParts(_)))
         .map_or(0, |i| i + 1);
     let rest = acts.split_off(split);
+    if n < OWN_PART_MIN {
+        // A small payload costs less copied behind its header than as writes of its own (each
+        // write runs Envoy's write path); the same rule as the multiplexer's parts.
+        let frames = match acts.last_mut() {
+            Some(Action::WriteTunnel(b)) => Some(b),
+            Some(Action::WriteTunnelParts(parts)) => match parts.last_mut() {
+                Some(Part::Frames(b)) => Some(b),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(b) = frames {
+            for p in payload {
+                b.extend_from_slice(p);
+            }
+            run_actions(conn, acts);
+            run_actions(conn, rest);
+            return true;
+        }
+    }
     run_actions(conn, acts);
     for p in payload {
         conn.runtime.stats.relayed(Direction::ToInitiator, p.len());

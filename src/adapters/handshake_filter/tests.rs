@@ -479,23 +479,30 @@ fn a_same_worker_request_body_is_written_to_the_tunnel_from_envoys_buffer() {
     http_filter::on_request_headers(&cfg, &s, false);
     // The tunnel's answer to the open (the stream's window) waits in the stream's mailbox.
     http_filter::on_scheduled(&s);
+    let writes_now = |f: &FakeNetworkFilter| -> Vec<Vec<u8>> {
+        f.calls.borrow().iter().filter_map(|call| if let Call::Write(d, _) = call { Some(d.clone()) } else { None }).collect()
+    };
     f.clear_writes();
-    *hf.body.borrow_mut() = b"0123456789".to_vec();
+    let big: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+    *hf.body.borrow_mut() = big.clone();
     assert!(matches!(http_filter::on_request_body(&s, false), BodyTaken::Taken));
-    let writes: Vec<Vec<u8>> = f
-        .calls
-        .borrow()
-        .iter()
-        .filter_map(|call| if let Call::Write(d, _) = call { Some(d.clone()) } else { None })
-        .collect();
-    // A DATA frame of 10 bytes on tunnel stream 1, its payload written from Envoy's two slices
-    // as they are (no copy joined them).
+    let writes = writes_now(&f);
+    // A DATA frame of 5,000 bytes on tunnel stream 1, its payload written from Envoy's two
+    // slices as they are (no copy joined them).
     let n = writes.len();
     assert!(n >= 3, "{writes:?}");
     let header = &writes[n - 3];
-    assert_eq!(header[header.len() - 9..], [0, 0, 10, 0, 0, 0, 0, 0, 1], "{writes:?}");
-    assert_eq!((writes[n - 2].as_slice(), writes[n - 1].as_slice()), (&b"01234"[..], &b"56789"[..]));
+    assert_eq!(header[header.len() - 9..], [0, 0x13, 0x88, 0, 0, 0, 0, 0, 1]);
+    assert_eq!((writes[n - 2].as_slice(), writes[n - 1].as_slice()), (&big[..2500], &big[2500..]));
     assert!(hf.body.borrow().is_empty(), "taken out of Envoy");
+    // A small chunk is cheaper copied behind its header: one write.
+    f.clear_writes();
+    *hf.body.borrow_mut() = b"0123456789".to_vec();
+    assert!(matches!(http_filter::on_request_body(&s, false), BodyTaken::Taken));
+    let writes = writes_now(&f);
+    let last = writes.last().expect("a write");
+    assert_eq!(last[last.len() - 19..], *b"\0\0\x0a\0\0\0\0\0\x010123456789", "{writes:?}");
+    assert!(hf.body.borrow().is_empty());
     // The last chunk ends the request: it goes the usual way, after the inline one.
     f.clear_writes();
     *hf.body.borrow_mut() = b"end".to_vec();

@@ -30,7 +30,7 @@ use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use rt_integration::load::fd_soft_limit;
-use rt_integration::bench::{clk_tck, cpu_ticks, machine_busy_ticks, median, run_h2load, H2Result, RawTunnels};
+use rt_integration::bench::{clk_tck, cpu_ms, cpu_ticks, machine_busy_ticks, median, run_h2load, H2Result, RawTunnels};
 use rt_integration::process::proc_rss_kib;
 use rt_integration::{
     free_ports, repo_root, wait_for, Check, Envoy, Error, InitiatorSpec, Responder, Result, TestDir, Topology,
@@ -93,10 +93,18 @@ const REQUEST_PATH_OPTIONS: &str = r#"
   byte four. DATA payloads now move as `bytes::Bytes` slices of the read or request chunk they
   arrived in, and large ones go to the tunnel as writes of their own; the route filter keeps a
   request body waiting for window as the chunks it took from Envoy (it copied them into one
-  buffer and out again until this stop). That leaves two copies per direction, out of Envoy and
-  back in, which the ABI imposes (it passes bytes into and out of a module by copy), and the
-  responder's CPU per echo at 1.0-1.1x the built-in's, whose router hands a request body from
-  codec to codec without a copy and whose upstream codec copies a response once.
+  buffer and out again until this stop). That left two copies per direction, out of Envoy and
+  back in. Now a request chunk for a tunnel of the stream's own worker, when nothing of the
+  request waits and the windows take it whole, is written to the tunnel from Envoy's own buffer
+  slices behind its frame header (one copy, in Envoy's `write`; docs/architecture.md, "The path
+  of a request: route filter"); alternating that with the queued path stream by stream on one responder (40
+  uploads of 32 MiB) put the inline path at 5-10 % less responder CPU, and at 10 % less than
+  copying the payload behind its header into one write (chunks under 4 KiB are still copied
+  that way: one write costs more than a small copy). A response byte is still copied twice: out
+  of the tunnel's read buffer, and into Envoy by `send_response_data`. Passing DATA to Envoy
+  from the read buffer in place would not pay: a 16 KiB frame spans two of Envoy's read slices,
+  the ABI sends one contiguous buffer per call, so each frame would cost two `encodeData`
+  passes (and two DATA frames to the client) instead of one copy.
 - **Built and measured here (rows "owned sockets"): the module owns the tunnel sockets**
   (`envoy-config/upstream-owned.yaml`). The listener filter `reverse_tunnel` duplicates each
   accepted socket's descriptor, closes Envoy's and serves the socket on a socket loop of the
@@ -152,16 +160,18 @@ const REQUEST_PATH_OPTIONS: &str = r#"
   ratio mostly measures run-to-run noise around the responders' difference in CPU per message
   (the rows above it).
 - **W7 pair by pair** (`rt-bench --w7-paired 41`, printed only): a ratio within
-  each pair of runs taken seconds apart cancels the machine's drift, which single runs cannot.
-  After the changes above, over 41 pairs: 32 MiB downloads 0.985x the built-in's MB/s (per-pair
-  quartiles 0.92-1.04x), uploads 0.98x, echoes 0.99x (0.91-1.14x); the responder's CPU 1.01x,
-  1.09x and 1.01x. Bulk transfers are at parity; uploads cost the responder more CPU, the ABI's
-  copies of the request body ("Body copies"). With W7's gRPC run in each pair (21 pairs):
-  messages/s 0.98x (quartiles 0.85-1.04x) with the responder's CPU per run 1.13x the built-in's
-  (single `make bench` medians had put it at 0.95-1.17x); echoes 0.96x at 1.09x CPU in that run.
-  Where gRPC's extra CPU goes is not found yet: in a perf profile the module's own code is about
-  11 % of the responder's samples, Envoy's about 8 points less than the built-in's, and the
-  responder makes 13 % more `epoll_wait` and 4-6 % more `readv`/`sendto` calls.
+  each pair of runs taken seconds apart cancels the machine's drift, which single runs cannot; the
+  responder's CPU is its threads' time on a CPU (`/proc/<pid>/task/*/schedstat`, ns: a transfer
+  costs a few tens of ms, which 10 ms clock ticks blurred by about 10 %). With request chunks
+  written from Envoy's buffer, response DATA handed straight to a stream with credit and FxHash
+  maps on the per-message path, over 41 pairs: 32 MiB downloads 0.99x the built-in's MB/s
+  (per-pair quartiles 0.94-1.04x) at 1.02x its CPU, uploads 0.97x at 1.07x, echoes 0.97x
+  (0.91-1.06x) at 1.03x, gRPC 1.00x messages/s (0.92-1.12x) at 1.06x its CPU per run. The
+  module's share of the responder's perf samples during gRPC fell from about 12.6 % to about 8.5 %
+  (from 1.13x CPU per run at the start of that work). Another 41-pair run of the same build, with
+  the coarser clock-tick CPU, gave 0.95-0.98x on every transfer and gRPC: run to run the medians
+  move by about 3 %, the per-pair quartiles span about +-8 %, and the four figures lie on both
+  sides of parity. One `make bench` run therefore cannot show a margin of a few percent either way.
 - **Not prototyped**: a transport socket or a module cluster (they do not remove the router and
   codec hops).
 - **Request-body back-pressure toward a slow node**: past 256 KiB that the tunnel stream's window
@@ -269,13 +279,12 @@ struct W1 {
 }
 
 /// One h2load run on a topology with the responder's CPU time measured around it.
-fn h2_run(topo: &mut Topology, n: u32, tick_ms: f64) -> Result<(H2Result, f64)> {
+fn h2_run(topo: &mut Topology, n: u32) -> Result<(H2Result, f64)> {
     let pid = topo.responder().pid();
     let log = topo.dir().file("h2load.log");
-    let before = cpu_ticks(pid)?;
+    let before = cpu_ms(pid)?;
     let r = run_h2load(topo.egress_port, NODE, n, 4, 8, &log)?;
-    let after = cpu_ticks(pid)?;
-    let cpu_ms = (after.saturating_sub(before)) as f64 * tick_ms;
+    let cpu_ms = cpu_ms(pid)? - before;
     let per_10k = if r.total > 0 { cpu_ms * 10_000.0 / r.total as f64 } else { 0.0 };
     Ok((r, per_10k))
 }
@@ -311,7 +320,7 @@ fn start_topo_with(label: &str, kind: Responder, resp_conc: u32, spec: Initiator
     Ok(topo)
 }
 
-fn workload1(opts: &Opts, tick_ms: f64, md: &mut String) -> Result<[W1; 4]> {
+fn workload1(opts: &Opts, md: &mut String) -> Result<[W1; 4]> {
     println!("== W1: request path, responder --concurrency 2, initiator --concurrency 2");
     let mut topos = Vec::new();
     for k in W1_KINDS {
@@ -320,7 +329,7 @@ fn workload1(opts: &Opts, tick_ms: f64, md: &mut String) -> Result<[W1; 4]> {
     let mut samples: [Vec<(H2Result, f64)>; 4] = Default::default();
     for run in 0..opts.runs {
         for (i, topo) in topos.iter_mut().enumerate() {
-            let (r, cpu) = h2_run(topo, 20_000, tick_ms)?;
+            let (r, cpu) = h2_run(topo, 20_000)?;
             println!(
                 "   run {} {:<19}: {}/{} 2xx, {:.0} 2xx/s, p50 {:.2} ms, p99 {:.2} ms, CPU {:.0} ms/10k",
                 run + 1,
@@ -401,15 +410,15 @@ fn start_plain_envoy(label: &str, template: &str) -> Result<(TestDir, Envoy, u16
 
 /// Median 2xx/s and CPU ms per 10k requests of the W1 load against [`CEILING_YAML`]
 /// (Envoy `--concurrency 2`).
-fn ceiling(opts: &Opts, tick_ms: f64, md: &mut String) -> Result<(f64, f64)> {
+fn ceiling(opts: &Opts, md: &mut String) -> Result<(f64, f64)> {
     println!("== W1 ceiling: the same load on an Envoy answering /direct itself (no tunnel)");
     let (dir, envoy, port) = start_plain_envoy("bench-ceiling", CEILING_YAML)?;
     let pid = envoy.pid();
     let mut samples = Vec::new();
     for run in 0..opts.runs {
-        let before = cpu_ticks(pid)?;
+        let before = cpu_ms(pid)?;
         let r = run_h2load(port, NODE, 20_000, 4, 8, &dir.file("h2load.log"))?;
-        let cpu = cpu_ticks(pid)?.saturating_sub(before) as f64 * tick_ms * 10_000.0 / (r.total.max(1)) as f64;
+        let cpu = (cpu_ms(pid)? - before) * 10_000.0 / (r.total.max(1)) as f64;
         println!("   run {}: {}/{} 2xx, {:.0} 2xx/s, p99 {:.2} ms, CPU {cpu:.0} ms/10k", run + 1, r.ok_2xx, r.total, r.ok_per_s, r.p99_ms);
         samples.push((r.ok_per_s, cpu));
     }
@@ -499,21 +508,23 @@ fn start_w7_topos(label: &str, kinds: &[Responder]) -> Result<Vec<Topology>> {
     kinds.iter().map(|&k| start_topo_with(&format!("{label}-{}", idx(k)), k, 2, spec.clone())).collect()
 }
 
-/// One W7 gRPC run through `topo`: the client's result, the responder's CPU ticks during it and
-/// the machine's busy ticks during it ([`machine_busy_ticks`]).
-fn w7_grpc_run(topo: &mut Topology) -> Result<(rt_integration::grpc::ClientRun, u64, u64)> {
+/// One W7 gRPC run through `topo`: the client's result, the responder's CPU time during it (ms,
+/// [`cpu_ms`]) and its share of the machine's busy CPU during it (%, in clock ticks of both:
+/// [`cpu_ticks`] against [`machine_busy_ticks`]).
+fn w7_grpc_run(topo: &mut Topology) -> Result<(rt_integration::grpc::ClientRun, f64, f64)> {
     let pid = topo.responder().pid();
-    let cpu0 = cpu_ticks(pid)?;
-    let busy0 = machine_busy_ticks()?;
+    let (ms0, ticks0, busy0) = (cpu_ms(pid)?, cpu_ticks(pid)?, machine_busy_ticks()?);
     let g = rt_integration::grpc::run_client(topo.dir(), topo.egress_port, NODE, &W7_GRPC_ARGS, Duration::from_secs(120))?;
-    let ticks = cpu_ticks(pid)?.saturating_sub(cpu0);
+    let ms = cpu_ms(pid)? - ms0;
+    let ticks = cpu_ticks(pid)?.saturating_sub(ticks0);
     let busy = machine_busy_ticks()?.saturating_sub(busy0);
-    Ok((g, ticks, busy))
+    let share = if busy > 0 { 100.0 * ticks as f64 / busy as f64 } else { 0.0 };
+    Ok((g, ms, share))
 }
 
 /// Workload 7: large bodies and gRPC streaming through a tunnel, per responder of [`KINDS`]
 /// ([`start_w7_topos`]).
-fn workload7(opts: &Opts, tick_ms: f64, md: &mut String) -> Result<W7> {
+fn workload7(opts: &Opts, md: &mut String) -> Result<W7> {
     println!("== W7: 32 MiB bodies and gRPC streaming through a tunnel");
     let mut topos = start_w7_topos("bench-w7", &KINDS)?;
     let size = 32usize << 20;
@@ -529,7 +540,7 @@ fn workload7(opts: &Opts, tick_ms: f64, md: &mut String) -> Result<W7> {
             let down = topo.dir().file("w7-down.bin");
             std::fs::write(&up, &body)?;
             let pid = topo.responder().pid();
-            let cpu0 = cpu_ticks(pid)?;
+            let cpu0 = cpu_ms(pid)?;
             let started = Instant::now();
             let out = Command::new("curl")
                 .args(["-sS", "--http2-prior-knowledge", "--max-time", "120", "-w", "%{http_code}"])
@@ -539,13 +550,11 @@ fn workload7(opts: &Opts, tick_ms: f64, md: &mut String) -> Result<W7> {
                 .output()
                 .map_err(|e| Error(format!("cannot run curl: {e}")))?;
             let secs = started.elapsed().as_secs_f64();
-            let echo_cpu_ms = cpu_ticks(pid)?.saturating_sub(cpu0) as f64 * tick_ms;
+            let echo_cpu_ms = cpu_ms(pid)? - cpu0;
             let code = String::from_utf8_lossy(&out.stdout).trim().to_string();
             let ok = code == "200" && std::fs::read(&down).map(|d| d == body).unwrap_or(false);
             let rate = if ok { 2.0 * size as f64 / 1e6 / secs } else { 0.0 };
-            let (g, grpc_ticks, busy) = w7_grpc_run(topo)?;
-            let grpc_cpu_ms = grpc_ticks as f64 * tick_ms;
-            let share = if busy > 0 { 100.0 * grpc_ticks as f64 / busy as f64 } else { 0.0 };
+            let (g, grpc_cpu_ms, share) = w7_grpc_run(topo)?;
             let m = if g.success { g.f64("messages_per_s") } else { 0.0 };
             println!(
                 "   run {} {:<8}: 32 MiB echo {} in {secs:.2} s = {rate:.0} MB/s, responder CPU {echo_cpu_ms:.0} ms; gRPC bidi {m:.0} messages/s, responder CPU {grpc_cpu_ms:.0} ms ({share:.0} % of the machine's){}",
@@ -579,10 +588,10 @@ fn workload7(opts: &Opts, tick_ms: f64, md: &mut String) -> Result<W7> {
 }
 
 /// One 32 MiB transfer of W7's paired comparison through `topo`: (wall seconds, responder CPU
-/// ticks), or an error if the response was not a 200.
+/// ms), or an error if the response was not a 200.
 fn timed_curl(topo: &mut Topology, args: &[&str], path: &str) -> Result<(f64, f64)> {
     let pid = topo.responder().pid();
-    let cpu0 = cpu_ticks(pid)?;
+    let cpu0 = cpu_ms(pid)?;
     let started = Instant::now();
     let out = Command::new("curl")
         .args(["-sS", "--http2-prior-knowledge", "--max-time", "120", "-o", "/dev/null", "-w", "%{http_code}"])
@@ -592,12 +601,12 @@ fn timed_curl(topo: &mut Topology, args: &[&str], path: &str) -> Result<(f64, f6
         .output()
         .map_err(|e| Error(format!("cannot run curl: {e}")))?;
     let secs = started.elapsed().as_secs_f64();
-    let ticks = cpu_ticks(pid)?.saturating_sub(cpu0) as f64;
+    let ms = cpu_ms(pid)? - cpu0;
     let code = String::from_utf8_lossy(&out.stdout).trim().to_string();
     if code != "200" {
         return Err(Error(format!("{path}: HTTP {code} {}", String::from_utf8_lossy(&out.stderr))));
     }
-    Ok((secs, ticks))
+    Ok((secs, ms))
 }
 
 /// W7 compared pair by pair (`--w7-paired N`): the W7 topology for the built-in and ours, then N
@@ -607,7 +616,7 @@ fn timed_curl(topo: &mut Topology, args: &[&str], path: &str) -> Result<(f64, f6
 /// printed are the median and quartiles of the per-pair ratios (time for the transfers,
 /// messages/s for gRPC), and the ratio of the responders' summed CPU. Single W7 runs spread by
 /// about +-20 %: this is the tool for effects of a few percent.
-fn w7_paired(pairs: usize, tick_ms: f64) -> Result<()> {
+fn w7_paired(pairs: usize) -> Result<()> {
     println!("== W7 paired: {pairs} pairs of 32 MiB download, upload, echo and a gRPC run (built-in, ours)");
     let mut topos = start_w7_topos("bench-w7p", &PAIR)?;
     let size = 32usize << 20;
@@ -620,9 +629,9 @@ fn w7_paired(pairs: usize, tick_ms: f64) -> Result<()> {
         ("upload", vec!["--data-binary", data.as_str()], "/digest/w7p"),
         ("echo", vec!["--data-binary", data.as_str()], "/echo/w7p"),
     ];
-    // [case][kind] -> (seconds, ticks) per pair.
+    // [case][kind] -> (seconds, responder CPU ms) per pair.
     let mut res: Vec<[Vec<(f64, f64)>; 2]> = (0..cases.len()).map(|_| [Vec::new(), Vec::new()]).collect();
-    // Per kind: (messages/s, responder CPU ticks) of each gRPC run.
+    // Per kind: (messages/s, responder CPU ms) of each gRPC run.
     let mut grpc: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
     for _ in 0..pairs {
         for (c, (_, args, path)) in cases.iter().enumerate() {
@@ -631,11 +640,11 @@ fn w7_paired(pairs: usize, tick_ms: f64) -> Result<()> {
             }
         }
         for (i, topo) in topos.iter_mut().enumerate() {
-            let (g, ticks, _) = w7_grpc_run(topo)?;
+            let (g, ms, _) = w7_grpc_run(topo)?;
             if !g.success {
                 return Err(Error(format!("gRPC run failed: {}", g.result)));
             }
-            grpc[i].push((g.f64("messages_per_s"), ticks as f64));
+            grpc[i].push((g.f64("messages_per_s"), ms));
         }
     }
     let quartiles = |mut v: Vec<f64>| -> (f64, f64, f64) {
@@ -644,7 +653,7 @@ fn w7_paired(pairs: usize, tick_ms: f64) -> Result<()> {
         (at(0.25), at(0.5), at(0.75))
     };
     // Summed responder CPU of one responder's runs, ms.
-    let cpu = |v: &Vec<(f64, f64)>| v.iter().map(|x| x.1).sum::<f64>() * tick_ms;
+    let cpu = |v: &Vec<(f64, f64)>| v.iter().map(|x| x.1).sum::<f64>();
     for (c, (name, _, _)) in cases.iter().enumerate() {
         let [b, o] = &res[c];
         let ratios: Vec<f64> = b.iter().zip(o).map(|(b, o)| o.0 / b.0).collect();
@@ -652,7 +661,7 @@ fn w7_paired(pairs: usize, tick_ms: f64) -> Result<()> {
         let secs = |v: &Vec<(f64, f64)>| median(&v.iter().map(|x| x.0).collect::<Vec<_>>());
         println!(
             "   {name:<8}: time ours / built-in per pair: median {med:.3} (quartiles {q1:.3}-{q3:.3}) -> MB/s ratio {:.3}; \
-             median time {:.3} / {:.3} s; responder CPU in all {pairs} pairs {:.0} / {:.0} ms, ratio {:.3}",
+             median time built-in {:.3} s, ours {:.3} s; responder CPU in all {pairs} pairs built-in {:.0} ms, ours {:.0} ms, ratio {:.3}",
             1.0 / med,
             secs(b),
             secs(o),
@@ -665,7 +674,7 @@ fn w7_paired(pairs: usize, tick_ms: f64) -> Result<()> {
     let (q1, med, q3) = quartiles(b.iter().zip(o).map(|(b, o)| o.0 / b.0).collect());
     println!(
         "   gRPC    : messages/s ours / built-in per pair: median {med:.3} (quartiles {q1:.3}-{q3:.3}); \
-         responder CPU in all {pairs} pairs {:.0} / {:.0} ms, ratio {:.3}",
+         responder CPU in all {pairs} pairs built-in {:.0} ms, ours {:.0} ms, ratio {:.3}",
         cpu(b),
         cpu(o),
         cpu(o) / cpu(b)
@@ -1076,7 +1085,7 @@ fn run(opts: &Opts) -> Result<()> {
     let tick_ms = 1000.0 / clk_tck() as f64;
     let mut raw = String::new();
     if opts.w7_only {
-        let w7 = workload7(opts, tick_ms, &mut raw)?;
+        let w7 = workload7(opts, &mut raw)?;
         print!(
             "{raw}\nW7 medians (built-in, ours, owned sockets): MB/s {:?}; responder CPU per echo {:?} ms; messages/s {:?}; responder CPU per gRPC run {:?} ms; responder % of the machine's busy CPU {:?}\n",
             w7.mbps, w7.echo_cpu_ms, w7.msgs, w7.grpc_cpu_ms, w7.grpc_share
@@ -1084,7 +1093,7 @@ fn run(opts: &Opts) -> Result<()> {
         return Ok(());
     }
     if opts.w7_pairs > 0 {
-        return w7_paired(opts.w7_pairs, tick_ms);
+        return w7_paired(opts.w7_pairs);
     }
     if opts.w8_only {
         let w8 = workload8(opts, &mut raw)?;
@@ -1102,18 +1111,18 @@ fn run(opts: &Opts) -> Result<()> {
         );
         return Ok(());
     }
-    let w1 = workload1(opts, tick_ms, &mut raw)?;
+    let w1 = workload1(opts, &mut raw)?;
     if opts.w1_only {
         print!("{raw}");
         return Ok(());
     }
-    let ceil = ceiling(opts, tick_ms, &mut raw)?;
+    let ceil = ceiling(opts, &mut raw)?;
     let w2a = workload2(opts, 2, &mut raw)?;
     let w2b = workload2(opts, 4, &mut raw)?;
     let w34 = workload34(opts, tick_ms, &mut raw)?;
     let floor = workload4_floor(opts, &mut raw)?;
     let w5 = workload5(opts, &mut raw)?;
-    let w7 = workload7(opts, tick_ms, &mut raw)?;
+    let w7 = workload7(opts, &mut raw)?;
     let w8 = workload8(opts, &mut raw)?;
     let w6 = workload6()?;
 
@@ -1258,7 +1267,7 @@ fn run(opts: &Opts) -> Result<()> {
     let _ = writeln!(
         md,
         "- **Ours** is the module in the recommended configuration (`envoy-config/upstream-direct.yaml`): the\n  terminal HTTP filter `reverse_tunnel_route` answers each request over the node's tunnel HTTP/2 session\n  itself. W1 also measures the module's cluster path (`envoy-config/upstream.yaml`: router, HTTP/2 cluster,\n  internal listener, egress network filter). Its handshake listener has the listener filter\n  `reverse_tunnel_spares`: a node's first tunnel per worker stays an Envoy connection and the others move\n  to the module's socket loops (README, \"Spare tunnels\"). *Ours, owned sockets* has the listener filter\n  `reverse_tunnel` instead (`envoy-config/upstream-owned.yaml`): the module owns every tunnel socket (rows\n  marked \"owned sockets\").\n\
-         - **W1 request path**: responder `--concurrency 2`; one built-in initiator `--concurrency 2` (one tunnel per\n  worker); `h2load -n 20000 -c 4 -m 8 -H 'x-remote-node-id: {NODE}' http://127.0.0.1:<egress>/direct` (h2c prior\n  knowledge). `/direct` is a direct_response on the initiator, so the responder is what is measured. Requests/s\n  counts 2xx responses only; latency percentiles come from h2load's `--log-file` (2xx only); CPU is utime+stime\n  of the responder from `/proc/<pid>/stat` around the h2load run, per 10,000 requests sent. A warm-up of 200\n  requests precedes the runs. The *ceiling* row runs the same h2load against a plain Envoy `--concurrency 2`
+         - **W1 request path**: responder `--concurrency 2`; one built-in initiator `--concurrency 2` (one tunnel per\n  worker); `h2load -n 20000 -c 4 -m 8 -H 'x-remote-node-id: {NODE}' http://127.0.0.1:<egress>/direct` (h2c prior\n  knowledge). `/direct` is a direct_response on the initiator, so the responder is what is measured. Requests/s\n  counts 2xx responses only; latency percentiles come from h2load's `--log-file` (2xx only); CPU is the time the\n  responder's threads spent on a CPU (`/proc/<pid>/task/*/schedstat`, ns) around the h2load run, per 10,000 requests sent. A warm-up of 200\n  requests precedes the runs. The *ceiling* row runs the same h2load against a plain Envoy `--concurrency 2`
   whose HTTP listener answers with a direct_response itself (no tunnel, no initiator): the most this machine
   gives for this load."
     );
@@ -1341,7 +1350,7 @@ fn run(opts: &Opts) -> Result<()> {
         missed += 1;
         let _ = writeln!(
             md,
-            "- **W7**. Both transfers are bound by the client and backend on this 2-core machine more than by the\n  responder (the initiator, the backend, curl or the Python gRPC client and the responder share 2 CPUs):\n  during the gRPC runs the responder did {:.0} % of the machine's work (the built-in {:.0} %), so even a\n  free responder would move messages/s by about that much (see \"Where the CPU goes in W7 gRPC\").\n  The route filter moves each body chunk once between Envoy and the tunnel session, with a 4 MiB\n  stream window and credit in 64 KiB batches; the responder CPU rows show what it costs against the\n  built-in's ({:.2}x per echo, {:.2}x per gRPC run here). Single W7 runs spread by about +-20 %; compare\n  the raw runs. *Why the echo lags (profiled)*: the responder's CPU per echo is 1.0-1.1x the\n  built-in's, and that difference is the ABI's copies (\"Body copies\" above): with two copies of\n  each body byte per direction against the built-in's one or none, `memmove` takes about 8 % of our\n  responder's samples during the echo against 4 % of the built-in's. *Would close it*: on a\n  tunnel of the request's own worker, writing a request chunk from Envoy's buffer slices straight\n  to the tunnel connection, and passing response DATA to Envoy from the tunnel's read buffer in\n  place (each saves one copy of the body per direction); neither is built.",
+            "- **W7**. Both transfers are bound by the client and backend on this 2-core machine more than by the\n  responder (the initiator, the backend, curl or the Python gRPC client and the responder share 2 CPUs):\n  during the gRPC runs the responder did {:.0} % of the machine's work (the built-in {:.0} %), so even a\n  free responder would move messages/s by about that much (see \"Where the CPU goes in W7 gRPC\").\n  The route filter writes a request chunk to a tunnel of its own worker from Envoy's buffer (one\n  copy) and copies a response chunk twice, with a 4 MiB stream window and credit in 64 KiB batches;\n  the responder CPU rows show what it costs against the built-in's ({:.2}x per echo, {:.2}x per gRPC\n  run here). Single W7 runs spread by about +-20 %; compare the raw runs. *Why no clear margin\n  (measured)*: over 41 alternating pairs (\"W7 pair by pair\") every transfer and gRPC is within 3 %\n  of the built-in, either side, at 1.02-1.07x its CPU, with per-pair quartiles about +-8 % wide; the\n  CPU left over is the response's second copy (\"Body copies\") and Envoy's write path run once per\n  slice of a request chunk. *Would close it*: an ABI call that takes several buffers per\n  `send_response_data` or `write`, or one that hands Envoy a module's buffer without a copy.",
             w7.grpc_share[1],
             w7.grpc_share[0],
             r(w7.echo_cpu_ms[1], w7.echo_cpu_ms[0]),

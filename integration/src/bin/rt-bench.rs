@@ -539,20 +539,10 @@ fn workload7(opts: &Opts, md: &mut String) -> Result<W7> {
             let up = topo.dir().file("w7-up.bin");
             let down = topo.dir().file("w7-down.bin");
             std::fs::write(&up, &body)?;
-            let pid = topo.responder().pid();
-            let cpu0 = cpu_ms(pid)?;
-            let started = Instant::now();
-            let out = Command::new("curl")
-                .args(["-sS", "--http2-prior-knowledge", "--max-time", "120", "-w", "%{http_code}"])
-                .args(["-H", &format!("x-remote-node-id: {NODE}"), "--data-binary", &format!("@{}", up.display())])
-                .args(["-o", &down.display().to_string()])
-                .arg(format!("http://127.0.0.1:{}/echo/w7", topo.egress_port))
-                .output()
-                .map_err(|e| Error(format!("cannot run curl: {e}")))?;
-            let secs = started.elapsed().as_secs_f64();
-            let echo_cpu_ms = cpu_ms(pid)? - cpu0;
-            let code = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            let ok = code == "200" && std::fs::read(&down).map(|d| d == body).unwrap_or(false);
+            let data = format!("@{}", up.display());
+            let c = curl_through(topo, &["--data-binary", &data], "/echo/w7", &down.display().to_string())?;
+            let (secs, echo_cpu_ms) = (c.secs, c.cpu_ms);
+            let ok = c.code == "200" && std::fs::read(&down).map(|d| d == body).unwrap_or(false);
             let rate = if ok { 2.0 * size as f64 / 1e6 / secs } else { 0.0 };
             let (g, grpc_cpu_ms, share) = w7_grpc_run(topo)?;
             let m = if g.success { g.f64("messages_per_s") } else { 0.0 };
@@ -587,26 +577,49 @@ fn workload7(opts: &Opts, md: &mut String) -> Result<W7> {
     })
 }
 
-/// One 32 MiB transfer of W7's paired comparison through `topo`: (wall seconds, responder CPU
-/// ms), or an error if the response was not a 200.
-fn timed_curl(topo: &mut Topology, args: &[&str], path: &str) -> Result<(f64, f64)> {
+/// One curl transfer of W7 through `topo`'s egress listener.
+struct CurlRun {
+    /// Wall time of the transfer, s.
+    secs: f64,
+    /// The responder's CPU time during it, ms ([`cpu_ms`]).
+    cpu_ms: f64,
+    /// The HTTP status curl printed.
+    code: String,
+    /// What curl wrote to stderr.
+    stderr: String,
+}
+
+/// Runs `curl` (h2c prior knowledge, node header `NODE`, 120 s limit) with `args` on `path` of
+/// `topo`'s egress listener, the response body going to file `out`.
+fn curl_through(topo: &mut Topology, args: &[&str], path: &str, out: &str) -> Result<CurlRun> {
     let pid = topo.responder().pid();
     let cpu0 = cpu_ms(pid)?;
     let started = Instant::now();
-    let out = Command::new("curl")
-        .args(["-sS", "--http2-prior-knowledge", "--max-time", "120", "-o", "/dev/null", "-w", "%{http_code}"])
+    let run = Command::new("curl")
+        .args(["-sS", "--http2-prior-knowledge", "--max-time", "120", "-o", out, "-w", "%{http_code}"])
         .args(["-H", &format!("x-remote-node-id: {NODE}")])
         .args(args)
         .arg(format!("http://127.0.0.1:{}{path}", topo.egress_port))
         .output()
         .map_err(|e| Error(format!("cannot run curl: {e}")))?;
     let secs = started.elapsed().as_secs_f64();
-    let ms = cpu_ms(pid)? - cpu0;
-    let code = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if code != "200" {
-        return Err(Error(format!("{path}: HTTP {code} {}", String::from_utf8_lossy(&out.stderr))));
+    let cpu_ms = cpu_ms(pid)? - cpu0;
+    Ok(CurlRun {
+        secs,
+        cpu_ms,
+        code: String::from_utf8_lossy(&run.stdout).trim().to_string(),
+        stderr: String::from_utf8_lossy(&run.stderr).into_owned(),
+    })
+}
+
+/// One 32 MiB transfer of W7's paired comparison through `topo`: (wall seconds, responder CPU
+/// ms), or an error if the response was not a 200.
+fn timed_curl(topo: &mut Topology, args: &[&str], path: &str) -> Result<(f64, f64)> {
+    let c = curl_through(topo, args, path, "/dev/null")?;
+    if c.code != "200" {
+        return Err(Error(format!("{path}: HTTP {} {}", c.code, c.stderr)));
     }
-    Ok((secs, ms))
+    Ok((c.secs, c.cpu_ms))
 }
 
 /// W7 compared pair by pair (`--w7-paired N`): the W7 topology for the built-in and ours, then N

@@ -693,30 +693,30 @@ pub fn send_inline(conn: &Tunnel, from: u64, payload: &[&[u8]]) -> bool {
         .rposition(|a| matches!(a, Action::WriteTunnel(_) | Action::WriteTunnelParts(_)))
         .map_or(0, |i| i + 1);
     let rest = acts.split_off(split);
-    if n < OWN_PART_MIN {
-        // A small payload costs less copied behind its header than as writes of its own (each
-        // write runs Envoy's write path); the same rule as the multiplexer's parts.
-        let frames = match acts.last_mut() {
-            Some(Action::WriteTunnel(b)) => Some(b),
-            Some(Action::WriteTunnelParts(parts)) => match parts.last_mut() {
-                Some(Part::Frames(b)) => Some(b),
-                _ => None,
-            },
+    // A small payload costs less copied behind its header than as writes of its own (each write
+    // runs Envoy's write path); the same rule as the multiplexer's parts.
+    let behind_header = match acts.last_mut() {
+        _ if n >= OWN_PART_MIN => None,
+        Some(Action::WriteTunnel(b)) => Some(b),
+        Some(Action::WriteTunnelParts(parts)) => match parts.last_mut() {
+            Some(Part::Frames(b)) => Some(b),
             _ => None,
-        };
-        if let Some(b) = frames {
-            for p in payload {
-                b.extend_from_slice(p);
-            }
-            run_actions(conn, acts);
-            run_actions(conn, rest);
-            return true;
+        },
+        _ => None,
+    };
+    let copied = match behind_header {
+        Some(b) => {
+            payload.iter().for_each(|p| b.extend_from_slice(p));
+            true
         }
-    }
+        None => false,
+    };
     run_actions(conn, acts);
-    for p in payload {
-        conn.runtime.stats.relayed(Direction::ToInitiator, p.len());
-        conn.write(p);
+    if !copied {
+        for p in payload {
+            conn.runtime.stats.relayed(Direction::ToInitiator, p.len());
+            conn.write(p);
+        }
     }
     run_actions(conn, rest);
     true

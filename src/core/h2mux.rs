@@ -459,6 +459,13 @@ struct Pipe {
 }
 
 impl Pipe {
+    /// `flow` DATA bytes (padding included) arrived from the source: out of our window, owed back.
+    fn received(&mut self, flow: usize) {
+        self.recv_window -= flow as i64;
+        self.owed += flow;
+        self.data_seen = true;
+    }
+
     fn new(recv_window: u32, send_window: u32) -> Pipe {
         Pipe {
             items: VecDeque::new(),
@@ -573,6 +580,13 @@ struct Conn {
 }
 
 impl Conn {
+    /// `flow` DATA bytes arrived on this leg: out of the connection window, owed back.
+    fn received(&mut self, flow: usize) {
+        self.recv_window -= flow as i64;
+        self.owed += flow;
+        self.credit_dirty = true;
+    }
+
     fn new(max_frame: u32, conn_window: u32) -> Conn {
         Conn {
             reader: FrameReader::new(max_frame),

@@ -84,16 +84,12 @@ impl HttpFilter {
     /// Stream's worker.
     pub fn use_received_request_body(self, use_body: &mut dyn FnMut(&[&[u8]]) -> bool) -> bool {
         let kind = abi::envoy_dynamic_module_type_http_body_type::ReceivedRequestBody;
+        let chunks = self.body_chunks(kind);
+        if chunks.is_empty() {
+            return false;
+        }
         // SAFETY: stream's worker; the slices are used before the drain and not kept.
         unsafe {
-            let n = shim::get_body_chunks_size(self.ptr(), kind);
-            if n == 0 {
-                return false;
-            }
-            let mut chunks = vec![EMPTY_ENVOY_BUF; n];
-            if !shim::get_body_chunks(self.ptr(), kind, chunks.as_mut_ptr()) {
-                return false;
-            }
             let slices: Vec<&[u8]> = chunks.iter().map(|c| envoy_bytes(c)).collect();
             let total = slices.iter().map(|s| s.len()).sum();
             if !use_body(&slices) {
@@ -118,19 +114,35 @@ impl HttpFilter {
         self.take_body(abi::envoy_dynamic_module_type_http_body_type::BufferedRequestBody, out, max)
     }
 
-    /// Copies up to `max` bytes from the front of body `kind` into `out`, then drains them from
-    /// Envoy. Returns the number of bytes moved. Stream's worker.
-    fn take_body(self, kind: u32, out: &mut Vec<u8>, max: usize) -> usize {
-        // SAFETY: stream's worker; the chunks are copied before the drain.
+    /// The buffers of body `kind` (pointing into Envoy's memory, valid until the body changes or
+    /// the hook returns); empty if there are none or Envoy cannot list them. Stream's worker.
+    fn body_chunks(self, kind: u32) -> Vec<abi::envoy_dynamic_module_type_envoy_buffer> {
+        // SAFETY: stream's worker; `chunks` has room for the count Envoy just gave.
         unsafe {
             let n = shim::get_body_chunks_size(self.ptr(), kind);
-            if n == 0 || max == 0 {
-                return 0;
+            if n == 0 {
+                return Vec::new();
             }
             let mut chunks = vec![EMPTY_ENVOY_BUF; n];
             if !shim::get_body_chunks(self.ptr(), kind, chunks.as_mut_ptr()) {
-                return 0;
+                return Vec::new();
             }
+            chunks
+        }
+    }
+
+    /// Copies up to `max` bytes from the front of body `kind` into `out`, then drains them from
+    /// Envoy. Returns the number of bytes moved. Stream's worker.
+    fn take_body(self, kind: u32, out: &mut Vec<u8>, max: usize) -> usize {
+        if max == 0 {
+            return 0;
+        }
+        let chunks = self.body_chunks(kind);
+        if chunks.is_empty() {
+            return 0;
+        }
+        // SAFETY: stream's worker; the chunks are copied before the drain.
+        unsafe {
             let total = append_chunks(&chunks, out, max);
             shim::drain_body(self.ptr(), kind, total);
             total

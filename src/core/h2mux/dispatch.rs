@@ -103,9 +103,7 @@ impl Mux {
                     "connection flow-control window exceeded",
                 ));
             }
-            conn.recv_window -= flow as i64;
-            conn.owed += flow;
-            conn.credit_dirty = true;
+            conn.received(flow);
         }
         let key = match self.lookup(leg, h.stream) {
             Lookup::Open(k) => k,
@@ -131,14 +129,13 @@ impl Mux {
             self.stream_error(key, leg, error::FLOW_CONTROL_ERROR);
             return Ok(());
         }
-        pipe.recv_window -= flow as i64;
-        pipe.owed += flow;
-        pipe.data_seen = true;
+        pipe.received(flow);
         // Response bytes for a local leg, with nothing queued ahead of them and credit for all of
         // them, are handed over at once: what flush_one would do with them next, minus the queue.
-        let local = match self.egresses.get_mut(&s.egress) {
-            Some(eg) if eg.local && !from_egress && !dest_closed => Some(eg),
-            _ => None,
+        let local = if from_egress || dest_closed {
+            None
+        } else {
+            self.egresses.get_mut(&s.egress).filter(|eg| eg.local)
         };
         let n = body.len() as i64;
         if let Some(eg) = local.filter(|eg| {

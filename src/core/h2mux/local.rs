@@ -88,32 +88,22 @@ impl Mux {
         }
         let Lookup::Open(key) = self.lookup(Leg::Egress(egress), sid) else { return None };
         let flow = n as i64;
-        {
-            let leg = self.egresses.get(&egress)?;
-            let s = self.streams.get(&key)?;
-            let up = &s.up;
-            let open = s.tunnel_sid.is_some() && !s.tunnel_closed && !up.end_received;
-            let idle = up.items.is_empty() && up.reset_after.is_none();
-            let windows = flow <= up.recv_window
-                && flow <= up.send_window
-                && flow <= self.tunnel.conn.send_window
-                && flow <= leg.conn.recv_window;
-            if !(leg.local && open && idle && windows) {
-                return None;
-            }
+        let leg = self.egresses.get_mut(&egress)?;
+        let s = self.streams.get_mut(&key)?;
+        let up = &mut s.up;
+        let t = s.tunnel_sid.filter(|_| !s.tunnel_closed && !up.end_received)?;
+        let idle = up.items.is_empty() && up.reset_after.is_none();
+        let windows = flow <= up.recv_window
+            && flow <= up.send_window
+            && flow <= self.tunnel.conn.send_window
+            && flow <= leg.conn.recv_window;
+        if !(leg.local && idle && windows) {
+            return None;
         }
         // What on_data does for arriving bytes, then what flush_one does for sending them.
-        if let Some(c) = self.conn(Leg::Egress(egress)) {
-            c.recv_window -= flow;
-            c.owed += n;
-            c.credit_dirty = true;
-        }
-        let s = self.streams.get_mut(&key)?;
-        s.up.recv_window -= flow;
-        s.up.owed += n;
-        s.up.data_seen = true;
-        s.up.send_window -= flow;
-        let t = s.tunnel_sid?;
+        leg.conn.received(n);
+        up.received(n);
+        up.send_window -= flow;
         self.tunnel.conn.send_window -= flow;
         self.credit_dirty.insert(key);
         self.pump();
